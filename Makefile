@@ -1,0 +1,65 @@
+# runqscale — two commands on a fresh machine: `make demo` and `make test`.
+# Every step below is idempotent: it installs only what is missing.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KREL := $(shell uname -r)
+APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool python3-bpfcc bpfcc-tools libbpf-tools \
+            linux-headers-amd64 stress-ng prometheus python3-venv nginx-light
+BPF_OBJ := probes/runqlat.bpf.o
+
+.PHONY: demo test bench deps system-deps kernel-headers bpf lint clean
+
+demo: deps
+	$(VENV)/bin/runqscale validate stress
+
+test: deps
+	$(VENV)/bin/ruff check .
+	CI=$${CI:-} $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) -m runqscale.benchmarks.run --out bench-results
+
+deps: system-deps kernel-headers $(VENV)/.installed $(BPF_OBJ)
+
+# Debian packages: the BPF toolchain, BCC and its tools, stress-ng, a real Prometheus, nginx.
+system-deps:
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# BCC compiles against kernel headers; Debian's 6.1 headers work for programs that read only
+# tracepoint fields (no struct offsets), which is all the bcc backend does.
+kernel-headers: system-deps
+	@hdr=$$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -1); \
+	common=$$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -1); \
+	mkdir -p /lib/modules/$(KREL); \
+	[ -e /lib/modules/$(KREL)/build ] || ln -s $$hdr /lib/modules/$(KREL)/build; \
+	[ -e /lib/modules/$(KREL)/source ] || ln -s $$common /lib/modules/$(KREL)/source
+
+# A virtualenv made from Debian's python3 so it also sees Debian's BCC binding.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=64" wheel
+	$(PY) -m pip install -q -e '.[test,plot]'
+	touch $@
+
+bpf: $(BPF_OBJ)
+
+# CO-RE: vmlinux.h comes from the running kernel's BTF, so no kernel headers are needed.
+probes/vmlinux.h:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BPF_OBJ): probes/runqlat.bpf.c probes/runqlat.h probes/vmlinux.h
+	clang -g -O2 -target bpf -D__TARGET_ARCH_x86 -I probes -I /usr/include/x86_64-linux-gnu \
+	  -Wall -Werror -c probes/runqlat.bpf.c -o $@.tmp
+	llvm-strip -g $@.tmp -o $@ 2>/dev/null || mv $@.tmp $@
+	rm -f $@.tmp
+
+lint: deps
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) $(BPF_OBJ) probes/vmlinux.h build *.egg-info
