@@ -1,0 +1,211 @@
+"""The `core` backend: the CO-RE object probes/runqlat.bpf.o, loaded through libbpf."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+import time
+from importlib import resources
+
+import numpy as np
+
+from runqscale.probes.errors import ProbeError
+from runqscale.probes.libbpf import BPF_STATS_RUN_TIME, LibBpf, explain_load_failure
+from runqscale.probes.model import SLOTS, CgroupHistogram, Hierarchy, ProbeReading, ProbeStats
+
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+VALUE_WORDS = SLOTS + 2  # struct rq_hist: slots, sum_ns, count
+STATS = ("events", "map_full", "no_cgroup")
+BATCH = 256
+
+
+def object_path() -> str:
+    path = str(resources.files("runqscale.probes") / "runqlat.bpf.o")
+    if not os.path.exists(path):
+        raise ProbeError(f"{path} is missing: build it with `make bpf` (clang + bpftool)")
+    return path
+
+
+def check_preconditions() -> None:
+    if not os.path.exists(BTF_PATH):
+        raise ProbeError(
+            f"{BTF_PATH} is missing: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF); "
+            "use --backend bcc"
+        )
+    if os.geteuid() != 0:
+        caps = _effective_caps()
+        if not (caps >> 39) & 1 or not (caps >> 38) & 1:  # CAP_BPF, CAP_PERFMON
+            raise ProbeError(
+                "not root and missing CAP_BPF/CAP_PERFMON: run with sudo or grant "
+                "cap_bpf,cap_perfmon,cap_sys_resource"
+            )
+
+
+def _effective_caps() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+class CoreProbe:
+    """Loads and attaches the CO-RE program once; read() copies the per-cgroup histograms."""
+
+    backend = "core"
+
+    def __init__(self, hierarchy: Hierarchy, max_cgroups: int = 8192,
+                 bpf_stats: bool = True) -> None:
+        check_preconditions()
+        self.hierarchy = hierarchy
+        self.bpf = LibBpf()
+        lib = self.bpf.lib
+        self._links: list[int] = []
+        self._stats_fd = -1
+        self.obj = lib.bpf_object__open_file(object_path().encode(), None)
+        if not self.obj:
+            raise ProbeError(f"cannot open {object_path()}: {os.strerror(self.bpf.errno())}")
+        try:
+            self._configure(max_cgroups)
+            if lib.bpf_object__load(self.obj) != 0:
+                raise explain_load_failure(self.bpf.errno() or errno.EINVAL,
+                                           self.bpf.last_message())
+            self._hists_fd = lib.bpf_map__fd(self._maps["hists"])
+            self._stats_map_fd = lib.bpf_map__fd(self._maps["stats"])
+            self.capacity = lib.bpf_map__max_entries(self._maps["hists"])
+            self._prog_fds = [lib.bpf_program__fd(p) for p, _ in self.bpf.iter_programs(self.obj)]
+            for prog, name in self.bpf.iter_programs(self.obj):
+                link = lib.bpf_program__attach(prog)
+                if not link:
+                    err = self.bpf.errno()
+                    raise ProbeError(
+                        f"attaching {name} failed ({os.strerror(err)}): the kernel needs "
+                        "BTF-enabled tracepoints (tp_btf, Linux >= 5.5); try --backend bcc"
+                    )
+                self._links.append(link)
+            if bpf_stats:
+                # Held open, this fd keeps kernel.bpf_stats_enabled on for as long as we run.
+                self._stats_fd = lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
+        except BaseException:
+            self.close()
+            raise
+        self._ncpu = lib.libbpf_num_possible_cpus()
+        self._keys = np.zeros(BATCH, dtype=np.uint64)
+        self._vals = np.zeros((BATCH, VALUE_WORDS), dtype=np.uint64)
+        self._batch_ok = True
+
+    def _configure(self, max_cgroups: int) -> None:
+        lib = self.bpf.lib
+        self._maps = {}
+        for m, name in self.bpf.iter_maps(self.obj):
+            short = name.split(".")[-1] if name.startswith(("runqlat.", ".")) else name
+            self._maps[short] = m
+        missing = {"hists", "stats", "rodata"} - self._maps.keys()
+        if missing:
+            raise ProbeError(f"{object_path()} lacks maps {sorted(missing)}: rebuild with make bpf")
+        size = ctypes.c_size_t()
+        ro = lib.bpf_map__initial_value(self._maps["rodata"], ctypes.byref(size))
+        if not ro or size.value < 8:
+            raise ProbeError(f"{object_path()}: unexpected .rodata layout: rebuild with make bpf")
+        hier = 0 if self.hierarchy is Hierarchy.V2 else 1
+        ctypes.memmove(ro, struct.pack("<II", hier, 0), 8)  # struct rq_config at offset 0
+        lib.bpf_map__set_max_entries(self._maps["hists"], max_cgroups)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def read(self) -> ProbeReading:
+        now = time.monotonic()
+        hists = self._read_batch() if self._batch_ok else None
+        if hists is None:
+            self._batch_ok = False
+            hists = self._read_iter()
+        return ProbeReading(now, self.hierarchy, hists, self._read_stats(len(hists)))
+
+    def _read_batch(self) -> dict[int, CgroupHistogram] | None:
+        lib, out = self.bpf.lib, {}
+        in_tok, out_tok = ctypes.c_uint64(0), ctypes.c_uint64(0)
+        first = True
+        while True:
+            count = ctypes.c_uint32(BATCH)
+            rc = lib.bpf_map_lookup_batch(
+                self._hists_fd, None if first else ctypes.byref(in_tok), ctypes.byref(out_tok),
+                self._keys.ctypes.data, self._vals.ctypes.data, ctypes.byref(count), None)
+            err = self.bpf.errno() if rc else 0
+            if rc and err not in (errno.ENOENT,):
+                return None if first and err in (errno.EINVAL, errno.ENOTSUPP, 524) else out
+            for i in range(count.value):
+                row = self._vals[i]
+                out[int(self._keys[i])] = CgroupHistogram(
+                    int(self._keys[i]), row[:SLOTS].copy(), int(row[SLOTS]), int(row[SLOTS + 1]))
+            if rc:  # ENOENT: that was the last batch
+                return out
+            in_tok.value, first = out_tok.value, False
+
+    def _read_iter(self) -> dict[int, CgroupHistogram]:
+        lib, out = self.bpf.lib, {}
+        key, nxt = ctypes.c_uint64(), ctypes.c_uint64()
+        val = np.zeros(VALUE_WORDS, dtype=np.uint64)
+        prev = None
+        while lib.bpf_map_get_next_key(self._hists_fd, prev, ctypes.byref(nxt)) == 0:
+            key.value = nxt.value
+            prev = ctypes.byref(key)
+            if lib.bpf_map_lookup_elem(self._hists_fd, prev, val.ctypes.data) == 0:
+                out[key.value] = CgroupHistogram(
+                    key.value, val[:SLOTS].copy(), int(val[SLOTS]), int(val[SLOTS + 1]))
+        return out
+
+    def _read_stats(self, entries: int) -> ProbeStats:
+        lib = self.bpf.lib
+        per_cpu = np.zeros(self._ncpu, dtype=np.uint64)
+        totals = []
+        for i in range(len(STATS)):
+            k = ctypes.c_uint32(i)
+            lib.bpf_map_lookup_elem(self._stats_map_fd, ctypes.byref(k), per_cpu.ctypes.data)
+            totals.append(int(per_cpu.sum()))
+        run_ns = run_cnt = 0
+        for fd in self._prog_fds:
+            info = _fdinfo(fd)
+            run_ns += info.get("run_time_ns", 0)
+            run_cnt += info.get("run_cnt", 0)
+        return ProbeStats(*totals, bpf_run_time_ns=run_ns, bpf_run_count=run_cnt,
+                          map_entries=entries, map_capacity=self.capacity)
+
+    def forget(self, cgroup_ids: list[int]) -> None:
+        """Drop histograms of cgroups that no longer exist, so the map never fills with ghosts."""
+        key = ctypes.c_uint64()
+        for cid in cgroup_ids:
+            key.value = cid
+            self.bpf.lib.bpf_map_delete_elem(self._hists_fd, ctypes.byref(key))
+
+    def close(self) -> None:
+        for link in self._links:
+            self.bpf.lib.bpf_link__destroy(link)
+        self._links = []
+        if self._stats_fd >= 0:
+            os.close(self._stats_fd)
+            self._stats_fd = -1
+        if getattr(self, "obj", None):
+            self.bpf.lib.bpf_object__close(self.obj)
+            self.obj = None
+
+    def __enter__(self) -> CoreProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _fdinfo(fd: int) -> dict[str, int]:
+    out = {}
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                v = v.strip()
+                if v.isdigit():
+                    out[k] = int(v)
+    except OSError:
+        pass
+    return out

@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Run-queue latency per cgroup, aggregated in the kernel.
+ *
+ * A task's wait starts when it becomes runnable (wakeup, new task, or preempted while still
+ * runnable) and ends when it is switched in. The wait is added to the histogram of the cgroup
+ * of the task that waited (`next` at switch-in), never to that of the task running when it was
+ * woken (the waker), which is what bcc's `runqlat -c` measures by mistake.
+ *
+ * Hot-path cost: the start stamp lives in task-local storage (no hash insert/delete per event);
+ * the per-cgroup histogram entry is created once per cgroup and updated with atomic adds.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "runqlat.h"
+
+#define TASK_RUNNING 0
+
+const volatile struct rq_config cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} runnable_since SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8192); /* the loader may change it before load */
+	__type(key, __u64);        /* cgroup id (kernfs node id = inode of the cgroup directory) */
+	__type(value, struct rq_hist);
+} hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RQ_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static struct rq_hist zero_hist; /* .bss: too large for the 512-byte BPF stack */
+
+static __always_inline void count_stat(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+
+	if (v)
+		*v += 1; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	shift = (v > 0xFFFFFFFFULL) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static __always_inline __u32 slot_of(__u64 ns)
+{
+	__u32 msb, slot;
+
+	if (ns < (1 << RQ_SUB_BITS))
+		return ns;
+	msb = log2_u64(ns);
+	slot = ((msb - 1) << RQ_SUB_BITS) + ((ns >> (msb - RQ_SUB_BITS)) & ((1 << RQ_SUB_BITS) - 1));
+	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
+}
+
+static __always_inline __u64 cgroup_id_of(struct task_struct *t)
+{
+	struct css_set *cs = BPF_CORE_READ(t, cgroups);
+	struct cgroup_subsys_state *css = NULL;
+	int cpu_id;
+
+	if (!cs)
+		return 0;
+	if (cfg.hierarchy == RQ_HIER_V2)
+		return BPF_CORE_READ(cs, dfl_cgrp, kn, id);
+	/* v1: the cpu controller's hierarchy, where CFS quotas and shares apply. */
+	cpu_id = bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id);
+	if (cpu_id < 0 || cpu_id >= CGROUP_SUBSYS_COUNT)
+		return 0;
+	bpf_core_read(&css, sizeof(css), &cs->subsys[cpu_id]);
+	if (!css)
+		return 0;
+	return BPF_CORE_READ(css, cgroup, kn, id);
+}
+
+static __always_inline void mark_runnable(struct task_struct *t, __u64 now)
+{
+	__u64 *since;
+
+	if (!t->pid) /* the idle task never waits */
+		return;
+	since = bpf_task_storage_get(&runnable_since, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (since)
+		*since = now;
+}
+
+static __always_inline void account_wait(struct task_struct *t, __u64 now)
+{
+	struct rq_hist *h;
+	__u64 *since, delta, cgid;
+	__u32 slot;
+
+	since = bpf_task_storage_get(&runnable_since, t, 0, 0);
+	if (!since || !*since)
+		return;
+	delta = now - *since;
+	*since = 0;
+
+	cgid = cgroup_id_of(t);
+	if (!cgid) {
+		count_stat(RQ_STAT_NO_CGROUP);
+		return;
+	}
+	h = bpf_map_lookup_elem(&hists, &cgid);
+	if (!h) {
+		/* First wait seen in this cgroup: the only insert it will ever need. */
+		bpf_map_update_elem(&hists, &cgid, &zero_hist, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&hists, &cgid);
+		if (!h) {
+			count_stat(RQ_STAT_MAP_FULL);
+			return;
+		}
+	}
+	slot = slot_of(delta);
+	__sync_fetch_and_add(&h->slots[slot & (RQ_SLOTS - 1)], 1);
+	__sync_fetch_and_add(&h->sum_ns, delta);
+	__sync_fetch_and_add(&h->count, 1);
+	count_stat(RQ_STAT_EVENTS);
+}
+
+SEC("tp_btf/sched_wakeup")
+int BPF_PROG(rq_wakeup, struct task_struct *p)
+{
+	mark_runnable(p, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/sched_wakeup_new")
+int BPF_PROG(rq_wakeup_new, struct task_struct *p)
+{
+	mark_runnable(p, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	/* Preempted (or woken before it could sleep): still on the run queue, so it waits again. */
+	if (preempt || prev_state == TASK_RUNNING)
+		mark_runnable(prev, now);
+	account_wait(next, now);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,34 @@
+/* Shared between the BPF program and its loaders: map layouts and the histogram's slot scheme.
+ * Keep probes/model.py in step with every constant here. */
+#ifndef RUNQSCALE_RUNQLAT_H
+#define RUNQSCALE_RUNQLAT_H
+
+/* Four sub-buckets per power of two (slot width <= 25 % of its lower bound): 0-3 ns are slots
+ * 0-3, then slot = 4 * (msb - 1) + next two bits. 128 slots reach 2^33 ns (~8.6 s); longer waits
+ * land in the last slot. */
+#define RQ_SUB_BITS 2
+#define RQ_SLOTS 128
+
+struct rq_hist {
+	__u64 slots[RQ_SLOTS];
+	__u64 sum_ns;
+	__u64 count;
+};
+
+/* Set by the loader in .rodata before load: the kernel side has no runtime config lookups. */
+struct rq_config {
+	__u32 hierarchy; /* RQ_HIER_V2: cgroup2 ids; RQ_HIER_V1_CPU: ids in the v1 cpu hierarchy */
+	__u32 pad;
+};
+
+#define RQ_HIER_V2 0
+#define RQ_HIER_V1_CPU 1
+
+enum rq_stat {
+	RQ_STAT_EVENTS = 0,   /* waits measured and added to a histogram */
+	RQ_STAT_MAP_FULL = 1, /* waits dropped because the per-cgroup map was full */
+	RQ_STAT_NO_CGROUP = 2,/* waits whose task had no cgroup in the chosen hierarchy */
+	RQ_STAT_MAX = 3,
+};
+
+#endif

@@ -1,0 +1,193 @@
+"""Real cgroups with real processes in them, for tests, the stress check and the local loop.
+
+A `Sandbox` owns a tree of cgroups under one name in the chosen hierarchy (v1 `cpu` with a
+matching `cpuacct` group when that is mounted separately, or cgroup2), starts processes
+directly inside them, and removes everything on close, killing what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.probes.model import Hierarchy
+
+CFS_PERIOD_US = 100_000
+
+# Workload programs, run with the current interpreter. Each is alive for the whole test so its
+# /proc/<pid>/schedstat can be read at both ends of an interval.
+HOG = "while True: pass"
+PERIODIC = (
+    "import time\n"
+    "while True:\n"
+    "    t = time.perf_counter()\n"
+    "    while time.perf_counter() - t < {busy}: pass\n"
+    "    time.sleep({sleep})\n"
+)
+IDLE = "import time\ntime.sleep(1e6)"
+
+
+@dataclass
+class Group:
+    name: str
+    rel: str  # path relative to the measured hierarchy root
+    dirs: list[str]  # every directory making up this group (cpu, cpuacct, or the v2 one)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.poll() is None]
+
+
+class Sandbox:
+    def __init__(self, hierarchy: Hierarchy, name: str = "runqscale-test",
+                 mounts: CgroupMounts | None = None) -> None:
+        self.mounts = mounts or CgroupMounts.read()
+        self.hierarchy = hierarchy
+        if hierarchy is Hierarchy.V2:
+            if not self.mounts.v2:
+                raise RuntimeError("no cgroup2 mount")
+            self.roots = [self.mounts.v2]
+        else:
+            if not self.mounts.v1_cpu:
+                raise RuntimeError("no v1 cpu hierarchy mounted")
+            self.roots = [self.mounts.v1_cpu]
+            if self.mounts.v1_cpuacct and self.mounts.v1_cpuacct != self.mounts.v1_cpu:
+                self.roots.append(self.mounts.v1_cpuacct)
+        self.base = f"/{name}-{os.getpid()}"
+        self.groups: dict[str, Group] = {}
+        for r in self.roots:
+            os.makedirs(r + self.base, exist_ok=True)
+
+    @property
+    def root(self) -> str:
+        return self.roots[0]
+
+    def group(self, rel_name: str, quota_cores: float | None = None) -> Group:
+        """Create (or return) cgroup `base/rel_name`; intermediate directories are created too."""
+        if rel_name in self.groups:
+            return self.groups[rel_name]
+        rel = f"{self.base}/{rel_name}"
+        dirs = []
+        for r in self.roots:
+            os.makedirs(r + rel, exist_ok=True)
+            dirs.append(r + rel)
+        g = Group(rel_name, rel, dirs)
+        if quota_cores is not None:
+            self.set_quota(g, quota_cores)
+        self.groups[rel_name] = g
+        return g
+
+    def set_quota(self, g: Group, cores: float | None) -> None:
+        quota = -1 if cores is None else max(1000, int(cores * CFS_PERIOD_US))
+        if self.hierarchy is Hierarchy.V2:
+            value = "max" if quota < 0 else str(quota)
+            _write(os.path.join(g.dirs[0], "cpu.max"), f"{value} {CFS_PERIOD_US}")
+        else:
+            _write(os.path.join(g.dirs[0], "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            _write(os.path.join(g.dirs[0], "cpu.cfs_quota_us"), str(quota))
+
+    def spawn(self, g: Group, argv: list[str] | None = None, code: str | None = None,
+              **popen: object) -> subprocess.Popen:
+        """Start a process that is inside `g` from its first instruction (moved before exec)."""
+        if argv is None:
+            argv = [sys.executable, "-S", "-c", code or HOG]
+        procs_files = [os.path.join(d, "cgroup.procs") for d in g.dirs]
+
+        def enter() -> None:
+            for pf in procs_files:
+                with open(pf, "w") as f:
+                    f.write("0")
+
+        p = subprocess.Popen(argv, preexec_fn=enter, stdin=subprocess.DEVNULL,  # noqa: PLW1509
+                             **popen)  # type: ignore[call-overload]
+        g.procs.append(p)
+        return p
+
+    def remove(self, g: Group) -> None:
+        for p in g.procs:
+            _kill(p)
+        for d in reversed(g.dirs):
+            _rmdir_tree(d)
+        self.groups.pop(g.name, None)
+
+    def close(self) -> None:
+        for g in list(self.groups.values()):
+            for p in g.procs:
+                _kill(p)
+        for r in self.roots:
+            _rmdir_tree(r + self.base)
+        self.groups.clear()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def thread_run_delay_ns(pids: list[int]) -> dict[int, int]:
+    """The kernel's own run-queue wait per thread (/proc/<pid>/task/<tid>/schedstat, 2nd field)."""
+    out: dict[int, int] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    out[int(tid)] = int(f.read().split()[1])
+            except (FileNotFoundError, IndexError, ValueError):
+                continue
+    return out
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _kill(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        p.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _rmdir_tree(path: str) -> None:
+    """Remove a cgroup directory and its children (deepest first), waiting for dying tasks."""
+    if not os.path.isdir(path):
+        return
+    for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda t: -t[0].count("/")):
+        for _ in range(50):
+            try:
+                os.rmdir(dirpath)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                _kill_all_in(dirpath)
+                time.sleep(0.02)
+
+
+def _kill_all_in(dirpath: str) -> None:
+    try:
+        with open(os.path.join(dirpath, "cgroup.procs")) as f:
+            for line in f:
+                try:
+                    os.kill(int(line), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+    except OSError:
+        pass
