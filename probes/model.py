@@ -7,7 +7,7 @@ two (slot = 4 * (msb - 1) + the two bits after the most significant one), 128 sl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def slot_of(ns: int) -> int:
 
 
 def quantile_seconds(slots: np.ndarray, q: float) -> float | None:
-    """Quantile of a (delta) slot histogram, linearly interpolated inside the slot; None if empty."""
+    """Quantile of a (delta) slot histogram, interpolated inside the slot; None if empty."""
     total = float(slots.sum())
     if total <= 0:
         return None
@@ -60,7 +60,7 @@ def quantile_seconds(slots: np.ndarray, q: float) -> float | None:
     return (lo + (hi - lo) * min(max(frac, 0.0), 1.0)) / 1e9
 
 
-class Hierarchy(str, Enum):
+class Hierarchy(StrEnum):
     V2 = "v2"
     V1_CPU = "v1"
 
