@@ -10,6 +10,7 @@ import time
 from importlib import resources
 
 import numpy as np
+
 from runqscale.probes.errors import ProbeError
 from runqscale.probes.libbpf import BPF_STATS_RUN_TIME, LibBpf, explain_load_failure
 from runqscale.probes.model import SLOTS, CgroupHistogram, Hierarchy, ProbeReading, ProbeStats

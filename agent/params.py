@@ -1,0 +1,31 @@
+"""click parameter types shared by the commands: bad values fail at the edge, naming the option."""
+
+from __future__ import annotations
+
+import re
+
+import click
+
+_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+class Duration(click.ParamType):
+    """`500ms`, `1s`, `2.5s`, `5m`, or a plain number of seconds; must be > 0."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx) -> float:  # type: ignore[override]
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|)\s*", str(value))
+            if not m:
+                self.fail(f"{value!r} is not a duration; write e.g. 500ms, 1s, 2.5s or 5m",
+                          param, ctx)
+            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        if seconds <= 0:
+            self.fail(f"{value!r} must be greater than zero", param, ctx)
+        return seconds
+
+
+DURATION = Duration()

@@ -1,0 +1,109 @@
+"""One interval of measurement: probe histograms joined with each cgroup's CPU accounting.
+
+`Sampler.sample()` reads the probe's cumulative per-cgroup histograms, resolves ids to paths,
+reads cpu.stat / cpu.pressure for those cgroups, and returns per-cgroup deltas since the previous
+call. Cgroups that vanished are dropped from the BPF map and from its own state; ids that do not
+resolve are counted as attribution misses, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from runqscale.probes.backends import Probe
+from runqscale.probes.cgroupfs import CgroupIndex, CgroupMounts, CpuStat, read_cpu_stat
+from runqscale.probes.model import CgroupHistogram, ProbeReading, quantile_seconds
+
+
+@dataclass(frozen=True)
+class CgroupSample:
+    """What one cgroup did during one interval."""
+
+    cgroup_id: int
+    path: str  # relative to the measured hierarchy's root
+    delta: CgroupHistogram  # waits in this interval
+    total: CgroupHistogram  # cumulative since the probe was loaded
+    cpu: CpuStat | None  # cumulative accounting now
+    cpu_before: CpuStat | None  # ... and at the previous sample
+
+    @property
+    def events(self) -> int:
+        return int(self.delta.count)
+
+    @property
+    def wait_seconds(self) -> float:
+        return self.delta.sum_ns / 1e9
+
+    def quantile(self, q: float) -> float | None:
+        return quantile_seconds(self.delta.slots, q)
+
+    @property
+    def throttled_ratio(self) -> float | None:
+        from runqscale.probes.cgroupfs import throttled_ratio
+
+        return throttled_ratio(self.cpu_before, self.cpu)
+
+
+@dataclass(frozen=True)
+class Interval:
+    seconds: float
+    reading: ProbeReading
+    cgroups: list[CgroupSample]
+    unresolved_events: int  # waits in cgroups whose id did not resolve to a path
+    removed: int  # cgroups dropped because they vanished
+
+
+class Sampler:
+    def __init__(self, probe: Probe, mounts: CgroupMounts, root: str,
+                 only: list[str] | None = None) -> None:
+        self.probe, self.mounts = probe, mounts
+        self.index = CgroupIndex(root)
+        self.index.walk()
+        self.only = {"/" + p.strip("/") for p in only} if only else None
+        self._prev: ProbeReading | None = None
+        self._cpu: dict[int, CpuStat | None] = {}
+        self._missing_since: dict[int, int] = {}
+
+    def sample(self) -> Interval:
+        reading = self.probe.read()
+        prev = self._prev
+        seconds = reading.monotonic_s - prev.monotonic_s if prev else 0.0
+        out: list[CgroupSample] = []
+        unresolved, gone = 0, []
+        for cid, total in reading.histograms.items():
+            before = prev.histograms.get(cid) if prev else None
+            delta = total.minus(before)
+            path = self.index.path_of(cid)
+            if path is None:
+                if not os.path.exists(self.index.root) or self._is_gone(cid):
+                    gone.append(cid)
+                unresolved += int(delta.count)
+                continue
+            if self.only is not None and not self._selected(path):
+                continue
+            cpu = read_cpu_stat(self.mounts, self.probe.hierarchy, path)
+            if cpu is None and not os.path.isdir(self.index.abspath(path)):
+                gone.append(cid)
+                continue
+            out.append(CgroupSample(cid, path, delta, total, cpu, self._cpu.get(cid)))
+            self._cpu[cid] = cpu
+        if gone:
+            self.probe.forget(gone)
+            for cid in gone:
+                self._cpu.pop(cid, None)
+                self._missing_since.pop(cid, None)
+                self.index.forget(cid)
+        self._prev = reading
+        return Interval(seconds, reading, out, unresolved, len(gone))
+
+    def _selected(self, path: str) -> bool:
+        assert self.only is not None
+        return any(path == p or path.startswith(p + "/") for p in self.only)
+
+    def _is_gone(self, cid: int) -> bool:
+        """An id missing from two walks in a row is a removed cgroup (one miss may be a race)."""
+        n = self._missing_since.get(cid, 0) + 1
+        self._missing_since[cid] = n
+        return n >= 2
+
