@@ -52,3 +52,7 @@ def main() -> None:
       runqscale scaler --policy showar --signals signals.jsonl --once
       runqscale validate stress            # hog vs light service, verdict in under a minute
     """
+
+
+if __name__ == "__main__":
+    main()

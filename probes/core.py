@@ -14,6 +14,7 @@ import numpy as np
 from runqscale.probes.errors import ProbeError
 from runqscale.probes.libbpf import BPF_STATS_RUN_TIME, LibBpf, explain_load_failure
 from runqscale.probes.model import SLOTS, CgroupHistogram, Hierarchy, ProbeReading, ProbeStats
+from runqscale.probes.privileges import check_privileges
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 VALUE_WORDS = SLOTS + 2  # struct rq_hist: slots, sum_ns, count
@@ -34,21 +35,7 @@ def check_preconditions() -> None:
             f"{BTF_PATH} is missing: this kernel has no BTF (CONFIG_DEBUG_INFO_BTF); "
             "use --backend bcc"
         )
-    if os.geteuid() != 0:
-        caps = _effective_caps()
-        if not (caps >> 39) & 1 or not (caps >> 38) & 1:  # CAP_BPF, CAP_PERFMON
-            raise ProbeError(
-                "not root and missing CAP_BPF/CAP_PERFMON: run with sudo or grant "
-                "cap_bpf,cap_perfmon,cap_sys_resource"
-            )
-
-
-def _effective_caps() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
+    check_privileges()
 
 
 class CoreProbe:

@@ -1,0 +1,62 @@
+"""Helpers for real-kernel probe tests: open a backend, and compare it with the kernel's oracle."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+
+import pytest
+from conftest import require_root
+
+from runqscale.probes.backends import open_probe
+from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.probes.errors import ProbeError
+from runqscale.probes.model import Hierarchy, ProbeReading
+from runqscale.validation.sandbox import Group, Sandbox, thread_run_delay_ns
+
+
+def open_backend(backend: str, hier: Hierarchy, **kw: object):
+    require_root()
+    if backend == "bcc" and importlib.util.find_spec("runqscale.probes.bcc") is None:
+        pytest.skip("bcc backend not built")
+    mounts = CgroupMounts.read()
+    if hier is Hierarchy.V1_CPU and not mounts.v1_cpu:
+        pytest.skip("no v1 cpu hierarchy on this machine")
+    try:
+        probe, _, _ = open_probe(backend, hier.value, mounts=mounts, **kw)  # type: ignore[arg-type]
+    except ProbeError as e:
+        pytest.fail(f"{backend} probe failed to load: {e}")
+    return probe
+
+
+@dataclass
+class Comparison:
+    name: str
+    bpf_wait_ns: int
+    kernel_wait_ns: int
+    events: int
+
+
+def measure(probe, sb: Sandbox, groups: list[Group], seconds: float) -> tuple[
+        list[Comparison], ProbeReading, ProbeReading]:
+    """Histogram-sum delta per cgroup vs summed schedstat run_delay of its threads."""
+    ids = {g.name: _ino(sb, g) for g in groups}
+    k0 = {g.name: thread_run_delay_ns(g.pids) for g in groups}
+    r0 = probe.read()
+    time.sleep(seconds)
+    r1 = probe.read()
+    k1 = {g.name: thread_run_delay_ns(g.pids) for g in groups}
+    out = []
+    for g in groups:
+        h1, h0 = r1.histograms.get(ids[g.name]), r0.histograms.get(ids[g.name])
+        d = h1.minus(h0) if h1 else None
+        kernel = sum(v - k0[g.name].get(t, 0) for t, v in k1[g.name].items())
+        out.append(Comparison(g.name, d.sum_ns if d else 0, kernel, d.count if d else 0))
+    return out, r0, r1
+
+
+def _ino(sb: Sandbox, g: Group) -> int:
+    import os
+
+    return os.stat(g.dirs[0]).st_ino

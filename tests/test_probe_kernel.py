@@ -1,0 +1,185 @@
+"""The probes on the real kernel, checked against the kernel's own per-task run-queue wait."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from probe_helpers import measure, open_backend
+
+from runqscale.agent.sampler import Sampler
+from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.probes.model import Hierarchy
+from runqscale.validation.sandbox import IDLE, PERIODIC, Sandbox
+
+pytestmark = pytest.mark.kernel
+BACKENDS = ["core", pytest.param("bcc", marks=pytest.mark.bcc)]
+HIERARCHIES = [Hierarchy.V1_CPU, Hierarchy.V2]
+
+
+def _populate(sb: Sandbox) -> list:
+    """22 cgroups with different, known loads on a 2-core machine: quota-limited hogs (v1 only:
+    this node's cgroup2 has no cpu controller), unlimited hogs, light periodic tasks, idle."""
+    groups = []
+    quotas = [0.5, 0.3, 0.2] if sb.hierarchy is Hierarchy.V1_CPU else []
+    for i, q in enumerate(quotas):
+        g = sb.group(f"quota{i}", quota_cores=q)
+        sb.spawn(g)
+        groups.append(g)
+    for i in range(6 - len(quotas) // 2 * 2):
+        g = sb.group(f"hog{i}")
+        sb.spawn(g)
+        groups.append(g)
+    for i in range(22 - 8 - len(groups)):
+        busy, sleep = 0.0002 * (1 + i % 4), 0.004 * (1 + i % 3)
+        g = sb.group(f"light{i}")
+        sb.spawn(g, code=PERIODIC.format(busy=busy, sleep=sleep))
+        groups.append(g)
+    for i in range(8):
+        g = sb.group(f"idle{i}")
+        sb.spawn(g, code=IDLE)
+        groups.append(g)
+    return groups
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("hier", HIERARCHIES, ids=["v1", "v2"])
+def test_histogram_sum_matches_kernel_schedstat_per_cgroup(backend: str, hier: Hierarchy) -> None:
+    probe = open_backend(backend, hier)
+    try:
+        with Sandbox(hier, name=f"rq-oracle-{backend}") as sb:
+            groups = _populate(sb)
+            assert len(groups) >= 20
+            time.sleep(0.8)  # let every process start and reach its steady state
+            rows, _, _ = measure(probe, sb, groups, seconds=3.0)
+    finally:
+        probe.close()
+    bad = []
+    for r in rows:
+        tol = max(0.10 * r.kernel_wait_ns, 1_000_000)  # 10 %, or 1 ms for near-idle cgroups
+        if abs(r.bpf_wait_ns - r.kernel_wait_ns) > tol:
+            bad.append(f"{r.name}: bpf {r.bpf_wait_ns / 1e6:.2f} ms vs schedstat "
+                       f"{r.kernel_wait_ns / 1e6:.2f} ms")
+    busy = [r for r in rows if r.name.startswith(("hog", "quota"))]
+    assert all(r.kernel_wait_ns > 50e6 for r in busy), "the load did not create contention"
+    assert not bad, "\n".join(bad)
+
+
+def _run_pair(sb: Sandbox, probe, quota: float | None, hogs: int) -> dict[str, object]:
+    hog = sb.group(f"hog-q{quota}", quota_cores=quota)
+    for _ in range(hogs):
+        sb.spawn(hog)
+    light = sb.group(f"light-q{quota}")
+    sb.spawn(light, code=PERIODIC.format(busy=0.0002, sleep=0.01))
+    sampler = Sampler(probe, sb.mounts, sb.root, only=[hog.rel, light.rel])
+    time.sleep(0.5)
+    sampler.sample()
+    time.sleep(3.0)
+    iv = sampler.sample()
+    by = {s.path: s for s in iv.cgroups}
+    out = {"hog": by[hog.rel], "light": by[light.rel]}
+    sb.remove(hog)
+    sb.remove(light)
+    return out
+
+
+def test_quota_starvation_is_told_apart_from_contention() -> None:
+    probe = open_backend("core", Hierarchy.V1_CPU)
+    try:
+        with Sandbox(Hierarchy.V1_CPU, name="rq-quota") as sb:
+            limited = _run_pair(sb, probe, quota=0.5, hogs=1)
+            contended = _run_pair(sb, probe, quota=None, hogs=4)  # 4 hogs on 2 cores, no quota
+    finally:
+        probe.close()
+    hog, light = limited["hog"], limited["light"]
+    assert hog.quantile(0.95) >= 0.010, f"quota hog p95 {hog.quantile(0.95)}"
+    assert light.quantile(0.95) < 0.001, f"light neighbour p95 {light.quantile(0.95)}"
+    assert hog.throttled_ratio is not None and hog.throttled_ratio > 0.5
+    c = contended["hog"]
+    assert c.quantile(0.95) >= 0.001, "four hogs on two cores must wait"
+    assert c.throttled_ratio == 0.0, "no quota: waiting is contention, not throttling"
+
+
+def test_vanished_cgroups_are_dropped_without_errors() -> None:
+    probe = open_backend("core", Hierarchy.V1_CPU)
+    try:
+        with Sandbox(Hierarchy.V1_CPU, name="rq-vanish") as sb:
+            groups = [sb.group(f"short{i}") for i in range(10)]
+            for g in groups:
+                sb.spawn(g, code=PERIODIC.format(busy=0.0005, sleep=0.002))
+            sampler = Sampler(probe, sb.mounts, sb.root)
+            time.sleep(1.0)
+            seen = {s.path for s in sampler.sample().cgroups}
+            assert {g.rel for g in groups} <= seen
+            ids = {os.stat(g.dirs[0]).st_ino for g in groups}
+            for g in groups:
+                sb.remove(g)
+            removed = 0
+            for _ in range(4):  # an id must miss two walks in a row before it is dropped
+                time.sleep(0.3)
+                iv = sampler.sample()
+                removed += iv.removed
+            assert removed == len(groups)
+            assert not ids & probe.read().histograms.keys(), "ghost entries left in the map"
+    finally:
+        probe.close()
+
+
+def test_map_full_is_counted_not_fatal() -> None:
+    probe = open_backend("core", Hierarchy.V1_CPU, max_cgroups=4)
+    try:
+        with Sandbox(Hierarchy.V1_CPU, name="rq-full") as sb:
+            for i in range(8):
+                sb.spawn(sb.group(f"g{i}"), code=PERIODIC.format(busy=0.0002, sleep=0.002))
+            time.sleep(1.5)
+            r = probe.read()
+    finally:
+        probe.close()
+    assert r.stats.map_full > 0
+    assert len(r.histograms) <= 4
+    assert r.stats.map_capacity == 4
+
+
+def _cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "runqscale.agent.cli", *args]
+    if user:
+        cmd = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def test_probe_json_contract() -> None:
+    probe = open_backend("core", Hierarchy.V1_CPU)  # checks root and BPF
+    probe.close()
+    with Sandbox(Hierarchy.V1_CPU, name="rq-json") as sb:
+        g = sb.group("hog", quota_cores=0.5)
+        sb.spawn(g)
+        res = _cli("probe", "--json", "--count", "2", "--interval", "0.5s", "--cgroup", sb.base)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == 2
+    for obj in lines:
+        assert set(obj) == {"ts", "backend", "interval_seconds", "containers"}
+        assert obj["backend"] in ("core", "bcc")
+    row = next(c for c in lines[-1]["containers"] if c["cgroup"] == g.rel)
+    assert set(row) == {"cgroup", "namespace", "pod", "container", "events", "p50_seconds",
+                        "p95_seconds", "p99_seconds", "wait_seconds", "throttled_ratio"}
+    assert row["p95_seconds"] >= 0.010 and row["throttled_ratio"] > 0.5
+
+
+def test_probe_errors_are_one_line() -> None:
+    open_backend("core", Hierarchy.V1_CPU).close()
+    res = _cli("probe", "--cgroup", "/definitely/not/here", "--count", "1")
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "--cgroup /definitely/not/here" in res.stderr
+    res = _cli("probe", "--count", "1", user="65534")
+    assert res.returncode == 1, res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "CAP_BPF" in res.stderr
+
+
+def test_mounts_are_read_from_mountinfo() -> None:
+    m = CgroupMounts.read()
+    assert m.v2 or m.v1_cpu

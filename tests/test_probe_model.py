@@ -1,0 +1,46 @@
+"""The histogram slot scheme shared by the BPF program and user space (pure, fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runqscale.probes.model import SLOT_HIGH_NS, SLOT_LOW_NS, SLOTS, quantile_seconds, slot_of
+
+
+@given(st.integers(min_value=0, max_value=2**33 - 1))
+def test_every_wait_lands_in_the_slot_whose_bounds_hold_it(ns: int) -> None:
+    s = slot_of(ns)
+    assert SLOT_LOW_NS[s] <= ns < SLOT_HIGH_NS[s]
+
+
+@given(st.integers(min_value=2**33, max_value=2**63))
+def test_waits_past_the_range_go_to_the_last_slot(ns: int) -> None:
+    assert slot_of(ns) == SLOTS - 1
+
+
+def test_slots_tile_the_line_and_are_at_most_a_quarter_octave_wide() -> None:
+    assert np.all(SLOT_HIGH_NS[:-2] == SLOT_LOW_NS[1:-1])
+    wide = SLOT_LOW_NS >= 4
+    assert np.all((SLOT_HIGH_NS[wide][:-1] - SLOT_LOW_NS[wide][:-1])
+                  <= 0.25 * SLOT_LOW_NS[wide][:-1])
+
+
+@given(st.lists(st.integers(min_value=1_000, max_value=500_000_000), min_size=20, max_size=400),
+       st.sampled_from([0.5, 0.9, 0.95, 0.99]))
+def test_quantile_estimate_is_within_the_slot_of_the_true_quantile(waits: list[int],
+                                                                    q: float) -> None:
+    slots = np.zeros(SLOTS, dtype=np.uint64)
+    for w in waits:
+        slots[slot_of(w)] += 1
+    est = quantile_seconds(slots, q)
+    assert est is not None
+    true = sorted(waits)[max(0, int(np.ceil(q * len(waits))) - 1)]
+    s = slot_of(true)
+    # The estimate lies in the true quantile's slot (interpolation never leaves it).
+    assert SLOT_LOW_NS[s] / 1e9 - 1e-12 <= est <= SLOT_HIGH_NS[s] / 1e9 + 1e-12
+
+
+def test_empty_histogram_has_no_quantile() -> None:
+    assert quantile_seconds(np.zeros(SLOTS, dtype=np.uint64), 0.95) is None
