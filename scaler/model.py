@@ -1,0 +1,323 @@
+"""Typed data for the scaler: signal windows, current state, config, recommendations.
+
+Everything here is a frozen dataclass. Time is a float of unix seconds carried in the data (the
+window's last sample is "now"); nothing reads the clock. Window series are numpy float64 arrays,
+with NaN where a sample's field was missing (null in the signals file).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Action = Literal["scale_out", "scale_in", "resize", "affinity", "none"]
+ACTIONS: tuple[str, ...] = ("scale_out", "scale_in", "resize", "affinity", "none")
+
+# The fields of one signals-file line that are series in a window (design.md contract), plus the
+# optional `pressure` extension (cpu.pressure "some" avg10 as a fraction, 0..1).
+SERIES_FIELDS: tuple[str, ...] = (
+    "replicas",
+    "ready_replicas",
+    "cpu_usage_cores",
+    "cpu_request_cores",
+    "cpu_limit_cores",
+    "runq_p95_seconds",
+    "throttled_ratio",
+    "request_rate",
+    "pressure",
+)
+
+
+@dataclass(frozen=True, order=True)
+class WorkloadRef:
+    """A scaled object: `namespace/name` of a Deployment (or another scalable kind)."""
+
+    namespace: str
+    name: str
+    kind: str = "Deployment"
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def parse(cls, text: str, kind: str = "Deployment") -> WorkloadRef:
+        """Parse `namespace/name`; raises ValueError naming the expected form."""
+        ns, sep, name = text.partition("/")
+        if not sep or not ns or not name or "/" in name:
+            raise ValueError(f"expected 'namespace/name', got {text!r}")
+        return cls(ns, name, kind)
+
+    def to_json(self) -> dict[str, str]:
+        return {"namespace": self.namespace, "kind": self.kind, "name": self.name}
+
+
+@dataclass(frozen=True)
+class PodSample:
+    """The latest view of one pod of a workload (optional; enables HPA's per-pod rules and spread).
+
+    Fields mirror what the HPA reads from the pod status: phase, deletion, the Ready condition and
+    its last transition time, the start time, and the metric sample's timestamp and window.
+    """
+
+    name: str
+    node: str | None = None
+    phase: str = "Running"  # Pending | Running | Succeeded | Failed
+    deleting: bool = False
+    ready: bool | None = True  # None: the pod has no Ready condition yet
+    start_ts: float | None = None
+    ready_transition_ts: float | None = None
+    cpu_usage_cores: float | None = None  # None: the metrics API has no sample for this pod
+    cpu_request_cores: float | None = None  # None: take the workload's per-replica request
+    metric_ts: float | None = None
+    metric_window_seconds: float = 15.0
+    runq_p95_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One line of the signals file: one workload at one time (per-replica request and limit)."""
+
+    ts: float
+    workload: WorkloadRef
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    cpu_usage_cores: float | None = None  # total over replicas
+    cpu_request_cores: float | None = None  # per replica
+    cpu_limit_cores: float | None = None  # per replica
+    runq_p95_seconds: float | None = None
+    throttled_ratio: float | None = None
+    request_rate: float | None = None
+    pressure: float | None = None
+    pods: tuple[PodSample, ...] = ()
+
+
+def _f(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _opt(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+@dataclass(frozen=True, eq=False)
+class SignalWindow:
+    """A workload's recent signals: parallel series sorted by time; `now` is the last timestamp."""
+
+    workload: WorkloadRef
+    ts: np.ndarray
+    series: Mapping[str, np.ndarray]
+    pods: tuple[PodSample, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.ts.ndim != 1 or self.ts.size == 0:
+            raise ValueError("a signal window needs at least one sample")
+        for name, arr in self.series.items():
+            if arr.shape != self.ts.shape:
+                raise ValueError(f"series {name!r} has {arr.size} samples, ts has {self.ts.size}")
+
+    @property
+    def now(self) -> float:
+        return float(self.ts[-1])
+
+    def get(self, name: str) -> np.ndarray:
+        """The series `name` (all-NaN if the window does not carry it)."""
+        arr = self.series.get(name)
+        if arr is None:
+            return np.full(self.ts.shape, np.nan)
+        return arr
+
+    def last(self, name: str) -> float | None:
+        """The last sample's value of `name`, None if missing (old values are not carried)."""
+        arr = self.series.get(name)
+        if arr is None:
+            return None
+        return _opt(float(arr[-1]))
+
+    def since(self, t0: float) -> SignalWindow:
+        """The samples with ts >= t0 (at least the last one)."""
+        i = int(np.searchsorted(self.ts, t0, side="left"))
+        i = min(i, self.ts.size - 1)
+        if i == 0:
+            return self
+        return SignalWindow(
+            self.workload, self.ts[i:], {k: v[i:] for k, v in self.series.items()}, self.pods
+        )
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Sample]) -> SignalWindow:
+        """A window from one workload's samples (sorted by ts here; pods from the last one)."""
+        if not samples:
+            raise ValueError("a signal window needs at least one sample")
+        ordered = sorted(samples, key=lambda s: s.ts)
+        wl = ordered[0].workload
+        ts = np.fromiter((s.ts for s in ordered), dtype=np.float64, count=len(ordered))
+        series = {
+            name: np.fromiter(
+                (_f(getattr(s, name)) for s in ordered), dtype=np.float64, count=len(ordered)
+            )
+            for name in SERIES_FIELDS
+        }
+        return cls(wl, ts, series, ordered[-1].pods)
+
+
+@dataclass(frozen=True)
+class CurrentState:
+    """The workload's size now: replicas and per-replica CPU request and limit (cores)."""
+
+    replicas: int
+    cpu_request_cores: float | None = None
+    cpu_limit_cores: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "replicas": self.replicas,
+            "cpu_request_cores": _round_cores(self.cpu_request_cores),
+            "cpu_limit_cores": _round_cores(self.cpu_limit_cores),
+        }
+
+    @classmethod
+    def from_window(cls, window: SignalWindow) -> CurrentState:
+        """Current state from the last sample (replicas 0 if missing)."""
+        r = window.last("replicas")
+        return cls(
+            0 if r is None else int(r),
+            window.last("cpu_request_cores"),
+            window.last("cpu_limit_cores"),
+        )
+
+
+def _round_cores(x: float | None) -> float | None:
+    # millicore resolution, what Kubernetes quantities carry
+    return None if x is None else round(float(x), 3)
+
+
+@dataclass(frozen=True)
+class ScalerConfig:
+    """Per-workload bounds and targets shared by all policies (policy knobs live in each policy).
+
+    `min_cpu_per_replica` None means "the policy's own floor" (SHOWAR 0.128 core, VPA 0.025 core).
+    """
+
+    min_replicas: int = 1
+    max_replicas: int = 10
+    min_cpu_per_replica: float | None = None
+    max_cpu_per_replica: float = 4.0
+    target_cpu_utilization: float = 0.75
+    target_runq_p95_seconds: float = 0.005
+    period_seconds: float | None = None  # None: the policy's default decision period
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0:
+            raise ValueError(f"min_replicas must be >= 0, got {self.min_replicas}")
+        if self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError(
+                f"max_replicas must be >= max(min_replicas, 1), got {self.max_replicas}"
+            )
+        if not 0 < self.target_cpu_utilization <= 10:
+            raise ValueError("target_cpu_utilization is a fraction of the request, e.g. 0.75")
+        if not self.target_runq_p95_seconds > 0:
+            raise ValueError("target_runq_p95_seconds must be > 0")
+        if not self.max_cpu_per_replica > 0:
+            raise ValueError("max_cpu_per_replica must be > 0")
+        if self.min_cpu_per_replica is not None and not (
+            0 <= self.min_cpu_per_replica <= self.max_cpu_per_replica
+        ):
+            raise ValueError("min_cpu_per_replica must be within [0, max_cpu_per_replica]")
+
+    def clamp_replicas(self, n: int) -> int:
+        return max(self.min_replicas, min(self.max_replicas, n))
+
+
+def classify(current: CurrentState, recommended: CurrentState) -> Action:
+    """The action a change is: replica changes win over resizes."""
+    if recommended.replicas > current.replicas:
+        return "scale_out"
+    if recommended.replicas < current.replicas:
+        return "scale_in"
+    if _round_cores(recommended.cpu_request_cores) != _round_cores(
+        current.cpu_request_cores
+    ) or _round_cores(recommended.cpu_limit_cores) != _round_cores(current.cpu_limit_cores):
+        return "resize"
+    return "none"
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One decision, as the recommendations log stores it (design.md contract)."""
+
+    ts: float
+    workload: WorkloadRef
+    policy: str
+    signals: Mapping[str, float | None]
+    current: CurrentState
+    recommended: CurrentState
+    action: Action
+    reason: str
+    dry_run: bool = True
+    applied: bool = False
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown action {self.action!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ts": self.ts,
+            "workload": self.workload.to_json(),
+            "policy": self.policy,
+            "signals": {k: _opt_json(v) for k, v in self.signals.items()},
+            "current": self.current.to_json(),
+            "recommended": self.recommended.to_json(),
+            "action": self.action,
+            "reason": self.reason,
+            "dry_run": self.dry_run,
+            "applied": self.applied,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Recommendation:
+        wl = obj["workload"]
+        cur, rec = obj["current"], obj["recommended"]
+        return cls(
+            ts=float(obj["ts"]),
+            workload=WorkloadRef(wl["namespace"], wl["name"], wl.get("kind", "Deployment")),
+            policy=str(obj["policy"]),
+            signals=dict(obj.get("signals") or {}),
+            current=CurrentState(
+                int(cur["replicas"]), cur.get("cpu_request_cores"), cur.get("cpu_limit_cores")
+            ),
+            recommended=CurrentState(
+                int(rec["replicas"]), rec.get("cpu_request_cores"), rec.get("cpu_limit_cores")
+            ),
+            action=obj["action"],
+            reason=str(obj["reason"]),
+            dry_run=bool(obj["dry_run"]),
+            applied=bool(obj["applied"]),
+            error=obj.get("error"),
+        )
+
+
+def _opt_json(v: float | None) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def signals_summary(window: SignalWindow) -> dict[str, float | None]:
+    """The last sample's signals, for the log's `signals` object."""
+    return {
+        "runq_p95_seconds": window.last("runq_p95_seconds"),
+        "cpu_usage_cores": window.last("cpu_usage_cores"),
+        "throttled_ratio": window.last("throttled_ratio"),
+        "pressure": window.last("pressure"),
+        "request_rate": window.last("request_rate"),
+        "ready_replicas": window.last("ready_replicas"),
+    }
