@@ -17,8 +17,11 @@ from runqscale.probes.model import SLOTS, CgroupHistogram, Hierarchy, ProbeReadi
 from runqscale.probes.privileges import check_privileges
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-VALUE_WORDS = SLOTS + 2  # struct rq_hist: slots, sum_ns, count
-STATS = ("events", "map_full", "no_cgroup")
+VALUE_WORDS = SLOTS + 1  # struct rq_hist: slots, sum_ns (the count is the slots' sum)
+STATS = ("map_full", "no_cgroup")  # enum rq_stat order
+FAST_PATH = ("rq_switch",)
+FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped")
+SCHED_INFO = "/proc/self/schedstat"  # present iff CONFIG_SCHED_INFO
 BATCH = 256
 
 
@@ -62,8 +65,10 @@ class CoreProbe:
             self._hists_fd = lib.bpf_map__fd(self._maps["hists"])
             self._stats_map_fd = lib.bpf_map__fd(self._maps["stats"])
             self.capacity = lib.bpf_map__max_entries(self._maps["hists"])
-            self._prog_fds = [lib.bpf_program__fd(p) for p, _ in self.bpf.iter_programs(self.obj)]
-            for prog, name in self.bpf.iter_programs(self.obj):
+            progs = [(p, n) for p, n in self.bpf.iter_programs(self.obj)
+                     if n in (FAST_PATH if self.sched_info else FALLBACK)]
+            self._prog_fds = [lib.bpf_program__fd(p) for p, _ in progs]
+            for prog, name in progs:
                 link = lib.bpf_program__attach(prog)
                 if not link:
                     err = self.bpf.errno()
@@ -82,6 +87,8 @@ class CoreProbe:
         self._keys = np.zeros(BATCH, dtype=np.uint64)
         self._vals = np.zeros((BATCH, VALUE_WORDS), dtype=np.uint64)
         self._batch_ok = True
+        self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
+        self._last_counts: dict[int, int] = {}
 
     def _configure(self, max_cgroups: int) -> None:
         lib = self.bpf.lib
@@ -97,7 +104,13 @@ class CoreProbe:
         if not ro or size.value < 8:
             raise ProbeError(f"{object_path()}: unexpected .rodata layout: rebuild with make bpf")
         hier = 0 if self.hierarchy is Hierarchy.V2 else 1
-        ctypes.memmove(ro, struct.pack("<II", hier, 0), 8)  # struct rq_config at offset 0
+        # With CONFIG_SCHED_INFO one switch program reads the scheduler's own enqueue stamp;
+        # otherwise three programs stamp wakeups in task-local storage.
+        self.sched_info = os.path.exists(SCHED_INFO)
+        ctypes.memmove(ro, struct.pack("<II", hier, int(self.sched_info)), 8)  # struct rq_config
+        wanted = FAST_PATH if self.sched_info else FALLBACK
+        for prog, name in self.bpf.iter_programs(self.obj):
+            lib.bpf_program__set_autoload(prog, name in wanted)
         lib.bpf_map__set_max_entries(self._maps["hists"], max_cgroups)
 
     # -- reading -------------------------------------------------------------------------------
@@ -108,7 +121,9 @@ class CoreProbe:
         if hists is None:
             self._batch_ok = False
             hists = self._read_iter()
-        return ProbeReading(now, self.hierarchy, hists, self._read_stats(len(hists)))
+        self._last_counts = {cid: h.count for cid, h in hists.items()}
+        events = self._forgotten_events + sum(self._last_counts.values())
+        return ProbeReading(now, self.hierarchy, hists, self._read_stats(len(hists), events))
 
     def _read_batch(self) -> dict[int, CgroupHistogram] | None:
         lib, out = self.bpf.lib, {}
@@ -124,8 +139,7 @@ class CoreProbe:
                 return None if first and err in (errno.EINVAL, errno.ENOTSUPP, 524) else out
             for i in range(count.value):
                 row = self._vals[i]
-                out[int(self._keys[i])] = CgroupHistogram(
-                    int(self._keys[i]), row[:SLOTS].copy(), int(row[SLOTS]), int(row[SLOTS + 1]))
+                out[int(self._keys[i])] = _hist(int(self._keys[i]), row)
             if rc:  # ENOENT: that was the last batch
                 return out
             in_tok.value, first = out_tok.value, False
@@ -139,11 +153,10 @@ class CoreProbe:
             key.value = nxt.value
             prev = ctypes.byref(key)
             if lib.bpf_map_lookup_elem(self._hists_fd, prev, val.ctypes.data) == 0:
-                out[key.value] = CgroupHistogram(
-                    key.value, val[:SLOTS].copy(), int(val[SLOTS]), int(val[SLOTS + 1]))
+                out[key.value] = _hist(key.value, val)
         return out
 
-    def _read_stats(self, entries: int) -> ProbeStats:
+    def _read_stats(self, entries: int, events: int) -> ProbeStats:
         lib = self.bpf.lib
         per_cpu = np.zeros(self._ncpu, dtype=np.uint64)
         totals = []
@@ -156,13 +169,14 @@ class CoreProbe:
             info = _fdinfo(fd)
             run_ns += info.get("run_time_ns", 0)
             run_cnt += info.get("run_cnt", 0)
-        return ProbeStats(*totals, bpf_run_time_ns=run_ns, bpf_run_count=run_cnt,
+        return ProbeStats(events, *totals, bpf_run_time_ns=run_ns, bpf_run_count=run_cnt,
                           map_entries=entries, map_capacity=self.capacity)
 
     def forget(self, cgroup_ids: list[int]) -> None:
         """Drop histograms of cgroups that no longer exist, so the map never fills with ghosts."""
         key = ctypes.c_uint64()
         for cid in cgroup_ids:
+            self._forgotten_events += self._last_counts.pop(cid, 0)
             key.value = cid
             self.bpf.lib.bpf_map_delete_elem(self._hists_fd, ctypes.byref(key))
 
@@ -182,6 +196,11 @@ class CoreProbe:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _hist(cgroup_id: int, row: np.ndarray) -> CgroupHistogram:
+    slots = row[:SLOTS].copy()
+    return CgroupHistogram(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()))
 
 
 def _fdinfo(fd: int) -> dict[str, int]:

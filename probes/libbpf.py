@@ -65,6 +65,7 @@ class LibBpf:
                 "bpf_map__max_entries": (c_uint32, [c_void_p]),
                 "bpf_program__name": (c_char_p, [c_void_p]),
                 "bpf_program__fd": (c_int, [c_void_p]),
+                "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
                 "bpf_program__attach": (c_void_p, [c_void_p]),
                 "bpf_link__destroy": (c_int, [c_void_p]),
                 "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),

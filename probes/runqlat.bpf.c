@@ -1,13 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Run-queue latency per cgroup, aggregated in the kernel.
  *
- * A task's wait starts when it becomes runnable (wakeup, new task, or preempted while still
- * runnable) and ends when it is switched in. The wait is added to the histogram of the cgroup
- * of the task that waited (`next` at switch-in), never to that of the task running when it was
- * woken (the waker), which is what bcc's `runqlat -c` measures by mistake.
+ * A task's wait runs from the moment it becomes runnable (wakeup, new task, or preempted while
+ * still runnable) to the moment it is switched in. The wait is added to the histogram of the
+ * cgroup of the task that waited (`next` at switch-in), never to that of the task that was
+ * running when it was woken (the waker), which is what bcc's `runqlat -c` measures by mistake.
  *
- * Hot-path cost: the start stamp lives in task-local storage (no hash insert/delete per event);
- * the per-cgroup histogram entry is created once per cgroup and updated with atomic adds.
+ * Fast path (CONFIG_SCHED_INFO, which distribution kernels enable through TASK_DELAY_ACCT): the
+ * scheduler already stamps every enqueue in task->sched_info.last_queued with its run-queue
+ * clock and clears it after the switch tracepoint fires. One program on sched_switch reads that
+ * stamp against rq->clock, so there are no wakeup hooks and no per-task state at all, and the
+ * result is by construction the kernel's own run_delay accounting (/proc/<pid>/schedstat).
+ *
+ * Fallback (no sched_info): stamp the start in task-local storage from wakeup/wakeup_new and
+ * preempting switches, like libbpf-tools' runqlat, but without a hash insert/delete per event.
+ *
+ * The per-cgroup histogram entry is created once per cgroup and updated with two atomic adds.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -75,50 +83,32 @@ static __always_inline __u32 slot_of(__u64 ns)
 	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
 }
 
+/* Direct BTF loads (faulting loads, no helper calls) along task->cgroups->... */
 static __always_inline __u64 cgroup_id_of(struct task_struct *t)
 {
-	struct css_set *cs = BPF_CORE_READ(t, cgroups);
-	struct cgroup_subsys_state *css = NULL;
+	struct css_set *cs = t->cgroups;
+	struct cgroup_subsys_state *css;
 	int cpu_id;
 
 	if (!cs)
 		return 0;
 	if (cfg.hierarchy == RQ_HIER_V2)
-		return BPF_CORE_READ(cs, dfl_cgrp, kn, id);
+		return cs->dfl_cgrp->kn->id;
 	/* v1: the cpu controller's hierarchy, where CFS quotas and shares apply. */
 	cpu_id = bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id);
 	if (cpu_id < 0 || cpu_id >= CGROUP_SUBSYS_COUNT)
 		return 0;
-	bpf_core_read(&css, sizeof(css), &cs->subsys[cpu_id]);
+	css = cs->subsys[cpu_id];
 	if (!css)
 		return 0;
-	return BPF_CORE_READ(css, cgroup, kn, id);
+	return css->cgroup->kn->id;
 }
 
-static __always_inline void mark_runnable(struct task_struct *t, __u64 now)
-{
-	__u64 *since;
-
-	if (!t->pid) /* the idle task never waits */
-		return;
-	since = bpf_task_storage_get(&runnable_since, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (since)
-		*since = now;
-}
-
-static __always_inline void account_wait(struct task_struct *t, __u64 now)
+static __always_inline void account_wait(struct task_struct *t, __u64 delta)
 {
 	struct rq_hist *h;
-	__u64 *since, delta, cgid;
-	__u32 slot;
+	__u64 cgid = cgroup_id_of(t);
 
-	since = bpf_task_storage_get(&runnable_since, t, 0, 0);
-	if (!since || !*since)
-		return;
-	delta = now - *since;
-	*since = 0;
-
-	cgid = cgroup_id_of(t);
 	if (!cgid) {
 		count_stat(RQ_STAT_NO_CGROUP);
 		return;
@@ -133,11 +123,47 @@ static __always_inline void account_wait(struct task_struct *t, __u64 now)
 			return;
 		}
 	}
-	slot = slot_of(delta);
-	__sync_fetch_and_add(&h->slots[slot & (RQ_SLOTS - 1)], 1);
+	__sync_fetch_and_add(&h->slots[slot_of(delta) & (RQ_SLOTS - 1)], 1);
 	__sync_fetch_and_add(&h->sum_ns, delta);
-	__sync_fetch_and_add(&h->count, 1);
-	count_stat(RQ_STAT_EVENTS);
+}
+
+/* ---- fast path: the scheduler's own enqueue stamp ---- */
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+	     unsigned int prev_state)
+{
+	struct cfs_rq *cfs;
+	__u64 queued, now;
+
+	if (!next->pid)
+		return 0;
+	queued = next->sched_info.last_queued;
+	if (!queued)
+		return 0;
+	/* This CPU's rq, reached through next's cfs_rq (set for tasks of every class by
+	 * set_task_rq(); the per-CPU `runqueues` symbol is not in kallsyms without KALLSYMS_ALL).
+	 * rq->clock was updated by __schedule() just before this tracepoint. */
+	cfs = next->se.cfs_rq;
+	if (!cfs)
+		return 0;
+	now = cfs->rq->clock;
+	if (now > queued)
+		account_wait(next, now - queued);
+	return 0;
+}
+
+/* ---- fallback: stamps in task-local storage ---- */
+
+static __always_inline void mark_runnable(struct task_struct *t, __u64 now)
+{
+	__u64 *since;
+
+	if (!t->pid) /* the idle task never waits */
+		return;
+	since = bpf_task_storage_get(&runnable_since, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (since)
+		*since = now;
 }
 
 SEC("tp_btf/sched_wakeup")
@@ -155,15 +181,19 @@ int BPF_PROG(rq_wakeup_new, struct task_struct *p)
 }
 
 SEC("tp_btf/sched_switch")
-int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
+int BPF_PROG(rq_switch_stamped, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_ns(), *since;
 
 	/* Preempted (or woken before it could sleep): still on the run queue, so it waits again. */
 	if (preempt || prev_state == TASK_RUNNING)
 		mark_runnable(prev, now);
-	account_wait(next, now);
+	since = bpf_task_storage_get(&runnable_since, next, 0, 0);
+	if (!since || !*since)
+		return 0;
+	account_wait(next, now - *since);
+	*since = 0;
 	return 0;
 }
 

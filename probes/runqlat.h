@@ -10,25 +10,24 @@
 #define RQ_SLOTS 128
 
 struct rq_hist {
-	__u64 slots[RQ_SLOTS];
+	__u64 slots[RQ_SLOTS]; /* the count is their sum: one atomic add fewer per event */
 	__u64 sum_ns;
-	__u64 count;
 };
 
 /* Set by the loader in .rodata before load: the kernel side has no runtime config lookups. */
 struct rq_config {
-	__u32 hierarchy; /* RQ_HIER_V2: cgroup2 ids; RQ_HIER_V1_CPU: ids in the v1 cpu hierarchy */
-	__u32 pad;
+	__u32 hierarchy;  /* RQ_HIER_V2: cgroup2 ids; RQ_HIER_V1_CPU: ids in the v1 cpu hierarchy */
+	__u32 sched_info; /* 1: read the scheduler's own enqueue stamp (CONFIG_SCHED_INFO) */
 };
 
 #define RQ_HIER_V2 0
 #define RQ_HIER_V1_CPU 1
 
+/* Exceptional events only: the common path touches no counter (events = sum of slots). */
 enum rq_stat {
-	RQ_STAT_EVENTS = 0,   /* waits measured and added to a histogram */
-	RQ_STAT_MAP_FULL = 1, /* waits dropped because the per-cgroup map was full */
-	RQ_STAT_NO_CGROUP = 2,/* waits whose task had no cgroup in the chosen hierarchy */
-	RQ_STAT_MAX = 3,
+	RQ_STAT_MAP_FULL = 0,  /* waits dropped because the per-cgroup map was full */
+	RQ_STAT_NO_CGROUP = 1, /* waits whose task had no cgroup in the chosen hierarchy */
+	RQ_STAT_MAX = 2,
 };
 
 #endif
