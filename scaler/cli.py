@@ -1,0 +1,484 @@
+"""`runqscale scaler`: decide from signals (a recorded file or Prometheus), log, and report.
+
+Dry-run is the default and, until the actuators exist, the only mode: recommendations are printed
+and appended to the recommendations log; nothing is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from runqscale.scaler import affinity, log, signals, spread
+from runqscale.scaler.model import (
+    CurrentState,
+    Recommendation,
+    Sample,
+    ScalerConfig,
+    SignalWindow,
+    WorkloadRef,
+)
+from runqscale.scaler.policies import POLICIES, get
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error printed as one line (no usage block): 'Error: <what>; <fix>'."""
+
+    def show(self, file: TextIO | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+class OneLineBadParameter(click.BadParameter):
+    def show(self, file: TextIO | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+class _OneLineType(click.ParamType):
+    def fail(
+        self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None
+    ) -> Any:
+        raise OneLineBadParameter(message, ctx=ctx, param=param)
+
+
+_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+class Duration(_OneLineType):
+    """'5ms', '300s', '1m', '1.5h' or plain seconds ('0.005')."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]*)\s*", str(value))
+            if not m or (m.group(2) and m.group(2) not in _UNITS):
+                self.fail(f"{value!r} is not a duration; write e.g. 5ms, 300s, 1m", param, ctx)
+            seconds = float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1.0)
+        if not math.isfinite(seconds) or seconds <= 0:
+            self.fail(f"{value!r} must be a positive duration, e.g. 5ms", param, ctx)
+        return seconds
+
+
+class SignalsFile(_OneLineType):
+    """A signals JSON Lines file, parsed and validated (the error names the line and field)."""
+
+    name = "signals.jsonl"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> list[Sample]:
+        if isinstance(value, list):
+            return value
+        try:
+            return signals.read_file(value)
+        except FileNotFoundError:
+            self.fail(f"{value}: no such file; record signals first or fix the path", param, ctx)
+        except OSError as exc:
+            self.fail(f"{value}: cannot read ({exc.strerror})", param, ctx)
+        except UnicodeDecodeError:
+            self.fail(f"{value}: not UTF-8 text; the signals file is JSON Lines", param, ctx)
+        except signals.SignalsError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class PrometheusURL(_OneLineType):
+    name = "url"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", str(value)):
+            self.fail(f"{value!r} is not an http(s) URL; e.g. http://prometheus:9090", param, ctx)
+        return str(value)
+
+
+class WorkloadType(_OneLineType):
+    name = "namespace/name"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> WorkloadRef:
+        if isinstance(value, WorkloadRef):
+            return value
+        try:
+            return WorkloadRef.parse(str(value))
+        except ValueError as exc:
+            self.fail(f"{exc}; e.g. default/web", param, ctx)
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--config FILE (TOML): keys are the long option names with '-' or '_' (flags' defaults)."""
+    if value is None:
+        return None
+    try:
+        with open(value, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise OneLineBadParameter(f"{value}: no such file", ctx=ctx, param=param) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise OneLineBadParameter(f"{value}: not TOML ({exc})", ctx=ctx, param=param) from None
+    section = data.get("scaler", data)
+    known = {p.name for p in ctx.command.params if p.name}
+    defaults = {}
+    for k, v in section.items():
+        key = k.replace("-", "_")
+        if key not in known or key == "config":
+            raise OneLineBadParameter(
+                f"{value}: unknown key {k!r}; use option names such as 'policy' or 'max-replicas'",
+                ctx=ctx,
+                param=param,
+            )
+        defaults[key] = v
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+def _print(rec: Recommendation, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        out.write(json.dumps(rec.to_json(), separators=(",", ":")) + "\n")
+        return
+    c, r = rec.current, rec.recommended
+    out.write(
+        f"{rec.ts:.0f} {rec.workload.key} {rec.policy} {rec.action}: "
+        f"{c.replicas}x{_cores(c.cpu_request_cores)}/{_cores(c.cpu_limit_cores)} -> "
+        f"{r.replicas}x{_cores(r.cpu_request_cores)}/{_cores(r.cpu_limit_cores)} | {rec.reason}\n"
+    )
+
+
+def _cores(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+class Runner:
+    """Calls one policy per workload at the policy's period, carrying state; pure data moving."""
+
+    def __init__(self, policy: str, config: ScalerConfig, period: float, window: float) -> None:
+        self.policy = get(policy)
+        self.config = config
+        self.period = period
+        self.window = window
+        self.state: dict[WorkloadRef, Any] = {}
+        self.last: dict[WorkloadRef, float] = {}
+        self.last_affinity: float | None = None
+
+    def due(self, wl: WorkloadRef, now: float) -> bool:
+        last = self.last.get(wl)
+        return last is None or now - last >= self.period - 1e-9
+
+    def decide(self, window: SignalWindow) -> Recommendation:
+        wl = window.workload
+        rec, st = self.policy.decide(
+            window, CurrentState.from_window(window), self.config, self.state.get(wl)
+        )
+        self.state[wl] = st
+        self.last[wl] = window.now
+        return rec
+
+    def extras(
+        self, windows: Sequence[SignalWindow], now: float, force: bool
+    ) -> list[Recommendation]:
+        """SHOWAR's affinity and node-pressure recommendations, every 5 minutes (or forced)."""
+        if self.policy.name != "showar" or not windows:
+            return []
+        if not force and self.last_affinity is not None and now - self.last_affinity < 300:
+            return []
+        self.last_affinity = now
+        current = {w.workload: CurrentState.from_window(w) for w in windows}
+        out = affinity.recommendations(windows, current)
+        pods = [(w.workload, p) for w in windows for p in w.pods]
+        out += spread.recommendations(pods, current, now, self.config.target_runq_p95_seconds)
+        return out
+
+
+def _emit(
+    recs: Sequence[Recommendation], dry_run: bool, log_path: str | None, as_json: bool
+) -> None:
+    from dataclasses import replace
+
+    recs = [replace(r, dry_run=dry_run, applied=False) for r in recs]
+    for r in recs:
+        _print(r, as_json, sys.stdout)
+    if log_path:
+        log.append(log_path, recs)
+
+
+def _run_file(
+    samples: list[Sample], runner: Runner, once: bool, log_path: str | None, as_json: bool
+) -> int:
+    full = signals.windows_from_samples(samples)
+    if once:
+        windows = []
+        for w in full.values():
+            win = signals.window_at(w, w.now, runner.window)
+            assert win is not None
+            windows.append(win)
+        recs = [runner.decide(w) for w in windows]
+        now = max(w.now for w in windows)
+        recs += runner.extras(windows, now, force=True)
+        _emit(recs, True, log_path, as_json)
+        return len(recs)
+    all_ts = sorted({float(t) for w in full.values() for t in w.ts})
+    n = 0
+    for t in all_ts:
+        recs = []
+        current_windows = []
+        for w in full.values():
+            win = signals.window_at(w, t, runner.window)
+            if win is None or win.now != t:
+                continue
+            current_windows.append(win)
+            if runner.due(w.workload, t):
+                recs.append(runner.decide(win))
+        recs += runner.extras(current_windows, t, force=False)
+        _emit(recs, True, log_path, as_json)
+        n += len(recs)
+    return n
+
+
+def _run_prometheus(
+    url: str,
+    runner: Runner,
+    once: bool,
+    iterations: int | None,
+    log_path: str | None,
+    as_json: bool,
+    workloads: Sequence[WorkloadRef],
+) -> int:
+    source = signals.PrometheusSource(url)
+    step = max(1.0, min(runner.period, 15.0))
+    done = 0
+    total = 0
+    while True:
+        now = time.time()
+        try:
+            fetched = source.fetch(now, runner.window, step)
+        except signals.PrometheusError as exc:
+            raise click.ClickException(str(exc)) from None
+        for w in fetched.warnings[:20]:
+            click.echo(f"warning: {w}", err=True)
+        wins = [
+            w
+            for w in signals.windows_from_samples(fetched.samples).values()
+            if not workloads or w.workload in workloads
+        ]
+        if not wins:
+            click.echo(
+                f"warning: no workload signals in {url} over the last {runner.window:g} s", err=True
+            )
+        recs = [runner.decide(w) for w in wins]
+        recs += runner.extras(wins, now, force=once)
+        _emit(recs, True, log_path, as_json)
+        total += len(recs)
+        done += 1
+        if once or (iterations is not None and done >= iterations):
+            return total
+        time.sleep(max(0.0, runner.period - (time.time() - now)))
+
+
+@click.group(
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file whose keys are these options' long names.",
+)
+@click.option("--policy", type=click.Choice(list(POLICIES)), default="showar", show_default=True)
+@click.option(
+    "--dry-run/--apply",
+    default=True,
+    show_default=True,
+    help="Dry-run writes recommendations only (--apply needs the actuators).",
+)
+@click.option(
+    "--signals",
+    "signals_file",
+    type=SignalsFile(),
+    default=None,
+    help="Recorded signals, JSON Lines (design.md contract).",
+)
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    type=PrometheusURL(),
+    default=None,
+    help="Read signals from this Prometheus server.",
+)
+@click.option("--once", is_flag=True, help="Decide once on the last sample and exit.")
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --prometheus: stop after this many decision rounds.",
+)
+@click.option(
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append the recommendations log (JSON Lines) to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print recommendations as JSON Lines.")
+@click.option(
+    "--workload",
+    "workloads",
+    type=WorkloadType(),
+    multiple=True,
+    help="Only these workloads (namespace/name); repeatable.",
+)
+@click.option("--min-replicas", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--max-replicas", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--target-runq-p95",
+    type=Duration(),
+    default="5ms",
+    show_default=True,
+    help="SHOWAR's run-queue p95 target (provisional default).",
+)
+@click.option(
+    "--target-cpu",
+    type=click.FloatRange(min=0.01, max=10.0),
+    default=0.75,
+    show_default=True,
+    help="HPA/PHPA target CPU utilisation (fraction of request).",
+)
+@click.option(
+    "--max-cpu-per-replica",
+    type=click.FloatRange(min=0.001),
+    default=4.0,
+    show_default=True,
+    help="Cores; past it SHOWAR scales out instead of up.",
+)
+@click.option(
+    "--min-cpu-per-replica",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Cores; default: the policy's own floor (SHOWAR 0.128, VPA 0.025).",
+)
+@click.option(
+    "--period",
+    type=Duration(),
+    default=None,
+    help="Decision period; default: the policy's (showar 3s, hpa 15s, vpa 60s).",
+)
+@click.option(
+    "--window",
+    type=Duration(),
+    default="5m",
+    show_default=True,
+    help="Signal window given to each decision.",
+)
+@click.pass_context
+def scaler(
+    ctx: click.Context,
+    policy: str,
+    dry_run: bool,
+    signals_file: list[Sample] | None,
+    prometheus_url: str | None,
+    once: bool,
+    iterations: int | None,
+    log_path: str | None,
+    as_json: bool,
+    workloads: tuple[WorkloadRef, ...],
+    min_replicas: int,
+    max_replicas: int,
+    target_runq_p95: float,
+    target_cpu: float,
+    max_cpu_per_replica: float,
+    min_cpu_per_replica: float | None,
+    period: float | None,
+    window: float,
+) -> None:
+    """Decide replicas and CPU sizes from signals with one policy (dry-run).
+
+    \b
+    Examples:
+      runqscale scaler --policy showar --signals signals.jsonl --once
+      runqscale scaler --policy hpa --signals signals.jsonl --log recs.jsonl
+      runqscale scaler --policy showar --prometheus http://localhost:9090 --log recs.jsonl
+      runqscale scaler report recs.jsonl --png recs.png
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not dry_run:
+        raise OneLineUsageError("--apply needs an actuator, which is not built yet; use --dry-run")
+    if (signals_file is None) == (prometheus_url is None):
+        raise OneLineUsageError(
+            "give exactly one signal source: --signals FILE or --prometheus URL"
+        )
+    if min_replicas > max_replicas:
+        raise OneLineUsageError(
+            f"--min-replicas {min_replicas} is above --max-replicas {max_replicas}; swap them"
+        )
+    if min_cpu_per_replica is not None and min_cpu_per_replica > max_cpu_per_replica:
+        raise OneLineUsageError(
+            "--min-cpu-per-replica is above --max-cpu-per-replica; lower the minimum"
+        )
+    config = ScalerConfig(
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        min_cpu_per_replica=min_cpu_per_replica,
+        max_cpu_per_replica=max_cpu_per_replica,
+        target_cpu_utilization=target_cpu,
+        target_runq_p95_seconds=target_runq_p95,
+    )
+    pol = get(policy)
+    runner = Runner(policy, config, period or pol.period_seconds, window)
+    if signals_file is not None:
+        samples = signals_file
+        if workloads:
+            samples = [s for s in samples if s.workload in workloads]
+            if not samples:
+                names = ", ".join(w.key for w in workloads)
+                raise OneLineUsageError(f"--workload {names}: no such workload in --signals")
+        _run_file(samples, runner, once, log_path, as_json)
+    else:
+        assert prometheus_url is not None
+        _run_prometheus(prometheus_url, runner, once, iterations, log_path, as_json, workloads)
+
+
+@scaler.command("report")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--png",
+    "png_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Timeline plot (default: FILE with .png).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def report_cmd(file: str, png_path: str | None, as_json: bool) -> None:
+    """Per-workload table and PNG timeline of a recommendations log."""
+    from runqscale.scaler import report
+
+    try:
+        result = log.read(file)
+    except log.LogError as exc:
+        raise OneLineUsageError(str(exc)) from None
+    if not result.recommendations:
+        raise OneLineUsageError(f"{file}: no recommendations; run the scaler with --log first")
+    summary = report.summarize(result.recommendations)
+    png = Path(png_path) if png_path else Path(file).with_suffix(".png")
+    report.plot(result.recommendations, png)
+    if as_json:
+        click.echo(json.dumps({"workloads": summary, "png": str(png)}, indent=2))
+    else:
+        click.echo(report.table(summary))
+        click.echo(f"timeline: {png}")
+    if result.torn_last_line:
+        click.echo(f"note: {file}: torn last line skipped", err=True)

@@ -1,0 +1,74 @@
+"""Every PromQL query the scaler sends, in one place.
+
+Series are grouped per workload: `namespace` plus a `workload` label derived from `pod` (a
+Deployment's pod `name-<replicaset hash>-<suffix>` belongs to `name`; other pods are their own
+workload). Run-queue p95 per workload comes from the aggregated histogram when it exists
+(histograms aggregate across pods; p95 gauges do not) and otherwise from the worst pod's p95
+gauge. Replica counts come from kube-state-metrics when it is scraped, else from the number of
+pods reporting. Metric names other than the two run-queue ones are the exporter's CPU series
+(usage, CFS periods and throttled periods, cpu.pressure "some" seconds); change them here if the
+exporter names them differently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RATE = "1m"
+
+
+def by_workload(expr: str) -> str:
+    """Add the `workload` label from `pod` (Deployment pods lose their two hash suffixes)."""
+    return (
+        f'label_replace(label_replace({expr}, "workload", "$1", "pod", "(.+)"), '
+        f'"workload", "$1", "pod", "(.+)-[a-z0-9]{{5,10}}-[a-z0-9]{{5}}")'
+    )
+
+
+def _from_deployment(expr: str) -> str:
+    return f'label_replace({expr}, "workload", "$1", "deployment", "(.+)")'
+
+
+GROUP = "namespace, workload"
+_REQUESTS = 'sum by (namespace, pod) (kube_pod_container_resource_requests{resource="cpu"})'
+_LIMITS = 'sum by (namespace, pod) (kube_pod_container_resource_limits{resource="cpu"})'
+
+
+@dataclass(frozen=True)
+class Queries:
+    """Signal field -> PromQL (each answering one value per namespace/workload)."""
+
+    runq_p95_seconds: str = (
+        f"histogram_quantile(0.95, sum by ({GROUP}, le) ("
+        f"{by_workload(f'rate(runqscale_runqueue_latency_seconds_bucket[{RATE}])')}))"
+        f" or max by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+    )
+    cpu_usage_cores: str = (
+        f"sum by ({GROUP}) ({by_workload(f'rate(runqscale_cpu_usage_seconds_total[{RATE}])')})"
+    )
+    throttled_ratio: str = (
+        f"sum by ({GROUP}) ("
+        f"{by_workload(f'rate(runqscale_cpu_throttled_periods_total[{RATE}])')})"
+        f" / sum by ({GROUP}) ({by_workload(f'rate(runqscale_cpu_periods_total[{RATE}])')})"
+    )
+    pressure: str = (
+        f"avg by ({GROUP}) ("
+        f"{by_workload(f'rate(runqscale_cpu_pressure_some_seconds_total[{RATE}])')})"
+    )
+    request_rate: str = f"sum by ({GROUP}) ({by_workload(f'rate(http_requests_total[{RATE}])')})"
+    replicas: str = (
+        f"max by ({GROUP}) ({_from_deployment('kube_deployment_spec_replicas')})"
+        f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+    )
+    ready_replicas: str = (
+        f"max by ({GROUP}) ({_from_deployment('kube_deployment_status_replicas_ready')})"
+        f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+    )
+    cpu_request_cores: str = f"max by ({GROUP}) ({by_workload(_REQUESTS)})"
+    cpu_limit_cores: str = f"max by ({GROUP}) ({by_workload(_LIMITS)})"
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(k, getattr(self, k)) for k in self.__dataclass_fields__]
+
+
+DEFAULT = Queries()
