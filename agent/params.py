@@ -29,3 +29,22 @@ class Duration(click.ParamType):
 
 
 DURATION = Duration()
+
+
+class ListenAddress(click.ParamType):
+    """`:9100` (all interfaces), `127.0.0.1:9100`, `[::1]:9100`, `0.0.0.0:0` (any free port)."""
+
+    name = "host:port"
+
+    def convert(self, value, param, ctx) -> tuple[str, int]:  # type: ignore[override]
+        if isinstance(value, tuple):
+            return value
+        m = re.fullmatch(r"\s*(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):([0-9]{1,5})\s*", str(value))
+        if not m or int(m.group(3)) > 65535:
+            self.fail(f"{value!r} is not host:port; write e.g. :9100 or 127.0.0.1:9100",
+                      param, ctx)
+        host = m.group(1) or m.group(2) or "0.0.0.0"
+        return host, int(m.group(3))
+
+
+LISTEN = ListenAddress()

@@ -1,0 +1,278 @@
+"""`runqscale agent`: the DaemonSet's process — the probe, the per-container windows, /metrics.
+
+Imports are kept to what the agent needs (no kubernetes client, no plotting): its memory is part
+of the product. YAML is imported only when a YAML config file is given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+import click
+
+from runqscale.agent.errors import fail
+from runqscale.agent.params import DURATION, LISTEN
+from runqscale.probes.backends import BACKENDS, HIERARCHIES
+
+PODS_SOURCES = ("auto", "file", "kubelet", "apiserver", "none")
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--config FILE: YAML or JSON with the long option names as keys (dashes or underscores).
+    Command-line flags win over the file."""
+    if not value:
+        return value
+    try:
+        with open(value) as f:
+            text = f.read()
+    except OSError as e:
+        fail(f"--config {value}: {e.strerror}; give a readable YAML or JSON file", usage=True)
+    try:
+        if value.endswith(".json"):
+            doc = json.loads(text)
+        else:
+            import yaml
+
+            doc = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the file's fault
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(f"--config {value}: not valid YAML/JSON ({first}); fix the syntax", usage=True)
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        fail(f"--config {value}: expected a mapping of option names to values", usage=True)
+    names = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
+    known = {n.replace("_", "-") for n in names}
+    out: dict[str, Any] = {}
+    for key, v in doc.items():
+        k = str(key).replace("_", "-")
+        if k not in known:
+            near = difflib.get_close_matches(k, sorted(known), n=1)
+            hint = (f"did you mean '{near[0]}'?" if near
+                    else f"valid keys: {', '.join(sorted(known))}")
+            fail(f"--config {value}: unknown key '{key}'; {hint}", usage=True)
+        out[k.replace("-", "_")] = list(v) if isinstance(v, (list, tuple)) else v
+    ctx.default_map = {**(ctx.default_map or {}), **out}
+    return value
+
+
+def _default_node() -> str:
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+@click.command("agent")
+@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
+              expose_value=False, help="YAML or JSON file with these options as keys "
+              "(e.g. `listen: ':9100'`); flags override it.")
+@click.option("--listen", type=LISTEN, default=":9100", show_default=True,
+              help="Address for /metrics and /healthz.")
+@click.option("--interval", type=DURATION, default="1s", show_default=True,
+              help="How often to read the probe.")
+@click.option("--window", type=DURATION, default="10s", show_default=True,
+              help="Window of the p95/p99 gauges; also how long a removed container's series "
+                   "stay.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+              help="Probe backend: core (CO-RE/libbpf), bcc, or auto.")
+@click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True,
+              help="Cgroup hierarchy to attribute to (auto: v1 cpu where mounted, else v2).")
+@click.option("--node-name", default=_default_node, show_default="$NODE_NAME or hostname",
+              help="Value of the `node` label; also selects this node's pods on the API server.")
+@click.option("--pods-source", type=click.Choice(PODS_SOURCES), default="auto",
+              show_default=True,
+              help="Where pod names come from. auto: --pods-file, else --kubelet-url, else the "
+                   "API server when in a cluster, else none (labels are cgroup paths).")
+@click.option("--pods-file", type=click.Path(dir_okay=False),
+              help="A PodList JSON file (the kubelet's /pods), re-read when it changes.")
+@click.option("--kubelet-url", help="Kubelet base URL, e.g. https://$NODE_NAME:10250 or "
+              "http://127.0.0.1:10255 (read-only port).")
+@click.option("--kubelet-token-file", type=click.Path(dir_okay=False),
+              help="Bearer token for the kubelet (default: the pod's service-account token).")
+@click.option("--kubelet-ca-file", type=click.Path(dir_okay=False, exists=True),
+              help="CA bundle that signed the kubelet's serving certificate.")
+@click.option("--kubelet-insecure-tls", is_flag=True,
+              help="Do not verify the kubelet's certificate (self-signed serving certs).")
+@click.option("--apiserver-url", help="API server URL (default: in-cluster).")
+@click.option("--pods-refresh", type=DURATION, default="10s", show_default=True,
+              help="Kubelet pod-list poll period (sooner when an unknown pod appears).")
+@click.option("--cgroup", "cgroups", multiple=True, metavar="PATH",
+              help="Only export this cgroup and its children (relative to the hierarchy root). "
+                   "Repeatable.")
+@click.option("--max-cgroups", type=click.IntRange(min=16), default=8192, show_default=True,
+              help="Capacity of the probe's per-cgroup map.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True),
+              help="Serve HTTPS with this certificate (PEM); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True),
+              help="Private key (PEM) for --tls-cert.")
+@click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True),
+              help="Require `Authorization: Bearer <token>` on /metrics (re-read on change).")
+def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
+          hierarchy: str, node_name: str, pods_source: str, pods_file: str | None,
+          kubelet_url: str | None, kubelet_token_file: str | None, kubelet_ca_file: str | None,
+          kubelet_insecure_tls: bool, apiserver_url: str | None, pods_refresh: float,
+          cgroups: tuple[str, ...], max_cgroups: int, tls_cert: str | None,
+          tls_key: str | None, auth_token_file: str | None) -> None:
+    """Node agent: measure run-queue latency per container and serve it on /metrics.
+
+    \b
+    Examples:
+      runqscale agent                                  # :9100, 1 s interval, 10 s window
+      runqscale agent --listen 127.0.0.1:9100 --pods-file pods.json
+      runqscale agent --kubelet-url https://$NODE_NAME:10250 --kubelet-insecure-tls
+      runqscale agent --config /etc/runqscale/agent.yaml
+    """
+    from runqscale.agent.daemon import Agent
+    from runqscale.agent.pods import (
+        SA_DIR,
+        ApiServerPodSource,
+        FilePodSource,
+        HttpAuth,
+        KubeletPodSource,
+        PodSource,
+        in_cluster_apiserver,
+    )
+    from runqscale.agent.sampler import Sampler
+    from runqscale.exporter.server import MetricsServer, TokenFile, tls_context
+    from runqscale.probes.cgroupfs import CgroupMounts
+    from runqscale.probes.errors import ProbeError
+
+    if window < interval:
+        fail(f"--window {window:g}s is shorter than --interval {interval:g}s; make the window "
+             "at least one interval (default 10s)", usage=True)
+    if bool(tls_cert) != bool(tls_key):
+        fail("--tls-cert and --tls-key go together; give both or neither", usage=True)
+    mounts = CgroupMounts.read()
+    try:
+        _, root = mounts.choose(hierarchy)
+    except ProbeError as e:
+        fail(str(e), usage=True)
+    for c in cgroups:
+        if not os.path.isdir(os.path.join(root, c.lstrip("/"))):
+            fail(f"--cgroup {c}: no such cgroup under {root}; give a path relative to that root",
+                 usage=True)
+
+    source = pods_source
+    if source == "auto":
+        source = ("file" if pods_file else "kubelet" if kubelet_url
+                  else "apiserver" if (apiserver_url or in_cluster_apiserver()) else "none")
+    sa_token = os.path.join(SA_DIR, "token")
+    pods: PodSource
+    if source == "file":
+        if not pods_file:
+            fail("--pods-source file needs --pods-file FILE", usage=True)
+        pods = FilePodSource(pods_file)
+    elif source == "kubelet":
+        if not kubelet_url:
+            fail("--pods-source kubelet needs --kubelet-url, e.g. https://$NODE_NAME:10250",
+                 usage=True)
+        tok = kubelet_token_file or (sa_token if os.path.exists(sa_token) else None)
+        pods = KubeletPodSource(kubelet_url, HttpAuth(tok, kubelet_ca_file, kubelet_insecure_tls),
+                                refresh=pods_refresh)
+    elif source == "apiserver":
+        url = apiserver_url or in_cluster_apiserver()
+        if not url:
+            fail("--pods-source apiserver needs --apiserver-url outside a cluster", usage=True)
+        ca = os.path.join(SA_DIR, "ca.crt")
+        pods = ApiServerPodSource(url, node_name, HttpAuth(
+            sa_token if os.path.exists(sa_token) else None, ca if os.path.exists(ca) else None))
+    else:
+        pods = PodSource()
+
+    token = None
+    if auth_token_file:
+        try:
+            token = TokenFile(auth_token_file)
+        except (OSError, ValueError) as e:
+            fail(f"--auth-token-file {auth_token_file}: {e}; put the token in the file",
+                 usage=True)
+    ctx = None
+    if tls_cert and tls_key:
+        try:
+            ctx = tls_context(tls_cert, tls_key)
+        except (OSError, ValueError) as e:
+            fail(f"--tls-cert/--tls-key: cannot load ({e}); give a PEM certificate and its key",
+                 usage=True)
+
+    # Bind before loading the probe: a taken port fails in milliseconds, not after BPF load.
+    from prometheus_client.registry import CollectorRegistry
+
+    registry = CollectorRegistry(auto_describe=False)
+    holder: dict[str, Agent] = {}
+    try:
+        server = MetricsServer(listen, registry, healthy=lambda: "a" in holder and
+                               holder["a"].healthy(), ssl_context=ctx, token=token)
+    except OSError as e:
+        fail(f"--listen {listen[0]}:{listen[1]}: {e.strerror}; pick a free port or address")
+    server.serve_in_thread()
+
+    try:
+        probe, mounts, root = open_probe_for_agent(backend, hierarchy, max_cgroups, mounts)
+    except ProbeError as e:
+        server.shutdown()
+        fail(str(e))
+    sampler = Sampler(probe, mounts, root, only=list(cgroups) or None)
+    ag = Agent(sampler, pods, interval, window)
+    _register(registry, ag, node_name, probe)
+
+    def scraped(seconds: float) -> None:
+        ag.stats.scrape_seconds = seconds
+
+    server.on_scrape = scraped
+    ag.step()
+    holder["a"] = ag
+    ready = _since_process_start()
+    scheme = "https" if ctx else "http"
+    host, port = server.server_address[:2]
+    click.echo(f"runqscale agent: serving {scheme}://{_fmt_host(host)}:{port}/metrics; backend "
+               f"{probe.backend}, hierarchy {probe.hierarchy.value} at {root}, pods from "
+               f"{pods.kind}, node {node_name}; first sample {ready:.3f}s after process start",
+               err=True)
+    ag.start()
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    ag.stop()
+    server.shutdown()
+    pods.close()
+    probe.close()
+
+
+def open_probe_for_agent(backend: str, hierarchy: str, max_cgroups: int, mounts: Any) -> Any:
+    from runqscale.probes.backends import open_probe
+
+    return open_probe(backend, hierarchy, max_cgroups=max_cgroups, mounts=mounts, bpf_stats=True)
+
+
+def _register(registry: Any, ag: Any, node: str, probe: Any) -> None:
+    from runqscale import __version__
+    from runqscale.exporter.collector import AgentCollector, BuildInfo
+
+    build = BuildInfo(__version__, probe.backend, os.uname().release, probe.hierarchy.value)
+    registry.register(AgentCollector(ag, node, build))
+
+
+def _fmt_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _since_process_start() -> float:
+    """Seconds since this process was started by the kernel (not since Python got going)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    agent(prog_name="runqscale agent")

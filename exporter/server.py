@@ -1,0 +1,123 @@
+"""The agent's HTTP(S) endpoint: `/metrics` (optionally behind a bearer token) and `/healthz`.
+
+Threaded stdlib server (no framework: memory is a feature). TLS, when configured, is negotiated
+in the request's own thread, so a slow client never blocks accept(). The token is compared in
+constant time and re-read when its file changes (rotated secrets need no restart).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+
+class TokenFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._token = b""
+        self.token()
+
+    def token(self) -> bytes:
+        st = os.stat(self.path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            with open(self.path, "rb") as f:
+                tok = f.read().strip()
+            if not tok:
+                raise ValueError(f"{self.path} is empty")
+            self._token, self._stamp = tok, stamp
+        return self._token
+
+
+class MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, addr: tuple[str, int], registry: CollectorRegistry,
+                 healthy: Callable[[], bool], on_scrape: Callable[[float], None] | None = None,
+                 ssl_context: Any = None, token: TokenFile | None = None) -> None:
+        host = addr[0]
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.registry, self.healthy, self.on_scrape = registry, healthy, on_scrape
+        self.ssl_context, self.token = ssl_context, token
+        super().__init__(addr, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(10)
+        if self.ssl_context is not None:
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (OSError, ValueError):
+                return  # failed handshake: drop this connection only
+        super().finish_request(request, client_address)
+
+    def serve_in_thread(self) -> threading.Thread:
+        t = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        t.start()
+        return t
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: MetricsServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            ok = self.server.healthy()
+            self._send(200 if ok else 503, b"ok\n" if ok else b"no recent sample\n")
+        elif path == "/metrics":
+            if not self._authorised():
+                self._send(401, b"bearer token required\n",
+                           {"WWW-Authenticate": 'Bearer realm="runqscale"'})
+                return
+            t0 = time.perf_counter()
+            body = generate_latest(self.server.registry)
+            if self.server.on_scrape:
+                self.server.on_scrape(time.perf_counter() - t0)
+            self._send(200, body, {"Content-Type": CONTENT_TYPE_LATEST})
+        else:
+            self._send(404, b"try /metrics or /healthz\n")
+
+    def _authorised(self) -> bool:
+        tf = self.server.token
+        if tf is None:
+            return True
+        got = self.headers.get("Authorization", "")
+        if not got.startswith("Bearer "):
+            return False
+        try:
+            want = tf.token()
+        except (OSError, ValueError):
+            return False  # token file unreadable: deny rather than open up
+        return hmac.compare_digest(got[7:].strip().encode(), want)
+
+    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        for k, v in (headers or {"Content-Type": "text/plain; charset=utf-8"}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # no access log: Prometheus scrapes every few seconds
+
+
+def tls_context(cert: str, key: str) -> Any:
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
