@@ -82,6 +82,14 @@ def _stop(p: subprocess.Popen | None) -> None:
             p.kill()
 
 
+def _context_switches() -> int:
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("ctxt "):
+                return int(line.split()[1])
+    return 0
+
+
 def _switch_throughput() -> float:
     out = subprocess.run(["stress-ng", "--switch", "2", "-t", str(STRESS_SECONDS),
                           "--metrics-brief"], capture_output=True, text=True).stderr
@@ -96,6 +104,7 @@ def run(rounds: int) -> dict:
     _sysctl_stats(False)
     tput: dict[str, list[float]] = {t.name: [] for t in chosen}
     ns_per_run: dict[str, float | None] = {}
+    ns_per_switch: dict[str, float | None] = {}  # all of a tracer's BPF time / context switches
     startup: dict[str, float] = {}
     failed: dict[str, str] = {}
     for r in range(rounds):
@@ -120,9 +129,9 @@ def run(rounds: int) -> dict:
         p, ids, _ = _start(t, set(_progs()))
         try:
             _sysctl_stats(True)
-            before = _progs()
+            before, ctxt0 = _progs(), _context_switches()
             _switch_throughput()
-            after = _progs()
+            after, ctxt1 = _progs(), _context_switches()
         finally:
             _sysctl_stats(False)
             _stop(p)
@@ -131,6 +140,7 @@ def run(rounds: int) -> dict:
         cnt = sum(after[i].get("run_cnt", 0) - before.get(i, {}).get("run_cnt", 0)
                   for i in ids if i in after)
         ns_per_run[t.name] = ns / cnt if cnt else None
+        ns_per_switch[t.name] = ns / (ctxt1 - ctxt0) if ctxt1 > ctxt0 else None
     base = statistics.median(tput["none"])
     results = {}
     for t in chosen:
@@ -143,12 +153,13 @@ def run(rounds: int) -> dict:
             "throughput_vs_none": med / base,
             "throughput_loss_pct": 100 * (1 - med / base),
             "ns_per_bpf_run": ns_per_run.get(t.name),
+            "ns_per_context_switch": ns_per_switch.get(t.name),
             "start_to_attached_s": startup.get(t.name),
         }
-    ref = results.get("bcc-runqlat", {}).get("ns_per_bpf_run")
+    ref = results.get("bcc-runqlat", {}).get("ns_per_context_switch")
     for r in results.values():
-        if ref and r.get("ns_per_bpf_run"):
-            r["ns_per_bpf_run_vs_bcc_runqlat"] = r["ns_per_bpf_run"] / ref
+        if ref and r.get("ns_per_context_switch"):
+            r["ns_per_switch_vs_bcc_runqlat"] = r["ns_per_context_switch"] / ref
     return {"kernel": os.uname().release, "cpus": os.cpu_count(), "rounds": rounds,
             "stress": f"stress-ng --switch 2 -t {STRESS_SECONDS}", "tracers": results}
 
@@ -162,14 +173,17 @@ def main() -> None:
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
-    print(f"\n{'tracer':<24}{'ns/run':>10}{'vs bcc':>9}{'loss %':>9}{'start s':>9}")
+    print(f"\n{'tracer':<24}{'ns/run':>8}{'ns/switch':>11}{'vs bcc':>8}{'loss %':>8}"
+          f"{'start s':>9}")
     for name, r in res["tracers"].items():
         if "error" in r:
             print(f"{name:<24} error: {r['error'][:60]}")
             continue
-        ns, rel = r.get("ns_per_bpf_run"), r.get("ns_per_bpf_run_vs_bcc_runqlat")
-        print(f"{name:<24}{(f'{ns:.0f}' if ns else '-'):>10}{(f'{rel:.2f}x' if rel else '-'):>9}"
-              f"{r['throughput_loss_pct']:>9.1f}{(r['start_to_attached_s'] or 0):>9.2f}")
+        ns, sw = r.get("ns_per_bpf_run"), r.get("ns_per_context_switch")
+        rel = r.get("ns_per_switch_vs_bcc_runqlat")
+        print(f"{name:<24}{(f'{ns:.0f}' if ns else '-'):>8}{(f'{sw:.0f}' if sw else '-'):>11}"
+              f"{(f'{rel:.2f}x' if rel else '-'):>8}{r['throughput_loss_pct']:>8.1f}"
+              f"{(r['start_to_attached_s'] or 0):>9.2f}")
     print(f"\nwritten to {a.out}")
 
 
