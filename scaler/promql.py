@@ -17,11 +17,21 @@ from dataclasses import dataclass
 RATE = "1m"
 
 
+_SAFE = "[bcdfghjklmnpqrstvwxz2456789]"
+
+
 def by_workload(expr: str) -> str:
-    """Add the `workload` label from `pod` (Deployment pods lose their two hash suffixes)."""
+    """Add the `workload` label, the same chain as deploy/prometheus/runqscale-rules.yaml.
+
+    container (outside Kubernetes: the cgroup path) < pod < pod minus a StatefulSet ordinal or a
+    5-char generated suffix < pod minus a Deployment's pod-template-hash and suffix (last wins).
+    """
     return (
-        f'label_replace(label_replace({expr}, "workload", "$1", "pod", "(.+)"), '
-        f'"workload", "$1", "pod", "(.+)-[a-z0-9]{{5,10}}-[a-z0-9]{{5}}")'
+        f'label_replace(label_replace(label_replace(label_replace({expr}, '
+        f'"workload", "$1", "container", "(.*)"), '
+        f'"workload", "$1", "pod", "(.+)"), '
+        f'"workload", "$1", "pod", "(.+)-(?:[0-9]+|{_SAFE}{{5}})"), '
+        f'"workload", "$1", "pod", "(.+)-{_SAFE}{{6,10}}-{_SAFE}{{5}}")'
     )
 
 

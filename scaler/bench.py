@@ -1,0 +1,103 @@
+"""Decision-time benchmark: one decision for each of N workloads, per policy.
+
+    python -m runqscale.scaler.bench --out bench.json [--workloads 1000] [--repeat 7]
+
+Windows are built beforehand (reading signals is not the decision): 5 minutes of samples every
+3 s per workload, with varied load, and each policy's state warmed by one earlier decision. The
+time reported is the median over repeats of deciding all N workloads once; prints and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from runqscale.scaler.model import CurrentState, ScalerConfig, SignalWindow, WorkloadRef
+from runqscale.scaler.policies import POLICIES
+
+
+def make_windows(
+    n: int, samples: int = 100, step: float = 3.0, seed: int = 1
+) -> list[SignalWindow]:
+    rng = np.random.default_rng(seed)
+    ts = 1_700_000_000.0 + step * np.arange(samples)
+    out = []
+    for i in range(n):
+        replicas = float(rng.integers(1, 9))
+        load = rng.uniform(0.2, 1.2) * replicas
+        usage = np.clip(load + rng.normal(0, 0.05 * replicas, samples), 0, None)
+        p95 = np.clip(0.005 * (load / replicas) / 0.6 + rng.normal(0, 0.0005, samples), 1e-5, None)
+        series = {
+            "replicas": np.full(samples, replicas),
+            "ready_replicas": np.full(samples, replicas),
+            "cpu_usage_cores": usage,
+            "cpu_request_cores": np.full(samples, 1.0),
+            "cpu_limit_cores": np.full(samples, 2.0),
+            "runq_p95_seconds": p95,
+            "throttled_ratio": np.full(samples, 0.02 if i % 3 else 0.2),
+            "request_rate": usage * 100,
+            "pressure": np.full(samples, 0.05),
+        }
+        out.append(SignalWindow(WorkloadRef("bench", f"w{i}"), ts, series))
+    return out
+
+
+def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
+    windows = make_windows(workloads)
+    earlier = [
+        SignalWindow(w.workload, w.ts[:-1], {k: v[:-1] for k, v in w.series.items()})
+        for w in windows
+    ]
+    config = ScalerConfig(max_replicas=20)
+    currents = [CurrentState.from_window(w) for w in windows]
+    results: dict[str, Any] = {}
+    for name, pol in POLICIES.items():
+        states = [pol.decide(e, c, config, None)[1] for e, c in zip(earlier, currents, strict=True)]
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for w, c, s in zip(windows, currents, states, strict=True):
+                pol.decide(w, c, config, s)
+            times.append(time.perf_counter() - t0)
+        med = statistics.median(times)
+        results[name] = {
+            "median_ms": round(med * 1000, 3),
+            "min_ms": round(min(times) * 1000, 3),
+            "max_ms": round(max(times) * 1000, 3),
+            "per_decision_us": round(med / workloads * 1e6, 2),
+        }
+    return {
+        "workloads": workloads,
+        "samples_per_window": int(windows[0].ts.size),
+        "repeat": repeat,
+        "policies": results,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="write the JSON result here")
+    ap.add_argument("--workloads", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args(argv)
+    result = run(args.workloads, args.repeat)
+    text = json.dumps(result, indent=2)
+    print(text)
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
