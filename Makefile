@@ -11,7 +11,7 @@ BPF_OBJ := probes/runqlat.bpf.o
 .PHONY: demo test bench deps system-deps kernel-headers bpf lint clean
 
 demo: deps
-	$(VENV)/bin/runqscale validate stress
+	$(VENV)/bin/runqscale validate stress --out out/stress
 
 test: deps
 	$(VENV)/bin/ruff check .

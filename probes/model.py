@@ -57,7 +57,7 @@ def quantile_seconds(slots: np.ndarray, q: float) -> float | None:
     lo = SLOT_LOW_NS[i]
     hi = SLOT_HIGH_NS[i] if np.isfinite(SLOT_HIGH_NS[i]) else lo * 2
     frac = (rank - before) / inside if inside else 0.0
-    return (lo + (hi - lo) * min(max(frac, 0.0), 1.0)) / 1e9
+    return float(lo + (hi - lo) * min(max(frac, 0.0), 1.0)) / 1e9
 
 
 class Hierarchy(StrEnum):
