@@ -123,6 +123,7 @@ class Vertical:
     samples: int
     request: float  # max(s, floor), capped at max_cpu_per_replica
     overflow_replicas: int  # replicas needed to carry s × n at the cap (n if no overflow)
+    required_replicas: int  # ceil(s × n / cap): the fewest replicas that carry the demand
 
 
 def vertical_estimate(
@@ -142,8 +143,9 @@ def vertical_estimate(
     floor = max(p.cpu_floor_cores, config.min_cpu_per_replica or 0.0)
     cap = max(config.max_cpu_per_replica, floor)
     request = min(max(s, floor), cap)
-    overflow = max(replicas, math.ceil(round(s * replicas / cap, 9))) if s > cap else replicas
-    return Vertical(s, mean, std, int(per.size), request, overflow)
+    required = max(1, math.ceil(round(s * replicas / cap, 9)))
+    overflow = max(replicas, required) if s > cap else replicas
+    return Vertical(s, mean, std, int(per.size), request, overflow, required)
 
 
 def _startup_tracking(window: SignalWindow, state: State, p: Params) -> State:
@@ -370,7 +372,8 @@ def decide(
             return done(rec, reason, state, True)
     if below:
         stable = max(h for _, h in history)
-        floor_n = max(config.min_replicas, min(cur, overflow))
+        required = vert.required_replicas if vert else 1
+        floor_n = max(config.min_replicas, min(cur, required))
         replicas = min(cur, max(stable, floor_n))
         if replicas < cur:
             reason = (

@@ -1,0 +1,338 @@
+"""SHOWAR's rules one by one: deadband, bounded step, coordination, vertical sizing, start-up delay;
+affinity from Pearson r; node-pressure spreading."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from test_scaler_helpers import NOW, window
+
+from runqscale.scaler import affinity, spread
+from runqscale.scaler.model import CurrentState, PodSample, ScalerConfig, WorkloadRef
+from runqscale.scaler.policies import showar
+from runqscale.scaler.policies.showar import Params, State
+
+T = 0.005  # target p95 (the default)
+CFG = ScalerConfig(min_replicas=1, max_replicas=20, max_cpu_per_replica=4.0)
+# a state whose last vertical check was just now: isolates the horizontal rules
+H_ONLY = State(last_vertical_ts=NOW)
+
+
+def sig(replicas: int = 4, p95: float = T, per_replica_cpu: float = 0.5, **kw):
+    base = dict(
+        replicas=replicas,
+        ready_replicas=replicas,
+        cpu_usage_cores=per_replica_cpu * replicas,
+        cpu_request_cores=0.5,
+        cpu_limit_cores=1.0,
+        runq_p95_seconds=p95,
+        throttled_ratio=0.0,
+    )
+    base.update(kw)
+    return window(**base)
+
+
+def cur(replicas: int = 4, req: float | None = 0.5, lim: float | None = 1.0) -> CurrentState:
+    return CurrentState(replicas, req, lim)
+
+
+@pytest.mark.parametrize(
+    ("factor", "action"),
+    [(1.08, "none"), (0.92, "none"), (1.12, "scale_out"), (1.0, "none")],
+)
+def test_deadband(factor: float, action: str) -> None:
+    rec, _ = showar.decide(sig(p95=T * factor), cur(), CFG, H_ONLY)
+    assert rec.action == action, rec.reason
+
+
+def test_bounded_step_at_most_doubles() -> None:
+    rec, _ = showar.decide(sig(replicas=3, p95=T * 100), cur(3), CFG, H_ONLY)
+    assert rec.recommended.replicas == 6  # 3 + max(1, 1.0 x 3)
+    rec, _ = showar.decide(
+        sig(replicas=3, p95=T * 100), cur(3), replace(CFG, max_replicas=5), H_ONLY
+    )
+    assert rec.recommended.replicas == 5
+
+
+def test_proportional_step_size() -> None:
+    # error +50 %: u = 0.4 x 0.5 + 0.05 x 0.5 = 0.225 -> ceil(4 x 1.225) = ceil(4.9) = 5
+    rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, H_ONLY)
+    assert rec.recommended.replicas == 5
+    assert st.integral == pytest.approx(0.025)
+
+
+def test_starved_by_neighbours_scales_out() -> None:
+    rec, _ = showar.decide(sig(p95=T * 3, throttled_ratio=0.01, pressure=0.4), cur(), CFG, H_ONLY)
+    assert rec.action == "scale_out"
+    assert "starved by neighbours" in rec.reason and "pressure 0.40" in rec.reason
+    assert rec.recommended.cpu_limit_cores == 1.0  # size unchanged
+
+
+def test_throttled_by_own_limit_resizes() -> None:
+    rec, _ = showar.decide(sig(p95=T * 3, throttled_ratio=0.4), cur(), CFG, H_ONLY)
+    assert rec.action == "resize"
+    assert rec.recommended.replicas == 4
+    # limit 1.0 x growth 1.5 = 1.5 -> request 0.75 (limit factor 2); above s = 0.5
+    assert rec.recommended.cpu_limit_cores == pytest.approx(1.5)
+    assert rec.recommended.cpu_request_cores == pytest.approx(0.75)
+    assert "throttled by its own limit" in rec.reason
+
+
+def test_throttled_past_max_cpu_scales_out() -> None:
+    cfg = replace(CFG, max_cpu_per_replica=1.0)
+    # per-replica usage 1.9 -> s = 1.9 > max 1.0: request stays at 1.0, ceil(1.9 x 4 / 1) = 8
+    rec, _ = showar.decide(
+        sig(p95=T * 3, throttled_ratio=0.5, per_replica_cpu=1.9), cur(4, 1.0, 2.0), cfg, H_ONLY
+    )
+    assert rec.recommended.cpu_request_cores == pytest.approx(1.0)
+    assert rec.recommended.replicas == 8
+    assert rec.action == "scale_out"
+
+
+def test_vertical_mean_plus_three_sigma() -> None:
+    rng = np.random.default_rng(3)
+    per = rng.normal(0.9, 0.05, 100)
+    w = sig(cpu_usage_cores=per * 4)
+    rec, st = showar.decide(w, cur(), CFG, None)
+    expect = per.mean() + 3 * per.std()
+    assert rec.action == "resize"
+    assert rec.recommended.cpu_request_cores == pytest.approx(expect, abs=1e-3)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(2 * expect, abs=2e-3)
+    assert st.last_vertical_ts == NOW
+
+
+@pytest.mark.parametrize(
+    ("per_replica", "expect_resize"),
+    [(0.57, False), (0.58, True), (0.28, False), (0.27, True), (0.5, False)],
+)
+def test_vertical_hysteresis(per_replica: float, expect_resize: bool) -> None:
+    # request 0.5: act above 1.15 x 0.5 = 0.575 or below 0.55 x 0.5 = 0.275 (constant usage: σ=0)
+    rec, _ = showar.decide(sig(per_replica_cpu=per_replica), cur(), CFG, None)
+    assert (rec.action == "resize") is expect_resize, rec.reason
+    if expect_resize:
+        assert rec.recommended.cpu_request_cores == pytest.approx(max(per_replica, 0.128))
+
+
+def test_vertical_floor() -> None:
+    rec, _ = showar.decide(sig(per_replica_cpu=0.01), cur(4, 1.0, 2.0), CFG, None)
+    assert rec.recommended.cpu_request_cores == pytest.approx(0.128)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.256)
+
+
+def test_vertical_runs_once_per_period() -> None:
+    w = sig(per_replica_cpu=0.9)
+    _, st = showar.decide(sig(per_replica_cpu=0.5), cur(), CFG, None)  # checked at NOW: fine
+    later = window(now=NOW + 30, **_sig_kw(per_replica_cpu=0.9))
+    rec, _ = showar.decide(later, cur(), CFG, st)
+    assert rec.action == "none"  # 30 s < 60 s period
+    later = window(now=NOW + 60, **_sig_kw(per_replica_cpu=0.9))
+    rec, _ = showar.decide(later, cur(), CFG, st)
+    assert rec.action == "resize"
+    assert w is not None
+
+
+def _sig_kw(replicas: int = 4, per_replica_cpu: float = 0.5, p95: float = T, **kw):
+    base = dict(
+        replicas=replicas,
+        ready_replicas=replicas,
+        cpu_usage_cores=per_replica_cpu * replicas,
+        cpu_request_cores=0.5,
+        cpu_limit_cores=1.0,
+        runq_p95_seconds=p95,
+        throttled_ratio=0.0,
+    )
+    base.update(kw)
+    return base
+
+
+def test_vertical_past_max_scales_out_instead() -> None:
+    # s = 6 cores per replica, max 4: request 4, replicas ceil(6 x 2 / 4) = 3
+    rec, _ = showar.decide(sig(replicas=2, per_replica_cpu=6.0), cur(2, 4.0, 8.0), CFG, None)
+    assert rec.recommended.cpu_request_cores == pytest.approx(4.0)
+    assert rec.recommended.replicas == 3
+    assert rec.action == "scale_out"
+
+
+def test_scale_in_waits_for_stabilisation() -> None:
+    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    decisions = []
+    for k in range(0, 60):  # 3 s period, p95 at 20 % of target, for 177 s
+        w = window(now=NOW + 3 * k, **_sig_kw(replicas=8, p95=T * 0.2))
+        rec, st = showar.decide(w, cur(8), CFG, st)
+        decisions.append((3 * k, rec.recommended.replicas))
+    assert all(r == 8 for t, r in decisions if t < 120)
+    after = [r for t, r in decisions if t >= 120]
+    assert after[0] < 8
+    # bounded scale-in step: at most half
+    assert after[0] >= 4
+
+
+def test_cooldown_blocks_a_second_action() -> None:
+    rec, st = showar.decide(sig(p95=T * 3), cur(), CFG, H_ONLY)
+    assert rec.action == "scale_out"
+    w = window(now=NOW + 6, **_sig_kw(p95=T * 3))
+    rec2, st2 = showar.decide(w, cur(), CFG, st)
+    assert rec2.action == "none" and "cool-down" in rec2.reason
+    w = window(now=NOW + 15, **_sig_kw(p95=T * 3))
+    rec3, _ = showar.decide(w, cur(), CFG, st2)
+    assert rec3.action == "scale_out"
+
+
+def test_pending_replicas_count_as_arriving_capacity() -> None:
+    # 6 requested 12 s ago, 3 ready; p95 at 1.6 x target: ceil(3 x (1 + 0.27)) = 4 <= 6 -> hold
+    w = window(n=5, **_sig_kw(replicas=6, ready_replicas=3, p95=T * 1.6, cpu_usage_cores=1.5))
+    rec, st = showar.decide(w, cur(6), CFG, H_ONLY)
+    assert rec.action == "none", rec.reason
+    assert "capacity arriving" in rec.reason
+    assert st.integral == 0.0  # no windup while waiting for own scale-up
+    naive = replace(Params(), account_startup_delay=False)
+    rec_naive, _ = showar.decide(w, cur(6), CFG, H_ONLY, naive)
+    assert rec_naive.action == "scale_out"
+
+
+def test_startup_delay_is_measured_from_ready_transitions() -> None:
+    p = Params()
+    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    for k in range(0, 40):  # 3 -> 6 replicas at t=30; ready follows at t=75 (45 s later)
+        t = 3 * k
+        reps = 3 if t < 30 else 6
+        ready = 3 if t < 75 else 6
+        w = window(n=1, now=NOW + t, **_sig_kw(replicas=reps, ready_replicas=ready))
+        _, st = showar.decide(w, cur(reps), CFG, st, p)
+    assert st is not None
+    assert st.delay_samples == 1
+    assert st.startup_delay_seconds == pytest.approx(45.0)
+
+
+def test_overdue_pending_replicas_are_not_counted() -> None:
+    st = State(last_vertical_ts=NOW, pending_since=NOW - 500, startup_delay_seconds=30.0)
+    w = sig(replicas=6, ready_replicas=3, p95=T * 1.6, cpu_usage_cores=1.5)
+    rec, _ = showar.decide(w, cur(6), CFG, st)
+    assert rec.action == "scale_out"
+
+
+def test_integral_anti_windup() -> None:
+    cfg = replace(CFG, max_replicas=4)
+    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    for k in range(200):  # saturated at max replicas with latency 3x target
+        w = window(n=1, now=NOW + 3 * k, **_sig_kw(replicas=4, p95=T * 3))
+        rec, st = showar.decide(w, cur(4), cfg, st)
+        assert rec.recommended.replicas == 4
+    assert st is not None
+    assert abs(st.integral) <= Params().integral_limit
+    assert st.integral == 0.0  # clipped output: never integrated
+
+
+def test_missing_p95_holds_horizontal_but_sizes_vertically() -> None:
+    w = sig(runq_p95_seconds=None, per_replica_cpu=0.9)
+    rec, _ = showar.decide(w, cur(), CFG, None)
+    assert rec.action == "resize"
+    assert rec.recommended.replicas == 4
+
+
+def test_outside_bounds_is_corrected_first() -> None:
+    rec, _ = showar.decide(sig(replicas=30), cur(30), CFG, None)
+    assert rec.recommended.replicas == 20 and rec.action == "scale_in"
+
+
+# ------------------------------------------------------------------ affinity
+
+
+def _wl(name: str) -> WorkloadRef:
+    return WorkloadRef("default", name)
+
+
+def test_pearson_matches_numpy() -> None:
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=50), rng.normal(size=50)
+    assert affinity.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1])
+    assert affinity.pearson(np.ones(10), y[:10]) is None
+
+
+def test_affinity_pairs() -> None:
+    t = np.arange(60, dtype=float)
+    wave = np.sin(t / 5)
+    rng = np.random.default_rng(0)
+    series = {
+        _wl("a"): (t, 1 + wave),
+        _wl("b"): (t, 1 - wave + rng.normal(0, 0.05, 60)),  # anti-correlated with a
+        _wl("c"): (t, 2 + wave * 0.5 + rng.normal(0, 0.05, 60)),  # correlated with a
+        _wl("d"): (t, rng.normal(0, 1, 60)),  # unrelated
+        _wl("e"): (t, np.full(60, 3.0)),  # constant: r undefined
+    }
+    got = {(p.a.name, p.b.name): p.kind for p in affinity.pairs(series)}
+    assert got == {("a", "b"): "co-locate", ("a", "c"): "spread", ("b", "c"): "co-locate"}
+
+
+def test_affinity_needs_common_samples() -> None:
+    t = np.arange(60, dtype=float)
+    series = {_wl("a"): (t, np.sin(t)), _wl("b"): (t + 1000, np.sin(t))}
+    assert affinity.pairs(series) == []
+
+
+def test_affinity_recommendations_keep_sizes() -> None:
+    n = 30
+    wave = np.sin(np.arange(n) / 3)
+    wa = window(n=n, workload=_wl("a"), replicas=2, cpu_usage_cores=1 + wave)
+    wb = window(n=n, workload=_wl("b"), replicas=2, cpu_usage_cores=1 - wave)
+    current = {_wl("a"): CurrentState(2, 0.5, 1.0), _wl("b"): CurrentState(2, 0.5, 1.0)}
+    recs = affinity.recommendations([wa, wb], current)
+    assert len(recs) == 1
+    r = recs[0]
+    assert r.action == "affinity" and r.recommended == r.current
+    assert "co-locate" in r.reason and "r = -1.00" in r.reason
+
+
+# ------------------------------------------------------------------ node pressure
+
+
+def _pod(name: str, node: str, p95: float, cpu: float) -> PodSample:
+    return PodSample(name, node=node, runq_p95_seconds=p95, cpu_usage_cores=cpu)
+
+
+def test_spread_moves_heaviest_pods_off_the_hot_node() -> None:
+    pods = [
+        (_wl("web"), _pod("web-1", "hot", 0.030, 0.5)),
+        (_wl("db"), _pod("db-1", "hot", 0.025, 1.5)),
+        (_wl("api"), _pod("api-1", "hot", 0.020, 0.9)),
+        (_wl("web"), _pod("web-2", "cool1", 0.001, 0.3)),
+        (_wl("db"), _pod("db-2", "cool2", 0.002, 0.3)),
+    ]
+    mv = spread.moves(pods, target_seconds=T)
+    assert [(m.pod, m.from_node) for m in mv] == [("db-1", "hot"), ("api-1", "hot")]
+    assert {m.to_node for m in mv} == {"cool1", "cool2"}  # spread over the cool nodes
+    recs = spread.recommendations(pods, {}, NOW, T)
+    assert all(r.action == "affinity" for r in recs)
+    assert "db-1" in recs[0].reason and "hot" in recs[0].reason
+
+
+def test_no_spread_when_all_nodes_are_warm_or_cool() -> None:
+    cool = [(_wl("a"), _pod(f"a-{i}", f"n{i}", 0.002, 0.5)) for i in range(3)]
+    assert spread.moves(cool, T) == []
+    warm = [(_wl("a"), _pod(f"a-{i}", f"n{i}", 0.012 + 0.001 * i, 0.5)) for i in range(3)]
+    assert spread.moves(warm, T) == []  # hot everywhere: spreading does not help
+    one_node = [(_wl("a"), _pod(f"a-{i}", "n0", 0.05, 0.5)) for i in range(3)]
+    assert spread.moves(one_node, T) == []
+
+
+def test_scale_in_keeps_the_replicas_the_cpu_demand_needs() -> None:
+    # 8 replicas at 3.5 cores each, max 4 per replica: at least ceil(28 / 4) = 7 must stay
+    cfg = replace(CFG, max_cpu_per_replica=4.0)
+    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    reps = []
+    for k in range(0, 80):
+        w = window(
+            now=NOW + 3 * k,
+            **_sig_kw(
+                replicas=8,
+                per_replica_cpu=3.5,
+                p95=T * 0.2,
+                cpu_request_cores=3.5,
+                cpu_limit_cores=7.0,
+            ),
+        )
+        rec, st = showar.decide(w, cur(8, 3.5, 7.0), cfg, st)
+        reps.append(rec.recommended.replicas)
+    assert min(reps) == 7
