@@ -183,3 +183,21 @@ def test_probe_errors_are_one_line() -> None:
 def test_mounts_are_read_from_mountinfo() -> None:
     m = CgroupMounts.read()
     assert m.v2 or m.v1_cpu
+
+
+def test_probe_refuses_without_bpf_capabilities_even_as_root() -> None:
+    open_backend("core", Hierarchy.V1_CPU).close()
+    cmd = ["setpriv", "--bounding-set", "-bpf,-perfmon", "--inh-caps", "-bpf,-perfmon",
+           sys.executable, "-m", "runqscale.agent.cli", "probe", "--count", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "CAP_BPF" in res.stderr and res.stderr.strip().count("\n") == 0
+
+
+def test_missing_btf_is_named_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runqscale.probes import core
+    from runqscale.probes.errors import ProbeError
+
+    monkeypatch.setattr(core, "BTF_PATH", "/nonexistent/vmlinux")
+    with pytest.raises(ProbeError, match="no BTF.*--backend bcc"):
+        core.check_preconditions()
