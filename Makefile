@@ -17,8 +17,12 @@ test: deps
 	$(VENV)/bin/ruff check .
 	CI=$${CI:-} $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
+# Benchmarks, not tests: each prints ratios measured in one run and writes JSON.
 bench: deps
-	$(PY) -m runqscale.benchmarks.run --out bench-results
+	mkdir -p bench-results
+	$(PY) -m runqscale.probes.bench --out bench-results/probes.json
+	$(PY) -m runqscale.agent.bench --out bench-results/agent.json
+	$(PY) -m runqscale.scaler.bench --out bench-results/scaler.json
 
 deps: system-deps kernel-headers $(VENV)/.installed $(BPF_OBJ)
 
