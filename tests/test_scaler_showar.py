@@ -57,10 +57,27 @@ def test_bounded_step_at_most_doubles() -> None:
 
 
 def test_proportional_step_size() -> None:
-    # error +50 %: u = 0.4 x 0.5 + 0.05 x 0.5 = 0.225 -> ceil(4 x 1.225) = ceil(4.9) = 5
+    # default log error: e = ln 1.5 = 0.405, u = 0.25 x 0.405 = 0.101 -> ceil(4 x 1.101) = 5
     rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, H_ONLY)
     assert rec.recommended.replicas == 5
+    # plain relative error, Kp 0.4, Ki 0.05: e = 0.5, u = 0.2 + 0.025 -> ceil(4 x 1.225) = 5;
+    # Kp 1.0: u = 0.5 + 0.025 -> ceil(6.1) = 7
+    rel = replace(Params(), error="relative", kp=0.4, ki=0.05)
+    rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, H_ONLY, rel)
+    assert rec.recommended.replicas == 5
     assert st.integral == pytest.approx(0.025)
+    rec, _ = showar.decide(sig(p95=T * 1.5), cur(), CFG, H_ONLY, replace(rel, kp=1.0))
+    assert rec.recommended.replicas == 7
+
+
+def test_derivative_term() -> None:
+    p = replace(Params(), kd=1.0)
+    # previous error ln 1.2 = 0.182, now ln 2 = 0.693: D = +0.511, P = 0.173 -> ceil(4 x 1.68) = 7
+    st = replace(H_ONLY, prev_error=float(np.log(1.2)))
+    rec, _ = showar.decide(sig(p95=T * 2), cur(), CFG, st, p)
+    assert rec.recommended.replicas == 7
+    rec, _ = showar.decide(sig(p95=T * 2), cur(), CFG, H_ONLY, p)  # no previous error: no D
+    assert rec.recommended.replicas == 5
 
 
 def test_starved_by_neighbours_scales_out() -> None:
@@ -214,15 +231,28 @@ def test_overdue_pending_replicas_are_not_counted() -> None:
 
 
 def test_integral_anti_windup() -> None:
+    p = replace(Params(), ki=0.05)
     cfg = replace(CFG, max_replicas=4)
     st: State | None = State(last_vertical_ts=NOW + 10_000)
     for k in range(200):  # saturated at max replicas with latency 3x target
         w = window(n=1, now=NOW + 3 * k, **_sig_kw(replicas=4, p95=T * 3))
-        rec, st = showar.decide(w, cur(4), cfg, st)
+        rec, st = showar.decide(w, cur(4), cfg, st, p)
         assert rec.recommended.replicas == 4
     assert st is not None
-    assert abs(st.integral) <= Params().integral_limit
-    assert st.integral == 0.0  # clipped output: never integrated
+    assert st.integral == 0.0  # clipped output: never integrated further into the clip
+
+
+def test_integral_unwinds_out_of_a_clip() -> None:
+    # integral at its +1 limit (from an earlier overload), latency now well below the band: the
+    # raw output is above the step bound, but integrating the negative error is allowed
+    p = replace(Params(), ki=0.05)
+    st: State | None = replace(H_ONLY, integral=1.0)
+    for k in range(10):
+        w = window(n=1, now=NOW + 3 * k, **_sig_kw(replicas=8, p95=T * 0.5))
+        _, st = showar.decide(w, cur(8), CFG, st, p)
+    assert st is not None
+    assert st.integral == pytest.approx(1.0 + 10 * 0.05 * np.log(0.5))
+    assert abs(st.integral) <= p.integral_limit
 
 
 def test_missing_p95_holds_horizontal_but_sizes_vertically() -> None:

@@ -2,28 +2,36 @@
 
 Horizontal — a PID controller on the workload's run-queue p95 against `target_runq_p95_seconds`:
 
-- error e = (p95 − target) / target (relative; at most −1 below target, unbounded above);
+- error: relative, on a log scale by default, e = ln(p95 / target) (within the deadband this is
+  the plain relative error (p95 − target) / target to within 0.5 %); `error="relative"` uses the
+  plain form (at most −1 below the target, unbounded above);
 - deadband: no horizontal change while |e| ≤ `deadband` (0.1, HPA's tolerance);
 - u = Kp·e + I + Kd·(e − e_prev), I += Ki·e per decision; the desired count is
   ceil(basis × (1 + u)), where basis is the ready replicas (see start-up delay below);
 - anti-windup: I is clamped to ±`integral_limit` and only integrates when the controller can act
-  (outside the deadband, not in cool-down, no capacity pending, output not clipped);
+  (outside the deadband, not in cool-down, no capacity pending) and the output is not clipped in
+  the error's direction (integrating back out of a clip is always allowed);
 - bounded step: at most +max(1, β·replicas) (β = 1: at most doubling) and −max(1, β_in·replicas)
   (β_in = 0.5) per decision; scale-in only to the maximum of the desired counts over the last
-  `scale_in_stabilization_seconds` (seeded with the current count on the first decision);
+  `scale_in_stabilization_seconds` (120 s; seeded with the current count on the first decision);
 - never below `min_replicas` or above `max_replicas`.
 
 Starting point vs chosen defaults. A public reimplementation of SHOWAR runs every 3 s with
 Kp = 10, Ki = 0, Kd = 10, a band of ±α/2 (α = 0.1) and steps of max(1, β·replicas), β = 1: the PID
-output there only picks a direction. Here the output sizes the step, so the gains are chosen from
-the plant: near the target a queue's p95 moves about 1/(1 − ρ) ≈ 2–3 times faster than the load
-per replica (ρ ≈ 0.6–0.7), so Kp ≈ 0.4 turns a relative latency error into about the relative
-capacity missing; Ki = 0.05 removes a residual offset slowly; Kd = 0.1 damps the approach while
-staying small against the ±19 % quantisation of a p95 read from histograms with two buckets per
-octave. Period 3 s as SHOWAR; band ±10 % (HPA's tolerance, wider than α/2 = 5 % because of the
-same quantisation). `target_runq_p95_seconds` defaults to 5 ms (ScalerConfig): provisional, to be
-tuned from measurements in the validation issue. All of these are checked on a simulated plant in
-tests/test_scaler_pid.py (step response: settling time and overshoot).
+output there only picks a direction. Here the output sizes the step, so the gains come from the
+plant. A run queue's p95 grows like ρ/(1 − ρ) in the per-replica load ρ, so the plain relative
+error is far from proportional to the capacity missing (at ρ = 0.9 it is +500 % for +50 % load),
+and a linear controller on it overshoots: on the simulated plant of tests/test_scaler_pid.py,
+error="relative" with Kp = 0.4 peaks 20–40 % above the ideal count after load steps of +25 % to
++200 %. The log error is close to proportional (d ln p95 / d ln ρ = 1/(1 − ρ) ≈ 2.5 near the
+target, hence Kp = 0.25 ≈ 1/(2.5·1.6)) and reaches the ideal count in one step for the same
+steps. Ki = 0 (as in the reimplementation): with Ki = 0.01 the loop sheds the last rounding
+replica but then rides the band's upper edge (p95 above the band in 25–29 % of decisions on the
+recorded trace, against 7 % without). Kd = 0: the derivative only added overshoot on the plant and
+would amplify the ±19 % quantisation of a p95 read from histograms with two buckets per octave.
+Both remain available. Period 3 s as SHOWAR; band ±10 % (HPA's tolerance; wider than α/2 = 5 %
+because of that quantisation). `target_runq_p95_seconds` defaults to 5 ms (ScalerConfig):
+provisional, to be tuned from measurements in the validation issue.
 
 Vertical — every `vertical_period_seconds` (60 s), over `vertical_window_seconds` (5 min) of
 per-replica CPU usage (total usage / ready replicas): s = mean + 3σ; act when s > 1.15 × request
@@ -42,8 +50,10 @@ Coordination —
   (runqscale.scaler.spread), emitted beside this one.
 
 Start-up delay (beyond SHOWAR; dry-run recommendation at first) — replicas requested but not yet
-ready are capacity arriving: the PID's basis is the ready count, so the desired total already
-includes the pending replicas and a scale-up is not repeated while they start. The delay from
+ready are capacity arriving: the PID's basis is the ready count (with the error capped at
+`arriving_error_cap`, +100 %: an overloaded set's latency does not say how much is missing), so
+the desired total already includes the pending replicas and a scale-up is not repeated while they
+start; the integral does not integrate meanwhile. The delay from
 "replicas > ready" to "ready = replicas" is measured from the signals and kept as an exponential
 average; if replicas stay pending longer than `pending_timeout_factor` × that delay (e.g. no node
 fits them), they are no longer counted as arriving.
@@ -53,6 +63,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
@@ -71,9 +82,10 @@ PERIOD_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class Params:
-    kp: float = 0.4
-    ki: float = 0.05
-    kd: float = 0.1
+    error: Literal["relative", "log"] = "log"
+    kp: float = 0.25
+    ki: float = 0.0
+    kd: float = 0.0
     deadband: float = 0.1
     integral_limit: float = 1.0
     max_step_fraction: float = 1.0  # β
@@ -94,6 +106,7 @@ class Params:
     default_startup_delay_seconds: float = 30.0
     startup_delay_smoothing: float = 0.3
     pending_timeout_factor: float = 3.0
+    arriving_error_cap: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,13 @@ def _startup_tracking(window: SignalWindow, state: State, p: Params) -> State:
     )
 
 
+def _error(p95: float, target: float, kind: str) -> float:
+    """Relative error (p95 − target) / target, or its log form ln(p95 / target)."""
+    if kind == "log":
+        return math.log(max(p95, 1e-9) / target)
+    return (p95 - target) / target
+
+
 def _ms(x: float) -> str:
     return f"{x * 1000:.2f} ms"
 
@@ -240,16 +260,19 @@ def decide(
     basis = ready if arriving else cur
 
     # --- horizontal PID
-    e = None if p95 is None else (p95 - target) / target
+    e = None if p95 is None else _error(p95, target, p.error)
     h_desired = cur
     pid_note = "no run-queue p95 in the last sample: horizontal holds"
     integral = state.integral
     if e is not None:
         in_band = abs(e) <= p.deadband
-        d_term = 0.0 if state.prev_error is None else p.kd * (e - state.prev_error)
+        # while capacity is arriving, an overloaded set's latency says little about how much is
+        # missing: the error is capped, so the pending replicas are given a chance to land
+        e_pid = min(e, p.arriving_error_cap) if arriving else e
+        d_term = 0.0 if state.prev_error is None else p.kd * (e_pid - state.prev_error)
         can_act = not in_band and not in_cooldown and not arriving
-        trial = max(-p.integral_limit, min(p.integral_limit, integral + p.ki * e))
-        u = p.kp * e + (trial if can_act else integral) + d_term
+        trial = max(-p.integral_limit, min(p.integral_limit, integral + p.ki * e_pid))
+        u = p.kp * e_pid + (trial if can_act else integral) + d_term
         raw = math.ceil(round(max(basis, 1) * (1 + u), 9))
         up = cur + max(1, math.floor(p.max_step_fraction * cur))
         down = cur - max(1, math.floor(p.max_scale_in_fraction * cur))
@@ -260,11 +283,14 @@ def decide(
             h_desired = max(bounded, cur)
         else:
             h_desired = min(bounded, cur)
-        if can_act and bounded == raw:
-            integral = trial  # conditional integration: only when the output is not clipped
+        # conditional integration: not while the output is clipped in the error's direction
+        # (integrating back out of a clip is always allowed, so the integral cannot get stuck)
+        pushing = (raw > bounded and e_pid > 0) or (raw < bounded and e_pid < 0)
+        if can_act and not pushing:
+            integral = trial
         pid_note = (
-            f"run-queue p95 {_ms(e * target + target)} vs target {_ms(target)} (error {e:+.0%}, "
-            f"band ±{p.deadband:.0%}); PID u={u:+.3f} (P {p.kp * e:+.3f}, I {integral:+.3f}, "
+            f"run-queue p95 {_ms(p95 or 0.0)} vs target {_ms(target)} ({p.error} error {e:+.2f}, "
+            f"band ±{p.deadband:.0%}); PID u={u:+.3f} (P {p.kp * e_pid:+.3f}, I {integral:+.3f}, "
             f"D {d_term:+.3f}) on {basis} {'ready' if arriving else 'current'} replicas "
             f"-> {h_desired}"
         )
