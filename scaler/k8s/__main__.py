@@ -1,0 +1,140 @@
+"""`python -m runqscale.scaler.k8s`: the in-cluster scaler (leader-elected, dry-run by default).
+
+Prints one JSON object per line on stdout: leadership changes and each workload's outcome.
+SIGTERM/SIGINT release the Lease so a standby replica takes over without waiting for expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from runqscale.scaler import signals
+from runqscale.scaler.actuators.kubernetes import KubernetesActuator
+from runqscale.scaler.k8s.client import ApiClient, RetryPolicy
+from runqscale.scaler.k8s.controller import Controller
+from runqscale.scaler.k8s.events import EventRecorder
+from runqscale.scaler.k8s.leader import LeaderElector
+from runqscale.scaler.model import ScalerConfig
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _client(server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
+            **kw: Any) -> ApiClient:
+    if server:
+        return ApiClient(server, token_file=token_file, ca_file=ca_file, insecure=insecure, **kw)
+    return ApiClient.in_cluster(**kw)
+
+
+@click.command()
+@click.option("--prometheus", "prometheus_url", help="Prometheus URL to read signals from.")
+@click.option("--signals", "signals_file", type=click.Path(dir_okay=False),
+              help="A signals JSON Lines file re-read every step (instead of Prometheus).")
+@click.option("--dry-run/--apply", default=True, show_default=True,
+              help="Dry-run sends writes with dryRun=All: validated, never persisted.")
+@click.option("--server", help="API server URL (default: in-cluster service account).")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--insecure", is_flag=True, help="Do not verify the API server certificate.")
+@click.option("--namespace", "namespaces", multiple=True,
+              help="Only these namespaces (repeatable; default all).")
+@click.option("--lease-namespace", default=lambda: os.environ.get("POD_NAMESPACE", "default"))
+@click.option("--lease-name", default="runqscale-scaler", show_default=True)
+@click.option("--identity", default=lambda: os.environ.get("POD_NAME", socket.gethostname()))
+@click.option("--lease-duration", type=float, default=15.0, show_default=True)
+@click.option("--renew-deadline", type=float, default=10.0, show_default=True)
+@click.option("--retry-period", type=float, default=2.0, show_default=True)
+@click.option("--tick", type=float, default=5.0, show_default=True,
+              help="Seconds between steps (each policy still decides at its own period).")
+@click.option("--window", type=float, default=300.0, show_default=True,
+              help="Seconds of signals given to a policy.")
+@click.option("--max-signal-age", type=float, default=60.0, show_default=True,
+              help="No decision when the newest signal is older than this (seconds).")
+@click.option("--min-replicas", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--max-replicas", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--target-runq-p95", type=float, default=0.005, show_default=True,
+              help="Seconds (workloads override with runqscale.io/target-runq-p95).")
+@click.option("-v", "--verbose", is_flag=True)
+def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
+         server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
+         namespaces: tuple[str, ...], lease_namespace: str, lease_name: str, identity: str,
+         lease_duration: float, renew_deadline: float, retry_period: float, tick: float,
+         window: float, max_signal_age: float, min_replicas: int, max_replicas: int,
+         target_runq_p95: float, verbose: bool) -> None:
+    """Scale opted-in workloads (runqscale.io/policy annotation) from run-queue signals."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(prometheus_url) == bool(signals_file):
+        raise click.UsageError("give exactly one of --prometheus URL or --signals FILE")
+    if prometheus_url:
+        prom = signals.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age)
+        step = min(15.0, max(1.0, window / 60))
+
+        def source(now: float):
+            fetched = prom.fetch(now, window, step)
+            for w in fetched.warnings:
+                logging.getLogger("signals").info("%s", w)
+            return fetched.samples
+    else:
+        def source(now: float):
+            return signals.read_file(signals_file)
+
+    defaults = ScalerConfig(min_replicas=min_replicas, max_replicas=max_replicas,
+                            target_runq_p95_seconds=target_runq_p95)
+    client = _client(server, token_file, ca_file, insecure)
+    # Leases get one short attempt per round: a slow retry must not outlive the renew deadline.
+    lease_client = _client(server, token_file, ca_file, insecure,
+                           retry=RetryPolicy(attempts=1), timeout_seconds=retry_period)
+    elector = LeaderElector(lease_client, lease_namespace, lease_name, identity,
+                            lease_duration, renew_deadline, retry_period)
+    ctl = Controller(
+        client, source, KubernetesActuator(client, dry_run=dry_run, max_signal_age=max_signal_age),
+        EventRecorder(client, instance=identity), defaults, identity, elector, namespaces,
+        window, max_signal_age,
+    )
+    stop = threading.Event()
+
+    def _term(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
+
+    def elect() -> None:
+        was = False
+        while not stop.is_set():
+            elector.try_acquire_or_renew()
+            now_leader = elector.is_leader()
+            if now_leader != was:
+                _emit({"event": "leader", "ts": time.time(), "identity": identity,
+                       "leader": now_leader, "holder": elector.holder})
+                was = now_leader
+            stop.wait(retry_period)
+
+    t = threading.Thread(target=elect, name="leader-election", daemon=True)
+    t.start()
+    _emit({"event": "start", "ts": time.time(), "identity": identity, "dry_run": dry_run})
+    while not stop.is_set():
+        for out in ctl.step():
+            _emit(out.to_json())
+        stop.wait(tick)
+    t.join(timeout=retry_period + 1)
+    elector.release()
+    _emit({"event": "stop", "ts": time.time(), "identity": identity})
+
+
+if __name__ == "__main__":
+    main()

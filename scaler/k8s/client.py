@@ -1,0 +1,255 @@
+"""A small Kubernetes API client over plain HTTPS (urllib): JSON in, JSON out.
+
+Only what the scaler needs: GET/LIST, POST, PUT (optimistic concurrency through
+`metadata.resourceVersion`), PATCH (merge and strategic merge), server-side dry-run. Throttling
+(429) and server errors (5xx) and an unreachable server are retried with capped exponential
+backoff (honouring `Retry-After`); anything else raises `ApiError` at once, so a caller sees a 409
+and can re-read. Time and randomness are injected (`sleep`, `rand`) so retries test
+deterministically.
+
+The `kubernetes` package is not used: it is ~30 MB of generated models for the six endpoints here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+
+RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class ApiError(Exception):
+    """A Kubernetes API answer that is not 2xx (status 0: the server could not be reached)."""
+
+    def __init__(self, status: int, reason: str, message: str, method: str = "", path: str = ""):
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.method = method
+        self.path = path
+        super().__init__(f"{method} {path}: {status} {reason}: {message}".strip())
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def unavailable(self) -> bool:
+        return self.status == 0 or self.status in RETRIABLE_STATUS
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with full jitter for 429, 5xx and connection failures."""
+
+    attempts: int = 5
+    base_seconds: float = 0.2
+    cap_seconds: float = 5.0
+
+    def delay(self, attempt: int, rand: Callable[[], float], retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.cap_seconds)
+        return rand() * min(self.cap_seconds, self.base_seconds * (2**attempt))
+
+
+class ApiClient:
+    """JSON over HTTPS to one API server, authenticated by a bearer token (file or string)."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        token: str | None = None,
+        token_file: str | None = None,
+        ca_file: str | None = None,
+        client_cert: tuple[str, str] | None = None,
+        insecure: bool = False,
+        timeout_seconds: float = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        rand: Callable[[], float] = random.random,
+        user_agent: str = "runqscale-scaler",
+    ) -> None:
+        self.server = server.rstrip("/")
+        self._token = token
+        self._token_file = token_file
+        self._token_mtime: float | None = None
+        self.timeout = timeout_seconds
+        self.retry = retry
+        self._sleep = sleep
+        self._rand = rand
+        self.user_agent = user_agent
+        ctx = ssl.create_default_context(cafile=ca_file)
+        if insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if client_cert:
+            ctx.load_cert_chain(*client_cert)
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx))
+
+    @classmethod
+    def in_cluster(cls, **kw: Any) -> ApiClient:
+        """The pod's service account: the projected token (re-read when it rotates) and CA."""
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise RuntimeError(
+                "not in a pod (KUBERNETES_SERVICE_HOST unset); pass --server and --token-file"
+            )
+        if ":" in host:
+            host = f"[{host}]"
+        return cls(
+            f"https://{host}:{port}",
+            token_file=f"{SA_DIR}/token",
+            ca_file=f"{SA_DIR}/ca.crt",
+            **kw,
+        )
+
+    # ---------------------------------------------------------------- transport
+
+    def _bearer(self) -> str | None:
+        if self._token_file:
+            mtime = os.stat(self._token_file).st_mtime
+            if mtime != self._token_mtime:
+                with open(self._token_file, encoding="ascii") as f:
+                    self._token = f.read().strip()
+                self._token_mtime = mtime
+        return self._token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """One API call with retries on 429/5xx/unreachable; raises ApiError otherwise."""
+        query = dict(params or {})
+        if dry_run:
+            query["dryRun"] = "All"
+        url = self.server + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        data = None if body is None else json.dumps(body).encode()
+        last: ApiError | None = None
+        for attempt in range(self.retry.attempts):
+            retry_after: float | None = None
+            try:
+                return self._once(method, url, data, content_type)
+            except urllib.error.HTTPError as exc:
+                err = _api_error(exc, method, path)
+                if err.status not in RETRIABLE_STATUS:
+                    raise err from None
+                ra = exc.headers.get("Retry-After") if exc.headers else None
+                retry_after = float(ra) if ra and ra.strip().isdigit() else None
+                last = err
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                last = ApiError(0, "Unreachable", str(reason), method, path)
+            if attempt + 1 < self.retry.attempts:
+                delay = self.retry.delay(attempt, self._rand, retry_after)
+                log.debug("%s; retrying in %.2f s", last, delay)
+                self._sleep(delay)
+        assert last is not None
+        raise last
+
+    def _once(self, method: str, url: str, data: bytes | None, ctype: str) -> dict[str, Any]:
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Accept", JSON)
+        req.add_header("User-Agent", self.user_agent)
+        if data is not None:
+            req.add_header("Content-Type", ctype)
+        token = self._bearer()
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        with self._opener.open(req, timeout=self.timeout) as resp:
+            raw = resp.read()
+        return json.loads(raw) if raw else {}
+
+    # ---------------------------------------------------------------- verbs
+
+    def get(self, path: str, **params: str) -> dict[str, Any]:
+        return self.request("GET", path, params=params or None)
+
+    def create(self, path: str, obj: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        return self.request("POST", path, obj, dry_run=dry_run)
+
+    def update(self, path: str, obj: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """PUT: fails with 409 if `metadata.resourceVersion` is not the stored one."""
+        return self.request("PUT", path, obj, dry_run=dry_run)
+
+    def patch(
+        self,
+        path: str,
+        patch: Mapping[str, Any],
+        content_type: str = MERGE_PATCH,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        return self.request("PATCH", path, patch, content_type=content_type, dry_run=dry_run)
+
+
+def _api_error(exc: urllib.error.HTTPError, method: str, path: str) -> ApiError:
+    try:
+        status = json.loads(exc.read() or b"{}")
+    except ValueError:
+        status = {}
+    if not isinstance(status, dict):
+        status = {}
+    return ApiError(
+        exc.code,
+        str(status.get("reason") or exc.reason or ""),
+        str(status.get("message") or ""),
+        method,
+        path,
+    )
+
+
+# ------------------------------------------------------------------------ paths
+
+_GROUPS = {
+    "Deployment": ("apis/apps/v1", "deployments"),
+    "StatefulSet": ("apis/apps/v1", "statefulsets"),
+    "Pod": ("api/v1", "pods"),
+    "Event": ("api/v1", "events"),
+    "Lease": ("apis/coordination.k8s.io/v1", "leases"),
+}
+
+
+def path(kind: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+    """`/apis/apps/v1/namespaces/ns/deployments/name/scale` and friends."""
+    try:
+        prefix, plural = _GROUPS[kind]
+    except KeyError:
+        raise ValueError(f"unsupported kind {kind!r}; one of {', '.join(_GROUPS)}") from None
+    p = f"/{prefix}"
+    if namespace is not None:
+        p += f"/namespaces/{urllib.parse.quote(namespace)}"
+    p += f"/{plural}"
+    if name is not None:
+        p += f"/{urllib.parse.quote(name)}"
+    if sub is not None:
+        p += f"/{sub}"
+    return p

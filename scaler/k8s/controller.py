@@ -1,0 +1,218 @@
+"""The scaler's Kubernetes loop, thin: list opted-in workloads, match signals, decide, actuate.
+
+One `step()`:
+1. not the leader -> nothing;
+2. list Deployments and StatefulSets; those with `runqscale.io/policy` opted in; a bad annotation
+   is a Warning Event on that workload (one line naming the annotation and the fix) and that
+   workload alone is skipped;
+3. per workload, when its policy is due: the signals in (now - window, now]; none, or the newest
+   older than `max_signal_age` -> no decision (Warning Event `NoFreshSignals`);
+4. current size from the API object (spec.replicas, pod template CPU), the policy decides, the
+   actuator applies (dry-run by default), and an Event records each decision that changes something.
+
+API errors end the step without any action (the next step starts over from fresh reads); nothing
+here raises out of `step()` on an unreachable API server or Prometheus.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from runqscale.scaler.actuators.kubernetes import (
+    SCALABLE_KINDS,
+    ApplyResult,
+    KubernetesActuator,
+    template_cpu,
+)
+from runqscale.scaler.k8s import annotations
+from runqscale.scaler.k8s.client import ApiClient, ApiError, path
+from runqscale.scaler.k8s.events import NORMAL, WARNING, EventRecorder, ObjectRef
+from runqscale.scaler.k8s.leader import LeaderElector
+from runqscale.scaler.model import (
+    CurrentState,
+    Sample,
+    ScalerConfig,
+    SignalWindow,
+    WorkloadRef,
+)
+from runqscale.scaler.policies import POLICIES
+
+log = logging.getLogger(__name__)
+
+REASONS = {"scale_out": "ScaleOut", "scale_in": "ScaleIn", "resize": "Resize"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One workload's result in one step (what the JSON log and the tests read)."""
+
+    ts: float
+    workload: str
+    kind: str
+    identity: str
+    status: str  # decided | invalid | no-signals | error
+    action: str = "none"
+    applied: bool = False
+    dry_run: bool = True
+    method: str = "none"
+    replicas: tuple[int, int] | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["replicas"] = list(self.replicas) if self.replicas else None
+        return {"event": "outcome", **d}
+
+
+@dataclass
+class _Track:
+    policy: str
+    state: Any = None
+    last: float | None = None
+
+
+Source = Callable[[float], Sequence[Sample]]
+
+
+class Controller:
+    def __init__(
+        self,
+        client: ApiClient,
+        source: Source,
+        actuator: KubernetesActuator,
+        recorder: EventRecorder,
+        defaults: ScalerConfig,
+        identity: str,
+        elector: LeaderElector | None = None,
+        namespaces: Sequence[str] = (),
+        window_seconds: float = 300.0,
+        max_signal_age: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.source = source
+        self.actuator = actuator
+        self.recorder = recorder
+        self.defaults = defaults
+        self.identity = identity
+        self.elector = elector
+        self.namespaces = tuple(namespaces)
+        self.window_seconds = window_seconds
+        self.max_signal_age = max_signal_age
+        self.clock = clock
+        self._tracks: dict[tuple[str, str, str], _Track] = {}
+
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.is_leader(self.clock())
+
+    # ------------------------------------------------------------------ reads
+
+    def _list(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for kind in SCALABLE_KINDS:
+            for ns in self.namespaces or (None,):
+                items = self.client.get(path(kind, ns)).get("items") or []
+                out += [(kind, o) for o in items]
+        return out
+
+    @staticmethod
+    def _by_workload(samples: Iterable[Sample]) -> dict[tuple[str, str], list[Sample]]:
+        by: dict[tuple[str, str], list[Sample]] = {}
+        for s in samples:
+            by.setdefault((s.workload.namespace, s.workload.name), []).append(s)
+        return by
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self) -> list[Outcome]:
+        if not self.leading():
+            return []
+        now = self.clock()
+        try:
+            objects = self._list()
+        except ApiError as exc:
+            log.warning("listing workloads failed, no action this step: %s", exc)
+            return [Outcome(now, "*", "*", self.identity, "error", message=str(exc))]
+        try:
+            samples = self._by_workload(self.source(now))
+        except Exception as exc:  # any source failure means: no signals, no action
+            log.warning("reading signals failed, no action this step: %s", exc)
+            return [Outcome(now, "*", "*", self.identity, "error", message=f"signals: {exc}")]
+        outcomes = []
+        for kind, obj in objects:
+            md = obj.get("metadata") or {}
+            if annotations.POLICY not in (md.get("annotations") or {}):
+                continue
+            if not self.leading():  # lost the lease mid-step: stop here
+                break
+            outcomes.append(self._workload(kind, obj, samples, now))
+        return [o for o in outcomes if o is not None]
+
+    def _workload(
+        self,
+        kind: str,
+        obj: Mapping[str, Any],
+        samples: Mapping[tuple[str, str], list[Sample]],
+        now: float,
+    ) -> Outcome | None:
+        md = obj["metadata"]
+        ns, name = md["namespace"], md["name"]
+        ref = ObjectRef.of(obj, kind)
+        key = f"{ns}/{name}"
+        try:
+            spec = annotations.parse(md.get("annotations"), self.defaults, tuple(POLICIES))
+        except annotations.AnnotationError as exc:
+            self.recorder.record(ref, WARNING, "InvalidAnnotation", str(exc))
+            return Outcome(now, key, kind, self.identity, "invalid", message=str(exc))
+        assert spec is not None
+        track = self._tracks.get((kind, ns, name))
+        if track is None or track.policy != spec.policy:
+            track = self._tracks[(kind, ns, name)] = _Track(spec.policy)
+        policy = POLICIES[spec.policy]
+        period = spec.config.period_seconds or policy.period_seconds
+        if track.last is not None and now - track.last < period - 1e-6:
+            return None
+        lo = now - self.window_seconds
+        mine = [s for s in samples.get((ns, name), []) if lo < s.ts <= now + 5]
+        if not mine or now - max(s.ts for s in mine) > self.max_signal_age:
+            age = "none" if not mine else f"newest {now - max(s.ts for s in mine):.0f} s old"
+            msg = (f"no fresh signals for {kind} {key} ({age}; limit "
+                   f"{self.max_signal_age:.0f} s): no decision; check the agent and Prometheus")
+            self.recorder.record(ref, WARNING, "NoFreshSignals", msg)
+            return Outcome(now, key, kind, self.identity, "no-signals", message=msg)
+        wref = WorkloadRef(ns, name, kind)
+        window = SignalWindow.from_samples([replace(s, workload=wref) for s in mine])
+        req, lim = template_cpu(obj)
+        current = CurrentState(int((obj.get("spec") or {}).get("replicas") or 0), req, lim)
+        rec, track.state = policy.decide(window, current, spec.config, track.state)
+        track.last = now
+        rec = replace(rec, dry_run=self.actuator.dry_run)
+        if rec.action == "none" or rec.action not in REASONS:
+            return Outcome(now, key, kind, self.identity, "decided", rec.action,
+                           dry_run=self.actuator.dry_run, message=rec.reason)
+        if not self.leading():
+            return None
+        result: ApplyResult = self.actuator.apply(rec)
+        c, r = rec.current, rec.recommended
+        size = (f"{c.replicas}x{_c(c.cpu_request_cores)}/{_c(c.cpu_limit_cores)} -> "
+                f"{r.replicas}x{_c(r.cpu_request_cores)}/{_c(r.cpu_limit_cores)}")
+        mode = "dry-run" if result.dry_run else "applied"
+        if result.error:
+            msg = f"{spec.policy}: {size} not applied: {result.error}"
+            self.recorder.record(ref, WARNING, "ActionFailed", msg)
+        else:
+            msg = (f"{spec.policy} ({mode}): {size} via {result.method}: {result.detail}; "
+                   f"{rec.reason}")
+            reason = REASONS[rec.action] + ("DryRun" if result.dry_run else "")
+            self.recorder.record(ref, NORMAL, reason, msg)
+        return Outcome(now, key, kind, self.identity, "error" if result.error else "decided",
+                       rec.action, result.applied, result.dry_run, result.method,
+                       (c.replicas, r.replicas), msg)
+
+
+def _c(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
