@@ -126,6 +126,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
       runqscale agent --kubelet-url https://$NODE_NAME:10250 --kubelet-insecure-tls
       runqscale agent --config /etc/runqscale/agent.yaml
     """
+    from runqscale.agent.cgroupwatch import WatchedCgroupIndex
     from runqscale.agent.daemon import Agent
     from runqscale.agent.pods import (
         SA_DIR,
@@ -216,6 +217,9 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
         server.shutdown()
         fail(str(e))
     sampler = Sampler(probe, mounts, root, only=list(cgroups) or None)
+    # Learn cgroups as they are created, so short-lived ones resolve (see agent/cgroupwatch.py).
+    sampler.index = WatchedCgroupIndex(root, retain=max(window, 3 * interval))
+    sampler.index.walk()
     ag = Agent(sampler, pods, interval, window)
     _register(registry, ag, node_name, probe)
 
@@ -241,6 +245,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     ag.stop()
     server.shutdown()
     pods.close()
+    sampler.index.close()
     probe.close()
 
 

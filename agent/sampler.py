@@ -85,6 +85,9 @@ class Sampler:
             cpu = read_cpu_stat(self.mounts, self.probe.hierarchy, path)
             if cpu is None and not os.path.isdir(self.index.abspath(path)):
                 gone.append(cid)
+                if delta.count:  # its last waits still belong to it: report them once
+                    last = self._cpu.get(cid)
+                    out.append(CgroupSample(cid, path, delta, total, last, last))
                 continue
             out.append(CgroupSample(cid, path, delta, total, cpu, self._cpu.get(cid)))
             self._cpu[cid] = cpu

@@ -33,3 +33,25 @@ def require_root() -> None:
 @pytest.fixture
 def root_required() -> None:
     require_root()
+
+
+# -- real Prometheus (agent/exporter tests) --------------------------------------------------------
+
+@pytest.fixture
+def prometheus():
+    """Factory: `prometheus(["127.0.0.1:PORT"])` starts Debian's Prometheus scraping those targets
+    every second on a free loopback port; every server started is stopped at teardown."""
+    from prometheus_helpers import PrometheusServer, have_prometheus
+
+    if not have_prometheus():
+        pytest.skip("no Prometheus binary (apt-get install prometheus, or set PROMETHEUS_BIN)")
+    started: list[PrometheusServer] = []
+
+    def start(targets: list[str], scrape_interval: str = "1s") -> PrometheusServer:
+        srv = PrometheusServer(targets, scrape_interval)
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        srv.stop()
