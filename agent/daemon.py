@@ -32,7 +32,7 @@ class Container:
     window: SlidingWindow
     total: CgroupHistogram  # cumulative since the agent (and its probe) started
     cpu: CpuStat | None = None
-    gone_since: float | None = None
+    last_seen: float = 0.0  # time of the last sample that listed this cgroup
 
 
 @dataclass
@@ -84,17 +84,15 @@ class Agent:
                 if c is None:
                     c = Container(s.cgroup_id, s.path, labels, SlidingWindow(self.window), s.total)
                     self.containers[s.cgroup_id] = c
-                c.labels, c.total, c.cpu, c.gone_since = labels, s.total, s.cpu, None
+                c.labels, c.total, c.cpu, c.last_seen = labels, s.total, s.cpu, now
                 if s.delta.count:
                     c.window.add(now, s.delta.slots)
                 else:
                     c.window.expire(now)
             for cid in [k for k in self.containers if k not in seen]:
                 c = self.containers[cid]
-                if c.gone_since is None:
-                    c.gone_since = now
                 c.window.expire(now)
-                if now - c.gone_since >= self.window:
+                if now - c.last_seen >= self.window:
                     del self.containers[cid]
                     self.attr.forget(cid)
             st = self.stats
