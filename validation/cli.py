@@ -14,15 +14,177 @@ from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
 
 
-@click.group("validate")
-def validate() -> None:
+class _Segment(click.ParamType):
+    """`START` or `START+LENGTH` as offsets into the trace: `0`, `6h`, `6h+4h`, `90m+30m`."""
+
+    name = "start[+length]"
+
+    def convert(self, value, param, ctx):  # type: ignore[override]
+        if isinstance(value, tuple):
+            return value
+        start, _, length = str(value).partition("+")
+        try:
+            s = 0.0 if start.strip() in ("", "0") else DURATION.convert(start, param, ctx)
+            n = DURATION.convert(length, param, ctx) if length else None
+        except click.BadParameter:
+            self.fail(f"{value!r} is not START[+LENGTH]; write e.g. 6h+4h or 0+24h", param, ctx)
+        return s, n
+
+
+def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from runqscale.scaler.policies import POLICIES
+
+    names = tuple(p.strip() for p in value.split(",") if p.strip())
+    for n in names:
+        if n not in POLICIES:
+            raise click.BadParameter(f"unknown policy {n!r}; choose from {','.join(POLICIES)}",
+                                     ctx, param)
+    if not names:
+        raise click.BadParameter("name at least one policy, e.g. showar,hpa", ctx, param)
+    return names
+
+
+@click.group("validate", invoke_without_command=True)
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False), default=None,
+              help="Trace to replay: `timestamp,count` CSV (WC98 per-minute or per-second) or a "
+                   "whitespace list of per-second counts.")
+@click.option("--policies", default="showar,hpa,vpa,phpa-linear,phpa-knn,static",
+              show_default=True, callback=_policy_list, help="Comma-separated, run in order.")
+@click.option("--duration", type=DURATION, default="150s", show_default=True,
+              help="Real time per policy run.")
+@click.option("--repeats", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default="out/validate",
+              show_default=True, help="report.json, details.json, PNGs, recommendation logs.")
+@click.option("--segment", type=_Segment(), default="0",
+              help="Part of the trace: START[+LENGTH] offsets, e.g. 6h+4h (default: all).")
+@click.option("--time-warp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Trace seconds per real second (default: the segment fits --duration).")
+@click.option("--slo", type=DURATION, default="500ms", show_default=True,
+              help="Response-time SLO.")
+@click.option("--peak", "peak_fraction", type=click.FloatRange(0.05, 5), default=0.8,
+              show_default=True,
+              help="The segment's p99 rate maps to this × the measured capacity of "
+                   "--max-replicas.")
+@click.option("--capacity", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Skip the capacity measurement: req/s of --max-replicas replicas.")
+@click.option("--min-replicas", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--max-replicas", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--initial-replicas", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--replica-cpu", type=click.FloatRange(0.01, 64), default=0.4, show_default=True,
+              help="Initial CPU request = limit per replica (cores); static keeps it.")
+@click.option("--max-cpu-per-replica", type=click.FloatRange(0.01, 64), default=1.0,
+              show_default=True)
+@click.option("--target-runq-p95", type=DURATION, default="20ms", show_default=True,
+              help="showar's run-queue p95 target.")
+@click.option("--target-cpu", type=click.FloatRange(0.05, 1.0), default=0.75,
+              show_default=True, help="HPA-family CPU utilisation target.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.pass_context
+def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ...],
+             duration: float, repeats: int, out: str, segment: tuple, time_warp: float | None,
+             slo: float, peak_fraction: float, capacity: float | None, min_replicas: int,
+             max_replicas: int, initial_replicas: int, replica_cpu: float,
+             max_cpu_per_replica: float, target_runq_p95: float, target_cpu: float, seed: int,
+             backend: str) -> None:
     """Prove the signal and the decisions on this machine, with real processes.
+
+    Without a subcommand: the stress-test comparison. Real runlang replicas (HTTP
+    POST /api/run runs the submitted Python in a subprocess) in their own cgroups with CPU
+    quotas behind a real nginx, an open-loop generator replaying the trace scaled to the
+    measured capacity, and each policy deciding and acting in turn on the same segment.
+    Writes OUT/report.json, OUT/details.json, OUT/timeline.png, OUT/scores.png.
 
     \b
     Examples:
+      runqscale validate --trace ../shared/data/worldcup98/wc_day25_per_minute.csv \\
+          --policies showar,hpa,phpa-knn --duration 150s --out out/demo
+      runqscale validate --trace counts.txt --policies showar,hpa --repeats 3 --duration 10m
       runqscale validate stress                 # hog vs light service, verdict in ~15 s
       runqscale validate stress --out out/stress --json
     """
+    if ctx.invoked_subcommand is not None:
+        return
+    if trace_path is None:
+        fail("--trace FILE is required (e.g. --trace "
+             "../shared/data/worldcup98/wc_day25_per_minute.csv), or run a subcommand: "
+             "validate stress", usage=True)
+    if not min_replicas <= initial_replicas <= max_replicas:
+        fail(f"--initial-replicas {initial_replicas} must be within --min-replicas "
+             f"{min_replicas} and --max-replicas {max_replicas}", usage=True)
+    from runqscale.probes.backends import open_probe
+    from runqscale.validation.compare import CompareConfig, Progress, run_comparison
+    from runqscale.validation.loop import LoopConfig
+    from runqscale.validation.traces import TraceError, choose_segment, load_trace
+
+    try:
+        trace = load_trace(trace_path)
+        choose_segment(trace, duration, 1.0, segment[0], segment[1], time_warp)
+    except TraceError as e:
+        fail(str(e), usage=True)
+    except ValueError as e:
+        fail(f"--segment: {e}", usage=True)
+    loop = LoopConfig(min_replicas=min_replicas, max_replicas=max_replicas,
+                      initial_replicas=initial_replicas, replica_cpu=replica_cpu,
+                      max_cpu_per_replica=max(max_cpu_per_replica, replica_cpu),
+                      target_cpu_utilization=target_cpu, target_runq_p95_seconds=target_runq_p95)
+    cfg = CompareConfig(trace_path=trace_path, policies=policies, duration_s=duration,
+                        repeats=repeats, out_dir=out, slo_seconds=slo,
+                        segment_start_s=segment[0], segment_length_s=segment[1],
+                        time_warp=time_warp, peak_fraction=peak_fraction, capacity_rps=capacity,
+                        seed=seed, loop=loop)
+    try:
+        probe, mounts, _ = open_probe(backend, "v1", bpf_stats=False)
+    except ProbeError as e:
+        fail(str(e))
+    total = int(round(duration)) * len(policies) * repeats
+    done = {"n": 0}
+    bar = click.progressbar(length=total, label="validate", show_pos=True, file=sys.stderr,
+                            width=30)
+
+    def say(msg: str) -> None:
+        click.echo(("\n" if done["n"] else "") + msg)
+
+    def tick(pol: str, rep: int, t) -> None:  # noqa: ANN001
+        key = (pol, rep)
+        last = done.setdefault(key, 0)
+        now = int(min(max(t.t, 0), duration))
+        if now > last:
+            bar.update(now - last)
+            done[key] = now
+            done["n"] += now - last
+        bar.label = (f"{pol} #{rep + 1} t={t.t:5.0f}s replicas={t.replicas} "
+                     f"limit={t.limit_cores:.2f} load={t.sent_rps:5.1f}/s")
+        bar.render_progress()
+
+    try:
+        report = run_comparison(probe, mounts, cfg, Progress(say, tick))
+    except (RuntimeError, OSError) as e:
+        fail(str(e))
+    finally:
+        probe.close()
+    click.echo("")
+    _print_summary(report)
+    click.echo(f"wrote {out}/report.json, details.json, timeline.png, scores.png")
+
+
+def _print_summary(report: dict) -> None:
+    cols = [("p50_seconds", "p50 ms", 1e3), ("p99_seconds", "p99 ms", 1e3),
+            ("slo_violation_ratio", "SLO viol %", 100), ("failed", "failed", 1),
+            ("cpu_core_seconds_allocated", "core-s alloc", 1),
+            ("cpu_core_seconds_used", "core-s used", 1), ("mean_replicas", "replicas", 1),
+            ("decisions", "decisions", 1), ("penalty", "penalty", 1)]
+    click.echo(f"{'policy':<12}" + "".join(f"{h:>22}" for _, h, _ in cols))
+    for pol, m in report["summary"].items():
+        cells = []
+        for key, _, k in cols:
+            v = m[key]
+            if v["mean"] is None:
+                cells.append(f"{'-':>22}")
+            else:
+                cells.append(f"{v['mean'] * k:>9.2f} [{v['min'] * k:.1f},{v['max'] * k:.1f}]"
+                             .rjust(22))
+        click.echo(f"{pol:<12}" + "".join(cells))
 
 
 @validate.command("stress")

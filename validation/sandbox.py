@@ -191,3 +191,24 @@ def _kill_all_in(dirpath: str) -> None:
                     pass
     except OSError:
         pass
+
+
+def set_shares(sb: Sandbox, g: Group, cores: float | None) -> None:
+    """The CPU request as the kubelet maps it: v1 `cpu.shares` = cores × 1024 (min 2), v2
+    `cpu.weight` from those shares; None restores the default (1024 / 100)."""
+    shares = 1024 if cores is None else max(2, int(round(cores * 1024)))
+    if sb.hierarchy is Hierarchy.V2:
+        weight = 1 + ((shares - 2) * 9999) // 262142
+        path = os.path.join(g.dirs[0], "cpu.weight")
+        if os.path.exists(path):
+            _write(path, str(100 if cores is None else weight))
+    else:
+        _write(os.path.join(g.dirs[0], "cpu.shares"), str(shares))
+
+
+def set_base_shares(sb: Sandbox, cores: float) -> None:
+    """Weight of the whole sandbox against its siblings (what `kubepods` gets on a node:
+    its allocatable cores × 1024), so the experiment's own quotas, not neighbours, bound it."""
+    shares = max(2, int(round(cores * 1024)))
+    if sb.hierarchy is not Hierarchy.V2:
+        _write(os.path.join(sb.roots[0] + sb.base, "cpu.shares"), str(shares))
