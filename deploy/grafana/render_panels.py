@@ -290,7 +290,6 @@ def draw(dash: dict, base: str, out: str, range_s: float, step: float,
                     target_ax = ax.twinx()
                     ax._twin = target_ax  # type: ignore[attr-defined]
                     target_ax.set_ylabel(sfx, fontsize=8)
-                    target_ax.set_ylim(bottom=0)
                     target_ax.tick_params(labelsize=7)
                 for lbl, xs, ys in series:
                     n += 1
@@ -303,7 +302,13 @@ def draw(dash: dict, base: str, out: str, range_s: float, step: float,
                                    label=_short(lbl), **style)
             if suffix:
                 ax.set_ylabel(suffix, fontsize=8)
-            ax.set_ylim(bottom=0)
+            custom = p.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
+            if custom.get("scaleDistribution", {}).get("type") == "log" and n:
+                ax.set_yscale("log")
+            else:
+                ax.set_ylim(bottom=0)
+            if getattr(ax, "_twin", None) is not None:
+                ax._twin.set_ylim(bottom=0)
             handles = []
             for a in (ax, getattr(ax, "_twin", None)):
                 if a is not None:
