@@ -55,3 +55,37 @@ def prometheus():
     yield start
     for srv in started:
         srv.stop()
+
+
+# -- real Kubernetes control plane (tests/test_k8s_*.py) -------------------------------------------
+
+@pytest.fixture(scope="session")
+def k8s_control_plane():
+    """etcd + kube-apiserver + controller-manager + scheduler + kwok (3 fake nodes), started once
+    per session from the binaries `make k8s-build` caches, stopped at the end
+    (RUNQSCALE_KEEP_K8S=1 keeps its directory and logs)."""
+    from k8s_helpers import BIN_DIR, ControlPlane, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} in {BIN_DIR}: run make k8s-build")
+    cp = ControlPlane()
+    try:
+        cp.start()
+    except Exception:
+        cp.stop(keep_dir=True)
+        raise
+    yield cp
+    cp.stop(keep_dir=bool(os.environ.get("RUNQSCALE_KEEP_K8S")))
+
+
+@pytest.fixture(scope="session")
+def k8s_deployed(k8s_control_plane):
+    """deploy/overlays/dry-run applied for real (namespace, RBAC, DaemonSet, scaler Deployment);
+    returns the control plane and a token file for the scaler's ServiceAccount (TokenRequest)."""
+    from k8s_helpers import REPO, DeployedScaler
+
+    cp = k8s_control_plane
+    cp.kubectl("apply", "-k", str(REPO / "deploy/overlays/dry-run"))
+    token = cp.service_account_token("runqscale-system", "runqscale-scaler")
+    return DeployedScaler(cp, token, cp.token_kubeconfig(token, "scaler"))

@@ -67,13 +67,15 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
 @click.option("--max-replicas", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--target-runq-p95", type=float, default=0.005, show_default=True,
               help="Seconds (workloads override with runqscale.io/target-runq-p95).")
+@click.option("--period", type=float, default=None,
+              help="Seconds between decisions per workload (default: each policy's own period).")
 @click.option("-v", "--verbose", is_flag=True)
 def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
          namespaces: tuple[str, ...], lease_namespace: str, lease_name: str, identity: str,
          lease_duration: float, renew_deadline: float, retry_period: float, tick: float,
          window: float, max_signal_age: float, min_replicas: int, max_replicas: int,
-         target_runq_p95: float, verbose: bool) -> None:
+         target_runq_p95: float, period: float | None, verbose: bool) -> None:
     """Scale opted-in workloads (runqscale.io/policy annotation) from run-queue signals."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,7 +95,7 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
             return signals.read_file(signals_file)
 
     defaults = ScalerConfig(min_replicas=min_replicas, max_replicas=max_replicas,
-                            target_runq_p95_seconds=target_runq_p95)
+                            target_runq_p95_seconds=target_runq_p95, period_seconds=period)
     client = _client(server, token_file, ca_file, insecure)
     # Leases get one short attempt per round: a slow retry must not outlive the renew deadline.
     lease_client = _client(server, token_file, ca_file, insecure,
