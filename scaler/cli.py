@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 import click
 
-from runqscale.scaler import affinity, log, signals, spread
+from runqscale.scaler import affinity, log, promql, signals, spread
 from runqscale.scaler.model import (
     CurrentState,
     Recommendation,
@@ -129,11 +129,17 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
     except tomllib.TOMLDecodeError as exc:
         raise OneLineBadParameter(f"{value}: not TOML ({exc})", ctx=ctx, param=param) from None
     section = data.get("scaler", data)
-    known = {p.name for p in ctx.command.params if p.name}
+    known = {
+        opt.lstrip("-").replace("-", "_"): p.name
+        for p in ctx.command.params
+        if p.name and p.name != "config"
+        for opt in p.opts
+        if opt.startswith("--")
+    }
     defaults = {}
     for k, v in section.items():
-        key = k.replace("-", "_")
-        if key not in known or key == "config":
+        key = known.get(k.replace("-", "_"))
+        if key is None:
             raise OneLineBadParameter(
                 f"{value}: unknown key {k!r}; use option names such as 'policy' or 'max-replicas'",
                 ctx=ctx,
@@ -254,8 +260,9 @@ def _run_prometheus(
     log_path: str | None,
     as_json: bool,
     workloads: Sequence[WorkloadRef],
+    rate_window: float,
 ) -> int:
-    source = signals.PrometheusSource(url)
+    source = signals.PrometheusSource(url, queries=promql.queries(f"{max(1, round(rate_window))}s"))
     step = max(1.0, min(runner.period, 15.0))
     done = 0
     total = 0
@@ -383,6 +390,13 @@ def _run_prometheus(
     show_default=True,
     help="Signal window given to each decision.",
 )
+@click.option(
+    "--rate-window",
+    type=Duration(),
+    default="1m",
+    show_default=True,
+    help="With --prometheus: rate() window for counters (at least 4 scrape intervals).",
+)
 @click.pass_context
 def scaler(
     ctx: click.Context,
@@ -403,6 +417,7 @@ def scaler(
     min_cpu_per_replica: float | None,
     period: float | None,
     window: float,
+    rate_window: float,
 ) -> None:
     """Decide replicas and CPU sizes from signals with one policy (dry-run).
 
@@ -449,7 +464,9 @@ def scaler(
         _run_file(samples, runner, once, log_path, as_json)
     else:
         assert prometheus_url is not None
-        _run_prometheus(prometheus_url, runner, once, iterations, log_path, as_json, workloads)
+        _run_prometheus(
+            prometheus_url, runner, once, iterations, log_path, as_json, workloads, rate_window
+        )
 
 
 @scaler.command("report")

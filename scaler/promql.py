@@ -27,7 +27,7 @@ def by_workload(expr: str) -> str:
     5-char generated suffix < pod minus a Deployment's pod-template-hash and suffix (last wins).
     """
     return (
-        f'label_replace(label_replace(label_replace(label_replace({expr}, '
+        f"label_replace(label_replace(label_replace(label_replace({expr}, "
         f'"workload", "$1", "container", "(.*)"), '
         f'"workload", "$1", "pod", "(.+)"), '
         f'"workload", "$1", "pod", "(.+)-(?:[0-9]+|{_SAFE}{{5}})"), '
@@ -48,37 +48,59 @@ _LIMITS = 'sum by (namespace, pod) (kube_pod_container_resource_limits{resource=
 class Queries:
     """Signal field -> PromQL (each answering one value per namespace/workload)."""
 
-    runq_p95_seconds: str = (
-        f"histogram_quantile(0.95, sum by ({GROUP}, le) ("
-        f"{by_workload(f'rate(runqscale_runqueue_latency_seconds_bucket[{RATE}])')}))"
-        f" or max by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
-    )
-    cpu_usage_cores: str = (
-        f"sum by ({GROUP}) ({by_workload(f'rate(runqscale_cpu_usage_seconds_total[{RATE}])')})"
-    )
-    throttled_ratio: str = (
-        f"sum by ({GROUP}) ("
-        f"{by_workload(f'rate(runqscale_cpu_throttled_periods_total[{RATE}])')})"
-        f" / sum by ({GROUP}) ({by_workload(f'rate(runqscale_cpu_periods_total[{RATE}])')})"
-    )
-    pressure: str = (
-        f"avg by ({GROUP}) ("
-        f"{by_workload(f'rate(runqscale_cpu_pressure_some_seconds_total[{RATE}])')})"
-    )
-    request_rate: str = f"sum by ({GROUP}) ({by_workload(f'rate(http_requests_total[{RATE}])')})"
-    replicas: str = (
-        f"max by ({GROUP}) ({_from_deployment('kube_deployment_spec_replicas')})"
-        f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
-    )
-    ready_replicas: str = (
-        f"max by ({GROUP}) ({_from_deployment('kube_deployment_status_replicas_ready')})"
-        f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
-    )
-    cpu_request_cores: str = f"max by ({GROUP}) ({by_workload(_REQUESTS)})"
-    cpu_limit_cores: str = f"max by ({GROUP}) ({by_workload(_LIMITS)})"
+    runq_p95_seconds: str
+    cpu_usage_cores: str
+    throttled_ratio: str
+    pressure: str
+    request_rate: str
+    replicas: str
+    ready_replicas: str
+    cpu_request_cores: str
+    cpu_limit_cores: str
 
     def items(self) -> list[tuple[str, str]]:
         return [(k, getattr(self, k)) for k in self.__dataclass_fields__]
 
 
-DEFAULT = Queries()
+def queries(rate_window: str = RATE) -> Queries:
+    """The queries with counters' rates over `rate_window` (PromQL duration, e.g. '1m', '30s').
+
+    Use at least four scrape intervals; a series younger than the window reads low (rate divides
+    the increase it saw by the whole window).
+    """
+
+    def rate(metric: str) -> str:
+        return f"rate({metric}[{rate_window}])"
+
+    return Queries(
+        runq_p95_seconds=(
+            f"histogram_quantile(0.95, sum by ({GROUP}, le) ("
+            f"{by_workload(rate('runqscale_runqueue_latency_seconds_bucket'))}))"
+            f" or max by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+        ),
+        cpu_usage_cores=(
+            f"sum by ({GROUP}) ({by_workload(rate('runqscale_cpu_usage_seconds_total'))})"
+        ),
+        throttled_ratio=(
+            f"sum by ({GROUP}) ("
+            f"{by_workload(rate('runqscale_cpu_throttled_periods_total'))})"
+            f" / sum by ({GROUP}) ({by_workload(rate('runqscale_cpu_periods_total'))})"
+        ),
+        pressure=(
+            f"avg by ({GROUP}) ({by_workload(rate('runqscale_cpu_pressure_some_seconds_total'))})"
+        ),
+        request_rate=f"sum by ({GROUP}) ({by_workload(rate('http_requests_total'))})",
+        replicas=(
+            f"max by ({GROUP}) ({_from_deployment('kube_deployment_spec_replicas')})"
+            f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+        ),
+        ready_replicas=(
+            f"max by ({GROUP}) ({_from_deployment('kube_deployment_status_replicas_ready')})"
+            f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+        ),
+        cpu_request_cores=f"max by ({GROUP}) ({by_workload(_REQUESTS)})",
+        cpu_limit_cores=f"max by ({GROUP}) ({by_workload(_LIMITS)})",
+    )
+
+
+DEFAULT = queries()
