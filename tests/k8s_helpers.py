@@ -431,6 +431,100 @@ def wait_running(cp: ControlPlane, ns: str, app: str, n: int, timeout: float = 6
                     timeout, 0.2, what=f"{n} Running pods of {ns}/{app}")
 
 
+class FreshSignals:
+    """Writes a signals file with a fresh sample per workload every `every` seconds (atomically
+    replaced, so a reader never sees half a line); `pause()` lets the signals go stale."""
+
+    def __init__(self, path: Path, workloads: Sequence[str], every: float = 0.5,
+                 runq_p95: float = 0.001) -> None:
+        import threading
+
+        self.path = Path(path)
+        self.workloads = list(workloads)
+        self.every = every
+        self.runq_p95 = runq_p95
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._write()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _write(self) -> None:
+        now = time.time()
+        lines = [json.dumps({"ts": now - k * self.every, "workload": w, "replicas": 1,
+                             "runq_p95_seconds": self.runq_p95, "cpu_usage_cores": 0.05})
+                 for w in self.workloads for k in range(3)]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.path)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            if not self._paused.is_set():
+                self._write()
+
+    def pause(self) -> None:
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._write()
+        self._paused.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+
+
+class ScalerProcess:
+    """`python -m runqscale.scaler.k8s` as a child process; its JSON stdout lines are collected
+    with the local time each arrived."""
+
+    def __init__(self, args: Sequence[str], log: Path) -> None:
+        import threading
+
+        self.lines: list[tuple[float, dict[str, Any]]] = []
+        self._err = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runqscale.scaler.k8s", *args], stdout=subprocess.PIPE,
+            stderr=self._err, text=True, cwd=REPO,
+        )
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.lines.append((time.time(), json.loads(line)))
+            except ValueError:
+                continue
+
+    def events(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        return [(t, e) for t, e in list(self.lines) if e.get("event") == kind]
+
+    def is_leader(self) -> bool:
+        ev = self.events("leader")
+        return bool(ev) and ev[-1][1]["leader"]
+
+    def kill(self) -> float:
+        """SIGKILL (no Lease release); returns the time it was sent."""
+        t = time.time()
+        self.proc.kill()
+        self.proc.wait(10)
+        return t
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._t.join(5)
+        self._err.close()
+
+
 def _stop_from_state(d: Path) -> bool:
     state = d / "state.json"
     if not state.exists():
