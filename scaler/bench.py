@@ -4,7 +4,9 @@
 
 Windows are built beforehand (reading signals is not the decision): 5 minutes of samples every
 3 s per workload, with varied load, and each policy's state warmed by one earlier decision. The
-time reported is the median over repeats of deciding all N workloads once; prints and writes JSON.
+time reported is the median over repeats of deciding all N workloads once, wall clock and CPU
+time of this process (the latter is what a loaded, shared machine distorts least); prints and
+writes JSON. Also reports the load average, so a polluted measurement is recognisable.
 """
 
 from __future__ import annotations
@@ -61,16 +63,19 @@ def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
     for name, pol in POLICIES.items():
         states = [pol.decide(e, c, config, None)[1] for e, c in zip(earlier, currents, strict=True)]
         times = []
+        cpu = []
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for w, c, s in zip(windows, currents, states, strict=True):
                 pol.decide(w, c, config, s)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         med = statistics.median(times)
         results[name] = {
             "median_ms": round(med * 1000, 3),
             "min_ms": round(min(times) * 1000, 3),
             "max_ms": round(max(times) * 1000, 3),
+            "cpu_median_ms": round(statistics.median(cpu) * 1000, 3),
             "per_decision_us": round(med / workloads * 1e6, 2),
         }
     return {
@@ -82,6 +87,7 @@ def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
         "numpy": np.__version__,
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
     }
 
 
