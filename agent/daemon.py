@@ -33,6 +33,9 @@ class Container:
     total: CgroupHistogram  # cumulative since the agent (and its probe) started
     cpu: CpuStat | None = None
     last_seen: float = 0.0  # time of the last sample that listed this cgroup
+    render_key: object = None  # the exporter's cache of this container's label string
+    render_values: tuple[str, ...] = ()
+    render_labels: str = ""
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic,
                  attributor: Attributor | None = None) -> None:
         self.sampler, self.pods = sampler, pods
+        # With a sampler that skips cpu.stat, the exporter reads it at scrape time.
+        self.read_cpu_at_scrape = not getattr(sampler, "read_cpu", True)
         self.interval, self.window = interval, window
         self.clock = clock
         self.attr = attributor or Attributor(pods)
@@ -85,10 +90,7 @@ class Agent:
                     c = Container(s.cgroup_id, s.path, labels, SlidingWindow(self.window), s.total)
                     self.containers[s.cgroup_id] = c
                 c.labels, c.total, c.cpu, c.last_seen = labels, s.total, s.cpu, now
-                if s.delta.count:
-                    c.window.add(now, s.delta.slots)
-                else:
-                    c.window.expire(now)
+                c.window.add(now, s.total.slots, s.total.count)
             for cid in [k for k in self.containers if k not in seen]:
                 c = self.containers[cid]
                 c.window.expire(now)

@@ -56,8 +56,10 @@ class Interval:
 
 class Sampler:
     def __init__(self, probe: Probe, mounts: CgroupMounts, root: str,
-                 only: list[str] | None = None) -> None:
-        self.probe, self.mounts = probe, mounts
+                 only: list[str] | None = None, read_cpu: bool = True) -> None:
+        # read_cpu=False: skip cpu.stat (the agent reads it at scrape time instead); a cgroup
+        # with waits this interval is taken to exist, the others are checked with one stat().
+        self.probe, self.mounts, self.read_cpu = probe, mounts, read_cpu
         self.index = CgroupIndex(root)
         self.index.walk()
         self.only = {"/" + p.strip("/") for p in only} if only else None
@@ -82,8 +84,10 @@ class Sampler:
                 continue
             if self.only is not None and not self._selected(path):
                 continue
-            cpu = read_cpu_stat(self.mounts, self.probe.hierarchy, path)
-            if cpu is None and not os.path.isdir(self.index.abspath(path)):
+            cpu = read_cpu_stat(self.mounts, self.probe.hierarchy, path) if self.read_cpu \
+                else None
+            if cpu is None and not (not self.read_cpu and delta.count) \
+                    and not os.path.isdir(self.index.abspath(path)):
                 gone.append(cid)
                 if delta.count:  # its last waits still belong to it: report them once
                     last = self._cpu.get(cid)

@@ -1,8 +1,10 @@
-"""A sliding window of per-interval delta histograms for one container, and its quantiles.
+"""A sliding window over one container's cumulative histogram, and its quantiles.
 
-Each interval's delta is stored sparsely (only the slots that changed: most containers wait in a
-handful of slots per second), and a running sum is kept so a quantile never re-adds the window.
-Time is passed in, never read here, so the window math tests deterministically.
+The probe's histograms are cumulative, so the window's histogram is simply the latest cumulative
+one minus the one from a window ago. The window keeps references to the cumulative snapshots it was
+given (only when they changed: an idle container stores nothing), so adding an interval costs no
+arithmetic at all; the subtraction and the quantiles happen at scrape time, cached until the window
+changes. Time is passed in, never read here, so the window math tests deterministically.
 """
 
 from __future__ import annotations
@@ -13,46 +15,49 @@ import numpy as np
 
 from runqscale.probes.model import SLOTS, quantile_seconds
 
+_ZERO = np.zeros(SLOTS, dtype=np.uint64)
+
 
 class SlidingWindow:
     """Waits of the intervals that ended in (now - seconds, now]."""
 
-    __slots__ = ("seconds", "_entries", "_sum", "_version", "_cache")
+    __slots__ = ("seconds", "_snaps", "_base", "_version", "_cache")
 
     def __init__(self, seconds: float) -> None:
         if seconds <= 0:
             raise ValueError("window must be > 0 s")
         self.seconds = seconds
-        self._entries: deque[tuple[float, np.ndarray, np.ndarray]] = deque()
-        self._sum = np.zeros(SLOTS, dtype=np.uint64)
+        self._snaps: deque[tuple[float, int, np.ndarray]] = deque()  # (t, count, cumulative)
+        self._base: tuple[int, np.ndarray] = (0, _ZERO)  # cumulative as of the window's start
         self._version = 0
         self._cache: tuple[int, tuple[float, ...], list[float | None]] | None = None
 
-    def add(self, t: float, delta_slots: np.ndarray) -> None:
-        """Record the waits of the interval ending at t (delta_slots: uint64[SLOTS])."""
-        idx = np.flatnonzero(delta_slots)
-        if len(idx):
-            cnt = delta_slots[idx].astype(np.uint64)
-            self._entries.append((t, idx.astype(np.uint8), cnt))
-            self._sum[idx] += cnt
+    def add(self, t: float, cumulative: np.ndarray, count: int) -> None:
+        """The container's cumulative slot counts (and their total) as of time t. The array is
+        kept by reference: the caller must not modify it afterwards."""
+        last = self._snaps[-1][1] if self._snaps else self._base[0]
+        if count != last:
+            self._snaps.append((t, count, cumulative))
             self._version += 1
         self.expire(t)
 
     def expire(self, now: float) -> None:
         edge = now - self.seconds
-        while self._entries and self._entries[0][0] <= edge:
-            _, idx, cnt = self._entries.popleft()
-            self._sum[idx] -= cnt
+        while self._snaps and self._snaps[0][0] <= edge:
+            _, count, cum = self._snaps.popleft()
+            self._base = (count, cum)
             self._version += 1
 
     @property
     def count(self) -> int:
-        return int(self._sum.sum())
+        return (self._snaps[-1][1] if self._snaps else self._base[0]) - self._base[0]
 
     @property
     def slots(self) -> np.ndarray:
-        """Summed slot counts over the window (a view: do not modify)."""
-        return self._sum
+        """Slot counts of the waits inside the window."""
+        if not self._snaps:
+            return np.zeros(SLOTS, dtype=np.uint64)
+        return self._snaps[-1][2] - self._base[1]
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
         """Quantiles in seconds (interpolated inside the probe's slots); None when empty.
@@ -60,6 +65,11 @@ class SlidingWindow:
         c = self._cache
         if c is not None and c[0] == self._version and c[1] == qs:
             return c[2]
-        out = [quantile_seconds(self._sum, q) for q in qs]
+        out: list[float | None]
+        if not self._snaps:
+            out = [None] * len(qs)
+        else:
+            s = self.slots
+            out = [quantile_seconds(s, q) for q in qs]
         self._cache = (self._version, qs, out)
         return out

@@ -2,7 +2,9 @@
 
 Nothing here runs between scrapes; a scrape takes the agent's lock, turns each container's
 cumulative probe histogram into the exported buckets, reads its window's quantiles (cached until
-the window changes), and emits the agent's self-metrics. Names and meanings: exporter/METRICS.md.
+the window changes), then (outside the lock) reads each container's CPU accounting, and emits the
+agent's self-metrics. Per-container families are `RowFamily`s (exporter/families.py): ordinary
+client_python Metrics that also render the text format fast. Names: exporter/METRICS.md.
 """
 
 from __future__ import annotations
@@ -10,16 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runqscale.agent.daemon import QUANTILES, Agent
 from runqscale.exporter.buckets import LE_STRINGS, cumulative_buckets
+from runqscale.exporter.families import RowFamily, label_string
+from runqscale.probes.cgroupfs import read_cpu_stat
 
 LABELS = ["node", "namespace", "pod", "container", "cgroup"]
 
@@ -40,63 +39,69 @@ class AgentCollector(Collector):
         return []  # families depend on state; nothing to pre-declare (keeps registration cheap)
 
     def collect(self) -> Iterator[Metric]:
-        hist = HistogramMetricFamily(
-            "runqscale_runqueue_latency_seconds",
-            "Run-queue latency of the container's threads: time from becoming runnable to "
-            "running, cumulative since the agent started.", labels=LABELS)
-        p95 = GaugeMetricFamily(
-            "runqscale_runqueue_latency_p95_seconds",
-            "95th percentile run-queue latency over the last window (0 if nothing waited).",
-            labels=LABELS)
-        p99 = GaugeMetricFamily(
-            "runqscale_runqueue_latency_p99_seconds",
-            "99th percentile run-queue latency over the last window (0 if nothing waited).",
-            labels=LABELS)
-        wait = CounterMetricFamily(
-            "runqscale_runqueue_wait_seconds", "Summed run-queue wait of the container's threads.",
-            labels=LABELS)
-        usage = CounterMetricFamily("runqscale_cpu_usage_seconds", "CPU time used.",
-                                    labels=LABELS)
-        periods = CounterMetricFamily("runqscale_cpu_periods", "CFS enforcement periods elapsed.",
-                                      labels=LABELS)
-        thr_p = CounterMetricFamily("runqscale_cpu_throttled_periods",
-                                    "CFS periods in which the cgroup hit its CPU quota.",
-                                    labels=LABELS)
-        thr_s = CounterMetricFamily("runqscale_cpu_throttled_seconds",
-                                    "Time the cgroup's threads were throttled by its CPU quota.",
-                                    labels=LABELS)
-        psi = CounterMetricFamily("runqscale_cpu_pressure_some_seconds",
-                                  "cpu.pressure 'some' total: time at least one thread waited "
-                                  "for a CPU (cgroup v2 only).", labels=LABELS)
+        def fam(name: str, doc: str, typ: str) -> RowFamily:
+            return RowFamily(name, doc, typ, LABELS, LE_STRINGS if typ == "histogram" else ())
+
+        hist = fam("runqscale_runqueue_latency_seconds",
+                   "Run-queue latency of the container's threads: time from becoming runnable to "
+                   "running, cumulative since the agent started.", "histogram")
+        p95 = fam("runqscale_runqueue_latency_p95_seconds",
+                  "95th percentile run-queue latency over the last window (0 if nothing waited).",
+                  "gauge")
+        p99 = fam("runqscale_runqueue_latency_p99_seconds",
+                  "99th percentile run-queue latency over the last window (0 if nothing waited).",
+                  "gauge")
+        wait = fam("runqscale_runqueue_wait_seconds",
+                   "Summed run-queue wait of the container's threads.", "counter")
+        usage = fam("runqscale_cpu_usage_seconds", "CPU time used.", "counter")
+        periods = fam("runqscale_cpu_periods", "CFS enforcement periods elapsed.", "counter")
+        thr_p = fam("runqscale_cpu_throttled_periods",
+                    "CFS periods in which the cgroup hit its CPU quota.", "counter")
+        thr_s = fam("runqscale_cpu_throttled_seconds",
+                    "Time the cgroup's threads were throttled by its CPU quota.", "counter")
+        psi = fam("runqscale_cpu_pressure_some_seconds",
+                  "cpu.pressure 'some' total: time at least one thread waited for a CPU "
+                  "(cgroup v2 only).", "counter")
         a = self.agent
+        rows = []
         with a.lock:
             for c in a.containers.values():
-                lv = [self.node, c.labels.namespace, c.labels.pod, c.labels.container, c.path]
-                cum = cumulative_buckets(c.total.slots).tolist()
+                key = (self.node, c.labels, c.path)
+                if c.render_key != key:
+                    c.render_values = (self.node, c.labels.namespace, c.labels.pod,
+                                       c.labels.container, c.path)
+                    c.render_labels = label_string(LABELS, c.render_values)
+                    c.render_key = key
+                lv, ls = c.render_values, c.render_labels
                 wait_s = c.total.sum_ns / 1e9
-                hist.add_metric(lv, list(zip(LE_STRINGS, cum, strict=True)), wait_s)
+                hist.add(lv, ls, (cumulative_buckets(c.total.slots).tolist(), wait_s))
                 q95, q99 = c.window.quantiles(QUANTILES)
-                p95.add_metric(lv, q95 or 0.0)
-                p99.add_metric(lv, q99 or 0.0)
-                wait.add_metric(lv, wait_s)
-                cpu = c.cpu
-                if cpu is None:
-                    continue
-                if cpu.usage_seconds is not None:
-                    usage.add_metric(lv, cpu.usage_seconds)
-                if cpu.nr_periods is not None:
-                    periods.add_metric(lv, cpu.nr_periods)
-                if cpu.nr_throttled is not None:
-                    thr_p.add_metric(lv, cpu.nr_throttled)
-                if cpu.throttled_seconds is not None:
-                    thr_s.add_metric(lv, cpu.throttled_seconds)
-                if cpu.pressure_some_seconds is not None:
-                    psi.add_metric(lv, cpu.pressure_some_seconds)
+                p95.add(lv, ls, q95 or 0.0)
+                p99.add(lv, ls, q99 or 0.0)
+                wait.add(lv, ls, wait_s)
+                rows.append((lv, ls, c.path, c.cpu))
             n = len(a.containers)
             st = a.stats
             ps = st.probe
             misses, unknown = st.attribution_misses, a.attr.unknown_pods
             errors, scrape_s = st.sample_errors, st.scrape_seconds
+        # CPU accounting is read now, outside the lock: cumulative counters are exact at scrape
+        # time, and the sampling loop never pays for them (see Agent.read_cpu).
+        for lv, ls, path, cpu in rows:
+            if a.read_cpu_at_scrape:
+                cpu = read_cpu_stat(a.sampler.mounts, a.sampler.probe.hierarchy, path)
+            if cpu is None:
+                continue
+            if cpu.usage_seconds is not None:
+                usage.add(lv, ls, cpu.usage_seconds)
+            if cpu.nr_periods is not None:
+                periods.add(lv, ls, cpu.nr_periods)
+            if cpu.nr_throttled is not None:
+                thr_p.add(lv, ls, cpu.nr_throttled)
+            if cpu.throttled_seconds is not None:
+                thr_s.add(lv, ls, cpu.throttled_seconds)
+            if cpu.pressure_some_seconds is not None:
+                psi.add(lv, ls, cpu.pressure_some_seconds)
         yield from (hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi)
         yield _counter("runqscale_agent_events", "Run-queue waits measured by the probe.",
                        ps.events)

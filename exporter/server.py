@@ -16,8 +16,10 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
+
+from runqscale.exporter.families import render
 
 
 class TokenFile:
@@ -82,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
                            {"WWW-Authenticate": 'Bearer realm="runqscale"'})
                 return
             t0 = time.perf_counter()
-            body = generate_latest(self.server.registry)
+            body = render(self.server.registry.collect())
             if self.server.on_scrape:
                 self.server.on_scrape(time.perf_counter() - t0)
             self._send(200, body, {"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,263 @@
+"""Agent benchmark: memory and start-up next to bcc's runqlat, CPU and scrape time at 500 cgroups.
+
+    python -m runqscale.agent.bench --out bench-agent.json
+
+Needs root (BPF, cgroups). Measures, on this machine:
+- start: wall time from spawning `runqscale agent` to its /healthz answering 200 (first sample
+  taken), and the agent's own "first sample N s after process start"; median of --starts runs;
+- RSS of the agent after it has run with the 500 cgroups (VmRSS, and the peak VmHWM);
+- bcc's runqlat (`/usr/sbin/runqlat-bpfcc`): spawn to "Tracing..." (programs compiled and attached),
+  and its RSS while tracing;
+- with 500 live cgroups (one process, 500 threads, each in its own cgroup, waking twice a second):
+  the agent's CPU (utime+stime over --seconds, scraped every --scrape-every seconds as Prometheus
+  would) and /metrics scrape time (client wall time, median and max of 10, and the agent's own
+  scrape-duration gauge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+RUNQLAT = "/usr/sbin/runqlat-bpfcc"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "VmHWM"):
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Agent:
+    def __init__(self, *args: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
+                                                        "runqscale")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([exe, "agent", "--listen", f"127.0.0.1:{self.port}", *args],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        while True:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"agent exited: {self.proc.stderr.read()}")  # type: ignore
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        self.ready_wall = time.monotonic() - t0
+        line = self.proc.stderr.readline()  # type: ignore[union-attr]
+        m = re.search(r"first sample ([0-9.]+)s after process start", line)
+        self.ready_self = float(m.group(1)) if m else None
+
+    def scrape(self) -> tuple[float, str]:
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(self.url + "/metrics", timeout=30) as r:
+            body = r.read().decode()
+        return time.perf_counter() - t0, body
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def bench_start(n: int) -> dict:
+    walls, selfs = [], []
+    for _ in range(n):
+        a = Agent()
+        walls.append(a.ready_wall)
+        if a.ready_self is not None:
+            selfs.append(a.ready_self)
+        a.stop()
+        time.sleep(0.3)
+    return {"start_to_first_sample_wall_seconds": statistics.median(walls),
+            "start_to_first_sample_wall_all": walls,
+            "start_to_first_sample_self_reported_seconds":
+                statistics.median(selfs) if selfs else None}
+
+
+def bench_runqlat() -> dict:
+    if not os.access(RUNQLAT, os.X_OK):
+        return {"error": f"{RUNQLAT} not installed (apt-get install bpfcc-tools)"}
+    t0 = time.monotonic()
+    p = subprocess.Popen([RUNQLAT, "1", "3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    line = p.stdout.readline()  # type: ignore[union-attr]
+    ready = time.monotonic() - t0
+    if "Tracing" not in line:
+        p.kill()
+        return {"error": f"runqlat did not start: {line.strip()}"}
+    time.sleep(1.5)
+    st = _status(p.pid)
+    p.wait(30)
+    return {"start_to_tracing_seconds": ready, "rss_bytes": st.get("VmRSS"),
+            "peak_rss_bytes": st.get("VmHWM")}
+
+
+# One process, N threads, each moves itself into its own cgroup (v1 allows per-thread placement)
+# and wakes every PERIOD seconds: N live cgroups with real waits at little CPU cost.
+WORKER = r"""
+import os, sys, threading, time
+dirs = sys.argv[1:]
+period = float(os.environ.get("PERIOD", "0.5"))
+ready = threading.Barrier(len(dirs) + 1)
+def run(group):
+    tid = str(threading.get_native_id())
+    for d in group.split(","):
+        with open(os.path.join(d, "tasks"), "w") as f:
+            f.write(tid)
+    ready.wait()
+    while True:
+        time.sleep(period)
+threading.stack_size(64 * 1024)
+for g in dirs:
+    threading.Thread(target=run, args=(g,), daemon=True).start()
+ready.wait()
+print("ready", flush=True)
+time.sleep(1e6)
+"""
+
+
+def bench_cgroups(n: int, seconds: float, scrape_every: float) -> dict:
+    from runqscale.probes.model import Hierarchy
+    from runqscale.validation.sandbox import Sandbox
+
+    with Sandbox(Hierarchy.V1_CPU, name="rqs-bench") as sb:
+        groups = [sb.group(f"kubepods/burstable/pod{i:08d}-0000-0000-0000-000000000000/"
+                           f"{i:064x}") for i in range(n)]
+        args = [",".join(g.dirs) for g in groups]
+        worker = subprocess.Popen([sys.executable, "-S", "-c", WORKER, *args],
+                                  stdout=subprocess.PIPE, text=True)
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        a = Agent()
+        try:
+            time.sleep(3)
+            _, body = a.scrape()
+            containers = _gauge(body, "runqscale_agent_containers")
+            c0, t0 = _cpu_seconds(a.proc.pid), time.monotonic()
+            nxt = t0
+            while time.monotonic() - t0 < seconds:
+                if time.monotonic() >= nxt:
+                    a.scrape()
+                    nxt += scrape_every
+                time.sleep(0.05)
+            cpu = (_cpu_seconds(a.proc.pid) - c0) / (time.monotonic() - t0)
+            # with a scrape every second (a demanding Prometheus)
+            c1, t1 = _cpu_seconds(a.proc.pid), time.monotonic()
+            while time.monotonic() - t1 < 10:
+                a.scrape()
+                time.sleep(max(0.0, 1 - (time.monotonic() - t1) % 1))
+            cpu_1s = (_cpu_seconds(a.proc.pid) - c1) / (time.monotonic() - t1)
+            times, own = [], []
+            for _ in range(10):
+                dt, body = a.scrape()
+                times.append(dt)
+                own.append(_gauge(body, "runqscale_agent_scrape_duration_seconds"))
+                time.sleep(0.2)
+            st = _status(a.proc.pid)
+            series = sum(1 for ln in body.splitlines() if ln and not ln.startswith("#"))
+        finally:
+            a.stop()
+            worker.kill()
+            worker.wait()
+    return {"cgroups": n, "containers_exported": containers, "series": series,
+            "cpu_core_fraction": cpu, "scrape_every_seconds": scrape_every,
+            "cpu_core_fraction_scrape_every_1s": cpu_1s,
+            "scrape_seconds_median": statistics.median(times), "scrape_seconds_max": max(times),
+            "scrape_seconds_agent_gauge_median": statistics.median(own[1:]),
+            "rss_bytes": st["VmRSS"], "peak_rss_bytes": st["VmHWM"]}
+
+
+def _gauge(body: str, name: str) -> float:
+    m = re.search(rf"^{name} ([0-9.e+-]+)$", body, re.M)
+    return float(m.group(1)) if m else float("nan")
+
+
+def idle_rss() -> dict:
+    a = Agent()
+    try:
+        time.sleep(5)
+        a.scrape()
+        st = _status(a.proc.pid)
+    finally:
+        a.stop()
+    return {"rss_bytes": st["VmRSS"], "peak_rss_bytes": st["VmHWM"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="JSON file to write")
+    ap.add_argument("--cgroups", type=int, default=500)
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--scrape-every", type=float, default=15.0)
+    ap.add_argument("--starts", type=int, default=5)
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("runqscale.agent.bench: error: needs root (BPF and cgroups)")
+    res: dict = {"machine": {"kernel": os.uname().release, "cpus": os.cpu_count()}}
+
+    def loadavg() -> float:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+
+    res["machine"]["loadavg_at_start"] = loadavg()
+    res["agent_start"] = bench_start(a.starts)
+    res["agent_idle"] = idle_rss()
+    res["runqlat_bpfcc"] = bench_runqlat()
+    res["agent_500_cgroups"] = bench_cgroups(a.cgroups, a.seconds, a.scrape_every)
+    res["machine"]["loadavg_at_end"] = loadavg()
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+    mb = 1 / (1 << 20)
+    s, i, r, c = (res["agent_start"], res["agent_idle"], res["runqlat_bpfcc"],
+                  res["agent_500_cgroups"])
+    print(f"{'':34} {'agent':>12} {'runqlat-bpfcc':>14}  goal")
+    first = s["start_to_first_sample_wall_seconds"]
+    print(f"{'start to first sample / tracing':34} {first:11.3f}s "
+          f"{r.get('start_to_tracing_seconds', float('nan')):13.3f}s  <= 0.3 s")
+    print(f"{'RSS idle (peak)':34} {i['rss_bytes'] * mb:8.1f} MB "
+          f"({i['peak_rss_bytes'] * mb:.1f}) {(r.get('rss_bytes') or 0) * mb:10.1f} MB  <= 40 MB")
+    print(f"{'RSS with 500 cgroups (peak)':34} {c['rss_bytes'] * mb:8.1f} MB "
+          f"({c['peak_rss_bytes'] * mb:.1f})")
+    every = f"CPU, 500 cgroups, scrape/{c['scrape_every_seconds']:g}s"
+    print(f"{every:34} "
+          f"{c['cpu_core_fraction'] * 100:10.2f} %  {'':14}  <= 0.5 % of a core")
+    cpu1 = c["cpu_core_fraction_scrape_every_1s"] * 100
+    print(f"{'CPU, 500 cgroups, scrape/1s':34} {cpu1:10.2f} %")
+    print(f"{'scrape time, 500 cgroups (max)':34} {c['scrape_seconds_median'] * 1e3:9.1f} ms "
+          f"({c['scrape_seconds_max'] * 1e3:.1f})  {'':8} <= 50 ms; {c['series']} series")
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
