@@ -8,9 +8,10 @@
  *
  * Fast path (CONFIG_SCHED_INFO, which distribution kernels enable through TASK_DELAY_ACCT): the
  * scheduler already stamps every enqueue in task->sched_info.last_queued with its run-queue
- * clock and clears it after the switch tracepoint fires. One program on sched_switch reads that
- * stamp against rq->clock, so there are no wakeup hooks and no per-task state at all, and the
- * result is by construction the kernel's own run_delay accounting (/proc/<pid>/schedstat).
+ * clock and sums waits in task->sched_info.run_delay. One program on sched_switch reads both
+ * against rq->clock, so there are no wakeup hooks, and the result is by construction the
+ * kernel's own run_delay accounting (/proc/<pid>/schedstat), including waits split by
+ * migrations between CPUs.
  *
  * Fallback (no sched_info): stamp the start in task-local storage from wakeup/wakeup_new and
  * preempting switches, like libbpf-tools' runqlat, but without a hash insert/delete per event.
@@ -127,19 +128,24 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta)
 	__sync_fetch_and_add(&h->sum_ns, delta);
 }
 
-/* ---- fast path: the scheduler's own enqueue stamp ---- */
+/* ---- fast path: the scheduler's own run-queue accounting ---- */
+
+/* Per task: its sched_info.run_delay (+1; 0 = never seen) after the last wait we accounted. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} run_delay_seen SEC(".maps");
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
 	struct cfs_rq *cfs;
-	__u64 queued, now;
+	__u64 queued, now, segment = 0, total, *seen, delta;
 
 	if (!next->pid)
-		return 0;
-	queued = next->sched_info.last_queued;
-	if (!queued)
 		return 0;
 	/* This CPU's rq, reached through next's cfs_rq (set for tasks of every class by
 	 * set_task_rq(); the per-CPU `runqueues` symbol is not in kallsyms without KALLSYMS_ALL).
@@ -148,8 +154,31 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	if (!cfs)
 		return 0;
 	now = cfs->rq->clock;
-	if (now > queued)
-		account_wait(next, now - queued);
+	/* The current queued segment; sched_info_arrive() adds it to run_delay right after this
+	 * tracepoint. When the wakeup and this switch fall in one rq-clock update (typically a
+	 * wakeup onto an idle CPU) the kernel accounts 0: that is still a wait event, or
+	 * percentiles of mostly-sleeping services would be computed over contended waits only. */
+	queued = next->sched_info.last_queued;
+	if (queued && now > queued)
+		segment = now - queued;
+	total = next->sched_info.run_delay + segment;
+
+	/* A waiting task moved between CPUs (load balancing, affinity changes) has its earlier
+	 * queued segments folded into run_delay at dequeue and is restamped on the new CPU, so the
+	 * whole wait is run_delay's growth since this task last ran. */
+	seen = bpf_task_storage_get(&run_delay_seen, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (seen && *seen) {
+		delta = total - (*seen - 1);
+		if (!queued && !delta)
+			return 0; /* switched in without having queued: no wait happened */
+	} else {
+		if (!queued)
+			return 0;
+		delta = segment; /* first sighting: only the current segment is known */
+	}
+	if (seen)
+		*seen = total + 1;
+	account_wait(next, delta);
 	return 0;
 }
 

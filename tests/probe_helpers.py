@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from dataclasses import dataclass
 
@@ -40,23 +41,40 @@ class Comparison:
 
 def measure(probe, sb: Sandbox, groups: list[Group], seconds: float) -> tuple[
         list[Comparison], ProbeReading, ProbeReading]:
-    """Histogram-sum delta per cgroup vs summed schedstat run_delay of its threads."""
-    ids = {g.name: _ino(sb, g) for g in groups}
-    k0 = {g.name: thread_run_delay_ns(g.pids) for g in groups}
-    r0 = probe.read()
+    """Histogram-sum delta per cgroup vs summed schedstat run_delay of its threads.
+
+    Each end is a bracketed snapshot (schedstat, probe, schedstat, averaged) taken at real-time
+    priority, so a loaded machine cannot starve the test between the two reads it compares.
+    """
+    ids = {g.name: _ino(g) for g in groups}
+    k0, r0 = _snapshot(probe, groups)
     time.sleep(seconds)
-    r1 = probe.read()
-    k1 = {g.name: thread_run_delay_ns(g.pids) for g in groups}
+    k1, r1 = _snapshot(probe, groups)
     out = []
     for g in groups:
         h1, h0 = r1.histograms.get(ids[g.name]), r0.histograms.get(ids[g.name])
         d = h1.minus(h0) if h1 else None
         kernel = sum(v - k0[g.name].get(t, 0) for t, v in k1[g.name].items())
-        out.append(Comparison(g.name, d.sum_ns if d else 0, kernel, d.count if d else 0))
+        out.append(Comparison(g.name, d.sum_ns if d else 0, int(kernel), d.count if d else 0))
     return out, r0, r1
 
 
-def _ino(sb: Sandbox, g: Group) -> int:
-    import os
+def _snapshot(probe, groups: list[Group]) -> tuple[dict[str, dict[int, float]], ProbeReading]:
+    old = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except PermissionError:
+        pass
+    try:
+        before = {g.name: thread_run_delay_ns(g.pids) for g in groups}
+        reading = probe.read()
+        after = {g.name: thread_run_delay_ns(g.pids) for g in groups}
+    finally:
+        os.sched_setscheduler(0, old[0], old[1])
+    mid = {name: {t: (v + after[name].get(t, v)) / 2 for t, v in per.items()}
+           for name, per in before.items()}
+    return mid, reading
 
+
+def _ino(g: Group) -> int:
     return os.stat(g.dirs[0]).st_ino
