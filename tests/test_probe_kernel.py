@@ -123,7 +123,7 @@ def test_vanished_cgroups_are_dropped_without_errors() -> None:
                 time.sleep(0.3)
                 iv = sampler.sample()
                 removed += iv.removed
-            assert removed == len(groups)
+            assert removed >= len(groups)  # other tests' cgroups may vanish meanwhile
             assert not ids & probe.read().histograms.keys(), "ghost entries left in the map"
     finally:
         probe.close()
