@@ -6,6 +6,7 @@ under 1 ms, and both carry the right labels."""
 from __future__ import annotations
 
 import bisect
+import os
 import time
 
 import pytest
@@ -17,6 +18,14 @@ from runqscale.probes.model import Hierarchy
 from runqscale.validation.sandbox import PERIODIC, Sandbox
 
 pytestmark = [pytest.mark.kernel, pytest.mark.prometheus]
+
+
+def _host_cpu_pressure() -> str:
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return f.readline().strip()
+    except OSError:
+        return "n/a"
 
 
 def _bucket(v: float) -> int:
@@ -51,7 +60,11 @@ def test_prometheus_quantile_agrees_with_gauge_and_labels(prometheus) -> None:
                   f"gauge {gauge_light * 1e3:.4f} ms")
             assert gauge_hog > 10e-3, "a 0.5-core hog's throttled waits must show"
             assert abs(_bucket(prom_hog) - _bucket(gauge_hog)) <= 1, (prom_hog, gauge_hog)
-            assert prom_light < 1e-3 and gauge_light < 1e-3
+            # On a shared machine other workloads starve the neighbour too: say so if it fails.
+            assert prom_light < 1e-3 and gauge_light < 1e-3, (
+                f"light neighbour p95 {prom_light * 1e3:.3f} / {gauge_light * 1e3:.3f} ms; host "
+                f"CPU pressure {_host_cpu_pressure()}, load {os.getloadavg()[0]:.1f} on "
+                f"{os.cpu_count()} CPUs")
             # labels: the series of both pods carry node/namespace/pod/container/cgroup
             for pod, g in ((hog, g_hog), (light, g_light)):
                 res = prom.query(f'runqscale_runqueue_latency_p95_seconds{{pod="{pod.name}"}}')
