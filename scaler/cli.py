@@ -42,6 +42,28 @@ class OneLineBadParameter(click.BadParameter):
         click.echo(f"Error: {self.format_message()}", err=True, file=file)
 
 
+class OneLineGroup(click.Group):
+    """Every usage error of this command and its subcommands is printed as one line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except (OneLineUsageError, OneLineBadParameter):
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), ctx) from None
+
+
+class _OneLineCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except (OneLineUsageError, OneLineBadParameter):
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), ctx) from None
+
+
 class _OneLineType(click.ParamType):
     def fail(
         self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None
@@ -294,6 +316,7 @@ def _run_prometheus(
 
 
 @click.group(
+    cls=OneLineGroup,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -469,7 +492,7 @@ def scaler(
         )
 
 
-@scaler.command("report")
+@scaler.command("report", cls=_OneLineCommand)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--png",
@@ -491,7 +514,10 @@ def report_cmd(file: str, png_path: str | None, as_json: bool) -> None:
         raise OneLineUsageError(f"{file}: no recommendations; run the scaler with --log first")
     summary = report.summarize(result.recommendations)
     png = Path(png_path) if png_path else Path(file).with_suffix(".png")
-    report.plot(result.recommendations, png)
+    try:
+        report.plot(result.recommendations, png)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps({"workloads": summary, "png": str(png)}, indent=2))
     else:

@@ -62,7 +62,12 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
 
 def plot(recs: Sequence[Recommendation], path: Path) -> Path:
     """Timeline per workload: replicas (current, recommended), CPU request, run-queue p95."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the `plot` extra
+        raise RuntimeError(
+            "the PNG timeline needs matplotlib: pip install 'runqscale[plot]'"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -381,6 +381,10 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path) -> None:
         (["--min-replicas", "5", "--max-replicas", "3", "--signals", "SIG"], "swap them"),
         (["--workload", "web", "--signals", "SIG"], "namespace/name"),
         (["--signals", "/nonexistent/signals.jsonl"], "no such file"),
+        (["--policy", "nope", "--signals", "SIG"], "'nope' is not one of"),
+        (["--bogus"], "No such option '--bogus'"),
+        (["--max-replicas", "0", "--signals", "SIG"], "--max-replicas"),
+        (["report"], "Missing argument 'FILE'"),
     ],
 )
 def test_cli_usage_errors(tmp_path: Path, args: list[str], text: str) -> None:
