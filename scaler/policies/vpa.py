@@ -162,7 +162,10 @@ def ingest(window: SignalWindow, state: State, p: Params) -> State:
     ready = window.get("ready_replicas")
     replicas = window.get("replicas")
     request = window.get("cpu_request_cores")
-    for i in range(window.ts.size):
+    start = 0
+    if state.last_sample_ts is not None:  # skip what was seen (windows overlap between calls)
+        start = int(np.searchsorted(window.ts, state.last_sample_ts, side="right"))
+    for i in range(start, window.ts.size):
         ts = float(window.ts[i])
         if (
             state.last_sample_ts is not None
