@@ -95,8 +95,9 @@ class _One:
         return [self.fam]
 
 
-def render(families: Iterable[Metric]) -> bytes:
-    """Text format 0.0.4 for these families (RowFamily fast, others via client_python)."""
+def render_chunks(families: Iterable[Metric]) -> list[bytes]:
+    """Text format 0.0.4 for these families (RowFamily fast, others via client_python), as
+    chunks: the server writes them one by one, never holding the body twice in memory."""
     out: list[str] = []
     for fam in families:
         if isinstance(fam, RowFamily):
@@ -104,4 +105,12 @@ def render(families: Iterable[Metric]) -> bytes:
                 fam.render(out)
         else:
             out.append(generate_latest(_One(fam)).decode())  # type: ignore[arg-type]
-    return "".join(out).encode()
+    chunks: list[bytes] = []
+    while out:  # encode from the end so each str is freed as its bytes appear
+        chunks.append(out.pop().encode())
+    chunks.reverse()
+    return chunks
+
+
+def render(families: Iterable[Metric]) -> bytes:
+    return b"".join(render_chunks(families))

@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
-from runqscale.exporter.families import render
+from runqscale.exporter.families import render_chunks
 
 
 class TokenFile:
@@ -84,10 +84,14 @@ class _Handler(BaseHTTPRequestHandler):
                            {"WWW-Authenticate": 'Bearer realm="runqscale"'})
                 return
             t0 = time.perf_counter()
-            body = render(self.server.registry.collect())
+            chunks = render_chunks(self.server.registry.collect())
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
+            self.end_headers()
+            self.wfile.writelines(chunks)
             if self.server.on_scrape:
                 self.server.on_scrape(time.perf_counter() - t0)
-            self._send(200, body, {"Content-Type": CONTENT_TYPE_LATEST})
         else:
             self._send(404, b"try /metrics or /healthz\n")
 
