@@ -57,7 +57,7 @@ def cp(k8s_control_plane):
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(SERVICEMONITOR_CRD))
     wait_for(lambda: cp.kubectl("get", "servicemonitors", "-A", check=False).returncode == 0,
              30, what="the ServiceMonitor CRD to be served")
-    cp.kubectl("create", "namespace", "runqscale-system", check=False)
+    cp.kubectl("apply", "-f", str(REPO / "deploy/base/namespace.yaml"))
     return cp
 
 
