@@ -109,6 +109,8 @@ class RunResult:
         prev = [k for k in self.ticks if k.t < 0]
         if prev:  # the state holding at t = 0
             ts = [replace(prev[-1], t=0.0)] + ts
+        elif ts:  # no tick before the start: the first one's state held from 0
+            ts = [replace(ts[0], t=0.0)] + ts[1:]
         # a tick's usage covers the interval ending at its t: shift it onto the interval start
         t = np.array([k.t for k in ts])
         used = np.array([k.used_cores for k in ts])

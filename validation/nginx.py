@@ -66,7 +66,8 @@ def render(prefix: str, port: int, upstreams: list[int], read_timeout_s: float =
     if not upstreams:  # nginx needs one server; a closed port answers 502 at once
         servers = "        server 127.0.0.1:1 down;"
     return _CONF.format(prefix=prefix, port=port, servers=servers,
-                        read_timeout=int(math.ceil(read_timeout_s)), upstreams=",".join(map(str, upstreams)))
+                        read_timeout=int(math.ceil(read_timeout_s)),
+                        upstreams=",".join(map(str, upstreams)))
 
 
 class NginxError(RuntimeError):

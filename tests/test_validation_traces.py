@@ -1,0 +1,109 @@
+"""Trace parsing (WC98 formats, per-second lists), one-line errors naming file:line, segment
+scaling, time-warp and the open-loop schedule."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from runqscale.validation.traces import (
+    TraceError,
+    choose_segment,
+    load_trace,
+    real_rates,
+    schedule,
+)
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "validation")
+
+
+def write(tmp_path, text: str, name: str = "t.csv") -> str:
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_wc98_per_minute_excerpt() -> None:
+    t = load_trace(os.path.join(DATA, "wc_day25_per_minute_excerpt.csv"))
+    assert t.step_seconds == 60
+    assert t.counts.size == 41
+    assert t.counts[0] == 1928 and t.counts[1] == 1672
+    assert t.rates[0] == pytest.approx(1928 / 60)
+    assert t.label(60).startswith("1998-05-20 08:00")
+
+
+def test_wc98_per_second_with_header() -> None:
+    t = load_trace(os.path.join(DATA, "wc_1998-06-25_per_second_excerpt.csv"))
+    assert t.step_seconds == 1
+    assert t.counts.size == 20
+    assert t.counts[:2].tolist() == [116, 281]
+
+
+def test_unix_seconds_and_whitespace_list(tmp_path) -> None:
+    t = load_trace(write(tmp_path, "100,5\n101,7\n102,0\n"))
+    assert t.step_seconds == 1 and t.counts.tolist() == [5, 7, 0]
+    w = load_trace(write(tmp_path, "# per second\n1 2 3\n4\n\n5 6\n", "w.txt"))
+    assert w.step_seconds == 1 and w.counts.tolist() == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    ("1998-05-20 08:00,10\n1998-05-20 08:01,abc\n", 2, "not a number"),
+    ("1998-05-20 08:00,10\n1998-05-20 08:01,-4\n", 2, ">= 0"),
+    ("1998-05-20 08:00,10\nyesterday,4\n", 2, "timestamp 'yesterday'"),
+    ("1998-05-20 08:01,10\n1998-05-20 08:00,4\n", 2, "does not increase"),
+    ("1998-05-20 08:00,10\n1998-05-20 08:01,4\n1998-05-20 08:05,4\n1998-05-20 08:06,4\n", 3,
+     "gap of 240 s"),
+    ("period,count\n1998-05-20 08:00:01,1,2\n", 2, "expected 2 fields"),
+    ("1 2 3\n4 x 6\n", 2, "count 'x'"),
+    ("1 2 3\n4,5\n", 2, "comma"),
+    ("\n\n", 1, "empty trace"),
+    ("period,count\n", 1, "a header and no data"),
+])
+def test_bad_files_name_the_line(tmp_path, text: str, line: int, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TraceError) as e:
+        load_trace(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:{line}: "), msg
+    assert words in msg
+    assert "\n" not in msg
+
+
+def test_missing_and_binary_files(tmp_path) -> None:
+    with pytest.raises(TraceError, match="no such trace file"):
+        load_trace(str(tmp_path / "nope.csv"))
+    p = tmp_path / "bin"
+    p.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(TraceError, match="not a text file"):
+        load_trace(str(p))
+
+
+def test_segment_scale_and_warp(tmp_path) -> None:
+    # 10 minutes per minute: 60, 120, ..., 600 requests -> 1..10 req/s
+    lines = [f"1998-05-20 08:{i:02d},{60 * (i + 1)}" for i in range(10)]
+    t = load_trace(write(tmp_path, "\n".join(lines) + "\n"))
+    seg = choose_segment(t, duration_s=60, peak_rps=20, peak_quantile=1.0)
+    assert seg.time_warp == pytest.approx(10)  # 600 trace seconds in 60 s
+    assert seg.scale == pytest.approx(2.0)  # peak 10 req/s -> 20 req/s
+    r = real_rates(t, seg)
+    assert r.size == 60
+    assert r[0] == pytest.approx(2.0) and r[-1] == pytest.approx(20.0)
+    # an explicit start and warp: minutes 5.. at 30x for 10 s = 300 trace seconds
+    seg2 = choose_segment(t, duration_s=10, peak_rps=10, start_s=300, time_warp=30,
+                          peak_quantile=1.0)
+    assert seg2.trace_seconds == 300 and seg2.time_warp == 30
+    assert real_rates(t, seg2)[0] == pytest.approx(6 / 10 * 10)
+    with pytest.raises(ValueError, match="outside the trace"):
+        choose_segment(t, 10, 10, start_s=601)
+
+
+def test_schedule_is_deterministic_and_follows_the_rate() -> None:
+    rates = np.array([10.0] * 50 + [100.0] * 50)
+    a, b = schedule(rates, seed=3), schedule(rates, seed=3)
+    assert np.array_equal(a, b)
+    assert np.all(np.diff(a) >= 0)
+    first, second = (a < 50).sum(), (a >= 50).sum()
+    assert 400 < first < 600 and 4500 < second < 5500
+    assert not np.array_equal(a, schedule(rates, seed=4))
