@@ -386,6 +386,9 @@ def test_queries_on_running_agent_with_hog() -> None:
                 vals = {r["metric"].get(key) for r in res if key in r["metric"]}
                 if vals and not any(v.strip("/") == hog.strip("/") for v in vals):
                     problems.append(f"{_qid(q)}: no series for the hog ({key}={vals}): {expr}")
+        if any("process_" in p for p in problems):
+            problems.append("hint: the metric contract includes client_python's process_* "
+                            "metrics; the agent's CollectorRegistry needs a ProcessCollector")
         assert not problems, "\n".join(problems)
 
         # The hog is throttled by its 0.5-core quota, and its p95 is far above a millisecond.

@@ -192,6 +192,7 @@ def draw(dash: dict, base: str, out: str, range_s: float, step: float,
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import numpy as np
 
     panels = {p["title"]: p for p in iter_panels(dash)}
@@ -305,6 +306,10 @@ def draw(dash: dict, base: str, out: str, range_s: float, step: float,
             custom = p.get("fieldConfig", {}).get("defaults", {}).get("custom", {})
             if custom.get("scaleDistribution", {}).get("type") == "log" and n:
                 ax.set_yscale("log")
+                plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+                ax.yaxis.set_major_formatter(plain)
+                ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+                    lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
             else:
                 ax.set_ylim(bottom=0)
             if getattr(ax, "_twin", None) is not None:
