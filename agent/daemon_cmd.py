@@ -256,11 +256,14 @@ def open_probe_for_agent(backend: str, hierarchy: str, max_cgroups: int, mounts:
 
 
 def _register(registry: Any, ag: Any, node: str, probe: Any) -> None:
+    from prometheus_client import ProcessCollector
+
     from runqscale import __version__
     from runqscale.exporter.collector import AgentCollector, BuildInfo
 
     build = BuildInfo(__version__, probe.backend, os.uname().release, probe.hierarchy.value)
     registry.register(AgentCollector(ag, node, build))
+    ProcessCollector(registry=registry)  # the agent's own CPU and memory: product features
 
 
 def _fmt_host(host: str) -> str:

@@ -42,7 +42,6 @@ How it measures, and where it differs from `core`:
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import re
 import time
@@ -53,6 +52,8 @@ from typing import Any
 import numpy as np
 
 from runqscale.probes.errors import ProbeError
+from runqscale.probes.libbpf import LibBpf
+from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
 from runqscale.probes.model import (
     SLOTS,
     SUB_BITS,
@@ -64,7 +65,6 @@ from runqscale.probes.model import (
 
 VALUE_WORDS = SLOTS + 1  # struct rq_hist: slots, sum_ns (the count is the slots' sum)
 STATS = ("map_full", "no_cgroup")  # enum rq_stat order
-BATCH = 256
 START_ENTRIES = 32768  # runnable (not yet switched-in) threads the start-stamp hash can hold
 V1_MIN_PROCESSES = 32768  # v1 mode keys the kernel map by process: never size it below this
 PARENT_ENTRIES = 16384  # v1 mode: LRU map child pid -> parent tgid, for processes seen only dead
@@ -72,9 +72,6 @@ EXITED_MEMORY = 4096  # v1 mode: cgroups of that many exited processes are kept 
 TASK_REPORT_MAX_DEFAULT = 0x100  # Linux >= 4.14
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SWITCH_FORMAT = "events/sched/sched_switch/format"
-BPF_ENABLE_STATS = 32
-BPF_STATS_RUN_TIME = 0
-SYS_BPF = 321  # x86-64
 
 # Self-contained (no include path, no kernel struct): the map layout below is this module's own,
 # and the slot constants come from probes/model.py (which mirrors probes/runqlat.h) via -D.
@@ -295,15 +292,6 @@ def task_report_max(format_text: str) -> int:
     return TASK_REPORT_MAX_DEFAULT
 
 
-def _enable_bpf_stats() -> int:
-    """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): run-time accounting stays on while the fd is open."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    attr = ctypes.create_string_buffer(ctypes.sizeof(ctypes.c_uint32) * 2)
-    ctypes.c_uint32.from_buffer(attr).value = BPF_STATS_RUN_TIME
-    fd = libc.syscall(SYS_BPF, BPF_ENABLE_STATS, attr, ctypes.sizeof(attr))
-    return int(fd)
-
-
 @dataclass
 class _Process:
     """v1 mode: what was already folded from one process's kernel entry, and where to."""
@@ -351,20 +339,17 @@ class BccProbe:
             ) from e
         self.start_seconds = time.monotonic() - t0
         try:
-            self._lib = bcc.libbcc.lib
             self._hists_fd = self._bpf[b"hists"].map_fd
             self._stats_table = self._bpf[b"stats"]
             self._parents_fd = self._bpf[b"parents"].map_fd if not v2 else -1
             self._prog_fds = [fn.fd for fn in self._bpf.funcs.values()]
             if bpf_stats:
-                fd = _enable_bpf_stats()
+                fd = enable_bpf_stats()
                 self._stats_fd = fd if fd >= 0 else -1
         except BaseException:
             self.close()
             raise
-        self._keys = np.zeros(BATCH, dtype=np.uint64)
-        self._vals = np.zeros((BATCH, VALUE_WORDS), dtype=np.uint64)
-        self._batch_ok = True
+        self._hists = HistMap(self._hists_fd, VALUE_WORDS)
         # v1 mode state: per-process fold bookkeeping and the per-cgroup accumulators.
         self._procs: dict[int, _Process] = {}
         self._acc: dict[int, np.ndarray] = {}
@@ -378,62 +363,21 @@ class BccProbe:
 
     def read(self) -> ProbeReading:
         now = time.monotonic()
-        raw = self._read_map()
+        raw = self._hists.read()
         self._kernel_entries = len(raw)
         if self.hierarchy is Hierarchy.V2:
-            hists = {k: _hist(k, v) for k, v in raw.items()}
+            hists = {k: CgroupHistogram.from_row(k, v) for k, v in raw.items()}
         else:
             self._kernel_entries -= self._fold_v1(raw)
-            hists = {k: _hist(k, v) for k, v in self._acc.items()}
+            hists = {k: CgroupHistogram.from_row(k, v) for k, v in self._acc.items()}
         self._last_counts = {cid: h.count for cid, h in hists.items()}
         events = self._forgotten_events + sum(self._last_counts.values())
         return ProbeReading(now, self.hierarchy, hists, self._read_stats(events))
 
-    def _read_map(self) -> dict[int, np.ndarray]:
-        out = self._read_batch() if self._batch_ok else None
-        if out is None:
-            self._batch_ok = False
-            out = self._read_iter()
-        return out
-
-    def _read_batch(self) -> dict[int, np.ndarray] | None:
-        lib, out = self._lib, {}
-        in_tok, out_tok = ctypes.c_uint32(0), ctypes.c_uint32(0)
-        first = True
-        while True:
-            count = ctypes.c_uint32(BATCH)
-            rc = lib.bpf_lookup_batch(
-                self._hists_fd, None if first else ctypes.byref(in_tok), ctypes.byref(out_tok),
-                self._keys.ctypes.data, self._vals.ctypes.data, ctypes.byref(count))
-            err = ctypes.get_errno() if rc else 0
-            if rc and err != errno.ENOENT:
-                return None  # old kernel (no batch ops) or a bucket larger than BATCH: iterate
-            for i in range(count.value):
-                out[int(self._keys[i])] = self._vals[i].copy()
-            if rc:  # ENOENT: that was the last batch
-                return out
-            in_tok.value, first = out_tok.value, False
-
-    def _read_iter(self) -> dict[int, np.ndarray]:
-        lib, out = self._lib, {}
-        key, nxt = ctypes.c_uint64(), ctypes.c_uint64()
-        val = np.zeros(VALUE_WORDS, dtype=np.uint64)
-        prev = None
-        while lib.bpf_get_next_key(self._hists_fd, prev, ctypes.byref(nxt)) == 0:
-            key.value = nxt.value
-            prev = ctypes.byref(key)
-            if lib.bpf_lookup_elem(self._hists_fd, prev, val.ctypes.data) == 0:
-                out[key.value] = val.copy()
-        return out
-
     def _read_stats(self, events: int) -> ProbeStats:
         map_full, no_cgroup = (int(sum(self._stats_table[ctypes.c_int(i)]))
                                for i in range(len(STATS)))
-        run_ns = run_cnt = 0
-        for fd in self._prog_fds:
-            info = _fdinfo(fd)
-            run_ns += info.get("run_time_ns", 0)
-            run_cnt += info.get("run_cnt", 0)
+        run_ns, run_cnt = program_run_stats(self._prog_fds)
         return ProbeStats(events, map_full, no_cgroup + self._lost, bpf_run_time_ns=run_ns,
                           bpf_run_count=run_cnt, map_entries=self._kernel_entries,
                           map_capacity=self.capacity)
@@ -477,12 +421,10 @@ class BccProbe:
                 self._acc[cid] = delta
             else:
                 acc += delta
-        key = ctypes.c_uint64()
+        # Folded: delete their kernel entries (a pid reused later starts a fresh one), and
+        # remember their cgroups a while for children that exit after them.
+        self._hists.delete(gone)
         for tgid in gone:
-            # Folded: delete its kernel entry (a pid reused later starts a fresh one), and
-            # remember its cgroup a while for children that exit after it.
-            key.value = tgid
-            self._lib.bpf_delete_elem(self._hists_fd, ctypes.byref(key))
             proc = self._procs.pop(tgid)
             if proc.cgroup_id is not None:
                 self._exited[tgid] = proc.cgroup_id
@@ -511,8 +453,8 @@ class BccProbe:
         """For a process that exited unseen: the cgroup of the nearest known ancestor."""
         child, parent = ctypes.c_uint32(tgid), ctypes.c_uint32()
         for _ in range(depth):
-            if self._lib.bpf_lookup_elem(self._parents_fd, ctypes.byref(child),
-                                         ctypes.byref(parent)) != 0 or not parent.value:
+            if LibBpf.load().bpf_map_lookup_elem(self._parents_fd, ctypes.byref(child),
+                                                 ctypes.byref(parent)) != 0 or not parent.value:
                 return None
             proc = self._procs.get(parent.value)
             if proc is not None and proc.cgroup_id is not None:
@@ -527,20 +469,17 @@ class BccProbe:
 
     def forget(self, cgroup_ids: list[int]) -> None:
         """Drop histograms of cgroups that no longer exist, so the map never fills with ghosts."""
-        key = ctypes.c_uint64()
         for cid in cgroup_ids:
             self._forgotten_events += self._last_counts.pop(cid, 0)
         if self.hierarchy is Hierarchy.V2:
-            for cid in cgroup_ids:
-                key.value = cid
-                self._lib.bpf_delete_elem(self._hists_fd, ctypes.byref(key))
+            self._hists.delete(cgroup_ids)
             return
         drop = set(cgroup_ids)
         for cid in drop:
             self._acc.pop(cid, None)
-        for tgid in [t for t, p in self._procs.items() if p.cgroup_id in drop]:
-            key.value = tgid
-            self._lib.bpf_delete_elem(self._hists_fd, ctypes.byref(key))
+        tgids = [t for t, p in self._procs.items() if p.cgroup_id in drop]
+        self._hists.delete(tgids)
+        for tgid in tgids:
             del self._procs[tgid]
 
     def close(self) -> None:
@@ -556,22 +495,3 @@ class BccProbe:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _hist(cgroup_id: int, row: np.ndarray) -> CgroupHistogram:
-    slots = row[:SLOTS].copy()
-    return CgroupHistogram(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()))
-
-
-def _fdinfo(fd: int) -> dict[str, int]:
-    out = {}
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                v = v.strip()
-                if v.isdigit():
-                    out[k] = int(v)
-    except OSError:
-        pass
-    return out

@@ -12,7 +12,8 @@ from importlib import resources
 import numpy as np
 
 from runqscale.probes.errors import ProbeError
-from runqscale.probes.libbpf import BPF_STATS_RUN_TIME, LibBpf, explain_load_failure
+from runqscale.probes.libbpf import LibBpf, explain_load_failure
+from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
 from runqscale.probes.model import SLOTS, CgroupHistogram, Hierarchy, ProbeReading, ProbeStats
 from runqscale.probes.privileges import check_privileges
 
@@ -22,7 +23,6 @@ STATS = ("map_full", "no_cgroup")  # enum rq_stat order
 FAST_PATH = ("rq_switch",)
 FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped")
 SCHED_INFO = "/proc/self/schedstat"  # present iff CONFIG_SCHED_INFO
-BATCH = 256
 
 
 def object_path() -> str:
@@ -79,14 +79,12 @@ class CoreProbe:
                 self._links.append(link)
             if bpf_stats:
                 # Held open, this fd keeps kernel.bpf_stats_enabled on for as long as we run.
-                self._stats_fd = lib.bpf_enable_stats(BPF_STATS_RUN_TIME)
+                self._stats_fd = enable_bpf_stats()
         except BaseException:
             self.close()
             raise
         self._ncpu = lib.libbpf_num_possible_cpus()
-        self._keys = np.zeros(BATCH, dtype=np.uint64)
-        self._vals = np.zeros((BATCH, VALUE_WORDS), dtype=np.uint64)
-        self._batch_ok = True
+        self._hists = HistMap(self._hists_fd, VALUE_WORDS)
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
         self._last_counts: dict[int, int] = {}
 
@@ -117,44 +115,10 @@ class CoreProbe:
 
     def read(self) -> ProbeReading:
         now = time.monotonic()
-        hists = self._read_batch() if self._batch_ok else None
-        if hists is None:
-            self._batch_ok = False
-            hists = self._read_iter()
+        hists = {k: CgroupHistogram.from_row(k, v) for k, v in self._hists.read().items()}
         self._last_counts = {cid: h.count for cid, h in hists.items()}
         events = self._forgotten_events + sum(self._last_counts.values())
         return ProbeReading(now, self.hierarchy, hists, self._read_stats(len(hists), events))
-
-    def _read_batch(self) -> dict[int, CgroupHistogram] | None:
-        lib, out = self.bpf.lib, {}
-        in_tok, out_tok = ctypes.c_uint64(0), ctypes.c_uint64(0)
-        first = True
-        while True:
-            count = ctypes.c_uint32(BATCH)
-            rc = lib.bpf_map_lookup_batch(
-                self._hists_fd, None if first else ctypes.byref(in_tok), ctypes.byref(out_tok),
-                self._keys.ctypes.data, self._vals.ctypes.data, ctypes.byref(count), None)
-            err = self.bpf.errno() if rc else 0
-            if rc and err not in (errno.ENOENT,):
-                return None if first and err in (errno.EINVAL, errno.ENOTSUPP, 524) else out
-            for i in range(count.value):
-                row = self._vals[i]
-                out[int(self._keys[i])] = _hist(int(self._keys[i]), row)
-            if rc:  # ENOENT: that was the last batch
-                return out
-            in_tok.value, first = out_tok.value, False
-
-    def _read_iter(self) -> dict[int, CgroupHistogram]:
-        lib, out = self.bpf.lib, {}
-        key, nxt = ctypes.c_uint64(), ctypes.c_uint64()
-        val = np.zeros(VALUE_WORDS, dtype=np.uint64)
-        prev = None
-        while lib.bpf_map_get_next_key(self._hists_fd, prev, ctypes.byref(nxt)) == 0:
-            key.value = nxt.value
-            prev = ctypes.byref(key)
-            if lib.bpf_map_lookup_elem(self._hists_fd, prev, val.ctypes.data) == 0:
-                out[key.value] = _hist(key.value, val)
-        return out
 
     def _read_stats(self, entries: int, events: int) -> ProbeStats:
         lib = self.bpf.lib
@@ -164,21 +128,15 @@ class CoreProbe:
             k = ctypes.c_uint32(i)
             lib.bpf_map_lookup_elem(self._stats_map_fd, ctypes.byref(k), per_cpu.ctypes.data)
             totals.append(int(per_cpu.sum()))
-        run_ns = run_cnt = 0
-        for fd in self._prog_fds:
-            info = _fdinfo(fd)
-            run_ns += info.get("run_time_ns", 0)
-            run_cnt += info.get("run_cnt", 0)
+        run_ns, run_cnt = program_run_stats(self._prog_fds)
         return ProbeStats(events, *totals, bpf_run_time_ns=run_ns, bpf_run_count=run_cnt,
                           map_entries=entries, map_capacity=self.capacity)
 
     def forget(self, cgroup_ids: list[int]) -> None:
         """Drop histograms of cgroups that no longer exist, so the map never fills with ghosts."""
-        key = ctypes.c_uint64()
         for cid in cgroup_ids:
             self._forgotten_events += self._last_counts.pop(cid, 0)
-            key.value = cid
-            self.bpf.lib.bpf_map_delete_elem(self._hists_fd, ctypes.byref(key))
+        self._hists.delete(cgroup_ids)
 
     def close(self) -> None:
         for link in self._links:
@@ -196,22 +154,3 @@ class CoreProbe:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _hist(cgroup_id: int, row: np.ndarray) -> CgroupHistogram:
-    slots = row[:SLOTS].copy()
-    return CgroupHistogram(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()))
-
-
-def _fdinfo(fd: int) -> dict[str, int]:
-    out = {}
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                v = v.strip()
-                if v.isdigit():
-                    out[k] = int(v)
-    except OSError:
-        pass
-    return out

@@ -24,7 +24,7 @@ class LibBpf:
     _lib: ctypes.CDLL | None = None
 
     def __init__(self) -> None:
-        self.lib = self._load()
+        self.lib = self.load()
         self.messages: deque[str] = deque(maxlen=40)
         libc = ctypes.CDLL(None, use_errno=True)
         vsnprintf = libc.vsnprintf
@@ -42,7 +42,8 @@ class LibBpf:
         self.lib.libbpf_set_print(self._print_cb)
 
     @classmethod
-    def _load(cls) -> ctypes.CDLL:
+    def load(cls) -> ctypes.CDLL:
+        """The library with argument types set; usable without an instance (map reads)."""
         if cls._lib is None:
             name = ctypes.util.find_library("bpf") or "libbpf.so.1"
             try:

@@ -74,6 +74,12 @@ class CgroupHistogram:
     sum_ns: int
     count: int
 
+    @classmethod
+    def from_row(cls, cgroup_id: int, row: np.ndarray) -> CgroupHistogram:
+        """From a kernel map value: SLOTS counters then the sum (the count is their total)."""
+        slots = row[:SLOTS].copy()
+        return cls(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()))
+
     def minus(self, earlier: CgroupHistogram | None) -> CgroupHistogram:
         if earlier is None:
             return self

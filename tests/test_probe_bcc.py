@@ -196,7 +196,7 @@ def test_v1_waits_of_processes_that_exit_between_reads_stay_in_their_cgroup(
             assert d.count >= parent + 0.9 * children, (d.count, parent, children)
             # Kernel entries of exited processes are folded, then deleted (white-box: the
             # per-process kernel map is this backend's own business).
-            dead = [t for t in probe._read_map() if not os.path.exists(f"/proc/{t}")]
+            dead = [t for t in probe._hists.read() if not os.path.exists(f"/proc/{t}")]
             assert len(dead) <= 5, f"{len(dead)} entries of exited processes left in the map"
             ids = [_ino(hog), sid]
             sb.remove(hog)

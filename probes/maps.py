@@ -1,0 +1,91 @@
+"""Reading what a loaded probe left in the kernel, shared by both backends: the per-cgroup
+histogram map (any map fd, whoever created it) and the programs' bpf_stats run time."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+
+import numpy as np
+
+from runqscale.probes.libbpf import BPF_STATS_RUN_TIME, LibBpf
+
+BATCH = 256
+
+
+class HistMap:
+    """A hash map of u64 key -> `words` u64 values, read with batch lookups (one syscall per
+    BATCH entries), falling back to key iteration on kernels without batch operations."""
+
+    def __init__(self, fd: int, words: int) -> None:
+        self.fd, self.words = fd, words
+        self._lib = LibBpf.load()
+        self._keys = np.zeros(BATCH, dtype=np.uint64)
+        self._vals = np.zeros((BATCH, words), dtype=np.uint64)
+        self._batch_ok = True
+
+    def read(self) -> dict[int, np.ndarray]:
+        out = self._read_batch() if self._batch_ok else None
+        if out is None:
+            self._batch_ok = False
+            out = self._read_iter()
+        return out
+
+    def _read_batch(self) -> dict[int, np.ndarray] | None:
+        lib, out = self._lib, {}
+        in_tok, out_tok = ctypes.c_uint32(0), ctypes.c_uint32(0)  # htab batch token: a bucket
+        first = True
+        while True:
+            count = ctypes.c_uint32(BATCH)
+            rc = lib.bpf_map_lookup_batch(
+                self.fd, None if first else ctypes.byref(in_tok), ctypes.byref(out_tok),
+                self._keys.ctypes.data, self._vals.ctypes.data, ctypes.byref(count), None)
+            err = ctypes.get_errno() if rc else 0
+            if rc and err != errno.ENOENT:
+                return None  # no batch ops here (or a bucket larger than BATCH): iterate
+            for i in range(count.value):
+                out[int(self._keys[i])] = self._vals[i].copy()
+            if rc:  # ENOENT: that was the last batch
+                return out
+            in_tok.value, first = out_tok.value, False
+
+    def _read_iter(self) -> dict[int, np.ndarray]:
+        lib, out = self._lib, {}
+        key, nxt = ctypes.c_uint64(), ctypes.c_uint64()
+        val = np.zeros(self.words, dtype=np.uint64)
+        prev = None
+        while lib.bpf_map_get_next_key(self.fd, prev, ctypes.byref(nxt)) == 0:
+            key.value = nxt.value
+            prev = ctypes.byref(key)
+            if lib.bpf_map_lookup_elem(self.fd, prev, val.ctypes.data) == 0:
+                out[key.value] = val.copy()
+        return out
+
+    def delete(self, keys: list[int]) -> None:
+        key = ctypes.c_uint64()
+        for k in keys:
+            key.value = k
+            self._lib.bpf_map_delete_elem(self.fd, ctypes.byref(key))
+
+
+def enable_bpf_stats() -> int:
+    """Turn on the kernel's per-program run-time accounting for as long as the returned fd is
+    open (-1 if refused); it costs two clock reads per program run, system-wide."""
+    return int(LibBpf.load().bpf_enable_stats(BPF_STATS_RUN_TIME))
+
+
+def program_run_stats(prog_fds: list[int]) -> tuple[int, int]:
+    """Summed (run_time_ns, run_cnt) of these programs, from /proc/self/fdinfo."""
+    run_ns = run_cnt = 0
+    for fd in prog_fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k == "run_time_ns":
+                        run_ns += int(v)
+                    elif k == "run_cnt":
+                        run_cnt += int(v)
+        except (OSError, ValueError):
+            continue
+    return run_ns, run_cnt
