@@ -276,6 +276,8 @@ class ControlPlane:
         ])
         self._spawn("kwok", [
             "kwok", f"--kubeconfig={kc}", "--manage-all-nodes=false",
+            # pod stages whose Running pods report status resources (see the file's header)
+            f"--config={REPO / 'k8s/kwok/stages.yaml'}",
             f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
             "--cidr=10.0.0.0/16", "--node-ip=10.0.0.1",
             f"--server-address=127.0.0.1:{self.ports['kwok']}",

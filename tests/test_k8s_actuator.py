@@ -85,6 +85,7 @@ def test_no_action_on_stale_signals(env):
 def test_conflict_409_is_retried_on_a_fresh_read(env):
     cp = env.cp
     make(cp, "race", replicas=1)
+    wait_running(cp, NS, "race", 1)  # fewer status writes by the deployment controller now
     client = scaler_client(env)
     puts = []
 
@@ -100,8 +101,9 @@ def test_conflict_409_is_retried_on_a_fresh_read(env):
 
     racing = Racing(client.server, token=env.token, ca_file=str(cp.pki / "ca.crt"))
     r = KubernetesActuator(racing, dry_run=False).set_replicas(WorkloadRef(NS, "race"), 3)
-    assert r.applied and r.attempts == 2, r
-    assert puts[0] != puts[1]  # the retry carried the new resourceVersion
+    # >= 2: the deployment controller's own status writes can add a real conflict of their own
+    assert r.applied and r.attempts >= 2 and len(puts) == r.attempts, r
+    assert len(set(puts)) == len(puts)  # each retry carried the freshly read resourceVersion
     assert replicas(cp, "race") == 3
 
 
