@@ -60,12 +60,17 @@ def _start(t: Tracer, baseline: set[int], timeout: float = 60.0) -> tuple[subpro
         return None, set(), 0.0
     t0 = time.monotonic()
     p = subprocess.Popen(t.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last: set[int] = set()
+    stable = 0
     while time.monotonic() - t0 < timeout:
         new = {i for i, pr in _progs().items() if i not in baseline and pr.get("type") in
                ("tracing", "tracepoint", "raw_tracepoint")}
-        if len(new) >= 3 or (new and time.monotonic() - t0 > 20):
-            time.sleep(0.5)  # let the last attach finish
-            return p, new, time.monotonic() - t0
+        stable = stable + 1 if new and new == last else 0
+        if new and not last:
+            attached = time.monotonic() - t0  # first program loaded: the tracer is live
+        if stable >= 3:  # the same programs for three polls: every attach is done
+            return p, new, attached
+        last = new
         if p.poll() is not None:
             raise RuntimeError(f"{t.name} exited: {p.stderr.read().strip()[-300:]}")
         time.sleep(0.1)
