@@ -5,6 +5,7 @@ leader and a hand-over when it is killed; the API server stopped mid-run."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -21,6 +22,7 @@ from runqscale.scaler.k8s import annotations as ann
 from runqscale.scaler.k8s.client import path
 from runqscale.scaler.k8s.controller import Controller
 from runqscale.scaler.k8s.events import EventRecorder
+from runqscale.scaler.k8s.leader import parse_micro_time
 from runqscale.scaler.model import ScalerConfig
 from runqscale.scaler.signals import read_file
 
@@ -31,6 +33,7 @@ LEASE_NS = "runqscale-system"
 # Short leases for the tests: renew deadline 3 s < lease 4 s; a candidate polls every 0.5 s.
 LEASE = ["--lease-duration=4", "--renew-deadline=3", "--retry-period=0.5"]
 LEASE_S, RETRY_S = 4.0, 0.5
+SLACK_S = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +127,12 @@ def scaler_args(env, sig, identity, lease) -> list[str]:
             "--max-signal-age=3"]
 
 
+def lease(cp, name) -> dict:
+    return cp.admin.get(path("Lease", LEASE_NS, name))["spec"]
+
+
 def lease_holder(cp, name) -> str | None:
-    return cp.admin.get(path("Lease", LEASE_NS, name))["spec"].get("holderIdentity")
+    return lease(cp, name).get("holderIdentity")
 
 
 def test_two_scalers_only_the_leader_acts_and_a_kill_hands_over(env, tmp_path):
@@ -145,13 +152,23 @@ def test_two_scalers_only_the_leader_acts_and_a_kill_hands_over(env, tmp_path):
             assert [e for _, e in a.events("outcome") if e["applied"]]
             assert lease_holder(cp, "ha") == "scaler-a"
 
-            killed = a.kill()
+            # The leader dies: frozen first so its last renewal can be read, then killed.
+            a.proc.send_signal(signal.SIGSTOP)
+            killed = time.time()
+            time.sleep(0.2)
+            last_renew = parse_micro_time(lease(cp, "ha")["renewTime"])
+            a.kill()
             wait_for(b.is_leader, 3 * LEASE_S, 0.05, what="scaler-b to take over")
             took_over = next(t for t, e in b.events("leader") if e["leader"])
+            acquired = parse_micro_time(lease(cp, "ha")["acquireTime"])
             handover = took_over - killed
-            print(f"leader killed -> standby leading in {handover:.2f} s "
+            print(f"leader killed -> standby leading in {handover:.2f} s; lease acquired "
+                  f"{acquired - last_renew:.2f} s after the dead leader's last renewal "
                   f"(lease {LEASE_S:g} s, retry {RETRY_S:g} s)")
-            assert handover <= LEASE_S + RETRY_S + 0.5  # 0.5 s: process scheduling slack
+            # safety: never before the lease expired; liveness: within lease + one poll, plus
+            # slack for a loaded 2-core machine (other engineers' tests run beside these)
+            assert acquired - last_renew >= LEASE_S - 0.01
+            assert handover <= LEASE_S + RETRY_S + SLACK_S
             assert lease_holder(cp, "ha") == "scaler-b"
 
             cp.admin.patch(path("Deployment", NS, "led"),

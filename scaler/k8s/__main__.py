@@ -97,9 +97,10 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
     defaults = ScalerConfig(min_replicas=min_replicas, max_replicas=max_replicas,
                             target_runq_p95_seconds=target_runq_p95, period_seconds=period)
     client = _client(server, token_file, ca_file, insecure)
-    # Leases get one short attempt per round: a slow retry must not outlive the renew deadline.
-    lease_client = _client(server, token_file, ca_file, insecure,
-                           retry=RetryPolicy(attempts=1), timeout_seconds=retry_period)
+    # Leases get one attempt per round (the next round is the retry), with a timeout well inside
+    # the renew deadline so a hung call cannot keep a leader acting past it.
+    lease_client = _client(server, token_file, ca_file, insecure, retry=RetryPolicy(attempts=1),
+                           timeout_seconds=max(retry_period, renew_deadline / 3))
     elector = LeaderElector(lease_client, lease_namespace, lease_name, identity,
                             lease_duration, renew_deadline, retry_period)
     ctl = Controller(
