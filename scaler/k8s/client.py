@@ -1,26 +1,27 @@
-"""A small Kubernetes API client over plain HTTPS (urllib): JSON in, JSON out.
+"""A small Kubernetes API client over plain HTTPS (http.client): JSON in, JSON out.
 
 Only what the scaler needs: GET/LIST, POST, PUT (optimistic concurrency through
 `metadata.resourceVersion`), PATCH (merge and strategic merge), server-side dry-run. Throttling
 (429) and server errors (5xx) and an unreachable server are retried with capped exponential
 backoff (honouring `Retry-After`); anything else raises `ApiError` at once, so a caller sees a 409
 and can re-read. Time and randomness are injected (`sleep`, `rand`) so retries test
-deterministically.
+deterministically. Connections are kept alive, one per thread (a scaler step over 1,000 workloads
+is ~3,000 calls; a TLS handshake each would double its time).
 
 The `kubernetes` package is not used: it is ~30 MB of generated models for the six endpoints here.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import random
 import ssl
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,13 +102,21 @@ class ApiClient:
         self._sleep = sleep
         self._rand = rand
         self.user_agent = user_agent
+        parsed = urllib.parse.urlsplit(self.server)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise ValueError(f"API server URL must be https://host[:port], got {server!r}")
+        self._scheme = parsed.scheme
+        self._host = parsed.hostname
+        self._port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self._base_path = parsed.path.rstrip("/")
         ctx = ssl.create_default_context(cafile=ca_file)
         if insecure:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         if client_cert:
             ctx.load_cert_chain(*client_cert)
-        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx))
+        self._ctx = ctx
+        self._local = threading.local()
 
     @classmethod
     def in_cluster(cls, **kw: Any) -> ApiClient:
@@ -152,23 +161,24 @@ class ApiClient:
         query = dict(params or {})
         if dry_run:
             query["dryRun"] = "All"
-        url = self.server + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        target = self._base_path + path + (f"?{urllib.parse.urlencode(query)}" if query else "")
         data = None if body is None else json.dumps(body).encode()
         last: ApiError | None = None
         for attempt in range(self.retry.attempts):
             retry_after: float | None = None
             try:
-                return self._once(method, url, data, content_type)
-            except urllib.error.HTTPError as exc:
-                err = _api_error(exc, method, path)
-                if err.status not in RETRIABLE_STATUS:
-                    raise err from None
-                ra = exc.headers.get("Retry-After") if exc.headers else None
+                status, headers, raw = self._once(method, target, data, content_type)
+            except (OSError, http.client.HTTPException) as exc:
+                last = ApiError(0, "Unreachable", str(exc) or type(exc).__name__, method, path)
+            else:
+                if status < 300:
+                    return json.loads(raw) if raw else {}
+                err = _api_error(status, raw, method, path)
+                if status not in RETRIABLE_STATUS:
+                    raise err
+                ra = headers.get("Retry-After")
                 retry_after = float(ra) if ra and ra.strip().isdigit() else None
                 last = err
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                last = ApiError(0, "Unreachable", str(reason), method, path)
             if attempt + 1 < self.retry.attempts:
                 delay = self.retry.delay(attempt, self._rand, retry_after)
                 log.debug("%s; retrying in %.2f s", last, delay)
@@ -176,18 +186,50 @@ class ApiClient:
         assert last is not None
         raise last
 
-    def _once(self, method: str, url: str, data: bytes | None, ctype: str) -> dict[str, Any]:
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Accept", JSON)
-        req.add_header("User-Agent", self.user_agent)
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._scheme == "https":
+                conn = http.client.HTTPSConnection(self._host, self._port, timeout=self.timeout,
+                                                   context=self._ctx)
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _once(
+        self, method: str, target: str, data: bytes | None, ctype: str
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        headers = {"Accept": JSON, "User-Agent": self.user_agent}
         if data is not None:
-            req.add_header("Content-Type", ctype)
+            headers["Content-Type"] = ctype
         token = self._bearer()
         if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        with self._opener.open(req, timeout=self.timeout) as resp:
-            raw = resp.read()
-        return json.loads(raw) if raw else {}
+            headers["Authorization"] = f"Bearer {token}"
+        # A kept-alive connection the server closed fails on first use: reconnect once at once.
+        for fresh in (False, True):
+            conn = self._connection()
+            try:
+                conn.request(method, target, body=data, headers=headers)
+                resp = conn.getresponse()
+                raw = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, resp.msg, raw
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if fresh:
+                    raise
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+        raise AssertionError("unreachable")
 
     # ---------------------------------------------------------------- verbs
 
@@ -211,16 +253,16 @@ class ApiClient:
         return self.request("PATCH", path, patch, content_type=content_type, dry_run=dry_run)
 
 
-def _api_error(exc: urllib.error.HTTPError, method: str, path: str) -> ApiError:
+def _api_error(status_code: int, raw: bytes, method: str, path: str) -> ApiError:
     try:
-        status = json.loads(exc.read() or b"{}")
+        status = json.loads(raw or b"{}")
     except ValueError:
         status = {}
     if not isinstance(status, dict):
         status = {}
     return ApiError(
-        exc.code,
-        str(status.get("reason") or exc.reason or ""),
+        status_code,
+        str(status.get("reason") or http.client.responses.get(status_code, "")),
         str(status.get("message") or ""),
         method,
         path,
