@@ -182,6 +182,28 @@ def test_two_scalers_only_the_leader_acts_and_a_kill_hands_over(env, tmp_path):
         sig.stop()
 
 
+def test_graceful_shutdown_releases_the_lease_at_once(env, tmp_path):
+    sig = FreshSignals(tmp_path / "s.jsonl", [f"{NS}/none"])
+    a = ScalerProcess(scaler_args(env, sig, "scaler-a", "grace"), tmp_path / "a.log")
+    b = None
+    try:
+        wait_for(a.is_leader, 20, what="scaler-a to lead")
+        b = ScalerProcess(scaler_args(env, sig, "scaler-b", "grace"), tmp_path / "b.log")
+        wait_for(lambda: b.events("start"), 20, what="scaler-b to start")
+        t0 = time.time()
+        a.stop()  # SIGTERM: releases the Lease
+        assert a.events("stop")
+        wait_for(b.is_leader, LEASE_S, 0.05, what="scaler-b to take the released lease")
+        took = next(t for t, e in b.events("leader") if e["leader"]) - t0
+        print(f"leader stopped (SIGTERM) -> standby leading in {took:.2f} s")
+        assert took < LEASE_S  # no waiting for expiry
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+        sig.stop()
+
+
 def test_api_server_stopped_mid_run(env, tmp_path):
     """The scaler survives an API server outage, takes no action while it is away nor on the
     signals that went stale meanwhile, and resumes when both are back."""

@@ -23,8 +23,6 @@ POLICY = PREFIX + "policy"
 MIN_REPLICAS = PREFIX + "min-replicas"
 MAX_REPLICAS = PREFIX + "max-replicas"
 TARGET_RUNQ_P95 = PREFIX + "target-runq-p95"
-# Written by the scaler (last decision), never read as configuration.
-STATUS = PREFIX + "last-decision"
 KNOWN = (POLICY, MIN_REPLICAS, MAX_REPLICAS, TARGET_RUNQ_P95)
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -82,7 +80,7 @@ def parse(
         return None
     policy = policy.strip()
     for key in sorted(ann):
-        if key.startswith(PREFIX) and key not in KNOWN and key != STATUS:
+        if key.startswith(PREFIX) and key not in KNOWN:
             near = difflib.get_close_matches(key, KNOWN, n=1)
             fix = f"did you mean {near[0]}?" if near else f"use one of {', '.join(KNOWN)}"
             raise AnnotationError(key, "unknown runqscale annotation", fix)
