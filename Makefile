@@ -88,3 +88,12 @@ k8s-down:
 
 test-k8s: k8s-build $(VENV)/.installed
 	CI=$${CI:-} $(PY) -m pytest -q -ra tests/test_k8s_*.py $(PYTEST_ARGS)
+
+# The agent+scaler image (Containerfile) with podman or buildah. Offline, make the base first:
+#   debootstrap --variant=minbase bookworm rootfs http://deb.debian.org/debian, then commit it as
+#   docker.io/library/debian:12-slim (buildah from scratch; copy rootfs; buildah commit).
+IMAGE ?= localhost/runqscale:dev
+.PHONY: image
+image:
+	@tool=$$(command -v podman || command -v buildah) || { echo "no podman or buildah"; exit 1; }; \
+	nice -n 19 $$tool build -f Containerfile -t $(IMAGE) $(IMAGE_BUILD_ARGS) .

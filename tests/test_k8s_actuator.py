@@ -156,3 +156,19 @@ def test_guaranteed_pod_is_resized_in_place_when_qos_is_kept(env):
     assert r.applied and r.method == "resize", r
     (p,) = running_pods(cp, NS, "gq2")
     assert p["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "400m"
+
+
+def test_statefulset_scale_subresource(env):
+    cp = env.cp
+    dep = deployment("db", replicas=1)
+    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+           "spec": {**dep["spec"], "serviceName": "db"}}
+    cp.admin.create(path("StatefulSet", NS), sts)
+    wait_running(cp, NS, "db", 1)
+    act = KubernetesActuator(scaler_client(env), dry_run=False)
+    ref = WorkloadRef(NS, "db", "StatefulSet")
+    r = act.apply(Recommendation(time.time(), ref, "test", {}, CurrentState(1), CurrentState(3),
+                                 "scale_out", "test"))
+    assert r.applied and r.method == "scale", r
+    pods = wait_running(cp, NS, "db", 3)
+    assert sorted(p["metadata"]["name"] for p in pods) == ["db-0", "db-1", "db-2"]
