@@ -24,7 +24,7 @@ bench: deps
 	$(PY) -m runqscale.agent.bench --out bench-results/agent.json
 	$(PY) -m runqscale.scaler.bench --out bench-results/scaler.json
 
-deps: system-deps kernel-headers $(VENV)/.installed $(BPF_OBJ)
+deps: system-deps kernel-headers $(VENV)/.installed $(BPF_OBJ) k8s-build
 
 # Debian packages: the BPF toolchain, BCC and its tools, stress-ng, a real Prometheus, nginx.
 system-deps:
