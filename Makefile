@@ -8,10 +8,15 @@ APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool python3-bpfcc bpfcc-tools libb
             linux-headers-amd64 stress-ng prometheus python3-venv nginx-light
 BPF_OBJ := probes/runqlat.bpf.o
 
-.PHONY: demo test bench deps system-deps kernel-headers bpf lint clean
+.PHONY: demo test bench bench-validate deps system-deps kernel-headers bpf lint clean
 
+# The signal check (~15 s), then showar vs hpa vs phpa-knn on the WC98 day-25 trace (~8 min).
+TRACE ?= ../shared/data/worldcup98/wc_day25_per_minute.csv
 demo: deps
-	$(VENV)/bin/runqscale validate stress --out out/stress
+	$(VENV)/bin/runqscale validate stress --out out/stress || true
+	$(VENV)/bin/runqscale validate --trace $(TRACE) --policies showar,hpa,phpa-knn \
+	  --duration 150s --out out/demo
+	@echo "report: out/demo/report.json, plots: out/demo/*.png, signal check: out/stress/"
 
 test: deps
 	$(VENV)/bin/ruff check .
@@ -23,6 +28,11 @@ bench: deps
 	$(PY) -m runqscale.probes.bench --out bench-results/probes.json
 	$(PY) -m runqscale.agent.bench --out bench-results/agent.json
 	$(PY) -m runqscale.scaler.bench --out bench-results/scaler.json
+
+# The long policy comparison (~25 min): three repeats, spread in out/bench-validate/report.json.
+bench-validate: deps
+	$(VENV)/bin/runqscale validate --trace $(TRACE) --policies showar,hpa,phpa-knn \
+	  --duration 150s --repeats 3 --out out/bench-validate
 
 deps: system-deps kernel-headers $(VENV)/.installed $(BPF_OBJ) k8s-build
 
