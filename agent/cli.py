@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 import click
 
@@ -54,5 +55,24 @@ def main() -> None:
     """
 
 
+def run() -> None:
+    """The console entry point: every usage error of every subcommand is one line on stderr
+    (`runqscale <command>: error: <what and the fix>`), exit code 2; no usage block, no
+    traceback."""
+    try:
+        rv = main.main(standalone_mode=False)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "runqscale"
+        click.echo(f"{where}: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"runqscale: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("runqscale: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

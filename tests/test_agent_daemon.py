@@ -161,6 +161,7 @@ def test_config_file_values_are_validated_like_flags(tmp_path) -> None:
     cfg.write_text(json.dumps({"window": "soon"}))
     r = _run("--config", str(cfg))
     assert r.returncode == 2 and "--window" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_usage_errors_exit_2_with_one_line() -> None:
@@ -170,3 +171,4 @@ def test_usage_errors_exit_2_with_one_line() -> None:
         r = _run(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
