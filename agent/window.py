@@ -36,6 +36,10 @@ class SlidingWindow:
         """The container's cumulative slot counts (and their total) as of time t. The array is
         kept by reference: the caller must not modify it afterwards."""
         last = self._snaps[-1][1] if self._snaps else self._base[0]
+        if count < last:  # the counters were reset (kernel entry re-created): start over
+            self._snaps.clear()
+            self._base = (0, _ZERO)
+            last = 0
         if count != last:
             self._snaps.append((t, count, cumulative))
             self._version += 1

@@ -344,8 +344,7 @@ class BccProbe:
             self._parents_fd = self._bpf[b"parents"].map_fd if not v2 else -1
             self._prog_fds = [fn.fd for fn in self._bpf.funcs.values()]
             if bpf_stats:
-                fd = enable_bpf_stats()
-                self._stats_fd = fd if fd >= 0 else -1
+                self._stats_fd = enable_bpf_stats()
         except BaseException:
             self.close()
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import sys
 
 import numpy as np
 
@@ -70,8 +71,16 @@ class HistMap:
 
 def enable_bpf_stats() -> int:
     """Turn on the kernel's per-program run-time accounting for as long as the returned fd is
-    open (-1 if refused); it costs two clock reads per program run, system-wide."""
-    return int(LibBpf.load().bpf_enable_stats(BPF_STATS_RUN_TIME))
+    open; it costs two clock reads per program run, system-wide. The kernel wants
+    CAP_SYS_ADMIN for this, which the DaemonSet does not grant: then -1 is returned, one warning
+    is printed, and run time is only counted where the node sets kernel.bpf_stats_enabled=1."""
+    fd = int(LibBpf.load().bpf_enable_stats(BPF_STATS_RUN_TIME))
+    if fd < 0:
+        sys.stderr.write(
+            "runqscale: warning: BPF run-time stats not enabled (needs CAP_SYS_ADMIN); "
+            "runqscale_agent_bpf_run_seconds_total stays 0 unless the node sets "
+            "sysctl kernel.bpf_stats_enabled=1\n")
+    return fd
 
 
 def program_run_stats(prog_fds: list[int]) -> tuple[int, int]:

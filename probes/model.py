@@ -81,8 +81,8 @@ class CgroupHistogram:
         return cls(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()))
 
     def minus(self, earlier: CgroupHistogram | None) -> CgroupHistogram:
-        if earlier is None:
-            return self
+        if earlier is None or self.count < earlier.count or self.sum_ns < earlier.sum_ns:
+            return self  # first sight, or the kernel entry was deleted and re-created: a reset
         return CgroupHistogram(
             self.cgroup_id, self.slots - earlier.slots, self.sum_ns - earlier.sum_ns,
             self.count - earlier.count,

@@ -96,3 +96,18 @@ def test_idle_container_stores_nothing() -> None:
     for t in range(1, 30):
         f.add(float(t), _slots([]))
     assert w.count == 0 and len(w._snaps) == 0
+
+
+def test_a_counter_reset_starts_the_window_over_instead_of_wrapping() -> None:
+    w = SlidingWindow(10.0)
+    first = np.zeros(SLOTS, dtype=np.uint64)
+    first[50] = 100
+    w.add(1.0, first, 100)
+    later = first.copy()
+    later[50] = 150
+    w.add(12.0, later, 150)  # the first snapshot expires and becomes the window's base
+    reset = np.zeros(SLOTS, dtype=np.uint64)
+    reset[40] = 3
+    w.add(13.0, reset, 3)  # the kernel entry was deleted and re-created
+    assert w.count == 3
+    assert int(w.slots.sum()) == 3 and int(w.slots.max()) == 3
