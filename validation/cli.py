@@ -80,13 +80,16 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
               show_default=True, help="HPA-family CPU utilisation target.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True,
+              help="Cgroup hierarchy for the replicas: CPU quotas need the cpu controller "
+                   "(v1 `cpu`, or cgroup2 with cpu enabled).")
 @click.pass_context
 def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ...],
              duration: float, repeats: int, out: str, segment: tuple, time_warp: float | None,
              slo: float, peak_fraction: float, capacity: float | None, min_replicas: int,
              max_replicas: int, initial_replicas: int, replica_cpu: float,
              max_cpu_per_replica: float, target_runq_p95: float, target_cpu: float, seed: int,
-             backend: str) -> None:
+             backend: str, hierarchy: str) -> None:
     """Prove the signal and the decisions on this machine, with real processes.
 
     Without a subcommand: the stress-test comparison. Real runlang replicas (HTTP
@@ -134,7 +137,7 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
                         time_warp=time_warp, peak_fraction=peak_fraction, capacity_rps=capacity,
                         seed=seed, loop=loop)
     try:
-        probe, mounts, _ = open_probe(backend, "v1", bpf_stats=False)
+        probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:
         fail(str(e))
     total = int(round(duration)) * len(policies) * repeats

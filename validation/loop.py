@@ -128,8 +128,9 @@ class Environment:
             cpu_ctl = os.path.join(mounts.v2 or "", "cgroup.controllers")
             with open(cpu_ctl) as f:
                 if "cpu" not in f.read().split():
-                    raise RuntimeError("the cgroup2 hierarchy has no cpu controller: CPU quotas "
-                                       "need v1 `cpu`; use --hierarchy v1")
+                    raise RuntimeError("the cgroup2 hierarchy has no cpu controller, which CPU "
+                                       "quotas need: enable it in cgroup.subtree_control or "
+                                       "use --hierarchy v1")
         self.probe, self.mounts, self.cfg = probe, mounts, cfg
         self.sb = Sandbox(probe.hierarchy, name=name, mounts=mounts)
         try:
