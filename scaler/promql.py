@@ -40,6 +40,9 @@ def _from_deployment(expr: str) -> str:
 
 
 GROUP = "namespace, workload"
+# Replicas without kube-state-metrics: count pods, not containers (a pod's pause/conmon cgroup
+# and each of its containers are separate series).
+_P95_OF_PODS = 'runqscale_runqueue_latency_p95_seconds{pod!=""}'
 _REQUESTS = 'sum by (namespace, pod) (kube_pod_container_resource_requests{resource="cpu"})'
 _LIMITS = 'sum by (namespace, pod) (kube_pod_container_resource_limits{resource="cpu"})'
 
@@ -92,11 +95,11 @@ def queries(rate_window: str = RATE) -> Queries:
         request_rate=f"sum by ({GROUP}) ({by_workload(rate('http_requests_total'))})",
         replicas=(
             f"max by ({GROUP}) ({_from_deployment('kube_deployment_spec_replicas')})"
-            f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+            f" or count by ({GROUP}) (group by ({GROUP}, pod) ({by_workload(_P95_OF_PODS)}))"
         ),
         ready_replicas=(
             f"max by ({GROUP}) ({_from_deployment('kube_deployment_status_replicas_ready')})"
-            f" or count by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+            f" or count by ({GROUP}) (group by ({GROUP}, pod) ({by_workload(_P95_OF_PODS)}))"
         ),
         cpu_request_cores=f"max by ({GROUP}) ({by_workload(_REQUESTS)})",
         cpu_limit_cores=f"max by ({GROUP}) ({by_workload(_LIMITS)})",
