@@ -182,8 +182,12 @@ class CurrentState:
 
     @classmethod
     def from_window(cls, window: SignalWindow) -> CurrentState:
-        """Current state from the last sample (replicas 0 if missing)."""
+        """Current state from the last sample. A missing replica count falls back to the ready
+        count; with neither it is 0, which every policy treats as "scaling disabled" (the
+        HPA's rule for a workload scaled to zero)."""
         r = window.last("replicas")
+        if r is None:
+            r = window.last("ready_replicas")
         return cls(
             0 if r is None else int(r),
             window.last("cpu_request_cores"),
