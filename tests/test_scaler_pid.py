@@ -42,7 +42,7 @@ B = T * 0.4 / 0.6
 PERIOD = showar.PERIOD_SECONDS
 NO_VERTICAL = replace(showar.Params(), vertical_period_seconds=1e12)
 CFG = ScalerConfig(min_replicas=1, max_replicas=30, target_runq_p95_seconds=T)
-DATA = Path(__file__).parent / "data" / "scaler"
+DATA = Path(__file__).parent / "data" / "worldcup98"
 
 
 def p95_of(load: float, ready: int) -> float:

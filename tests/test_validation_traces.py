@@ -16,7 +16,7 @@ from runqscale.validation.traces import (
     schedule,
 )
 
-DATA = os.path.join(os.path.dirname(__file__), "data", "validation")
+DATA = os.path.join(os.path.dirname(__file__), "data", "worldcup98")
 
 
 def write(tmp_path, text: str, name: str = "t.csv") -> str:
