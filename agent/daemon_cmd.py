@@ -216,10 +216,10 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     except ProbeError as e:
         server.shutdown()
         fail(str(e))
-    sampler = Sampler(probe, mounts, root, only=list(cgroups) or None, read_cpu=False)
     # Learn cgroups as they are created, so short-lived ones resolve (see agent/cgroupwatch.py).
-    sampler.index = WatchedCgroupIndex(root, retain=max(window, 3 * interval))
-    sampler.index.walk()
+    index = WatchedCgroupIndex(root, retain=max(window, 3 * interval))
+    sampler = Sampler(probe, mounts, root, only=list(cgroups) or None, read_cpu=False,
+                      index=index)
     ag = Agent(sampler, pods, interval, window)
     _register(registry, ag, node_name, probe)
 

@@ -56,11 +56,13 @@ class Interval:
 
 class Sampler:
     def __init__(self, probe: Probe, mounts: CgroupMounts, root: str,
-                 only: list[str] | None = None, read_cpu: bool = True) -> None:
+                 only: list[str] | None = None, read_cpu: bool = True,
+                 index: CgroupIndex | None = None) -> None:
         # read_cpu=False: skip cpu.stat (the agent reads it at scrape time instead); a cgroup
         # with waits this interval is taken to exist, the others are checked with one stat().
+        # index: a caller's own index of `root` (the agent's inotify-fed one), else a plain one.
         self.probe, self.mounts, self.read_cpu = probe, mounts, read_cpu
-        self.index = CgroupIndex(root)
+        self.index = index or CgroupIndex(root)
         self.index.walk()
         self.only = {"/" + p.strip("/") for p in only} if only else None
         self._prev: ProbeReading | None = None
