@@ -270,6 +270,18 @@ class Recommendation:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown action {self.action!r}")
 
+    @classmethod
+    def decided(cls, window: SignalWindow, policy: str, current: CurrentState,
+                recommended: CurrentState, reason: str,
+                action: Action | None = None) -> Recommendation:
+        """A policy's decision at the window's last sample; the action defaults to what the
+        change is (see classify)."""
+        return cls(
+            ts=window.now, workload=window.workload, policy=policy,
+            signals=signals_summary(window), current=current, recommended=recommended,
+            action=action or classify(current, recommended), reason=reason,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ts": self.ts,

@@ -49,8 +49,6 @@ from runqscale.scaler.model import (
     Recommendation,
     ScalerConfig,
     SignalWindow,
-    classify,
-    signals_summary,
 )
 
 NAME = "hpa"
@@ -409,14 +407,4 @@ def decide(
 ) -> tuple[Recommendation, State]:
     replicas, reason, state, _ = decide_replicas(window, current, config, state, params)
     recommended = replace(current, replicas=replicas)
-    rec = Recommendation(
-        ts=window.now,
-        workload=window.workload,
-        policy=NAME,
-        signals=signals_summary(window),
-        current=current,
-        recommended=recommended,
-        action=classify(current, recommended),
-        reason=reason,
-    )
-    return rec, state
+    return Recommendation.decided(window, NAME, current, recommended, reason), state

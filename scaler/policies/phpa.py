@@ -28,8 +28,6 @@ from runqscale.scaler.model import (
     Recommendation,
     ScalerConfig,
     SignalWindow,
-    classify,
-    signals_summary,
 )
 from runqscale.scaler.policies import hpa
 
@@ -111,16 +109,7 @@ def _decide(
             f"HPA: {why}"
         )
     recommended = replace(current, replicas=replicas)
-    rec = Recommendation(
-        ts=now,
-        workload=window.workload,
-        policy=f"phpa-{model}",
-        signals=signals_summary(window),
-        current=current,
-        recommended=recommended,
-        action=classify(current, recommended),
-        reason=reason,
-    )
+    rec = Recommendation.decided(window, f"phpa-{model}", current, recommended, reason)
     return rec, State(hstate, history)
 
 

@@ -73,7 +73,6 @@ from runqscale.scaler.model import (
     ScalerConfig,
     SignalWindow,
     classify,
-    signals_summary,
 )
 
 NAME = "showar"
@@ -218,16 +217,7 @@ def decide(
     ) -> tuple[Recommendation, State]:
         if acted and classify(current, recommended) != "none":
             new_state = replace(new_state, last_action_ts=now)
-        rec = Recommendation(
-            ts=now,
-            workload=window.workload,
-            policy=NAME,
-            signals=signals_summary(window),
-            current=current,
-            recommended=recommended,
-            action=classify(current, recommended),
-            reason=reason,
-        )
+        rec = Recommendation.decided(window, NAME, current, recommended, reason)
         return rec, replace(new_state, last_ts=now)
 
     if cur == 0 and config.min_replicas > 0:

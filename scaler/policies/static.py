@@ -14,7 +14,6 @@ from runqscale.scaler.model import (
     ScalerConfig,
     SignalWindow,
     classify,
-    signals_summary,
 )
 
 NAME = "static"
@@ -60,14 +59,5 @@ def decide(
         if action == "none"
         else f"static: set the fixed size {replicas} replicas, request {req}, limit {lim} cores"
     )
-    rec = Recommendation(
-        ts=window.now,
-        workload=window.workload,
-        policy=NAME,
-        signals=signals_summary(window),
-        current=current,
-        recommended=recommended,
-        action=action,
-        reason=reason,
-    )
+    rec = Recommendation.decided(window, NAME, current, recommended, reason, action)
     return rec, state or State()

@@ -30,8 +30,6 @@ from runqscale.scaler.model import (
     Recommendation,
     ScalerConfig,
     SignalWindow,
-    classify,
-    signals_summary,
 )
 
 NAME = "vpa"
@@ -211,14 +209,4 @@ def decide(
             f"request {req:.3f} cores is within the VPA range [{est.lower:.3f}, {est.upper:.3f}] "
             f"(target {est.target:.3f}, {state.samples} samples): no change"
         )
-    rec = Recommendation(
-        ts=window.now,
-        workload=window.workload,
-        policy=NAME,
-        signals=signals_summary(window),
-        current=current,
-        recommended=recommended,
-        action=classify(current, recommended),
-        reason=reason,
-    )
-    return rec, state
+    return Recommendation.decided(window, NAME, current, recommended, reason), state
