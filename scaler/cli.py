@@ -1,7 +1,8 @@
 """`runqscale scaler`: decide from signals (a recorded file or Prometheus), log, and report.
 
-Dry-run is the default and, until the actuators exist, the only mode: recommendations are printed
-and appended to the recommendations log; nothing is changed.
+This command only decides: recommendations are printed and appended to the recommendations log;
+nothing is changed. Acting on a cluster is `runqscale scaler k8s` (the in-cluster loop with
+leader election and the Kubernetes actuators, dry-run unless --apply).
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def _run_prometheus(
     "--dry-run/--apply",
     default=True,
     show_default=True,
-    help="Dry-run writes recommendations only (--apply needs the actuators).",
+    help="Dry-run writes recommendations only (to act: `runqscale scaler k8s --apply`).",
 )
 @click.option(
     "--signals",
@@ -454,7 +455,8 @@ def scaler(
     if ctx.invoked_subcommand is not None:
         return
     if not dry_run:
-        raise OneLineUsageError("--apply needs an actuator, which is not built yet; use --dry-run")
+        raise OneLineUsageError("--apply acts on a cluster through `runqscale scaler k8s --apply`; "
+                                "this command only decides (use --dry-run)")
     if (signals_file is None) == (prometheus_url is None):
         raise OneLineUsageError(
             "give exactly one signal source: --signals FILE or --prometheus URL"
@@ -525,3 +527,12 @@ def report_cmd(file: str, png_path: str | None, as_json: bool) -> None:
         click.echo(f"timeline: {png}")
     if result.torn_last_line:
         click.echo(f"note: {file}: torn last line skipped", err=True)
+
+
+def _add_k8s_loop() -> None:
+    from runqscale.scaler.k8s.__main__ import main as k8s_loop
+
+    scaler.add_command(k8s_loop, "k8s")
+
+
+_add_k8s_loop()
