@@ -31,7 +31,7 @@ import numpy as np
 
 from runqscale.agent.sampler import Sampler
 from runqscale.probes.backends import Probe
-from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.probes.cgroupfs import CgroupMounts, read_cpu_stat
 from runqscale.probes.model import Hierarchy, quantile_seconds
 from runqscale.scaler import log as reclog
 from runqscale.scaler import policies
@@ -191,22 +191,10 @@ class Environment:
         self.close()
 
 
-def _read_usage(mounts: CgroupMounts, hier: Hierarchy, dirpath_v1_cpu: str, rel: str
-                ) -> float | None:
+def _read_usage(mounts: CgroupMounts, hier: Hierarchy, rel: str) -> float | None:
     """Cumulative CPU seconds of a cgroup tree (hierarchical: children that left still count)."""
-    try:
-        if hier is Hierarchy.V2:
-            with open(os.path.join(dirpath_v1_cpu, "cpu.stat")) as f:
-                for line in f:
-                    k, v = line.split()
-                    if k == "usage_usec":
-                        return int(v) / 1e6
-            return None
-        base = mounts.v1_cpuacct or mounts.v1_cpu or ""
-        with open(os.path.join(base, rel.lstrip("/"), "cpuacct.usage")) as f:
-            return int(f.read()) / 1e9
-    except (OSError, ValueError):
-        return None
+    st = read_cpu_stat(mounts, hier, rel)
+    return st.usage_seconds if st else None
 
 
 def decide_fn(name: str, cfg: LoopConfig) -> tuple[Callable, float]:
@@ -259,7 +247,7 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
     actuations: list[dict] = []
     state = None
     decisions = calls = 0
-    usage_prev = _read_usage(env.mounts, sb.hierarchy, parent.dirs[0], parent.rel)
+    usage_prev = _read_usage(env.mounts, sb.hierarchy, parent.rel)
     sent_prev, t_prev = 0, time.monotonic()
     next_tick = time.monotonic() + cfg.tick_seconds
     next_decision = time.monotonic() + period
@@ -278,7 +266,7 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
             if a and b and a.nr_periods is not None and b.nr_periods is not None:
                 thr_d += a.nr_periods - b.nr_periods
                 thr_n += (a.nr_throttled or 0) - (b.nr_throttled or 0)
-        usage = _read_usage(env.mounts, sb.hierarchy, parent.dirs[0], parent.rel)
+        usage = _read_usage(env.mounts, sb.hierarchy, parent.rel)
         used_s = (usage - usage_prev) if usage is not None and usage_prev is not None else 0.0
         usage_prev = usage
         sent = int(status.get("sent", 0))
