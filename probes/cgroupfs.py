@@ -90,12 +90,6 @@ class CgroupIndex:
             rel = self._by_id.get(cgroup_id)
         return rel
 
-    def id_of(self, rel: str) -> int | None:
-        try:
-            return os.stat(self.abspath(rel)).st_ino
-        except OSError:
-            return None
-
     def abspath(self, rel: str) -> str:
         return os.path.join(self.root, rel.lstrip("/"))
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import subprocess
 import sys
@@ -319,14 +318,3 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
     records = Records.load(records_path)
     os.unlink(records_path)
     return RunResult(policy, repeat, seconds, records, ticks, decisions, calls, actuations)
-
-
-def prepare_schedule(sched: np.ndarray, out_dir: str, repeat: int) -> str:
-    path = os.path.join(out_dir, f".schedule-{repeat}.npy")
-    np.save(path, sched)
-    return path
-
-
-def mean_or_none(xs: list[float]) -> float | None:
-    xs = [x for x in xs if x is not None and math.isfinite(x)]
-    return sum(xs) / len(xs) if xs else None

@@ -14,7 +14,6 @@ Every parse error is one `TraceError` line naming `file:line` and the fix.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -216,13 +215,3 @@ def schedule(rates: np.ndarray, step_s: float = 1.0, seed: int = 0) -> np.ndarra
         if n:
             out.append(np.sort(rng.uniform(i * step_s, (i + 1) * step_s, n)))
     return np.concatenate(out) if out else np.zeros(0)
-
-
-def default_trace() -> str | None:
-    """The WC98 day-25 per-minute file from ../shared/data, when it is there."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for base in (os.path.join(here, "..", "..", "shared", "data"), "/work/shared/data"):
-        p = os.path.normpath(os.path.join(base, "worldcup98", "wc_day25_per_minute.csv"))
-        if os.path.exists(p):
-            return p
-    return None
