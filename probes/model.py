@@ -32,6 +32,8 @@ def _slot_bounds() -> tuple[np.ndarray, np.ndarray]:
 
 
 SLOT_LOW_NS, SLOT_HIGH_NS = _slot_bounds()
+_NO_WAITS = np.zeros(SLOTS, dtype=np.uint64)
+_NO_WAITS.flags.writeable = False  # shared by every idle delta
 
 
 def slot_of(ns: int) -> int:
@@ -77,12 +79,14 @@ class CgroupHistogram:
     @classmethod
     def from_row(cls, cgroup_id: int, row: np.ndarray) -> CgroupHistogram:
         """From a kernel map value: SLOTS counters then the sum (the count is their total)."""
-        slots = row[:SLOTS].copy()
+        slots = row[:SLOTS]  # a view: the map reader hands out one fresh row per entry
         return cls(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()))
 
     def minus(self, earlier: CgroupHistogram | None) -> CgroupHistogram:
         if earlier is None or self.count < earlier.count or self.sum_ns < earlier.sum_ns:
             return self  # first sight, or the kernel entry was deleted and re-created: a reset
+        if self.count == earlier.count:  # idle: most cgroups, most intervals; no allocation
+            return CgroupHistogram(self.cgroup_id, _NO_WAITS, 0, 0)
         return CgroupHistogram(
             self.cgroup_id, self.slots - earlier.slots, self.sum_ns - earlier.sum_ns,
             self.count - earlier.count,
