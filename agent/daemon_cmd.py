@@ -57,7 +57,21 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
             hint = (f"did you mean '{near[0]}'?" if near
                     else f"valid keys: {', '.join(sorted(known))}")
             fail(f"--config {value}: unknown key '{key}'; {hint}", usage=True)
-        out[k.replace("-", "_")] = list(v) if isinstance(v, (list, tuple)) else v
+        p = names[k.replace("-", "_")]
+        scalar = (str, int, float, bool)
+        if p.multiple:
+            v = [v] if isinstance(v, scalar) else v
+            ok = isinstance(v, list) and all(isinstance(x, scalar) for x in v)
+            want = "a value or a list of values"
+        elif isinstance(p.type, click.Path):
+            ok, want = isinstance(v, str), "a string (a file path)"
+        elif isinstance(p.type, click.types.BoolParamType):
+            ok, want = isinstance(v, bool), "true or false"
+        else:
+            ok, want = isinstance(v, scalar), "a single value, not a mapping or list"
+        if not ok:
+            fail(f"--config {value}: key '{key}' must be {want}", usage=True)
+        out[k.replace("-", "_")] = v
     ctx.default_map = {**(ctx.default_map or {}), **out}
     return value
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
 
 _UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+MAX_SECONDS = 1e9  # ~31 years: beyond it time.sleep() overflows (and nothing means it)
 
 
 class Duration(click.ParamType):
@@ -23,6 +25,9 @@ class Duration(click.ParamType):
                 self.fail(f"{value!r} is not a duration; write e.g. 500ms, 1s, 2.5s or 5m",
                           param, ctx)
             seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        if not math.isfinite(seconds) or seconds > MAX_SECONDS:
+            self.fail(f"{value!r} must be a finite duration of at most {MAX_SECONDS:g}s",
+                      param, ctx)
         if seconds <= 0:
             self.fail(f"{value!r} must be greater than zero", param, ctx)
         return seconds

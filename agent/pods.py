@@ -44,21 +44,35 @@ class PodTable:
 
 
 def pod_info(pod: Mapping[str, Any]) -> PodInfo | None:
+    """The pod's identity; None for a pod without a uid or with malformed metadata (a bad pod is
+    skipped, the others in the list are kept). A malformed container status is skipped alone."""
+    if not isinstance(pod, Mapping):
+        return None
     meta = pod.get("metadata") or {}
-    uid = meta.get("uid")
-    if not uid:
+    if not isinstance(meta, Mapping):
+        return None
+    uid, ns, name = meta.get("uid"), meta.get("namespace", ""), meta.get("name", "")
+    if not uid or not isinstance(uid, str) or not isinstance(ns, str) or not isinstance(name, str):
         return None
     status = pod.get("status") or {}
+    if not isinstance(status, Mapping):
+        status = {}
     containers = {}
     for key in _STATUS_KEYS:
-        for cs in status.get(key) or ():
-            cid = cs.get("containerID")
-            if cid and cs.get("name"):
-                containers[container_id_of(cid)] = cs["name"]
-    return PodInfo(str(uid).lower(), meta.get("namespace", ""), meta.get("name", ""), containers)
+        statuses = status.get(key) or ()
+        if not isinstance(statuses, list):
+            continue
+        for cs in statuses:
+            if not isinstance(cs, Mapping):
+                continue
+            cid, cname = cs.get("containerID"), cs.get("name")
+            if cid and cname and isinstance(cid, str) and isinstance(cname, str):
+                containers[container_id_of(cid)] = cname
+    return PodInfo(uid.lower(), ns, name, containers)
 
 
 def parse_pod_list(doc: Mapping[str, Any]) -> dict[str, PodInfo]:
+    """uid -> PodInfo of the well-formed pods; ValueError when `doc` is not a PodList at all."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("items", []), list):
         raise ValueError("not a PodList: expected an object with an 'items' list")
     out = {}

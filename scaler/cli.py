@@ -90,8 +90,8 @@ class Duration(_OneLineType):
             if not m or (m.group(2) and m.group(2) not in _UNITS):
                 self.fail(f"{value!r} is not a duration; write e.g. 5ms, 300s, 1m", param, ctx)
             seconds = float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1.0)
-        if not math.isfinite(seconds) or seconds <= 0:
-            self.fail(f"{value!r} must be a positive duration, e.g. 5ms", param, ctx)
+        if not math.isfinite(seconds) or seconds <= 0 or seconds > 1e9:
+            self.fail(f"{value!r} must be a positive duration up to 1e9 s, e.g. 5ms", param, ctx)
         return seconds
 
 
@@ -103,8 +103,10 @@ class SignalsFile(_OneLineType):
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> list[Sample]:
-        if isinstance(value, list):
+        if isinstance(value, list) and all(isinstance(s, Sample) for s in value):
             return value
+        if not isinstance(value, str):
+            self.fail(f"{value!r} is not a file path; give the signals file's path", param, ctx)
         try:
             return signals.read_file(value)
         except FileNotFoundError:
@@ -115,6 +117,16 @@ class SignalsFile(_OneLineType):
             self.fail(f"{value}: not UTF-8 text; the signals file is JSON Lines", param, ctx)
         except signals.SignalsError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click's FloatRange lets nan and inf through its bounds; these are bad input here."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            raise OneLineBadParameter(f"{value!r} is not a finite number", ctx=ctx, param=param)
+        return rv
 
 
 class PrometheusURL(_OneLineType):
@@ -159,6 +171,11 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
         for opt in p.opts
         if opt.startswith("--")
     }
+    if not isinstance(section, dict):
+        raise OneLineBadParameter(
+            f"{value}: [scaler] must be a table of option names", ctx=ctx, param=param
+        )
+    params = {p.name: p for p in ctx.command.params if p.name}
     defaults = {}
     for k, v in section.items():
         key = known.get(k.replace("-", "_"))
@@ -168,9 +185,31 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
                 ctx=ctx,
                 param=param,
             )
-        defaults[key] = v
+        defaults[key] = _config_value(value, k, v, params[key], ctx, param)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
+
+
+def _config_value(
+    path: str, key: str, v: Any, opt: click.Parameter, ctx: click.Context, param: click.Parameter
+) -> Any:
+    """A config value of the right shape for its option (click would turn an int path into a
+    file descriptor, and a table into its keys)."""
+    scalar = (str, int, float, bool)
+    if getattr(opt, "multiple", False):
+        v = [v] if isinstance(v, scalar) else v
+        if isinstance(v, list) and all(isinstance(x, scalar) for x in v):
+            return v
+        problem = "must be a value or a list of values"
+    elif isinstance(opt.type, click.Path | SignalsFile) and not isinstance(v, str):
+        problem = "must be a string (a file path)"
+    elif isinstance(opt.type, click.types.BoolParamType) and not isinstance(v, bool):
+        problem = "must be true or false"
+    elif isinstance(v, scalar):
+        return v
+    else:
+        problem = "must be a single value, not a table or list"
+    raise OneLineBadParameter(f"{path}: key {key!r} {problem}", ctx=ctx, param=param)
 
 
 def _print(rec: Recommendation, as_json: bool, out: TextIO) -> None:
@@ -239,7 +278,10 @@ def _emit(
     for r in recs:
         _print(r, as_json, sys.stdout)
     if log_path:
-        log.append(log_path, recs)
+        try:
+            log.append(log_path, recs)
+        except OSError as exc:
+            raise click.ClickException(f"--log {log_path}: cannot append ({exc.strerror})") from None
 
 
 def _run_file(
@@ -383,21 +425,21 @@ def _run_prometheus(
 )
 @click.option(
     "--target-cpu",
-    type=click.FloatRange(min=0.01, max=10.0),
+    type=FiniteFloatRange(min=0.01, max=10.0),
     default=0.75,
     show_default=True,
     help="HPA/PHPA target CPU utilisation (fraction of request).",
 )
 @click.option(
     "--max-cpu-per-replica",
-    type=click.FloatRange(min=0.001),
+    type=FiniteFloatRange(min=0.001),
     default=4.0,
     show_default=True,
     help="Cores; past it SHOWAR scales out instead of up.",
 )
 @click.option(
     "--min-cpu-per-replica",
-    type=click.FloatRange(min=0.0),
+    type=FiniteFloatRange(min=0.0),
     default=None,
     help="Cores; default: the policy's own floor (SHOWAR 0.128, VPA 0.025).",
 )
@@ -477,6 +519,14 @@ def scaler(
         target_cpu_utilization=target_cpu,
         target_runq_p95_seconds=target_runq_p95,
     )
+    if log_path:
+        try:  # a bad --log path is bad input (exit 2), found before any decision is made
+            with open(log_path, "ab"):
+                pass
+        except OSError as exc:
+            raise OneLineUsageError(
+                f"--log {log_path}: cannot append ({exc.strerror}); give a writable file path"
+            ) from None
     pol = get(policy)
     runner = Runner(policy, config, period or pol.period_seconds, window)
     if signals_file is not None:

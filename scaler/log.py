@@ -78,7 +78,7 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
         try:
             obj = json.loads(raw)
             recs.append(Recommendation.from_json(obj))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             if is_last and not last_terminated:
                 torn = True
                 continue

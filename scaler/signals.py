@@ -68,7 +68,10 @@ def _number(value: Any, name: str, where: str) -> float | None:
     integer, lo, hi = LIMITS[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SignalsError(where, name, f"must be a number or null, got {value!r}", _fix(name))
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        v = math.inf
     if not math.isfinite(v):
         raise SignalsError(where, name, f"must be finite, got {value!r}", _fix(name))
     if integer and v != int(v):
@@ -144,7 +147,12 @@ def parse_sample(obj: Any, where: str) -> Sample:
     if not isinstance(obj, dict):
         raise SignalsError(where, None, "is not a JSON object", "write one object per line")
     ts = obj.get("ts")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0:
+    if (
+        isinstance(ts, bool)
+        or not isinstance(ts, int | float)
+        or not math.isfinite(float(ts) if isinstance(ts, float) or abs(ts) < 2**53 else math.inf)
+        or ts < 0
+    ):
         raise SignalsError(where, "ts", f"must be unix seconds, got {ts!r}", "e.g. 1719300000.0")
     wl = obj.get("workload")
     if not isinstance(wl, str):
@@ -267,12 +275,20 @@ class PrometheusSource:
         warnings: list[str] = []
         for name, query in self.queries.items():
             for series in self.query_range(query, start, now, step_seconds):
-                metric = series.get("metric") or {}
-                ns, wl = metric.get("namespace"), metric.get("workload")
-                if not ns or not wl:
+                if not isinstance(series, dict):
+                    warnings.append(f"{name}: malformed series {str(series)[:80]}: ignored")
                     continue
-                ref = WorkloadRef(str(ns), str(wl))
-                for point in series.get("values") or []:
+                metric = series.get("metric") or {}
+                ns = metric.get("namespace") if isinstance(metric, dict) else None
+                wl = metric.get("workload") if isinstance(metric, dict) else None
+                if not ns or not wl or not isinstance(ns, str) or not isinstance(wl, str):
+                    continue
+                ref = WorkloadRef(ns, wl)
+                points = series.get("values") or []
+                if not isinstance(points, list):
+                    warnings.append(f"{ref.key} {name}: 'values' is not a list: ignored")
+                    continue
+                for point in points:
                     value = self._point(point, name, now, ref, warnings)
                     if value is None:
                         continue
@@ -293,8 +309,8 @@ class PrometheusSource:
             ts = float(point[0])
             raw = point[1]
             value = float(raw)
-        except (TypeError, ValueError, IndexError):
-            warnings.append(f"{ref.key} {name}: malformed point {point!r}: ignored")
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+            warnings.append(f"{ref.key} {name}: malformed point {str(point)[:80]}: ignored")
             return None
         if not math.isfinite(ts) or ts < now - 10 * 86400 or ts > now + 3600:
             warnings.append(f"{ref.key} {name}: point at {ts!r} far from now {now:.0f}: ignored")

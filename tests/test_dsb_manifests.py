@@ -7,8 +7,9 @@ the stores do not opt in; service-config.json names exactly the Services deploye
 
 Against the real API server (marked `kubernetes`): the base and the with-jaeger overlay render
 with kustomize and pass server-side dry-run; applied for real, every Deployment's pod runs on the
-kwok nodes (so the requests fit and nothing is rejected at admission), and the live objects still
-parse as opted-in workloads.
+kwok nodes (so the requests fit and nothing is rejected at admission), the live objects still
+parse as opted-in workloads, and the scaler's controller (as its ServiceAccount, dry-run) decides
+on exactly the stateless ones.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_helpers import REPO, wait_for
+from k8s_helpers import REPO, FreshSignals, wait_for
 
-from runqscale.scaler.actuators.kubernetes import template_cpu
+from runqscale.scaler.actuators.kubernetes import KubernetesActuator, template_cpu
 from runqscale.scaler.k8s import annotations
+from runqscale.scaler.k8s.controller import Controller
+from runqscale.scaler.k8s.events import EventRecorder
 from runqscale.scaler.k8s.quantity import parse_cpu
 from runqscale.scaler.model import ScalerConfig
 from runqscale.scaler.policies import POLICIES
+from runqscale.scaler.signals import read_file
 
 MANIFESTS = REPO / "deathstarbench/manifests"
 BASE = MANIFESTS / "base"
@@ -212,7 +216,7 @@ def test_kustomization_renders_and_passes_server_side_dry_run(cp, path):
 
 @pytest.mark.kubernetes
 @pytest.mark.slow
-def test_applied_for_real_every_deployment_runs_and_stays_opted_in(cp):
+def test_applied_for_real_every_deployment_runs_and_stays_opted_in(cp, k8s_deployed, tmp_path):
     text, _ = render(cp, BASE)
     cp.kubectl("apply", "-f", "-", input=text)
 
@@ -230,3 +234,25 @@ def test_applied_for_real_every_deployment_runs_and_stays_opted_in(cp):
         if spec is not None:
             opted[d["metadata"]["name"]] = spec.policy
     assert opted == dict.fromkeys(STATELESS, "showar")
+
+    # the scaler's own loop, as its ServiceAccount, dry-run: it decides on exactly the 12
+    # stateless Deployments (no invalid annotation, no error): with run-queue p95 at 10x the
+    # 5 ms target, showar scales each out, and dry-run changes nothing
+    client = cp.client_for_token(k8s_deployed.token)
+    sig = FreshSignals(tmp_path / "signals.jsonl",
+                       [f"{NAMESPACE}/{n}" for n in sorted(STATELESS | STORES)], runq_p95=0.05)
+    try:
+        ctl = Controller(
+            client, lambda now: read_file(sig.path),
+            KubernetesActuator(client, dry_run=True, max_signal_age=5),
+            EventRecorder(client, instance="test-dsb"), ScalerConfig(period_seconds=0.01),
+            "test-dsb", namespaces=[NAMESPACE], max_signal_age=5,
+        )
+        outcomes = {o.workload: o for o in ctl.step()}
+    finally:
+        sig.stop()
+    assert set(outcomes) == {f"{NAMESPACE}/{n}" for n in STATELESS}
+    for o in outcomes.values():
+        assert (o.status, o.dry_run, o.action) == ("decided", True, "scale_out"), o
+    live = cp.admin.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"]
+    assert all(d["spec"]["replicas"] == 1 for d in live)

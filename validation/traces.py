@@ -145,6 +145,9 @@ def _load_csv(path: str, data: list[tuple[int, str]]) -> Trace:
             no = rows[int(bad[0]) + 1][0]
             raise TraceError(f"{path}:{no}: gap of {diffs[bad[0]]:g} s where the trace's step is "
                              f"{step:g} s; fill the missing steps (count 0) or resample")
+    if not math.isfinite(step * len(ts)) or not step * len(ts) > 0:
+        raise TraceError(f"{path}:{rows[-1][0]}: timestamps span more (or less) time than can be "
+                         f"replayed (step {step:g} s); write unix seconds or dates")
     return Trace(path, np.asarray(counts, dtype=np.float64), step,
                  rows[0][1].split(",")[0].strip(), ts[0])
 

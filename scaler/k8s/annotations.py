@@ -63,7 +63,7 @@ def _duration(annotations: Mapping[str, str], key: str) -> float | None:
     if raw is None:
         return None
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)\s*", raw)
-    if not m or float(m.group(1)) <= 0:
+    if not m or not 0 < float(m.group(1)) < float("inf"):
         raise AnnotationError(
             key, f"{raw!r} is not a positive duration with a unit", f"set it like {key}: 5ms"
         )
