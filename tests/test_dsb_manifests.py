@@ -153,6 +153,12 @@ def test_service_config_names_the_deployed_services(objs):
         assert e["port"] == svcs[name]["spec"]["ports"][0]["port"]
         kind = name.rsplit("-", 1)[1]
         assert e["port"] == STORE_PORTS.get(kind, 9090)
+        if kind == "redis":  # read as ints by the services: a missing key fails at start
+            assert (e["use_cluster"], e["use_replica"]) == (0, 0)
+        if kind == "memcached":
+            assert e["binary_protocol"] == 1
+    # the machine id of unique ids comes from this interface's MAC
+    assert entries["unique-id-service"]["netif"] == entries["user-service"]["netif"] == "eth0"
     # every logic service mounts it where DeathStarBench's binaries read config/
     for name in LOGIC:
         pod = by_kind(objs, "Deployment")[name]["spec"]["template"]["spec"]
@@ -170,6 +176,10 @@ def test_nginx_routes_the_three_request_types(objs):
                  "/wrk2-api/post/compose"):
         assert f"location {path} " in conf
     assert conf.count("{") == conf.count("}")
+    # opentracing_* directives need the dynamic module loaded first; POST bodies need reading
+    assert conf.index("load_module modules/ngx_http_opentracing_module.so;") < conf.index(
+        "opentracing on;")
+    assert "lua_need_request_body on;" in conf and "env fqdn_suffix;" in conf
     json.loads(by_kind(objs, "ConfigMap")["nginx-web-server-config"]["data"]["jaeger-config.json"])
 
 
