@@ -94,6 +94,15 @@ def test_compose_builds_the_post_in_parallel_then_stores_and_fans_out():
     assert home.stages[-1][0].repeat == cg.FOLLOWERS
 
 
+def test_user_timeline_reads_posts_while_refilling_redis():
+    (stage,) = cg.request_types()["read-user-timeline"].root.stages
+    (utl,) = stage
+    first, miss, last = utl.stages
+    assert [(c.service, c.operation) for c in first] == [("user-timeline-redis", "ZREVRANGE")]
+    assert miss[0].service == "user-timeline-mongodb" and miss[0].probability < 1
+    assert {c.service for c in last} == {"post-storage-service", "user-timeline-redis"}
+
+
 def test_visits_multiply_probabilities_and_follower_fanout():
     exact = cg.CacheRatios(0.0, 0.0, 0.0, 0.0)
     types = cg.request_types(exact)

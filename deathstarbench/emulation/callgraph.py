@@ -9,8 +9,11 @@ does (`followers` = once per follower of the author, set from the social graph).
 The three request types and their shares are those of DeathStarBench's mixed wrk2 workload
 (`wrk2/scripts/social-network/mixed-workload.lua`): 60 % read home timeline, 30 % read user
 timeline, 10 % compose post. Operation names are the Thrift methods (services) and the store
-commands the services issue (stores), as remembered from the DeathStarBench sources; cache hit
-ratios are emulation parameters, not DeathStarBench facts.
+commands the services issue (stores). The structure of ComposePost, Read/WriteHomeTimeline and
+Read/WriteUserTimeline was checked against DeathStarBench's handlers (ComposePostHandler.h,
+HomeTimelineHandler.h, UserTimelineHandler.h, copies of unknown date in the local code index); the
+insides of post-storage, text, url-shorten, user-mention and social-graph are as remembered.
+Cache-miss ratios are emulation parameters, not DeathStarBench facts.
 """
 
 from __future__ import annotations
@@ -120,17 +123,18 @@ def request_types(cache: CacheRatios | None = None) -> dict[str, RequestType]:
     home = _c(
         "nginx-web-server", "GET /wrk2-api/home-timeline/read",
         (_c("home-timeline-service", "ReadHomeTimeline",
-            (_c("home-timeline-redis", "ZREVRANGEBYSCORE"),),
+            (_c("home-timeline-redis", "ZREVRANGE"),),
             (_read_posts(cache),)),),
     )
     user_miss = cache.user_timeline_redis_miss
     user = _c(
         "nginx-web-server", "GET /wrk2-api/user-timeline/read",
         (_c("user-timeline-service", "ReadUserTimeline",
-            (_c("user-timeline-redis", "ZREVRANGEBYSCORE"),),
+            (_c("user-timeline-redis", "ZREVRANGE"),),
+            # fewer post ids in redis than asked: the rest from mongodb ...
             (_c("user-timeline-mongodb", "find", p=user_miss),),
-            (_c("user-timeline-redis", "ZADD", p=user_miss),),
-            (_read_posts(cache),)),),
+            # ... then the posts are read while redis is refilled, in parallel
+            (_read_posts(cache), _c("user-timeline-redis", "ZADD", p=user_miss))),),
     )
     sg_miss = cache.social_graph_redis_miss
     compose = _c(
@@ -153,14 +157,14 @@ def request_types(cache: CacheRatios | None = None) -> dict[str, RequestType]:
                 _c("post-storage-service", "StorePost",
                    (_c("post-storage-mongodb", "insert_one"),)),
                 _c("user-timeline-service", "WriteUserTimeline",
-                   (_c("user-timeline-mongodb", "update_one"),),
+                   (_c("user-timeline-mongodb", "find_and_modify"),),
                    (_c("user-timeline-redis", "ZADD"),)),
                 _c("home-timeline-service", "WriteHomeTimeline",
                    (_c("social-graph-service", "GetFollowers",
                        (_c("social-graph-redis", "ZRANGE"),),
                        (_c("social-graph-mongodb", "find_one", p=sg_miss),),
                        (_c("social-graph-redis", "ZADD", p=sg_miss),)),),
-                   # one pipelined ZADD per follower's home timeline
+                   # one pipeline: a ZADD per follower (and mentioned user)
                    (_c("home-timeline-redis", "ZADD", repeat=FOLLOWERS),)),
             ),
         ),),
