@@ -2,9 +2,11 @@
 
 The file is the Network Data Repository's format: one friendship `a b` per line (whitespace
 separated, `,` also accepted), `%` or `#` comment lines, ids from 0. Friendships are undirected;
-DeathStarBench's init_social_graph.py turns each into two follows (a follows b, b follows a),
-so a user's followers are its friends here. Self-loops are dropped and repeated edges counted
-once; both are reported (`self_loops`, `duplicates`), not errors.
+DeathStarBench's scripts/init_social_graph.py registers users 0..n-1 (`username_<id>`) and
+turns each edge into two follows (a follows b, b follows a), so a user's followers are its
+friends here. It reads n from the first line of the `.nodes` file, which is empty in the shared
+copy: n is the largest id + 1 unless `users` is given. Self-loops are dropped and repeated edges
+counted once; both are reported (`self_loops`, `duplicates`), not errors.
 
     g = load_edges("../shared/data/deathstarbench/socfb-Reed98.edges")
     g.users, g.friendships            # 962, 18812
