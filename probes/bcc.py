@@ -56,7 +56,6 @@ from runqscale.probes.libbpf import LibBpf
 from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
 from runqscale.probes.model import (
     SLOTS,
-    SUB_BITS,
     CgroupHistogram,
     Hierarchy,
     ProbeReading,
@@ -73,22 +72,10 @@ TASK_REPORT_MAX_DEFAULT = 0x100  # Linux >= 4.14
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SWITCH_FORMAT = "events/sched/sched_switch/format"
 
-# Self-contained (no include path, no kernel struct): the map layout below is this module's own,
-# and the slot constants come from probes/model.py (which mirrors probes/runqlat.h) via -D.
+# Tracepoint fields only (no kernel struct); the map layout and slot math come from
+# probes/runqlat.h, shared with the CO-RE program.
 PROGRAM = r"""
-#define RQ_HIER_V2 0
-#define RQ_HIER_V1_CPU 1
-
-struct rq_hist {
-	u64 slots[RQ_SLOTS]; /* the count is their sum, as in runqlat.h */
-	u64 sum_ns;
-};
-
-enum rq_stat { /* exceptional events only; the order of STATS in bcc.py */
-	RQ_STAT_MAP_FULL = 0,
-	RQ_STAT_NO_CGROUP = 1,
-	RQ_STAT_MAX = 2,
-};
+#include "runqlat.h" /* struct rq_hist, enum rq_stat, hierarchy ids, slot_of() */
 
 struct rq_stash {
 	u32 pid;
@@ -111,31 +98,6 @@ static __always_inline void count_stat(u32 which)
 
 	if (v)
 		*v += 1;
-}
-
-/* The slot math of probes/runqlat.bpf.c, unchanged. */
-static __always_inline u32 log2_u64(u64 v)
-{
-	u32 r = 0, shift;
-
-	shift = (v > 0xFFFFFFFFULL) << 5; v >>= shift; r |= shift;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	return r;
-}
-
-static __always_inline u32 slot_of(u64 ns)
-{
-	u32 msb, slot;
-
-	if (ns < (1 << RQ_SUB_BITS))
-		return ns;
-	msb = log2_u64(ns);
-	slot = ((msb - 1) << RQ_SUB_BITS) + ((ns >> (msb - RQ_SUB_BITS)) & ((1 << RQ_SUB_BITS) - 1));
-	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
 }
 
 static __always_inline void mark_runnable(u32 pid, u64 now)
@@ -321,8 +283,7 @@ class BccProbe:
         with open(os.path.join(tracefs, SWITCH_FORMAT)) as f:
             preempted = task_report_max(f.read())
         cflags = [
-            f"-DRQ_SLOTS={SLOTS}",
-            f"-DRQ_SUB_BITS={SUB_BITS}",
+            f"-I{os.path.dirname(os.path.abspath(__file__))}",
             f"-DHIER={0 if v2 else 1}",
             f"-DMAX_KEYS={self.capacity}",
             f"-DSTART_ENTRIES={START_ENTRIES}",

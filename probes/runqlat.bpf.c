@@ -60,30 +60,6 @@ static __always_inline void count_stat(__u32 which)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 r = 0, shift;
-
-	shift = (v > 0xFFFFFFFFULL) << 5; v >>= shift; r |= shift;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	return r;
-}
-
-static __always_inline __u32 slot_of(__u64 ns)
-{
-	__u32 msb, slot;
-
-	if (ns < (1 << RQ_SUB_BITS))
-		return ns;
-	msb = log2_u64(ns);
-	slot = ((msb - 1) << RQ_SUB_BITS) + ((ns >> (msb - RQ_SUB_BITS)) & ((1 << RQ_SUB_BITS) - 1));
-	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
-}
-
 /* Direct BTF loads (faulting loads, no helper calls) along task->cgroups->... */
 static __always_inline __u64 cgroup_id_of(struct task_struct *t)
 {

@@ -1,5 +1,5 @@
-/* Shared between the BPF program and its loaders: map layouts and the histogram's slot scheme.
- * Keep probes/model.py in step with every constant here. */
+/* Shared by both BPF programs (runqlat.bpf.c and the bcc backend's text, which includes this
+ * file) and mirrored by probes/model.py: map layouts and the histogram's slot scheme. */
 #ifndef RUNQSCALE_RUNQLAT_H
 #define RUNQSCALE_RUNQLAT_H
 
@@ -29,5 +29,30 @@ enum rq_stat {
 	RQ_STAT_NO_CGROUP = 1, /* waits whose task had no cgroup in the chosen hierarchy */
 	RQ_STAT_MAX = 2,
 };
+
+/* The slot of a wait of `ns` nanoseconds (probes/model.py slot_of does the same in Python). */
+static __always_inline __u32 rq_log2(__u64 v)
+{
+	__u32 r = 0, shift;
+
+	shift = (v > 0xFFFFFFFFULL) << 5; v >>= shift; r |= shift;
+	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static __always_inline __u32 slot_of(__u64 ns)
+{
+	__u32 msb, slot;
+
+	if (ns < (1 << RQ_SUB_BITS))
+		return ns;
+	msb = rq_log2(ns);
+	slot = ((msb - 1) << RQ_SUB_BITS) + ((ns >> (msb - RQ_SUB_BITS)) & ((1 << RQ_SUB_BITS) - 1));
+	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
+}
 
 #endif

@@ -281,7 +281,8 @@ def _emit(
         try:
             log.append(log_path, recs)
         except OSError as exc:
-            raise click.ClickException(f"--log {log_path}: cannot append ({exc.strerror})") from None
+            raise click.ClickException(
+                f"--log {log_path}: cannot append ({exc.strerror})") from None
 
 
 def _run_file(
