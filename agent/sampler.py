@@ -54,9 +54,6 @@ class Interval:
     removed: int  # cgroups dropped because they vanished
 
 
-CHECK_EVERY = 4  # samples between existence checks of an idle cgroup (agent mode)
-
-
 class Sampler:
     def __init__(self, probe: Probe, mounts: CgroupMounts, root: str,
                  only: list[str] | None = None, read_cpu: bool = True,
@@ -71,7 +68,6 @@ class Sampler:
         self._prev: ProbeReading | None = None
         self._cpu: dict[int, CpuStat | None] = {}
         self._missing_since: dict[int, int] = {}
-        self._round = 0
 
     def sample(self) -> Interval:
         reading = self.probe.read()
@@ -92,10 +88,9 @@ class Sampler:
                 continue
             cpu = read_cpu_stat(self.mounts, self.probe.hierarchy, path) if self.read_cpu \
                 else None
-            # Without cpu.stat, a cgroup that waited exists; an idle one is stat()ed every
-            # CHECK_EVERY samples (staggered by id), so 500 idle cgroups cost 125 stats a round.
+            # Without cpu.stat, a cgroup that waited exists; an idle one is checked with one
+            # stat(), so its series leave exactly one window after it is removed.
             if cpu is None and not (not self.read_cpu and delta.count) \
-                    and (self.read_cpu or (cid + self._round) % CHECK_EVERY == 0) \
                     and not os.path.isdir(self.index.abspath(path)):
                 gone.append(cid)
                 if delta.count:  # its last waits still belong to it: report them once
@@ -111,7 +106,6 @@ class Sampler:
                 self._missing_since.pop(cid, None)
                 self.index.forget(cid)
         self._prev = reading
-        self._round += 1
         return Interval(seconds, reading, out, unresolved, len(gone))
 
     def _selected(self, path: str) -> bool:
