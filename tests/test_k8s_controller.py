@@ -174,7 +174,10 @@ def test_two_scalers_only_the_leader_acts_and_a_kill_hands_over(env, tmp_path):
             cp.admin.patch(path("Deployment", NS, "led"),
                            {"metadata": {"annotations": {ann.MIN_REPLICAS: "4"}}})
             wait_for(lambda: replicas(cp, "led") == 4, 15, what="the new leader to scale to 4")
-            assert any(e["applied"] and e["identity"] == "scaler-b" for _, e in b.events("outcome"))
+            # its outcome line is printed after the API write: give the pipe a moment
+            wait_for(lambda: any(e["applied"] and e["identity"] == "scaler-b"
+                                 for _, e in b.events("outcome")), 5,
+                     what="scaler-b to report the scale-up as applied")
         finally:
             b.stop()
     finally:
