@@ -43,26 +43,24 @@ class OneLineBadParameter(click.BadParameter):
         click.echo(f"Error: {self.format_message()}", err=True, file=file)
 
 
-class OneLineGroup(click.Group):
+class _OneLineParse:
+    """Turns click's usage errors during parsing into one-line ones."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)  # type: ignore[misc]
+        except (OneLineUsageError, OneLineBadParameter):
+            raise
+        except click.UsageError as exc:
+            raise OneLineUsageError(exc.format_message(), ctx) from None
+
+
+class OneLineGroup(_OneLineParse, click.Group):
     """Every usage error of this command and its subcommands is printed as one line."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except (OneLineUsageError, OneLineBadParameter):
-            raise
-        except click.UsageError as exc:
-            raise OneLineUsageError(exc.format_message(), ctx) from None
 
-
-class _OneLineCommand(click.Command):
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except (OneLineUsageError, OneLineBadParameter):
-            raise
-        except click.UsageError as exc:
-            raise OneLineUsageError(exc.format_message(), ctx) from None
+class _OneLineCommand(_OneLineParse, click.Command):
+    pass
 
 
 class _OneLineType(click.ParamType):
