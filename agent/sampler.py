@@ -12,7 +12,13 @@ import os
 from dataclasses import dataclass
 
 from runqscale.probes.backends import Probe
-from runqscale.probes.cgroupfs import CgroupIndex, CgroupMounts, CpuStat, read_cpu_stat
+from runqscale.probes.cgroupfs import (
+    CgroupIndex,
+    CgroupMounts,
+    CpuStat,
+    read_cpu_stat,
+    throttled_ratio,
+)
 from runqscale.probes.model import CgroupHistogram, ProbeReading, quantile_seconds
 
 
@@ -40,8 +46,6 @@ class CgroupSample:
 
     @property
     def throttled_ratio(self) -> float | None:
-        from runqscale.probes.cgroupfs import throttled_ratio
-
         return throttled_ratio(self.cpu_before, self.cpu)
 
 
