@@ -133,17 +133,24 @@ class Nginx:
     def set_upstreams(self, upstreams: list[int], timeout_s: float = 10,
                       drain_timeout_s: float = 5) -> float:
         """Point nginx at `upstreams`; returns the seconds until only new workers accept."""
+        t = self.reload(lambda: self._write(upstreams), timeout_s, drain_timeout_s)
+        self.upstreams = list(upstreams)
+        return t
+
+    def reload(self, write: Callable[[], None], timeout_s: float = 10,
+               drain_timeout_s: float = 5) -> float:
+        """`write()` the new config, SIGHUP, and return the seconds until only new workers
+        accept (their old generation drained, bounded by `drain_timeout_s`)."""
         if self.proc is None or self.proc.poll() is not None:
             raise NginxError("nginx is not running")
         t0 = time.monotonic()
         old = self.workers()
-        self._write(upstreams)
+        write()
         self.proc.send_signal(signal.SIGHUP)
         deadline = t0 + timeout_s
         while time.monotonic() < deadline:
             now = self.workers()
             if now - old:  # the new generation runs ...
-                self.upstreams = list(upstreams)
                 break
             time.sleep(0.01)
         else:
