@@ -14,12 +14,14 @@ import sys
 import time
 import tomllib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import click
 
 from runqscale.scaler import affinity, log, promql, signals, spread
+from runqscale.scaler.clock import WallClockGuard
 from runqscale.scaler.model import (
     CurrentState,
     Recommendation,
@@ -267,11 +269,46 @@ class Runner:
         return out
 
 
+ResumeKey = tuple[str, bool]  # (workload key, affinity/spread extra rather than a decision)
+
+
+def _resume_key(rec: Recommendation) -> ResumeKey:
+    return rec.workload.key, rec.action == "affinity"
+
+
+def resume_marks(log_path: str, policy: str) -> dict[ResumeKey, float]:
+    """The newest logged ts per workload (decisions and extras apart) of `policy`: what a killed
+    run already logged. A torn last line is not a decision, so it is decided again."""
+    if not Path(log_path).exists():
+        return {}
+    try:
+        recs = log.read(log_path).recommendations
+    except log.LogError as exc:
+        raise OneLineUsageError(f"--log {exc}; or give a new --log file") from None
+    except OSError as exc:
+        raise OneLineUsageError(f"--log {log_path}: cannot read ({exc.strerror})") from None
+    marks: dict[ResumeKey, float] = {}
+    for r in recs:
+        if r.policy == policy:
+            k = _resume_key(r)
+            marks[k] = max(r.ts, marks.get(k, r.ts))
+    return marks
+
+
+def _unlogged(
+    recs: Sequence[Recommendation], marks: dict[ResumeKey, float]
+) -> list[Recommendation]:
+    return [r for r in recs if r.ts > marks.get(_resume_key(r), -math.inf)]
+
+
 def _emit(
-    recs: Sequence[Recommendation], dry_run: bool, log_path: str | None, as_json: bool
+    recs: Sequence[Recommendation], dry_run: bool, log_path: str | None, as_json: bool,
+    marks: dict[ResumeKey, float] | None = None,
 ) -> None:
     from dataclasses import replace
 
+    if marks:  # resuming: the run replays silently up to what the log already holds
+        recs = _unlogged(recs, marks)
     recs = [replace(r, dry_run=dry_run, applied=False) for r in recs]
     for r in recs:
         _print(r, as_json, sys.stdout)
@@ -284,7 +321,8 @@ def _emit(
 
 
 def _run_file(
-    samples: list[Sample], runner: Runner, once: bool, log_path: str | None, as_json: bool
+    samples: list[Sample], runner: Runner, once: bool, log_path: str | None, as_json: bool,
+    marks: dict[ResumeKey, float] | None = None,
 ) -> int:
     full = signals.windows_from_samples(samples)
     if once:
@@ -296,7 +334,7 @@ def _run_file(
         recs = [runner.decide(w) for w in windows]
         now = max(w.now for w in windows)
         recs += runner.extras(windows, now, force=True)
-        _emit(recs, True, log_path, as_json)
+        _emit(recs, True, log_path, as_json, marks)
         return len(recs)
     all_ts = sorted({float(t) for w in full.values() for t in w.ts})
     n = 0
@@ -311,50 +349,86 @@ def _run_file(
             if runner.due(w.workload, t):
                 recs.append(runner.decide(win))
         recs += runner.extras(current_windows, t, force=False)
-        _emit(recs, True, log_path, as_json)
+        _emit(recs, True, log_path, as_json, marks)
         n += len(recs)
     return n
 
 
+@dataclass
+class PrometheusLoop:
+    """`scaler --prometheus`: one decision round per period. Prometheus unreachable or a
+    workload's newest sample older than `max_signal_age` -> a one-line warning and no decision,
+    never an exit (except with --once); wall-clock jumps go through WallClockGuard."""
+
+    source: signals.PrometheusSource
+    runner: Runner
+    workloads: Sequence[WorkloadRef]
+    max_signal_age: float
+    guard: WallClockGuard = field(default_factory=WallClockGuard)
+
+    def round(self, now: float, mono: float) -> list[Recommendation]:
+        """Decide once at wall time `now`; PrometheusError when Prometheus cannot answer."""
+        note = self.guard.observe(now, mono)
+        if note:
+            _warn(note)
+        step = max(1.0, min(self.runner.period, 15.0))
+        fetched = self.source.fetch(now, self.runner.window, step)
+        ages = self.source.signal_ages(now)
+        for w in fetched.warnings[:20]:
+            _warn(w)
+        wins = [
+            w for w in signals.windows_from_samples(fetched.samples).values()
+            if not self.workloads or w.workload in self.workloads
+        ]
+        if not wins:
+            _warn(f"no workload signals in {self.source.url} over the last "
+                  f"{self.runner.window:g} s: no decision")
+        fresh, raw_now = [], {}
+        for w in wins:
+            age = ages.get(w.workload)
+            pw = self.guard.policy_window(w)
+            if age is not None and age > self.max_signal_age:
+                _warn(f"{w.workload.key}: newest run-queue sample {age:.0f} s old "
+                      f"(--max-signal-age {self.max_signal_age:g} s): no decision")
+            elif pw is None:
+                _warn(f"{w.workload.key}: only samples from before the clock jump: no decision")
+            else:
+                fresh.append(pw)
+                raw_now[w.workload] = w.now
+        recs = [self.runner.decide(w) for w in fresh]
+        recs += self.runner.extras(fresh, max((w.now for w in fresh), default=now), force=False)
+        return [self.guard.wall_rec(r, raw_now.get(r.workload, now)) for r in recs]
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 def _run_prometheus(
-    url: str,
-    runner: Runner,
+    loop: PrometheusLoop,
     once: bool,
     iterations: int | None,
     log_path: str | None,
     as_json: bool,
-    workloads: Sequence[WorkloadRef],
-    rate_window: float,
 ) -> int:
-    source = signals.PrometheusSource(url, queries=promql.queries(f"{max(1, round(rate_window))}s"))
-    step = max(1.0, min(runner.period, 15.0))
     done = 0
     total = 0
     while True:
-        now = time.time()
+        started = time.monotonic()
         try:
-            fetched = source.fetch(now, runner.window, step)
+            recs = loop.round(time.time(), started)
         except signals.PrometheusError as exc:
-            raise click.ClickException(str(exc)) from None
-        for w in fetched.warnings[:20]:
-            click.echo(f"warning: {w}", err=True)
-        wins = [
-            w
-            for w in signals.windows_from_samples(fetched.samples).values()
-            if not workloads or w.workload in workloads
-        ]
-        if not wins:
-            click.echo(
-                f"warning: no workload signals in {url} over the last {runner.window:g} s", err=True
-            )
-        recs = [runner.decide(w) for w in wins]
-        recs += runner.extras(wins, now, force=once)
+            if once:
+                raise click.ClickException(str(exc)) from None
+            _warn(f"{exc}: no decision this round; retrying in {loop.runner.period:g} s")
+            recs = []
         _emit(recs, True, log_path, as_json)
         total += len(recs)
         done += 1
         if once or (iterations is not None and done >= iterations):
             return total
-        time.sleep(max(0.0, runner.period - (time.time() - now)))
+        # monotonic: a wall-clock step must not stretch or skip the sleep
+        time.sleep(max(0.0, loop.runner.period - (time.monotonic() - started)))
 
 
 @click.group(
@@ -404,6 +478,12 @@ def _run_prometheus(
     type=click.Path(dir_okay=False),
     default=None,
     help="Append the recommendations log (JSON Lines) to this file.",
+)
+@click.option(
+    "--resume/--no-resume",
+    default=True,
+    show_default=True,
+    help="With --signals and --log: skip decisions the log already holds (after a crash).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print recommendations as JSON Lines.")
 @click.option(
@@ -462,6 +542,13 @@ def _run_prometheus(
     show_default=True,
     help="With --prometheus: rate() window for counters (at least 4 scrape intervals).",
 )
+@click.option(
+    "--max-signal-age",
+    type=Duration(),
+    default="60s",
+    show_default=True,
+    help="With --prometheus: no decision for a workload whose newest sample is older.",
+)
 @click.pass_context
 def scaler(
     ctx: click.Context,
@@ -472,6 +559,7 @@ def scaler(
     once: bool,
     iterations: int | None,
     log_path: str | None,
+    resume: bool,
     as_json: bool,
     workloads: tuple[WorkloadRef, ...],
     min_replicas: int,
@@ -483,6 +571,7 @@ def scaler(
     period: float | None,
     window: float,
     rate_window: float,
+    max_signal_age: float,
 ) -> None:
     """Decide replicas and CPU sizes from signals with one policy (dry-run).
 
@@ -535,12 +624,14 @@ def scaler(
             if not samples:
                 names = ", ".join(w.key for w in workloads)
                 raise OneLineUsageError(f"--workload {names}: no such workload in --signals")
-        _run_file(samples, runner, once, log_path, as_json)
+        marks = resume_marks(log_path, policy) if log_path and resume else {}
+        _run_file(samples, runner, once, log_path, as_json, marks)
     else:
         assert prometheus_url is not None
-        _run_prometheus(
-            prometheus_url, runner, once, iterations, log_path, as_json, workloads, rate_window
-        )
+        queries = promql.queries(f"{max(1, round(rate_window))}s")
+        source = signals.PrometheusSource(prometheus_url, queries=queries)
+        loop = PrometheusLoop(source, runner, workloads, max_signal_age)
+        _run_prometheus(loop, once, iterations, log_path, as_json)
 
 
 @scaler.command("report", cls=_OneLineCommand)

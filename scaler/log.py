@@ -90,5 +90,13 @@ def read(path: str | os.PathLike[str]) -> ReadResult:
 
 
 def _looks_torn(raw: bytes) -> bool:
-    # A torn line that a later append terminated: a prefix of a JSON object, not valid JSON.
-    return raw.startswith(b"{") and not raw.rstrip().endswith(b"}")
+    """A torn line that a later append terminated: a cut JSON object. It does not end in '}', or
+    it was cut right after a nested object's '}' and so fails only at the end of the input."""
+    text = raw.decode("utf-8", "replace").rstrip()
+    if not text.startswith("{"):
+        return False
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return not text.endswith("}") or exc.pos >= len(text)
+    return False

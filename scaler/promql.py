@@ -107,3 +107,15 @@ def queries(rate_window: str = RATE) -> Queries:
 
 
 DEFAULT = queries()
+
+
+def signal_age() -> str:
+    """Seconds since each workload's newest run-queue sample was scraped (an instant query).
+    A range query repeats a gauge's last value for Prometheus's 5-minute lookback, and after a
+    Prometheus restart it answers with pre-outage values until the next scrape: this tells them
+    apart. `timestamp()` goes inside `label_replace`, where it still sees the raw samples."""
+    newest = (
+        f"{by_workload('timestamp(runqscale_runqueue_latency_p95_seconds)')} or "
+        f"{by_workload('timestamp(runqscale_runqueue_latency_seconds_count)')}"
+    )
+    return f"time() - max by ({GROUP}) ({newest})"

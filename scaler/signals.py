@@ -268,6 +268,22 @@ class PrometheusSource:
             raise PrometheusError(f"{self.url}: range answer has no result list")
         return result
 
+    def signal_ages(self, now: float) -> dict[WorkloadRef, float]:
+        """Seconds since each workload's newest run-queue sample was scraped (promql.signal_age);
+        a workload without one is absent."""
+        data = self._get("/api/v1/query", {"query": promql.signal_age(), "time": f"{now:.3f}"})
+        result = data.get("result") if isinstance(data, dict) else None
+        ages: dict[WorkloadRef, float] = {}
+        for series in result if isinstance(result, list) else []:
+            try:
+                metric, age = series["metric"], float(series["value"][1])
+                ref = WorkloadRef(str(metric["namespace"]), str(metric["workload"]))
+            except (TypeError, KeyError, IndexError, ValueError):
+                continue
+            if math.isfinite(age):
+                ages[ref] = age
+        return ages
+
     def fetch(self, now: float, window_seconds: float, step_seconds: float) -> Fetched:
         """Samples for every workload seen in (now − window, now]."""
         start = now - window_seconds

@@ -12,6 +12,10 @@ One `step()`:
 
 API errors end the step without any action (the next step starts over from fresh reads); nothing
 here raises out of `step()` on an unreachable API server or Prometheus.
+
+Time: each policy's period is timed on the monotonic clock, and the samples go through a
+WallClockGuard (runqscale.scaler.clock), so a wall-clock step neither stalls the loop nor lets a
+policy's windows and cool-downs be judged in the wrong time.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from runqscale.scaler.actuators.kubernetes import (
     KubernetesActuator,
     template_cpu,
 )
+from runqscale.scaler.clock import WallClockGuard
 from runqscale.scaler.k8s import annotations
 from runqscale.scaler.k8s.client import ApiClient, ApiError, path
 from runqscale.scaler.k8s.events import NORMAL, WARNING, EventRecorder, ObjectRef
@@ -72,7 +77,7 @@ class Outcome:
 class _Track:
     policy: str
     state: Any = None
-    last: float | None = None
+    last: float | None = None  # monotonic time of the last decision
 
 
 Source = Callable[[float], Sequence[Sample]]
@@ -92,6 +97,7 @@ class Controller:
         window_seconds: float = 300.0,
         max_signal_age: float = 60.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.source = source
@@ -104,10 +110,12 @@ class Controller:
         self.window_seconds = window_seconds
         self.max_signal_age = max_signal_age
         self.clock = clock
+        self.monotonic = monotonic
+        self.guard = WallClockGuard()
         self._tracks: dict[tuple[str, str, str], _Track] = {}
 
     def leading(self) -> bool:
-        return self.elector is None or self.elector.is_leader(self.clock())
+        return self.elector is None or self.elector.is_leader()
 
     # ------------------------------------------------------------------ reads
 
@@ -131,7 +139,10 @@ class Controller:
     def step(self) -> list[Outcome]:
         if not self.leading():
             return []
-        now = self.clock()
+        now, mono = self.clock(), self.monotonic()
+        note = self.guard.observe(now, mono)
+        if note:
+            log.warning("%s", note)
         try:
             objects = self._list()
         except ApiError as exc:
@@ -149,7 +160,7 @@ class Controller:
                 continue
             if not self.leading():  # lost the lease mid-step: stop here
                 break
-            outcomes.append(self._workload(kind, obj, samples, now))
+            outcomes.append(self._workload(kind, obj, samples, now, mono))
         return [o for o in outcomes if o is not None]
 
     def _workload(
@@ -158,6 +169,7 @@ class Controller:
         obj: Mapping[str, Any],
         samples: Mapping[tuple[str, str], list[Sample]],
         now: float,
+        mono: float,
     ) -> Outcome | None:
         md = obj["metadata"]
         ns, name = md["namespace"], md["name"]
@@ -174,9 +186,10 @@ class Controller:
             track = self._tracks[(kind, ns, name)] = _Track(spec.policy)
         policy = POLICIES[spec.policy]
         period = spec.config.period_seconds or policy.period_seconds
-        if track.last is not None and now - track.last < period - 1e-6:
+        if track.last is not None and mono - track.last < period - 1e-6:
             return None
-        lo = now - self.window_seconds
+        # after a backward clock step, samples up to the guard's mark may predate it
+        lo = max(now - self.window_seconds, self.guard.hold_until)
         mine = [s for s in samples.get((ns, name), []) if lo < s.ts <= now + 5]
         if not mine or now - max(s.ts for s in mine) > self.max_signal_age:
             age = "none" if not mine else f"newest {now - max(s.ts for s in mine):.0f} s old"
@@ -186,11 +199,13 @@ class Controller:
             return Outcome(now, key, kind, self.identity, "no-signals", message=msg)
         wref = WorkloadRef(ns, name, kind)
         window = SignalWindow.from_samples([replace(s, workload=wref) for s in mine])
+        in_policy_time = self.guard.policy_window(window)
+        assert in_policy_time is not None  # `mine` holds samples after the mark only
         req, lim = template_cpu(obj)
         current = CurrentState(int((obj.get("spec") or {}).get("replicas") or 0), req, lim)
-        rec, track.state = policy.decide(window, current, spec.config, track.state)
-        track.last = now
-        rec = replace(rec, dry_run=self.actuator.dry_run)
+        rec, track.state = policy.decide(in_policy_time, current, spec.config, track.state)
+        track.last = mono
+        rec = replace(self.guard.wall_rec(rec, window.now), dry_run=self.actuator.dry_run)
         if rec.action == "none" or rec.action not in REASONS:
             return Outcome(now, key, kind, self.identity, "decided", rec.action,
                            dry_run=self.actuator.dry_run, message=rec.reason)

@@ -9,7 +9,10 @@ over), and a candidate takes over once the holder's last renewal is `lease_durat
 
 Every write is a PUT carrying the read `resourceVersion`, so two candidates racing for an expired
 Lease cannot both win: the second gets 409 Conflict. On graceful shutdown `release()` empties the
-holder so a successor does not wait for expiry. Time is injected (`clock`).
+holder so a successor does not wait for expiry. Time is injected: `clock` (wall) only stamps the
+Lease; every local decision (am I still leading, has the holder expired) is timed on `monotonic`,
+as client-go does, so a wall-clock step cannot keep a leader acting past its renew deadline
+(backward) or make a live holder look expired (forward).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class LeaderElector:
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < retry_period < renew_deadline < lease_duration:
             raise ValueError("need 0 < retry_period < renew_deadline < lease_duration")
@@ -62,17 +66,18 @@ class LeaderElector:
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self.clock = clock
-        self._renewed_at: float | None = None  # our last successful write as holder
+        self.monotonic = monotonic
+        self._renewed_at: float | None = None  # monotonic time of our last write as holder
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
-        self._observed_at: float = 0.0  # local time when _observed last changed
+        self._observed_at: float = 0.0  # monotonic time when _observed last changed
         self.transitions = 0
 
     # ------------------------------------------------------------------ state
 
-    def is_leader(self, now: float | None = None) -> bool:
-        """True while our last renewal is younger than renew_deadline."""
-        now = self.clock() if now is None else now
-        return self._renewed_at is not None and now - self._renewed_at < self.renew_deadline
+    def is_leader(self, mono: float | None = None) -> bool:
+        """True while our last renewal is younger than renew_deadline (monotonic time)."""
+        mono = self.monotonic() if mono is None else mono
+        return self._renewed_at is not None and mono - self._renewed_at < self.renew_deadline
 
     @property
     def holder(self) -> str | None:
@@ -91,7 +96,7 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One round: create, renew or take over the Lease. Never raises on API errors."""
-        now = self.clock()
+        now, mono = self.clock(), self.monotonic()
         lease_path = path("Lease", self.namespace, self.name)
         try:
             try:
@@ -108,22 +113,19 @@ class LeaderElector:
                         "spec": self._spec(now, now, 0),
                     },
                 )
-                return self._won(now, "created the lease")
+                return self._won(now, mono, "created the lease")
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity") or ""
             renew_raw = spec.get("renewTime") or ""
             if self._observed != (holder, renew_raw):
                 self._observed = (holder, renew_raw)
-                self._observed_at = now
+                self._observed_at = mono
             duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
-            if holder and holder != self.identity:
-                # The holder's renewTime if it is not in our future (clock skew), else the local
-                # time we saw it change (client-go's rule).
-                renewed = parse_micro_time(renew_raw)
-                seen = renewed if renewed is not None and renewed <= now else self._observed_at
-                if now < seen + duration:
-                    self._lost(f"held by {holder}")
-                    return False
+            # expired: no renewal seen for a lease duration on our monotonic clock (client-go's
+            # rule; the holder's renewTime is its wall clock, and ours may have stepped)
+            if holder and holder != self.identity and mono < self._observed_at + duration:
+                self._lost(f"held by {holder}")
+                return False
             transitions = int(spec.get("leaseTransitions") or 0)
             if holder == self.identity:
                 acquire = parse_micro_time(spec.get("acquireTime")) or now
@@ -134,24 +136,24 @@ class LeaderElector:
                 note = f"took over from {holder or 'nobody'}"
             lease["spec"] = {**spec, **self._spec(now, acquire, transitions)}
             self.client.update(lease_path, lease)  # carries resourceVersion: 409 if raced
-            return self._won(now, note)
+            return self._won(now, mono, note)
         except ApiError as exc:
             if exc.conflict:
                 log.info("lease %s/%s: lost a race (409)", self.namespace, self.name)
             else:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
-            if not self.is_leader(self.clock()):
+            if not self.is_leader():
                 self._lost(str(exc))
             return False
 
-    def _won(self, now: float, note: str) -> bool:
-        if not self.is_leader(now):
+    def _won(self, now: float, mono: float, note: str) -> bool:
+        if not self.is_leader(mono):
             self.transitions += 1
             log.info("lease %s/%s: %s is the leader (%s)", self.namespace, self.name,
                      self.identity, note)
-        self._renewed_at = now
+        self._renewed_at = mono
         self._observed = (self.identity, micro_time(now))
-        self._observed_at = now
+        self._observed_at = mono
         return True
 
     def _lost(self, why: str) -> None:
