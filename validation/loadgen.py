@@ -13,6 +13,8 @@ to an `.npz` file at the end:
     python -m runqscale.validation.loadgen --url http://127.0.0.1:8080 --schedule s.npy \
         --out records.npz [--timeout 10] [--source CODE]
     python -m runqscale.validation.loadgen --url ... --closed 8 --seconds 10   # capacity
+    python -m runqscale.validation.loadgen --app deathstarbench --url FRONT --schedule s.npy \
+        --out records.npz                 # DeathStarBench's mixed workload (60/30/10)
 
 Exit status 0 when the schedule was played (whatever the service answered), 2 on bad input.
 """
@@ -53,6 +55,15 @@ def parse_response(data: bytes) -> tuple[int, bool]:
     return status, ok
 
 
+def parse_status(data: bytes) -> tuple[int, bool]:
+    """(HTTP status, 2xx) from a whole response; status 0 if unparsable."""
+    try:
+        status = int(data.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0, False
+    return status, 200 <= status < 300
+
+
 @dataclass
 class Records:
     scheduled: np.ndarray
@@ -60,26 +71,36 @@ class Records:
     late: np.ndarray
     code: np.ndarray
     ok: np.ndarray
+    kind: np.ndarray | None = None  # request type per request (the app's index), if mixed
 
     @classmethod
     def load(cls, path: str) -> Records:
         with np.load(path) as z:
-            return cls(z["scheduled"], z["latency"], z["late"], z["code"], z["ok"])
+            return cls(z["scheduled"], z["latency"], z["late"], z["code"], z["ok"],
+                       z["kind"] if "kind" in z else None)
 
     def save(self, path: str) -> None:
+        extra = {} if self.kind is None else {"kind": self.kind}
         np.savez(path, scheduled=self.scheduled, latency=self.latency, late=self.late,
-                 code=self.code, ok=self.ok)
+                 code=self.code, ok=self.ok, **extra)
 
 
 class OpenLoop:
+    """`requests`: one raw request per scheduled send (a mixed workload), else every send is
+    the runlang request for `source`; `kinds` are recorded with the results."""
+
     def __init__(self, url: str, sched: np.ndarray, timeout_s: float, source: str,
-                 late_threshold_s: float = 0.010) -> None:
+                 late_threshold_s: float = 0.010, requests: list[bytes] | None = None,
+                 kinds: np.ndarray | None = None) -> None:
         u = urlsplit(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
         self.sched = np.asarray(sched, dtype=np.float64)
         n = self.sched.size
         self.timeout_s = timeout_s
         self.request = build_request(self.host, self.port, source)
+        self.requests, self.kinds = requests, kinds
+        # runlang answers 200 with "ok": false when the program failed; other apps: 2xx is ok
+        self.parse = parse_response if requests is None else parse_status
         self.latency = np.full(n, np.nan)
         self.late = np.zeros(n)
         self.code = np.zeros(n, dtype=np.int32)
@@ -92,9 +113,9 @@ class OpenLoop:
         try:
             async with asyncio.timeout(self.timeout_s):
                 reader, writer = await asyncio.open_connection(self.host, self.port)
-                writer.write(self.request)
+                writer.write(self.request if self.requests is None else self.requests[i])
                 data = await reader.read(-1)
-            status, ok = parse_response(data)
+            status, ok = self.parse(data)
             self.code[i] = status
             self.ok[i] = ok
             self.latency[i] = loop.time() - t_sched
@@ -140,15 +161,19 @@ class OpenLoop:
         if tasks:
             await asyncio.wait(set(tasks))
         prog.cancel()
-        return Records(self.sched, self.latency, self.late, self.code, self.ok)
+        return Records(self.sched, self.latency, self.late, self.code, self.ok, self.kinds)
 
 
 async def closed_loop(url: str, workers: int, seconds: float, source: str,
-                      warmup_s: float = 2.0, timeout_s: float = 10.0) -> dict:
-    """Capacity: `workers` clients each sending the next request as soon as one answers."""
+                      warmup_s: float = 2.0, timeout_s: float = 10.0,
+                      requests: list[bytes] | None = None) -> dict:
+    """Capacity: `workers` clients each sending the next request as soon as one answers
+    (`requests` in turn when given, else the runlang request for `source`)."""
     u = urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 80
-    req = build_request(host, port, source)
+    reqs = requests or [build_request(host, port, source)]
+    parse = parse_response if requests is None else parse_status
+    seq = 0
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     measure_from, end = t0 + warmup_s, t0 + warmup_s + seconds
@@ -156,16 +181,18 @@ async def closed_loop(url: str, workers: int, seconds: float, source: str,
     failed = 0
 
     async def worker() -> None:
-        nonlocal failed
+        nonlocal failed, seq
         while loop.time() < end:
             ts = loop.time()
             ok = False
             writer = None
+            req = reqs[seq % len(reqs)]
+            seq += 1
             try:
                 async with asyncio.timeout(timeout_s):
                     reader, writer = await asyncio.open_connection(host, port)
                     writer.write(req)
-                    _, ok = parse_response(await reader.read(-1))
+                    _, ok = parse(await reader.read(-1))
             except (TimeoutError, OSError):
                 ok = False
             finally:
@@ -199,6 +226,13 @@ def _raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+def _app_requests(a: argparse.Namespace, n: int) -> tuple[list[bytes], np.ndarray]:
+    from runqscale.deathstarbench.emulation import workload  # only this app needs it
+
+    u = urlsplit(a.url)
+    return workload.build(n, a.users, u.hostname or "127.0.0.1", u.port or 80, a.seed)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="open-loop load generator for the runlang service")
     ap.add_argument("--url", required=True)
@@ -208,10 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default=DEFAULT_SOURCE)
     ap.add_argument("--closed", type=int, default=0, help="closed-loop workers (capacity mode)")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--app", choices=("runlang", "deathstarbench"), default="runlang")
+    ap.add_argument("--users", type=int, default=962, help="deathstarbench: users in the graph")
+    ap.add_argument("--seed", type=int, default=0, help="deathstarbench: request draw seed")
     a = ap.parse_args(argv)
     _raise_nofile()
     if a.closed:
-        _emit(asyncio.run(closed_loop(a.url, a.closed, a.seconds, a.source)))
+        reqs = _app_requests(a, 20_000)[0] if a.app != "runlang" else None
+        _emit(asyncio.run(closed_loop(a.url, a.closed, a.seconds, a.source, requests=reqs)))
         return 0
     if not a.schedule or not a.out:
         print("loadgen: error: --schedule and --out are needed in open-loop mode",
@@ -222,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loadgen: error: {a.schedule}: schedule must be increasing offsets",
               file=sys.stderr)
         return 2
+    requests, kinds = _app_requests(a, sched.size) if a.app != "runlang" else (None, None)
     t0 = time.monotonic()
-    rec = asyncio.run(OpenLoop(a.url, sched, a.timeout, a.source).run())
+    rec = asyncio.run(OpenLoop(a.url, sched, a.timeout, a.source, requests=requests,
+                               kinds=kinds).run())
     rec.save(a.out)
     _emit({"end": True, "seconds": round(time.monotonic() - t0, 3), "sent": int(sched.size),
            "ok": int(rec.ok.sum()), "late": int((rec.late > 0.010).sum())})

@@ -1,0 +1,289 @@
+"""The local closed loop for the DeathStarBench emulation: every logic service is a workload of
+its own, measured, decided and scaled independently, as runqscale does in a cluster.
+
+Every tick (1 s) `ServiceMeter` reads the probe once and splits it by service (the cgroups under
+`services/<service>/`), plus each service's and each store's CPU accounting; each service gets a
+signals `Sample` over the last `signal_window_seconds`. Every policy period each service's window
+goes to `decide`; a changed recommendation goes to that service's local actuator on a worker
+thread (scaling one service must not stall the others' ticks; a service with an actuation in
+flight is not decided again until it ends).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from runqscale.agent.sampler import Sampler
+from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, STORES, Cluster
+from runqscale.probes.backends import Probe
+from runqscale.probes.cgroupfs import read_cpu_stat
+from runqscale.probes.model import quantile_seconds
+from runqscale.scaler import log as reclog
+from runqscale.scaler import policies
+from runqscale.scaler.model import CurrentState, Sample, ScalerConfig, SignalWindow, WorkloadRef
+from runqscale.validation.loadgen import Records
+from runqscale.validation.scoring import Requests, Timeline
+
+NAMESPACE = "social-network"
+
+
+@dataclass(frozen=True)
+class DsbLoopConfig:
+    min_replicas: int = 1
+    max_replicas: int = 4
+    max_cpu_per_replica: float = 1.0
+    target_cpu_utilization: float = 0.75
+    target_runq_p95_seconds: float = 0.005
+    tick_seconds: float = 1.0
+    signal_window_seconds: float = 3.0
+    request_timeout_seconds: float = 10.0
+    settle_seconds: float = 3.0
+    users: int = 962
+
+    def scaler_config(self) -> ScalerConfig:
+        return ScalerConfig(min_replicas=self.min_replicas, max_replicas=self.max_replicas,
+                            max_cpu_per_replica=self.max_cpu_per_replica,
+                            target_cpu_utilization=self.target_cpu_utilization,
+                            target_runq_p95_seconds=self.target_runq_p95_seconds)
+
+
+@dataclass
+class ServiceTick:
+    replicas: int
+    limit_cores: float
+    used_cores: float
+    runq_p95_seconds: float | None
+    throttled_ratio: float | None
+
+
+@dataclass
+class DsbTick:
+    t: float  # seconds since the generator's start
+    sent_rps: float
+    services: dict[str, ServiceTick]
+    stores_used_cores: dict[str, float]
+
+
+class ServiceMeter:
+    """Per tick: per-service run-queue histograms, CPU used, throttling; per-store CPU used."""
+
+    def __init__(self, cluster: Cluster, probe: Probe) -> None:
+        self.c, self.probe = cluster, probe
+        sb = cluster.sb
+        self.svc_rel = {s: cluster.service_group(s).rel for s in LOGIC_SERVICES}
+        self.store_rel = {s.name: cluster.store_group(s.name).rel for s in STORES}
+        self.sampler = Sampler(probe, sb.mounts, sb.root, only=list(self.svc_rel.values()))
+        self.sampler.sample()
+        self._usage = {k: self._read(v) for k, v in {**self.svc_rel, **self.store_rel}.items()}
+        self._t = time.monotonic()
+
+    def _read(self, rel: str) -> float | None:
+        st = read_cpu_stat(self.c.sb.mounts, self.c.sb.hierarchy, rel)
+        return st.usage_seconds if st else None
+
+    def sample(self) -> tuple[float, dict[str, tuple[np.ndarray | None, int, int]],
+                              dict[str, float]]:
+        """(seconds, {service: (slots, throttled, periods)}, {service or store: cores used})."""
+        iv = self.sampler.sample()
+        now = time.monotonic()
+        dt, self._t = max(1e-6, now - self._t), now
+        hist: dict[str, tuple[np.ndarray | None, int, int]] = {}
+        for cs in iv.cgroups:
+            svc = next((s for s, rel in self.svc_rel.items()
+                        if cs.path == rel or cs.path.startswith(rel + "/")), None)
+            if svc is None:
+                continue
+            slots, tn, td = hist.get(svc, (None, 0, 0))
+            slots = cs.delta.slots.copy() if slots is None else slots + cs.delta.slots
+            b, a = cs.cpu_before, cs.cpu
+            if a and b and a.nr_periods is not None and b.nr_periods is not None:
+                td += a.nr_periods - b.nr_periods
+                tn += (a.nr_throttled or 0) - (b.nr_throttled or 0)
+            hist[svc] = (slots, tn, td)
+        used = {}
+        for k, rel in {**self.svc_rel, **self.store_rel}.items():
+            u = self._read(rel)
+            p = self._usage.get(k)
+            used[k] = (u - p) / dt if u is not None and p is not None else 0.0
+            self._usage[k] = u
+        return dt, hist, used
+
+
+@dataclass
+class DsbRun:
+    policy: str
+    repeat: int
+    seconds: float
+    records: Records
+    ticks: list[DsbTick]
+    decisions: int
+    decide_calls: int
+    actuations: list[dict] = field(default_factory=list)
+
+    def requests(self) -> Requests:
+        r = self.records
+        return Requests(r.scheduled, r.latency, r.ok, r.late)
+
+    def timeline(self) -> Timeline:
+        """All logic services together: replicas = Σ replicas, limit = Σ allocated / Σ replicas
+        (so replicas × limit is the allocated cores), used = Σ used."""
+        ts = [k for k in self.ticks if k.t >= 0] or self.ticks[-1:]
+        t = np.array([0.0] + [k.t for k in ts[1:]]) if ts else np.zeros(0)
+        reps = np.array([sum(s.replicas for s in k.services.values()) for k in ts], float)
+        alloc = np.array([sum(s.replicas * s.limit_cores for s in k.services.values())
+                          for k in ts])
+        used = np.array([sum(s.used_cores for s in k.services.values()) for k in ts])
+        used = np.append(used[1:], used[-1:]) if used.size else used  # onto the interval start
+        return Timeline(t, reps, np.divide(alloc, np.maximum(reps, 1e-9)), used)
+
+    def service_series(self, key: str) -> dict[str, np.ndarray]:
+        return {s: np.array([getattr(k.services[s], key) if getattr(k.services[s], key)
+                             is not None else np.nan for k in self.ticks])
+                for s in LOGIC_SERVICES}
+
+
+def decide_fn(name: str) -> tuple[Callable, float]:
+    pol = policies.get(name)
+    return pol.decide, pol.period_seconds
+
+
+def start_loadgen(cluster: Cluster, args: list[str], timeout_s: float) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "runqscale.validation.loadgen", "--app", "deathstarbench",
+            "--url", cluster.front_url, "--timeout", str(timeout_s), *args]
+    return cluster.sb.spawn(cluster.infra, argv=argv, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str | None,
+               repeat: int, sched_path: str, seconds: float, out_dir: str, seed: int = 0,
+               on_tick: Callable[[DsbTick], None] | None = None) -> DsbRun:
+    """One run: the schedule replayed while `policy` scales every logic service (None: nothing
+    is decided, the replica set stays as it is)."""
+    decide, period = decide_fn(policy) if policy else (None, float("inf"))
+    scfg = cfg.scaler_config()
+    meter = ServiceMeter(cluster, probe)
+    tag = policy or "fixed"
+    rec_path = os.path.join(out_dir, f"recommendations-{tag}-{repeat}.jsonl")
+    records_path = os.path.join(out_dir, f".records-{tag}-{repeat}.npz")
+    lg = start_loadgen(cluster, ["--schedule", sched_path, "--out", records_path,
+                                 "--users", str(cfg.users), "--seed", str(seed)],
+                       cfg.request_timeout_seconds)
+    status: dict = {"sent": 0}
+    start_wall: list[float] = []
+
+    def read_status() -> None:
+        assert lg.stdout is not None
+        for line in lg.stdout:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if "start" in obj:
+                start_wall.append(float(obj["start"]))
+            else:
+                status.update(obj)
+
+    reader = threading.Thread(target=read_status, daemon=True)
+    reader.start()
+    launched = time.time()
+    nwin = max(1, round(cfg.signal_window_seconds / cfg.tick_seconds))
+    wins = {s: deque(maxlen=nwin) for s in LOGIC_SERVICES}
+    samples = {s: deque(maxlen=int(900 / cfg.tick_seconds)) for s in LOGIC_SERVICES}
+    states: dict[str, object] = {s: None for s in LOGIC_SERVICES}
+    pending: dict[str, Future] = {}
+    ticks: list[DsbTick] = []
+    actuations: list[dict] = []
+    decisions = calls = 0
+    sent_prev = 0
+    next_tick = time.monotonic() + cfg.tick_seconds
+    next_decision = time.monotonic() + period
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actuate")
+    try:
+        while True:
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+            next_tick += cfg.tick_seconds
+            dt, hist, used = meter.sample()
+            sent = int(status.get("sent", 0))
+            rate, sent_prev = (sent - sent_prev) / dt, sent
+            ts = time.time()
+            t0 = start_wall[0] if start_wall else launched
+            svc_ticks = {}
+            for s in LOGIC_SERVICES:
+                slots, tn, td = hist.get(s, (None, 0, 0))
+                wins[s].append((slots, used[s], dt, tn, td, rate * dt))
+                w = wins[s]
+                tot = None
+                for sl, *_ in w:
+                    if sl is not None:
+                        tot = sl.copy() if tot is None else tot + sl
+                wdt = sum(x[2] for x in w)
+                p95 = quantile_seconds(tot, 0.95) if tot is not None else None
+                n_, d_ = sum(x[3] for x in w), sum(x[4] for x in w)
+                act = cluster.actuators[s]
+                cur = act.current()
+                thr = n_ / d_ if d_ > 0 else 0.0
+                svc_ticks[s] = ServiceTick(act.alive(), cur.cpu_limit_cores or 0.0, used[s],
+                                           p95, thr)
+                samples[s].append(Sample(
+                    ts=ts, workload=WorkloadRef(NAMESPACE, s), replicas=cur.replicas,
+                    ready_replicas=act.ready_replicas,
+                    cpu_usage_cores=sum(x[1] * x[2] for x in w) / wdt,
+                    cpu_request_cores=cur.cpu_request_cores,
+                    cpu_limit_cores=cur.cpu_limit_cores, runq_p95_seconds=p95,
+                    throttled_ratio=thr, request_rate=sum(x[5] for x in w) / wdt))
+            tick = DsbTick(ts - t0, rate, svc_ticks,
+                           {st.name: used[st.name] for st in STORES})
+            ticks.append(tick)
+            if on_tick:
+                on_tick(tick)
+            if lg.poll() is not None:
+                break
+            if decide is None or time.monotonic() < next_decision or tick.t < 0:
+                continue
+            next_decision += period
+            for s in LOGIC_SERVICES:
+                if s in pending and not pending[s].done():
+                    continue
+                act = cluster.actuators[s]
+                cur = act.current()
+                window = SignalWindow.from_samples(list(samples[s]))
+                rec, states[s] = decide(window, cur, scfg, states[s])
+                calls += 1
+                if rec.recommended == cur:
+                    reclog.append(rec_path, [replace(rec, dry_run=False, applied=False)])
+                    continue
+
+                def apply(rec=rec, act=act, t_dec=ts - t0) -> None:  # noqa: ANN001
+                    nonlocal decisions
+                    a = act.apply(rec.recommended)
+                    decisions += a.error is None
+                    actuations.append({"t": t_dec, "service": rec.workload.name, **asdict(a),
+                                       "before": a.before.to_json(), "after": a.after.to_json()})
+                    reclog.append(rec_path, [replace(rec, dry_run=False,
+                                                     applied=a.error is None, error=a.error)])
+
+                pending[s] = pool.submit(apply)
+    finally:
+        pool.shutdown(wait=True)
+    reader.join(timeout=5)
+    if lg.returncode != 0:
+        err = lg.stderr.read() if lg.stderr else ""
+        raise RuntimeError(f"the load generator failed ({lg.returncode}): {err.strip()[-300:]}")
+    records = Records.load(records_path)
+    os.unlink(records_path)
+    return DsbRun(tag, repeat, seconds, records, ticks, decisions, calls, actuations)
+
+
+def initial_states(cluster: Cluster) -> dict[str, CurrentState]:
+    return {s: cluster.cfg.state(s) for s in LOGIC_SERVICES}
