@@ -5,7 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KREL := $(shell uname -r)
 APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool python3-bpfcc bpfcc-tools libbpf-tools \
-            linux-headers-amd64 stress-ng prometheus python3-venv nginx-light
+            linux-headers-amd64 stress-ng prometheus python3-venv nginx-light \
+            redis-server memcached
 BPF_OBJ := probes/runqlat.bpf.o
 
 .PHONY: demo test bench bench-validate deps system-deps kernel-headers bpf lint clean

@@ -16,8 +16,12 @@ import os
 import pytest
 from k8s_helpers import REPO
 
-from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, Cluster, ClusterConfig, \
-    need_binaries
+from runqscale.deathstarbench.emulation.cluster import (
+    LOGIC_SERVICES,
+    Cluster,
+    ClusterConfig,
+    need_binaries,
+)
 from runqscale.deathstarbench.emulation.socialgraph import load_edges
 
 REED98 = REPO.parent / "shared/data/deathstarbench/socfb-Reed98.edges"

@@ -61,17 +61,28 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
               help="Trace seconds per real second (default: the segment fits --duration).")
 @click.option("--slo", type=DURATION, default="500ms", show_default=True,
               help="Response-time SLO.")
-@click.option("--peak", "peak_fraction", type=click.FloatRange(0.05, 5), default=0.8,
+@click.option("--app", type=click.Choice(("runlang", "deathstarbench")), default="runlang",
               show_default=True,
-              help="The segment's p99 rate maps to this × the measured capacity of "
-                   "--max-replicas.")
+              help="runlang: the code-execution service; deathstarbench: the emulated social "
+                   "network (11 services scaled independently, the 60/30/10 mix).")
+@click.option("--graph", "graph_path", type=click.Path(dir_okay=False),
+              default="../shared/data/deathstarbench/socfb-Reed98.edges", show_default=True,
+              help="deathstarbench: the social graph (edge list) the stores are seeded from.")
+@click.option("--affinity-seconds", type=DURATION, default="30s", show_default=True,
+              help="deathstarbench: seconds per placement per round of the affinity "
+                   "experiment (0 skips it).")
+@click.option("--peak", "peak_fraction", type=click.FloatRange(0.05, 5), default=None,
+              help="The segment's p99 rate maps to this × the measured capacity "
+                   "(runlang: of --max-replicas, default 0.8; deathstarbench: of the starting "
+                   "deployment, default 1.3).")
 @click.option("--capacity", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Skip the capacity measurement: req/s of --max-replicas replicas.")
 @click.option("--min-replicas", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--max-replicas", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--initial-replicas", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option("--replica-cpu", type=click.FloatRange(0.01, 64), default=0.4, show_default=True,
-              help="Initial CPU request = limit per replica (cores); static keeps it.")
+@click.option("--replica-cpu", type=click.FloatRange(0.01, 64), default=None,
+              help="Initial CPU request = limit per replica (cores); static keeps it "
+                   "(runlang 0.4, deathstarbench 0.1 per service).")
 @click.option("--max-cpu-per-replica", type=click.FloatRange(0.01, 64), default=1.0,
               show_default=True)
 @click.option("--target-runq-p95", type=DURATION, default="20ms", show_default=True,
@@ -86,8 +97,9 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.pass_context
 def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ...],
              duration: float, repeats: int, out: str, segment: tuple, time_warp: float | None,
-             slo: float, peak_fraction: float, capacity: float | None, min_replicas: int,
-             max_replicas: int, initial_replicas: int, replica_cpu: float,
+             slo: float, app: str, graph_path: str, affinity_seconds: float,
+             peak_fraction: float | None, capacity: float | None, min_replicas: int,
+             max_replicas: int, initial_replicas: int, replica_cpu: float | None,
              max_cpu_per_replica: float, target_runq_p95: float, target_cpu: float, seed: int,
              backend: str, hierarchy: str) -> None:
     """Prove the signal and the decisions on this machine, with real processes.
@@ -103,6 +115,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
       runqscale validate --trace ../shared/data/worldcup98/wc_day25_per_minute.csv \\
           --policies showar,hpa,phpa-knn --duration 150s --out out/demo
       runqscale validate --trace counts.txt --policies showar,hpa --repeats 3 --duration 10m
+      runqscale validate --app deathstarbench --policies showar,hpa --duration 120s \
+          --trace ../shared/data/worldcup98/wc_day25_per_minute.csv --out out/dsb
       runqscale validate stress                 # hog vs light service, verdict in ~15 s
       runqscale validate stress --out out/stress --json
     """
@@ -112,6 +126,14 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
         fail("--trace FILE is required (e.g. --trace "
              "../shared/data/worldcup98/wc_day25_per_minute.csv), or run a subcommand: "
              "validate stress", usage=True)
+    if app == "deathstarbench":
+        _validate_dsb(trace_path, policies, duration, repeats, out, segment, time_warp, slo,
+                      graph_path, affinity_seconds, peak_fraction, capacity, min_replicas,
+                      max_replicas, replica_cpu, max_cpu_per_replica, target_runq_p95,
+                      target_cpu, seed, backend, hierarchy)
+        return
+    peak_fraction = 0.8 if peak_fraction is None else peak_fraction
+    replica_cpu = 0.4 if replica_cpu is None else replica_cpu
     if not min_replicas <= initial_replicas <= max_replicas:
         fail(f"--initial-replicas {initial_replicas} must be within --min-replicas "
              f"{min_replicas} and --max-replicas {max_replicas}", usage=True)
@@ -169,6 +191,83 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
     click.echo("")
     _print_summary(report)
     click.echo(f"wrote {out}/report.json, details.json, timeline.png, scores.png")
+
+
+def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, repeats: int,
+                  out: str, segment: tuple, time_warp: float | None, slo: float,
+                  graph_path: str, affinity_seconds: float, peak_fraction: float | None,
+                  capacity: float | None, min_replicas: int, max_replicas: int,
+                  replica_cpu: float | None, max_cpu_per_replica: float,
+                  target_runq_p95: float, target_cpu: float, seed: int, backend: str,
+                  hierarchy: str) -> None:
+    from runqscale.deathstarbench.emulation.cluster import ClusterConfig, need_binaries
+    from runqscale.deathstarbench.emulation.socialgraph import SocialGraphError, load_edges
+    from runqscale.probes.backends import open_probe
+    from runqscale.validation.dsb_compare import DsbCompareConfig, DsbProgress, run_dsb_comparison
+    from runqscale.validation.dsb_loop import DsbLoopConfig
+    from runqscale.validation.traces import TraceError, choose_segment, load_trace
+
+    try:
+        choose_segment(load_trace(trace_path), duration, 1.0, segment[0], segment[1], time_warp)
+        load_edges(graph_path)
+    except (TraceError, SocialGraphError) as e:
+        fail(str(e), usage=True)
+    except OSError as e:
+        fail(f"--graph {graph_path}: {e.strerror}; point it at socfb-Reed98.edges", usage=True)
+    except ValueError as e:
+        fail(f"--segment: {e}", usage=True)
+    missing = need_binaries()
+    if missing:
+        fail(missing)
+    cpu = 0.1 if replica_cpu is None else replica_cpu
+    cfg = DsbCompareConfig(
+        trace_path=trace_path, graph_path=graph_path, policies=policies, duration_s=duration,
+        repeats=repeats, out_dir=out, slo_seconds=slo, segment_start_s=segment[0],
+        segment_length_s=segment[1], time_warp=time_warp,
+        peak_fraction=1.3 if peak_fraction is None else peak_fraction, capacity_rps=capacity,
+        seed=seed, affinity_seconds=affinity_seconds,
+        loop=DsbLoopConfig(min_replicas=min_replicas, max_replicas=max_replicas,
+                           max_cpu_per_replica=max(max_cpu_per_replica, cpu),
+                           target_cpu_utilization=target_cpu,
+                           target_runq_p95_seconds=target_runq_p95),
+        cluster=ClusterConfig(cpu=cpu))
+    try:
+        probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
+    except ProbeError as e:
+        fail(str(e))
+    total = int(round(duration)) * len(policies) * repeats
+    done = {"n": 0}
+    bar = click.progressbar(length=total, label="validate", show_pos=True, file=sys.stderr,
+                            width=30)
+
+    def say(msg: str) -> None:
+        click.echo(("\n" if done["n"] else "") + msg)
+
+    def tick(pol: str, rep: int, t) -> None:  # noqa: ANN001
+        key = (pol, rep)
+        now = int(min(max(t.t, 0), duration))
+        last = done.setdefault(key, 0)
+        if now > last:
+            bar.update(now - last)
+            done[key] = now
+            done["n"] += now - last
+        reps = sum(s.replicas for s in t.services.values())
+        hot = max(t.services.items(), key=lambda kv: kv[1].runq_p95_seconds or 0.0)
+        bar.label = (f"{pol} #{rep + 1} t={t.t:4.0f}s load={t.sent_rps:5.1f}/s replicas={reps} "
+                     f"hottest={hot[0].replace('-service', '')} "
+                     f"{(hot[1].runq_p95_seconds or 0) * 1e3:.1f}ms")
+        bar.render_progress()
+
+    try:
+        report = run_dsb_comparison(probe, mounts, cfg, DsbProgress(say, tick))
+    except (RuntimeError, OSError) as e:
+        fail(str(e))
+    finally:
+        probe.close()
+    click.echo("")
+    _print_summary(report)
+    click.echo(f"wrote {out}/report.json, details.json, timeline.png, services.png, "
+               "scores.png, affinity.png")
 
 
 def _print_summary(report: dict) -> None:
