@@ -11,13 +11,17 @@ BPF_OBJ := probes/runqlat.bpf.o
 
 .PHONY: demo test bench bench-validate deps system-deps kernel-headers bpf lint clean
 
-# The signal check (~15 s), then showar vs hpa vs phpa-knn on the WC98 day-25 trace (~8 min).
+# The signal check (~15 s), showar vs hpa vs phpa-knn on the WC98 day-25 trace (~8 min), then
+# the emulated DeathStarBench social network under showar and hpa + the affinity experiment (~6 min).
 TRACE ?= ../shared/data/worldcup98/wc_day25_per_minute.csv
 demo: deps
 	$(VENV)/bin/runqscale validate stress --out out/stress || true
 	$(VENV)/bin/runqscale validate --trace $(TRACE) --policies showar,hpa,phpa-knn \
 	  --duration 150s --out out/demo
-	@echo "report: out/demo/report.json, plots: out/demo/*.png, signal check: out/stress/"
+	$(VENV)/bin/runqscale validate --app deathstarbench --trace $(TRACE) --policies showar,hpa \
+	  --duration 90s --affinity-seconds 20s --out out/dsb
+	@echo "report: out/demo/report.json, plots: out/demo/*.png, signal check: out/stress/," \
+	  "DeathStarBench: out/dsb/"
 
 test: deps
 	$(VENV)/bin/ruff check .

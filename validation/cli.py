@@ -209,13 +209,14 @@ def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, r
 
     try:
         choose_segment(load_trace(trace_path), duration, 1.0, segment[0], segment[1], time_warp)
-        load_edges(graph_path)
-    except (TraceError, SocialGraphError) as e:
+    except TraceError as e:
         fail(str(e), usage=True)
-    except OSError as e:
-        fail(f"--graph {graph_path}: {e.strerror}; point it at socfb-Reed98.edges", usage=True)
     except ValueError as e:
         fail(f"--segment: {e}", usage=True)
+    try:
+        load_edges(graph_path)
+    except (SocialGraphError, OSError) as e:
+        fail(f"--graph: {e}", usage=True)
     missing = need_binaries()
     if missing:
         fail(missing)
