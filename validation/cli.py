@@ -71,6 +71,8 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--affinity-seconds", type=DURATION, default="30s", show_default=True,
               help="deathstarbench: seconds per placement per round of the affinity "
                    "experiment (0 skips it).")
+@click.option("--affinity-rounds", type=click.IntRange(1, 20), default=2, show_default=True,
+              help="deathstarbench: default/affinity placement pairs to alternate.")
 @click.option("--peak", "peak_fraction", type=click.FloatRange(0.05, 5), default=None,
               help="The segment's p99 rate maps to this × the measured capacity "
                    "(runlang: of --max-replicas, default 0.8; deathstarbench: of the starting "
@@ -98,7 +100,8 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ...],
              duration: float, repeats: int, out: str, segment: tuple, time_warp: float | None,
              slo: float, app: str, graph_path: str, affinity_seconds: float,
-             peak_fraction: float | None, capacity: float | None, min_replicas: int,
+             affinity_rounds: int, peak_fraction: float | None, capacity: float | None,
+             min_replicas: int,
              max_replicas: int, initial_replicas: int, replica_cpu: float | None,
              max_cpu_per_replica: float, target_runq_p95: float, target_cpu: float, seed: int,
              backend: str, hierarchy: str) -> None:
@@ -128,7 +131,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
              "validate stress", usage=True)
     if app == "deathstarbench":
         _validate_dsb(trace_path, policies, duration, repeats, out, segment, time_warp, slo,
-                      graph_path, affinity_seconds, peak_fraction, capacity, min_replicas,
+                      graph_path, affinity_seconds, affinity_rounds, peak_fraction, capacity,
+                      min_replicas,
                       max_replicas, replica_cpu, max_cpu_per_replica, target_runq_p95,
                       target_cpu, seed, backend, hierarchy)
         return
@@ -195,7 +199,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
 
 def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, repeats: int,
                   out: str, segment: tuple, time_warp: float | None, slo: float,
-                  graph_path: str, affinity_seconds: float, peak_fraction: float | None,
+                  graph_path: str, affinity_seconds: float, affinity_rounds: int,
+                  peak_fraction: float | None,
                   capacity: float | None, min_replicas: int, max_replicas: int,
                   replica_cpu: float | None, max_cpu_per_replica: float,
                   target_runq_p95: float, target_cpu: float, seed: int, backend: str,
@@ -226,7 +231,7 @@ def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, r
         repeats=repeats, out_dir=out, slo_seconds=slo, segment_start_s=segment[0],
         segment_length_s=segment[1], time_warp=time_warp,
         peak_fraction=1.3 if peak_fraction is None else peak_fraction, capacity_rps=capacity,
-        seed=seed, affinity_seconds=affinity_seconds,
+        seed=seed, affinity_seconds=affinity_seconds, affinity_rounds=affinity_rounds,
         loop=DsbLoopConfig(min_replicas=min_replicas, max_replicas=max_replicas,
                            max_cpu_per_replica=max(max_cpu_per_replica, cpu),
                            target_cpu_utilization=target_cpu,
