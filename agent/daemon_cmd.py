@@ -6,19 +6,27 @@ of the product. YAML is imported only when a YAML config file is given.
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
-import signal
-import socket
-import threading
-from typing import Any
 
-import click
+# One thread until the capabilities are dropped (agent/privdrop.py: they are per thread).
+# numpy's OpenBLAS would start a worker thread at import that keeps root's capabilities; the
+# agent does no BLAS work, so it gets none (also saves the thread's memory).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from runqscale.agent.errors import fail
-from runqscale.agent.params import DURATION, LISTEN
-from runqscale.probes.backends import BACKENDS, HIERARCHIES
+import difflib  # noqa: E402
+import json  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from functools import partial  # noqa: E402
+from typing import Any  # noqa: E402
+
+import click  # noqa: E402
+
+from runqscale.agent.errors import fail  # noqa: E402
+from runqscale.agent.params import DURATION, LISTEN  # noqa: E402
+from runqscale.probes.backends import BACKENDS, HIERARCHIES  # noqa: E402
 
 PODS_SOURCES = ("auto", "file", "kubelet", "apiserver", "none")
 
@@ -176,27 +184,30 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
         source = ("file" if pods_file else "kubelet" if kubelet_url
                   else "apiserver" if (apiserver_url or in_cluster_apiserver()) else "none")
     sa_token = os.path.join(SA_DIR, "token")
-    pods: PodSource
+    # Pod sources start their fetch threads when built: they are built after the capability
+    # drop (see below), so only what they need is checked here.
+    make_pods: Callable[[], PodSource]
     if source == "file":
         if not pods_file:
             fail("--pods-source file needs --pods-file FILE", usage=True)
-        pods = FilePodSource(pods_file)
+        make_pods = partial(FilePodSource, pods_file)
     elif source == "kubelet":
         if not kubelet_url:
             fail("--pods-source kubelet needs --kubelet-url, e.g. https://$NODE_NAME:10250",
                  usage=True)
         tok = kubelet_token_file or (sa_token if os.path.exists(sa_token) else None)
-        pods = KubeletPodSource(kubelet_url, HttpAuth(tok, kubelet_ca_file, kubelet_insecure_tls),
-                                refresh=pods_refresh)
+        make_pods = partial(KubeletPodSource, kubelet_url,
+                            HttpAuth(tok, kubelet_ca_file, kubelet_insecure_tls),
+                            refresh=pods_refresh)
     elif source == "apiserver":
         url = apiserver_url or in_cluster_apiserver()
         if not url:
             fail("--pods-source apiserver needs --apiserver-url outside a cluster", usage=True)
         ca = os.path.join(SA_DIR, "ca.crt")
-        pods = ApiServerPodSource(url, node_name, HttpAuth(
+        make_pods = partial(ApiServerPodSource, url, node_name, HttpAuth(
             sa_token if os.path.exists(sa_token) else None, ca if os.path.exists(ca) else None))
     else:
-        pods = PodSource()
+        make_pods = PodSource
 
     token = None
     if auth_token_file:
@@ -214,6 +225,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
                  usage=True)
 
     # Bind before loading the probe: a taken port fails in milliseconds, not after BPF load.
+    # Serving starts after the capability drop, so no thread ever holds the load-time set.
     from prometheus_client.registry import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=False)
@@ -223,13 +235,15 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
                                holder["a"].healthy(), ssl_context=ctx, token=token)
     except OSError as e:
         fail(f"--listen {listen[0]}:{listen[1]}: {e.strerror}; pick a free port or address")
-    server.serve_in_thread()
 
     try:
         probe, mounts, root = open_probe_for_agent(backend, hierarchy, max_cgroups, mounts)
     except ProbeError as e:
-        server.shutdown()
+        server.server_close()
         fail(str(e))
+    drop = drop_privileges(probe, root)
+    click.echo(f"runqscale agent: {drop.line()}", err=True)
+    pods = make_pods()
     # Learn cgroups as they are created, so short-lived ones resolve (see agent/cgroupwatch.py).
     index = WatchedCgroupIndex(root, retain=max(window, 3 * interval))
     sampler = Sampler(probe, mounts, root, only=list(cgroups) or None, read_cpu=False,
@@ -243,6 +257,9 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     server.on_scrape = scraped
     ag.step()
     holder["a"] = ag
+    # Serve only now: a scrape during start-up waits in the listen backlog for the first sample
+    # instead of getting an empty page.
+    server.serve_in_thread()
     ready = _since_process_start()
     scheme = "https" if ctx else "http"
     host, port = server.server_address[:2]
@@ -261,6 +278,17 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     pods.close()
     sampler.index.close()
     probe.close()
+
+
+def drop_privileges(probe: Any, root: str) -> Any:
+    """After attach: keep no capability the kernel does not ask for (agent/privdrop.py)."""
+    from runqscale.agent import privdrop
+
+    checks = [privdrop.cgroupfs_check(root)]
+    fd = getattr(probe, "_hists_fd", None)  # both backends read their histograms through it
+    if isinstance(fd, int) and fd >= 0:
+        checks.insert(0, privdrop.bpf_fd_check(fd))
+    return privdrop.drop_after_attach(checks)
 
 
 def open_probe_for_agent(backend: str, hierarchy: str, max_cgroups: int, mounts: Any) -> Any:

@@ -109,7 +109,14 @@ class PodSource:
         if pods != self._table.pods:
             self._table = PodTable(self._table.version + 1, dict(pods))
 
+    def secrets(self) -> list[str]:
+        """Strings that must never reach a log line (tokens, URL passwords)."""
+        return []
+
     def _error(self, msg: str) -> None:
+        for secret in self.secrets():
+            if secret:
+                msg = msg.replace(secret, "<redacted>")
         self.errors += 1
         if msg != self.last_error:
             print(f"runqscale agent: pods ({self.kind}): {msg}", file=sys.stderr, flush=True)
@@ -147,17 +154,29 @@ class FilePodSource(PodSource):
         self._publish(pods)
 
 
+_TOKEN_CHARS = frozenset(map(chr, range(0x21, 0x7F)))  # visible ASCII: what a header may hold
+
+
 @dataclass(frozen=True)
 class HttpAuth:
     token_file: str | None = None
     ca_file: str | None = None
     insecure: bool = False
+    # The tokens last read (a rotated one stays listed a while): redacted from every log line.
+    seen: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def headers(self) -> dict[str, str]:
         h = {"Accept": "application/json"}
         if self.token_file:
             with open(self.token_file) as f:  # re-read: projected tokens rotate
-                h["Authorization"] = "Bearer " + f.read().strip()
+                token = f.read().strip()
+            if token and token not in self.seen:
+                self.seen[:] = [token, *self.seen][:4]
+            if not token or not set(token) <= _TOKEN_CHARS:
+                # urllib would put the token itself in its error message: say why, not what.
+                raise ValueError(f"bearer token file {self.token_file} is empty or holds "
+                                 "whitespace or control characters; put one token on one line")
+            h["Authorization"] = "Bearer " + token
         return h
 
     def context(self, url: str) -> Any:
@@ -171,6 +190,25 @@ class HttpAuth:
             ctx.verify_mode = ssl.CERT_NONE
             return ctx
         return ssl.create_default_context(cafile=self.ca_file)
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password in its user-info part (https://user:pw@host -> https://***@host)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def _url_secrets(url: str) -> list[str]:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return [url]
+    return [parts.password] if parts.password else []
 
 
 def _open(url: str, auth: HttpAuth, timeout: float) -> Any:
@@ -189,6 +227,7 @@ class KubeletPodSource(PodSource):
         self.url = url.rstrip("/") + ("" if url.rstrip("/").endswith("/pods") else "/pods")
         self.auth, self.refresh, self.min_gap, self.timeout = auth, refresh, min_gap, timeout
         self.fetches = 0
+        self.shown_url = redact_url(self.url)
         self._poke = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kubelet-pods", daemon=True)
@@ -200,7 +239,7 @@ class KubeletPodSource(PodSource):
             with _open(self.url, self.auth, self.timeout) as resp:
                 pods = parse_pod_list(json.load(resp))
         except Exception as e:  # noqa: BLE001 - any failure: keep the last table, say why
-            self._error(f"GET {self.url}: {e}")
+            self._error(f"GET {self.shown_url}: {e}")
             return
         self.last_error = None
         self._publish(pods)
@@ -217,6 +256,9 @@ class KubeletPodSource(PodSource):
 
     def wanted(self, uid: str) -> None:
         self._poke.set()
+
+    def secrets(self) -> list[str]:
+        return [*self.auth.seen, *_url_secrets(self.url)]
 
     def close(self) -> None:
         self._stop.set()
@@ -255,7 +297,7 @@ class ApiServerPodSource(PodSource):
             except _Gone:
                 rv = None
             except Exception as e:  # noqa: BLE001 - reconnect with backoff, keep the table
-                self._error(f"{self.server}: {e}")
+                self._error(f"{redact_url(self.server)}: {e}")
                 rv = None
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
@@ -293,6 +335,9 @@ class ApiServerPodSource(PodSource):
                     self._pods[info.uid] = info
                 self._publish(self._pods)
         return rv
+
+    def secrets(self) -> list[str]:
+        return [*self.auth.seen, *_url_secrets(self.server)]
 
     def close(self) -> None:
         self._stop.set()
