@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -125,6 +126,7 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
                 pr.say(f"repeat {rep + 1}/{cfg.repeats}: {pol} ({sched.size} requests, "
                        f"{cfg.duration_s:g} s)")
                 c.reset()
+                time.sleep(cfg.loop.settle_seconds)
                 res = run_policy(c, probe, cfg.loop, None if pol == "static" else pol, rep,
                                  sched_path, cfg.duration_s, cfg.out_dir, seed=cfg.seed + rep,
                                  on_tick=lambda t, p=pol, r=rep: pr.tick(p, r, t))
@@ -265,10 +267,14 @@ def _affinity_experiment(c: Cluster, probe: Probe, cfg: DsbCompareConfig, res: D
     sched_path = os.path.join(tmp, "s.npy")
     np.save(sched_path, sched)
     try:
+        order = [("default", default), ("affinity", following)]
         for rnd in range(cfg.affinity_rounds):
-            for name, plc in (("default", default), ("affinity", following)):
+            # ABBA: whichever runs first after a change of deployment pays for it (drains,
+            # reloads, cold connections); alternating the order cancels that bias
+            for name, plc in (order if rnd % 2 == 0 else order[::-1]):
                 c.reset(states)
                 c.place(plc)
+                time.sleep(cfg.loop.settle_seconds)
                 res_p = run_policy(c, probe, cfg.loop, None, rnd, sched_path,
                                    cfg.affinity_seconds, tmp, seed=cfg.seed + 99)
                 r = res_p.records
