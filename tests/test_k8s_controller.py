@@ -233,11 +233,16 @@ def test_api_server_stopped_mid_run(env, tmp_path):
         time.sleep(2.0)
         assert replicas(cp, "outage") == 2
         assert any(e["status"] == "no-signals" for t, e in s.events("outcome") if t > t_down)
+        # from the moment the API server process is started again
+        led = next(t for t, e in s.events("leader") if e["leader"] and t > t0) - t0
+        first = next(t for t, e in s.events("outcome")
+                     if t > t0 and e["status"] != "error") - t0
         sig.resume()
         t1 = time.time()
         wait_for(lambda: replicas(cp, "outage") == 4, 20, what="the scaler to resume")
-        print(f"API server restart {restart:.1f} s; resumed {time.time() - t1:.1f} s after "
-              "signals were fresh again")
+        print(f"API server down {t0 - t_down:.1f} s, restart to /readyz {restart:.1f} s; "
+              f"restart -> leading again {led:.1f} s, -> first outcome {first:.1f} s; resumed "
+              f"{time.time() - t1:.1f} s after signals were fresh again")
         acted = [e for t, e in s.events("outcome") if e["applied"]]
         assert [e["replicas"] for e in acted] == [[1, 2], [2, 4]]  # nothing else, no repeats
         assert s.proc.poll() is None

@@ -1,6 +1,8 @@
 """`python -m runqscale.scaler.k8s`: the in-cluster scaler (leader-elected, dry-run by default).
 
-Prints one JSON object per line on stdout: leadership changes and each workload's outcome.
+Prints one JSON object per line on stdout: leadership changes, each workload's outcome as soon as
+it is known, and an `applying` line just before each API write (so a kill -9 between a write and
+its outcome still leaves the intent in the log).
 SIGTERM/SIGINT release the Lease so a standby replica takes over without waiting for expiry.
 """
 
@@ -69,13 +71,16 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
               help="Seconds (workloads override with runqscale.io/target-runq-p95).")
 @click.option("--period", type=float, default=None,
               help="Seconds between decisions per workload (default: each policy's own period).")
+@click.option("--step-budget", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="Seconds one step may spend; workloads left wait for the next step.")
 @click.option("-v", "--verbose", is_flag=True)
 def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
          namespaces: tuple[str, ...], lease_namespace: str, lease_name: str, identity: str,
          lease_duration: float, renew_deadline: float, retry_period: float, tick: float,
          window: float, max_signal_age: float, min_replicas: int, max_replicas: int,
-         target_runq_p95: float, period: float | None, verbose: bool) -> None:
+         target_runq_p95: float, period: float | None, step_budget: float,
+         verbose: bool) -> None:
     """Scale opted-in workloads (runqscale.io/policy annotation) from run-queue signals."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -106,7 +111,8 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
     ctl = Controller(
         client, source, KubernetesActuator(client, dry_run=dry_run, max_signal_age=max_signal_age),
         EventRecorder(client, instance=identity), defaults, identity, elector, namespaces,
-        window, max_signal_age,
+        window, max_signal_age, step_budget_seconds=step_budget,
+        on_outcome=lambda out: _emit(out.to_json()),
     )
     stop = threading.Event()
 
@@ -131,8 +137,7 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
     t.start()
     _emit({"event": "start", "ts": time.time(), "identity": identity, "dry_run": dry_run})
     while not stop.is_set():
-        for out in ctl.step():
-            _emit(out.to_json())
+        ctl.step()  # each outcome is printed as it happens (on_outcome)
         stop.wait(tick)
     t.join(timeout=retry_period + 1)
     elector.release()

@@ -21,6 +21,7 @@ policy's windows and cool-downs be judged in the wrong time.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -59,7 +60,7 @@ class Outcome:
     workload: str
     kind: str
     identity: str
-    status: str  # decided | invalid | no-signals | error
+    status: str  # decided | invalid | no-signals | error | deferred | applying (intent)
     action: str = "none"
     applied: bool = False
     dry_run: bool = True
@@ -78,6 +79,8 @@ class _Track:
     policy: str
     state: Any = None
     last: float | None = None  # monotonic time of the last decision
+    errors: int = 0  # failed applies in a row
+    retry_at: float | None = None  # monotonic: no new attempt before (backoff after errors)
 
 
 Source = Callable[[float], Sequence[Sample]]
@@ -98,6 +101,9 @@ class Controller:
         max_signal_age: float = 60.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        step_budget_seconds: float = 30.0,
+        error_backoff_cap: float = 60.0,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.client = client
         self.source = source
@@ -111,6 +117,12 @@ class Controller:
         self.max_signal_age = max_signal_age
         self.clock = clock
         self.monotonic = monotonic
+        self.step_budget = step_budget_seconds
+        self.error_backoff_cap = error_backoff_cap
+        # called with each outcome as soon as it is known, and with an "applying" outcome just
+        # before each API write: a kill -9 between the write and its outcome line then leaves
+        # the intent in the log (a step's outcomes printed at its end would all be lost)
+        self.on_outcome = on_outcome
         self.guard = WallClockGuard()
         self._tracks: dict[tuple[str, str, str], _Track] = {}
 
@@ -154,14 +166,38 @@ class Controller:
             log.warning("reading signals failed, no action this step: %s", exc)
             return [Outcome(now, "*", "*", self.identity, "error", message=f"signals: {exc}")]
         outcomes = []
-        for kind, obj in objects:
-            md = obj.get("metadata") or {}
-            if annotations.POLICY not in (md.get("annotations") or {}):
-                continue
+        todo = self._opted_in(objects)
+        for i, (kind, obj) in enumerate(todo):
             if not self.leading():  # lost the lease mid-step: stop here
                 break
-            outcomes.append(self._workload(kind, obj, samples, now, mono))
-        return [o for o in outcomes if o is not None]
+            if self.monotonic() - mono > self.step_budget:
+                # API storms (429 with Retry-After, timeouts) must not stretch one step without
+                # bound; the ones left go first next step (least recently decided first)
+                msg = (f"step budget {self.step_budget:g} s spent: {len(todo) - i} workloads "
+                       "wait for the next step")
+                log.warning("%s", msg)
+                outcomes.append(Outcome(now, "*", "*", self.identity, "deferred", message=msg))
+                break
+            outcome = self._workload(kind, obj, samples, now, mono)
+            if outcome is not None:
+                self._report(outcome)
+                outcomes.append(outcome)
+        return outcomes
+
+    def _report(self, outcome: Outcome) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+
+    def _opted_in(self, objects: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict]]:
+        """Opted-in workloads, least recently decided first (never decided: first of all)."""
+        def last(item: tuple[str, dict[str, Any]]) -> float:
+            md = item[1]["metadata"]
+            track = self._tracks.get((item[0], md.get("namespace"), md.get("name")))
+            return -math.inf if track is None or track.last is None else track.last
+
+        opted = [(k, o) for k, o in objects
+                 if annotations.POLICY in ((o.get("metadata") or {}).get("annotations") or {})]
+        return sorted(opted, key=last)
 
     def _workload(
         self,
@@ -188,6 +224,8 @@ class Controller:
         period = spec.config.period_seconds or policy.period_seconds
         if track.last is not None and mono - track.last < period - 1e-6:
             return None
+        if track.retry_at is not None and mono < track.retry_at:
+            return None  # backing off after failed applies
         # after a backward clock step, samples up to the guard's mark may predate it
         lo = max(now - self.window_seconds, self.guard.hold_until)
         mine = [s for s in samples.get((ns, name), []) if lo < s.ts <= now + 5]
@@ -211,13 +249,18 @@ class Controller:
                            dry_run=self.actuator.dry_run, message=rec.reason)
         if not self.leading():
             return None
-        result: ApplyResult = self.actuator.apply(rec)
         c, r = rec.current, rec.recommended
         size = (f"{c.replicas}x{_c(c.cpu_request_cores)}/{_c(c.cpu_limit_cores)} -> "
                 f"{r.replicas}x{_c(r.cpu_request_cores)}/{_c(r.cpu_limit_cores)}")
+        self._report(Outcome(now, key, kind, self.identity, "applying", rec.action,
+                             dry_run=self.actuator.dry_run, replicas=(c.replicas, r.replicas),
+                             message=f"{spec.policy}: {size}"))
+        result: ApplyResult = self.actuator.apply(rec)
         mode = "dry-run" if result.dry_run else "applied"
+        backoff = self._backoff(track, period, bool(result.error))
         if result.error:
-            msg = f"{spec.policy}: {size} not applied: {result.error}"
+            msg = (f"{spec.policy}: {size} not applied: {result.error}; next attempt in "
+                   f"{backoff:g} s")
             self.recorder.record(ref, WARNING, "ActionFailed", msg)
         else:
             msg = (f"{spec.policy} ({mode}): {size} via {result.method}: {result.detail}; "
@@ -227,6 +270,18 @@ class Controller:
         return Outcome(now, key, kind, self.identity, "error" if result.error else "decided",
                        rec.action, result.applied, result.dry_run, result.method,
                        (c.replicas, r.replicas), msg)
+
+
+    def _backoff(self, track: _Track, period: float, failed: bool) -> float:
+        """After a failed apply, wait period x 2^errors (capped) before this workload's next
+        attempt, so a 409/429 storm is not met with the same burst every step."""
+        if not failed:
+            track.errors, track.retry_at = 0, None
+            return 0.0
+        track.errors += 1
+        delay = min(self.error_backoff_cap, period * 2.0 ** track.errors)
+        track.retry_at = self.monotonic() + delay
+        return delay
 
 
 def _c(x: float | None) -> str:
