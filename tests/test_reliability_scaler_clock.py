@@ -231,3 +231,55 @@ def test_forward_wall_jump_does_not_take_a_live_holders_lease():
         assert not b.try_acquire_or_renew() and not b.is_leader()
     assert leases.obj is not None and leases.obj["spec"]["holderIdentity"] == "a"
     assert not math.isnan(clocks_b.wall)
+
+
+# -- the controller (`scaler k8s`) against the real API server, with injected clocks -----------
+
+
+@pytest.mark.kubernetes
+def test_controller_backward_jump_no_decision_on_old_samples_then_resumes(k8s_deployed):
+    from k8s_helpers import deployment, ensure_namespace
+
+    from runqscale.scaler.actuators.kubernetes import KubernetesActuator
+    from runqscale.scaler.k8s import annotations as ann
+    from runqscale.scaler.k8s.client import path
+    from runqscale.scaler.k8s.controller import Controller
+    from runqscale.scaler.k8s.events import EventRecorder
+
+    ns, name = "clock", "jumpy"
+    cp = k8s_deployed.cp
+    ensure_namespace(cp, ns)
+    cp.admin.create(path("Deployment", ns), deployment(name, annotations={
+        ann.POLICY: "static", ann.MIN_REPLICAS: "2"}))
+    clocks = Clocks()
+    history: list[Sample] = []
+
+    def record() -> None:
+        history.append(Sample(clocks.wall, WorkloadRef(ns, name), replicas=1,
+                              runq_p95_seconds=0.001, cpu_usage_cores=0.05))
+
+    for _ in range(900):  # 15 minutes of samples, one a second, stamped by the wall clock
+        record()
+        clocks.tick(1.0)
+    client = cp.client_for_token(k8s_deployed.token)
+    actuator = KubernetesActuator(client, clock=lambda: clocks.wall)  # dry-run
+    ctl = Controller(client, lambda now: list(history), actuator,
+                     EventRecorder(client, instance="clock"), ScalerConfig(period_seconds=1.0),
+                     "clock", namespaces=[ns], max_signal_age=5,
+                     clock=lambda: clocks.wall, monotonic=lambda: clocks.mono)
+
+    def status() -> str:
+        (o,) = [o for o in ctl.step() if o.workload == f"{ns}/{name}"]
+        return o.status
+
+    record()
+    assert status() == "decided"
+    top = clocks.wall
+    clocks.wall -= 600  # back ten minutes: the samples stored then look fresh again
+    for _ in range(3):
+        clocks.tick(1.0)
+        record()  # new samples, stamped at or before the old ones' times
+        assert status() == "no-signals"
+    clocks.wall, clocks.mono = top + 2.0, clocks.mono + 600  # ten minutes later, caught up
+    record()
+    assert status() == "decided"
