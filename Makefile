@@ -9,7 +9,7 @@ APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool python3-bpfcc bpfcc-tools libb
             redis-server memcached
 BPF_OBJ := probes/runqlat.bpf.o
 
-.PHONY: demo test bench bench-validate deps system-deps kernel-headers bpf lint clean
+.PHONY: demo test bench bench-validate deps system-deps kernel-headers tracefs bpf lint clean
 
 # The signal check (~15 s), showar vs hpa vs phpa-knn on the WC98 day-25 trace (~8 min), then
 # the emulated DeathStarBench social network under showar and hpa + the affinity experiment (~6 min).
@@ -39,7 +39,7 @@ bench-validate: deps
 	$(VENV)/bin/runqscale validate --trace $(TRACE) --policies showar,hpa,phpa-knn \
 	  --duration 150s --repeats 3 --out out/bench-validate
 
-deps: system-deps kernel-headers $(VENV)/.installed $(BPF_OBJ) k8s-build
+deps: system-deps kernel-headers tracefs $(VENV)/.installed $(BPF_OBJ) k8s-build
 
 # Debian packages: the BPF toolchain, BCC and its tools, stress-ng, a real Prometheus, nginx.
 system-deps:
@@ -59,6 +59,10 @@ kernel-headers: system-deps
 	[ -e /lib/modules/$(KREL)/source ] || ln -s $$common /lib/modules/$(KREL)/source
 
 # A virtualenv made from Debian's python3 so it also sees Debian's BCC binding.
+# The bcc backend reads tracepoint formats from tracefs; fresh machines may not have it mounted.
+tracefs:
+	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+
 $(VENV)/.installed: setup.cfg pyproject.toml
 	[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=23" "setuptools>=64" wheel

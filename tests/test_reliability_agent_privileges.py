@@ -48,13 +48,16 @@ def task_caps(pid: int) -> dict[int, dict[str, int]]:
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         fields = {}
-        with open(f"/proc/{pid}/task/{tid}/status") as f:
-            for line in f:
-                k, _, v = line.partition(":")
-                if k.startswith("Cap"):
-                    fields[k] = int(v, 16)
-                elif k == "NoNewPrivs":
-                    fields[k] = int(v)
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    k, _, v = line.partition(":")
+                    if k.startswith("Cap"):
+                        fields[k] = int(v, 16)
+                    elif k == "NoNewPrivs":
+                        fields[k] = int(v)
+        except FileNotFoundError:  # the thread ended between the listing and the read
+            continue
         out[int(tid)] = fields
     return out
 
