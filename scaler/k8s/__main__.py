@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -32,6 +33,14 @@ from runqscale.scaler.model import ScalerConfig
 def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+
+
+def _finite(value: float, name: str) -> float:
+    # click's FloatRange lets nan and inf through its bounds
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number of seconds, e.g. 30",
+                                 param_hint=name)
+    return value
 
 
 def _client(server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
@@ -72,6 +81,7 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
 @click.option("--period", type=float, default=None,
               help="Seconds between decisions per workload (default: each policy's own period).")
 @click.option("--step-budget", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              callback=lambda ctx, p, v: _finite(v, "--step-budget"),
               help="Seconds one step may spend; workloads left wait for the next step.")
 @click.option("-v", "--verbose", is_flag=True)
 def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
