@@ -73,6 +73,10 @@ def test_validate_deathstarbench_showar_hpa_report(tmp_path):
     assert aff["source_run"] == "showar"
     assert set(aff["placements"]) == {"default", "affinity"}
     assert all(p["kind"] in ("spread", "co-locate") and abs(p["r"]) > 0.8 for p in aff["pairs"])
+    logged = [json.loads(x) for x in (out / "recommendations-affinity.jsonl").read_text()
+              .splitlines()] if aff["pairs"] else []
+    assert len(logged) == len(aff["pairs"])  # one recommendation per pair, in the log contract
+    assert all(r["action"] == "affinity" and r["recommended"] == r["current"] for r in logged)
     if aff["placements"]["default"] != aff["placements"]["affinity"]:
         assert len(aff["rounds"]) == 4 and "p99_change" in aff
     for png in ("timeline.png", "services.png", "scores.png"):

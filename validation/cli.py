@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -166,25 +168,9 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:
         fail(str(e))
-    total = int(round(duration)) * len(policies) * repeats
-    done = {"n": 0}
-    bar = click.progressbar(length=total, label="validate", show_pos=True, file=sys.stderr,
-                            width=30)
-
-    def say(msg: str) -> None:
-        click.echo(("\n" if done["n"] else "") + msg)
-
-    def tick(pol: str, rep: int, t) -> None:  # noqa: ANN001
-        key = (pol, rep)
-        last = done.setdefault(key, 0)
-        now = int(min(max(t.t, 0), duration))
-        if now > last:
-            bar.update(now - last)
-            done[key] = now
-            done["n"] += now - last
-        bar.label = (f"{pol} #{rep + 1} t={t.t:5.0f}s replicas={t.replicas} "
-                     f"limit={t.limit_cores:.2f} load={t.sent_rps:5.1f}/s")
-        bar.render_progress()
+    say, tick = _progress(duration * len(policies) * repeats, duration, lambda pol, rep, t: (
+        f"{pol} #{rep + 1} t={t.t:5.0f}s replicas={t.replicas} "
+        f"limit={t.limit_cores:.2f} load={t.sent_rps:5.1f}/s"))
 
     try:
         report = run_comparison(probe, mounts, cfg, Progress(say, tick))
@@ -195,6 +181,30 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
     click.echo("")
     _print_summary(report)
     click.echo(f"wrote {out}/report.json, details.json, timeline.png, scores.png")
+
+
+def _progress(total_s: float, duration: float, label: Callable[[str, int, Any], str]
+              ) -> tuple[Callable[[str], None], Callable[[str, int, Any], None]]:
+    """(say, tick) for a comparison: a bar over every run's seconds, labelled by the tick."""
+    done = {"n": 0}
+    bar = click.progressbar(length=int(round(total_s)), label="validate", show_pos=True,
+                            file=sys.stderr, width=30)
+
+    def say(msg: str) -> None:
+        click.echo(("\n" if done["n"] else "") + msg)
+
+    def tick(pol: str, rep: int, t: Any) -> None:
+        key = (pol, rep)
+        last = done.setdefault(key, 0)  # type: ignore[arg-type]
+        now = int(min(max(t.t, 0), duration))
+        if now > last:
+            bar.update(now - last)
+            done[key] = now  # type: ignore[index]
+            done["n"] += now - last
+        bar.label = label(pol, rep, t)
+        bar.render_progress()
+
+    return say, tick
 
 
 def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, repeats: int,
@@ -241,28 +251,14 @@ def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, r
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:
         fail(str(e))
-    total = int(round(duration)) * len(policies) * repeats
-    done = {"n": 0}
-    bar = click.progressbar(length=total, label="validate", show_pos=True, file=sys.stderr,
-                            width=30)
-
-    def say(msg: str) -> None:
-        click.echo(("\n" if done["n"] else "") + msg)
-
-    def tick(pol: str, rep: int, t) -> None:  # noqa: ANN001
-        key = (pol, rep)
-        now = int(min(max(t.t, 0), duration))
-        last = done.setdefault(key, 0)
-        if now > last:
-            bar.update(now - last)
-            done[key] = now
-            done["n"] += now - last
+    def label(pol: str, rep: int, t) -> str:  # noqa: ANN001 - a DsbTick
         reps = sum(s.replicas for s in t.services.values())
         hot = max(t.services.items(), key=lambda kv: kv[1].runq_p95_seconds or 0.0)
-        bar.label = (f"{pol} #{rep + 1} t={t.t:4.0f}s load={t.sent_rps:5.1f}/s replicas={reps} "
-                     f"hottest={hot[0].replace('-service', '')} "
-                     f"{(hot[1].runq_p95_seconds or 0) * 1e3:.1f}ms")
-        bar.render_progress()
+        return (f"{pol} #{rep + 1} t={t.t:4.0f}s load={t.sent_rps:5.1f}/s replicas={reps} "
+                f"hottest={hot[0].replace('-service', '')} "
+                f"{(hot[1].runq_p95_seconds or 0) * 1e3:.1f}ms")
+
+    say, tick = _progress(duration * len(policies) * repeats, duration, label)
 
     try:
         report = run_dsb_comparison(probe, mounts, cfg, DsbProgress(say, tick))

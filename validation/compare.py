@@ -75,12 +75,7 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
         seg = traces.choose_segment(trace, cfg.duration_s, peak_rps, cfg.segment_start_s,
                                     cfg.segment_length_s, cfg.time_warp)
         rates = traces.real_rates(trace, seg)
-        info = rpt.TraceInfo(
-            file=cfg.trace_path,
-            segment={"start": trace.label(seg.start_s),
-                     "end": trace.label(seg.start_s + seg.trace_seconds),
-                     "trace_seconds": seg.trace_seconds},
-            scale=seg.scale, time_warp=seg.time_warp)
+        info = rpt.trace_info(cfg.trace_path, trace, seg)
         scaling = (f"capacity {cap['rps']:.1f} req/s at {cfg.loop.max_replicas} replicas × "
                    f"{cfg.loop.replica_cpu:g} core; the segment's p99 step rate "
                    f"{seg.peak_trace_rps:.1f} trace req/s -> {peak_rps:.1f} req/s "

@@ -29,12 +29,12 @@ from runqscale.deathstarbench.emulation.workload import KINDS
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.scaler import affinity
-from runqscale.scaler.model import CurrentState, WorkloadRef
+from runqscale.scaler import log as reclog
+from runqscale.scaler.model import CurrentState
 from runqscale.validation import report as rpt
 from runqscale.validation import traces
 from runqscale.validation.compare import _jsonable
 from runqscale.validation.dsb_loop import (
-    NAMESPACE,
     DsbLoopConfig,
     DsbRun,
     DsbTick,
@@ -103,12 +103,7 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
         seg = traces.choose_segment(trace, cfg.duration_s, peak_rps, cfg.segment_start_s,
                                     cfg.segment_length_s, cfg.time_warp)
         rates = traces.real_rates(trace, seg)
-        info = rpt.TraceInfo(
-            file=cfg.trace_path,
-            segment={"start": trace.label(seg.start_s),
-                     "end": trace.label(seg.start_s + seg.trace_seconds),
-                     "trace_seconds": seg.trace_seconds},
-            scale=seg.scale, time_warp=seg.time_warp)
+        info = rpt.trace_info(cfg.trace_path, trace, seg)
         scaling = (f"capacity {cap['rps']:.1f} req/s of the mix with 1 replica × "
                    f"{cfg.cluster.cpu:g} core per service; the segment's p99 step rate "
                    f"{seg.peak_trace_rps:.1f} trace req/s -> {peak_rps:.1f} req/s "
@@ -229,16 +224,15 @@ def _series(res: DsbRun) -> dict:
     }
 
 
-def usage_series(res: DsbRun) -> dict[WorkloadRef, tuple[np.ndarray, np.ndarray]]:
-    """Per service: (tick times, CPU cores used), what SHOWAR's affinity rule correlates."""
-    t = np.array([round(k.t, 3) for k in res.ticks])
-    used = res.service_series("used_cores")
-    return {WorkloadRef(NAMESPACE, s): (t, used[s]) for s in LOGIC_SERVICES}
-
-
 def _affinity_experiment(c: Cluster, probe: Probe, cfg: DsbCompareConfig, res: DsbRun,
                          capacity_rps: float, pr: DsbProgress) -> dict:
-    hints = affinity.pairs(usage_series(res))
+    # the product's rule on the services' signal windows (CPU usage per tick), logged as the
+    # scaler logs it; the pairs behind those recommendations drive the placement
+    windows = list(res.windows.values())
+    recs = affinity.recommendations(
+        windows, {w.workload: c.actuators[w.workload.name].current() for w in windows})
+    reclog.append(os.path.join(cfg.out_dir, "recommendations-affinity.jsonl"), recs)
+    hints = affinity.pairs({w.workload: (w.ts, w.get("cpu_usage_cores")) for w in windows})
     load = {s: float(np.nanmean(res.service_series("used_cores")[s])) for s in LOGIC_SERVICES}
     default = place(load, NODES)
     following = place(load, NODES, hints)

@@ -11,11 +11,9 @@ flight is not decided again until it ends).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +31,7 @@ from runqscale.scaler import log as reclog
 from runqscale.scaler import policies
 from runqscale.scaler.model import CurrentState, Sample, ScalerConfig, SignalWindow, WorkloadRef
 from runqscale.validation.loadgen import Records
+from runqscale.validation.loop import LoadgenWatch
 from runqscale.validation.scoring import Requests, Timeline
 
 NAMESPACE = "social-network"
@@ -130,6 +129,7 @@ class DsbRun:
     decisions: int
     decide_calls: int
     actuations: list[dict] = field(default_factory=list)
+    windows: dict[str, SignalWindow] = field(default_factory=dict)  # per service, whole run
 
     def requests(self) -> Requests:
         r = self.records
@@ -176,27 +176,9 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
     tag = policy or "fixed"
     rec_path = os.path.join(out_dir, f"recommendations-{tag}-{repeat}.jsonl")
     records_path = os.path.join(out_dir, f".records-{tag}-{repeat}.npz")
-    lg = start_loadgen(cluster, ["--schedule", sched_path, "--out", records_path,
-                                 "--users", str(cfg.users), "--seed", str(seed)],
-                       cfg.request_timeout_seconds)
-    status: dict = {"sent": 0}
-    start_wall: list[float] = []
-
-    def read_status() -> None:
-        assert lg.stdout is not None
-        for line in lg.stdout:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if "start" in obj:
-                start_wall.append(float(obj["start"]))
-            else:
-                status.update(obj)
-
-    reader = threading.Thread(target=read_status, daemon=True)
-    reader.start()
-    launched = time.time()
+    lg = LoadgenWatch(start_loadgen(cluster, ["--schedule", sched_path, "--out", records_path,
+                                              "--users", str(cfg.users), "--seed", str(seed)],
+                                    cfg.request_timeout_seconds), records_path)
     nwin = max(1, round(cfg.signal_window_seconds / cfg.tick_seconds))
     wins = {s: deque(maxlen=nwin) for s in LOGIC_SERVICES}
     samples = {s: deque(maxlen=int(900 / cfg.tick_seconds)) for s in LOGIC_SERVICES}
@@ -214,10 +196,10 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
             time.sleep(max(0.0, next_tick - time.monotonic()))
             next_tick += cfg.tick_seconds
             dt, hist, used = meter.sample()
-            sent = int(status.get("sent", 0))
+            sent = lg.sent
             rate, sent_prev = (sent - sent_prev) / dt, sent
             ts = time.time()
-            t0 = start_wall[0] if start_wall else launched
+            t0 = lg.t0
             svc_ticks = {}
             for s in LOGIC_SERVICES:
                 slots, tn, td = hist.get(s, (None, 0, 0))
@@ -247,7 +229,7 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
             ticks.append(tick)
             if on_tick:
                 on_tick(tick)
-            if lg.poll() is not None:
+            if lg.done():
                 break
             if decide is None or time.monotonic() < next_decision or tick.t < 0:
                 continue
@@ -276,13 +258,9 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
                 pending[s] = pool.submit(apply)
     finally:
         pool.shutdown(wait=True)
-    reader.join(timeout=5)
-    if lg.returncode != 0:
-        err = lg.stderr.read() if lg.stderr else ""
-        raise RuntimeError(f"the load generator failed ({lg.returncode}): {err.strip()[-300:]}")
-    records = Records.load(records_path)
-    os.unlink(records_path)
-    return DsbRun(tag, repeat, seconds, records, ticks, decisions, calls, actuations)
+    records = lg.records()
+    return DsbRun(tag, repeat, seconds, records, ticks, decisions, calls, actuations,
+                  {s: SignalWindow.from_samples(list(samples[s])) for s in LOGIC_SERVICES})
 
 
 def initial_states(cluster: Cluster) -> dict[str, CurrentState]:

@@ -118,6 +118,54 @@ class RunResult:
                         np.array([k.limit_cores for k in ts]), used)
 
 
+class LoadgenWatch:
+    """The open-loop generator's progress lines, read on a thread: requests `sent` so far and
+    the schedule's time 0 (unix seconds); `records()` waits for its end and loads its results."""
+
+    def __init__(self, proc: subprocess.Popen, records_path: str) -> None:
+        self.proc, self.records_path = proc, records_path
+        self.status: dict = {"sent": 0}
+        self.start_wall: list[float] = []
+        self.launched = time.time()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if "start" in obj:
+                self.start_wall.append(float(obj["start"]))
+            else:
+                self.status.update(obj)
+
+    @property
+    def sent(self) -> int:
+        return int(self.status.get("sent", 0))
+
+    @property
+    def t0(self) -> float:
+        """Unix seconds of the schedule's 0 (the launch until the generator says)."""
+        return self.start_wall[0] if self.start_wall else self.launched
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def records(self) -> Records:
+        self._reader.join(timeout=5)
+        self.proc.wait()
+        if self.proc.returncode != 0:
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"the load generator failed ({self.proc.returncode}): "
+                               f"{err.strip()[-300:]}")
+        rec = Records.load(self.records_path)
+        os.unlink(self.records_path)
+        return rec
+
+
 class Environment:
     """Sandbox + nginx + actuator for one invocation (reused by every run)."""
 
@@ -219,26 +267,8 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
     sampler.sample()
     rec_path = os.path.join(out_dir, f"recommendations-{policy}-{repeat}.jsonl")
     records_path = os.path.join(out_dir, f".records-{policy}-{repeat}.npz")
-    lg = env.loadgen(["--schedule", sched_path, "--out", records_path])
-
-    status: dict = {"sent": 0}
-    start_wall: list[float] = []
-
-    def read_status() -> None:
-        assert lg.stdout is not None
-        for line in lg.stdout:
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            if "start" in obj:
-                start_wall.append(float(obj["start"]))
-            else:
-                status.update(obj)
-
-    reader = threading.Thread(target=read_status, daemon=True)
-    reader.start()
-    launched = time.time()
+    lg = LoadgenWatch(env.loadgen(["--schedule", sched_path, "--out", records_path]),
+                      records_path)
 
     win: deque = deque(maxlen=max(1, round(cfg.signal_window_seconds / cfg.tick_seconds)))
     samples: deque[Sample] = deque(maxlen=int(900 / cfg.tick_seconds))
@@ -268,7 +298,7 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
         usage = _read_usage(env.mounts, sb.hierarchy, parent.rel)
         used_s = (usage - usage_prev) if usage is not None and usage_prev is not None else 0.0
         usage_prev = usage
-        sent = int(status.get("sent", 0))
+        sent = lg.sent
         win.append((slots, used_s, dt, thr_n, thr_d, sent - sent_prev))
         sent_prev = sent
         total_slots = None
@@ -282,7 +312,7 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
         cur = act.current()
         alive = act.alive()
         ts = time.time()
-        t0 = start_wall[0] if start_wall else launched
+        t0 = lg.t0
         tick = Tick(ts - t0, alive, act.ready_replicas, cur.cpu_limit_cores or 0.0,
                     cur.cpu_request_cores or 0.0, used_s / dt, win[-1][5] / dt,
                     p95, thr)
@@ -295,7 +325,7 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
             request_rate=sum(w[5] for w in win) / wdt))
         if on_tick:
             on_tick(tick)
-        if lg.poll() is not None:
+        if lg.done():
             break
         if time.monotonic() >= next_decision and tick.t >= 0:
             next_decision += period
@@ -311,10 +341,5 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
             else:
                 rec = replace(rec, dry_run=False, applied=False)
             reclog.append(rec_path, [rec])
-    reader.join(timeout=5)
-    if lg.returncode != 0:
-        err = lg.stderr.read() if lg.stderr else ""
-        raise RuntimeError(f"the load generator failed ({lg.returncode}): {err.strip()[-300:]}")
-    records = Records.load(records_path)
-    os.unlink(records_path)
+    records = lg.records()
     return RunResult(policy, repeat, seconds, records, ticks, decisions, calls, actuations)

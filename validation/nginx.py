@@ -20,15 +20,16 @@ from collections.abc import Callable
 
 NGINX_BIN = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 
-_CONF = """\
+# The main context and the start of `http`: foreground as root, everything under one prefix.
+HEAD = """\
 # written by runqscale validation; regenerated on every replica change
 daemon off;
 master_process on;
 user root;
-worker_processes 1;
+worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-worker_rlimit_nofile 16384;
+worker_rlimit_nofile {nofile};
 events {{ worker_connections 8192; }}
 http {{
     access_log off;
@@ -37,6 +38,9 @@ http {{
     fastcgi_temp_path {prefix}/tmp/fastcgi;
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
+"""
+
+_BODY = """\
     upstream runlang {{
         least_conn;
 {servers}
@@ -65,7 +69,8 @@ def render(prefix: str, port: int, upstreams: list[int], read_timeout_s: float =
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=0;" for p in upstreams)
     if not upstreams:  # nginx needs one server; a closed port answers 502 at once
         servers = "        server 127.0.0.1:1 down;"
-    return _CONF.format(prefix=prefix, port=port, servers=servers,
+    return HEAD.format(prefix=prefix, workers=1, nofile=16384) + _BODY.format(
+        port=port, servers=servers,
                         read_timeout=int(math.ceil(read_timeout_s)),
                         upstreams=",".join(map(str, upstreams)))
 

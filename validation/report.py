@@ -30,6 +30,17 @@ class TraceInfo:
     time_warp: float  # trace seconds per real second
 
 
+def trace_info(path: str, trace: object, seg: object) -> TraceInfo:
+    """The report's `trace` block for the replayed segment `seg` of `trace` (traces.Trace,
+    traces.Segment)."""
+    return TraceInfo(
+        file=path,
+        segment={"start": trace.label(seg.start_s),  # type: ignore[attr-defined]
+                 "end": trace.label(seg.start_s + seg.trace_seconds),  # type: ignore[attr-defined]
+                 "trace_seconds": seg.trace_seconds},  # type: ignore[attr-defined]
+        scale=seg.scale, time_warp=seg.time_warp)  # type: ignore[attr-defined]
+
+
 def run_entry(policy: str, repeat: int, s: RunScore, decisions: int) -> dict:
     return {
         "policy": policy,

@@ -13,7 +13,7 @@ import math
 import os
 import threading
 
-from runqscale.validation.nginx import Nginx, free_port
+from runqscale.validation.nginx import HEAD, Nginx, free_port
 
 ROUTES = {  # front-end path -> (service, method)
     "/wrk2-api/home-timeline/read": ("home-timeline-service", "ReadHomeTimeline"),
@@ -21,23 +21,7 @@ ROUTES = {  # front-end path -> (service, method)
     "/wrk2-api/post/compose": ("compose-post-service", "ComposePost"),
 }
 
-_HEAD = """\
-# written by runqscale's DeathStarBench emulation; regenerated on every replica change
-daemon off;
-master_process on;
-user root;
-worker_processes 2;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-worker_rlimit_nofile 32768;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
+_PROXY = """\
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     proxy_connect_timeout 2s;
@@ -55,7 +39,8 @@ def _upstream(service: str, ports: list[int]) -> str:
 
 def render(prefix: str, front_port: int, mesh_ports: dict[str, int],
            upstreams: dict[str, list[int]], read_timeout_s: float = 30) -> str:
-    out = [_HEAD.format(prefix=prefix, read_timeout=int(math.ceil(read_timeout_s)))]
+    out = [HEAD.format(prefix=prefix, workers=2, nofile=32768),
+           _PROXY.format(read_timeout=int(math.ceil(read_timeout_s)))]
     for svc in mesh_ports:
         out.append(_upstream(svc, upstreams.get(svc, [])))
     for svc, port in mesh_ports.items():
