@@ -172,15 +172,21 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
         f"{pol} #{rep + 1} t={t.t:5.0f}s replicas={t.replicas} "
         f"limit={t.limit_cores:.2f} load={t.sent_rps:5.1f}/s"))
 
+    _run_and_summarise(lambda: run_comparison(probe, mounts, cfg, Progress(say, tick)), probe,
+                       f"wrote {out}/report.json, details.json, timeline.png, scores.png")
+
+
+def _run_and_summarise(run: Callable[[], dict], probe: Any, wrote: str) -> None:
+    """Run a comparison (runtime failures: one line, exit 1), close the probe, print the table."""
     try:
-        report = run_comparison(probe, mounts, cfg, Progress(say, tick))
+        report = run()
     except (RuntimeError, OSError) as e:
         fail(str(e))
     finally:
         probe.close()
     click.echo("")
     _print_summary(report)
-    click.echo(f"wrote {out}/report.json, details.json, timeline.png, scores.png")
+    click.echo(wrote)
 
 
 def _progress(total_s: float, duration: float, label: Callable[[str, int, Any], str]
@@ -260,16 +266,9 @@ def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, r
 
     say, tick = _progress(duration * len(policies) * repeats, duration, label)
 
-    try:
-        report = run_dsb_comparison(probe, mounts, cfg, DsbProgress(say, tick))
-    except (RuntimeError, OSError) as e:
-        fail(str(e))
-    finally:
-        probe.close()
-    click.echo("")
-    _print_summary(report)
-    click.echo(f"wrote {out}/report.json, details.json, timeline.png, services.png, "
-               "scores.png, affinity.png")
+    _run_and_summarise(lambda: run_dsb_comparison(probe, mounts, cfg, DsbProgress(say, tick)),
+                       probe, f"wrote {out}/report.json, details.json, timeline.png, "
+                       "services.png, scores.png, affinity.png, recommendations-*.jsonl")
 
 
 def _print_summary(report: dict) -> None:

@@ -50,6 +50,32 @@ class Progress:
     tick: Callable[[str, int, Tick], None] = lambda _p, _r, _t: None
 
 
+@dataclass(frozen=True)
+class Replay:
+    """The trace segment to replay and how it was scaled onto this machine."""
+
+    seg: traces.Segment
+    rates: np.ndarray  # requests/s per real second
+    info: rpt.TraceInfo
+    peak_rps: float
+    scaling: str  # the same in words, for the log and details.json
+
+
+def plan_replay(trace: traces.Trace, path: str, capacity_rps: float, capacity_words: str,
+                peak_fraction: float, duration_s: float, start_s: float,
+                length_s: float | None, time_warp: float | None) -> Replay:
+    """Map the segment's p99 step rate onto `peak_fraction` × the measured capacity."""
+    peak_rps = peak_fraction * capacity_rps
+    seg = traces.choose_segment(trace, duration_s, peak_rps, start_s, length_s, time_warp)
+    rates = traces.real_rates(trace, seg)
+    scaling = (f"capacity {capacity_rps:.1f} req/s {capacity_words}; the segment's p99 step "
+               f"rate {seg.peak_trace_rps:.1f} trace req/s -> {peak_rps:.1f} req/s "
+               f"({peak_fraction:g} × capacity): scale {seg.scale:.5f}; time-warp "
+               f"{seg.time_warp:g}× ({seg.trace_seconds / 3600:.2f} trace hours in "
+               f"{duration_s:g} s); mean {rates.mean():.1f} req/s, max {rates.max():.1f}")
+    return Replay(seg, rates, rpt.trace_info(path, trace, seg), peak_rps, scaling)
+
+
 def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
                    progress: Progress | None = None) -> dict:
     pr = progress or Progress()
@@ -71,17 +97,12 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
         if not cap["rps"] > 0:
             raise RuntimeError(f"the replicas served nothing during the capacity measurement "
                                f"({cap}); see nginx's error log")
-        peak_rps = cfg.peak_fraction * cap["rps"]
-        seg = traces.choose_segment(trace, cfg.duration_s, peak_rps, cfg.segment_start_s,
-                                    cfg.segment_length_s, cfg.time_warp)
-        rates = traces.real_rates(trace, seg)
-        info = rpt.trace_info(cfg.trace_path, trace, seg)
-        scaling = (f"capacity {cap['rps']:.1f} req/s at {cfg.loop.max_replicas} replicas × "
-                   f"{cfg.loop.replica_cpu:g} core; the segment's p99 step rate "
-                   f"{seg.peak_trace_rps:.1f} trace req/s -> {peak_rps:.1f} req/s "
-                   f"({cfg.peak_fraction:g} × capacity): scale {seg.scale:.5f}; time-warp "
-                   f"{seg.time_warp:g}× ({seg.trace_seconds / 3600:.2f} trace hours in "
-                   f"{cfg.duration_s:g} s); mean {rates.mean():.1f} req/s, max {rates.max():.1f}")
+        plan = plan_replay(trace, cfg.trace_path, cap["rps"],
+                           f"at {cfg.loop.max_replicas} replicas × {cfg.loop.replica_cpu:g} core",
+                           cfg.peak_fraction, cfg.duration_s, cfg.segment_start_s,
+                           cfg.segment_length_s, cfg.time_warp)
+        seg, rates, info, peak_rps, scaling = (plan.seg, plan.rates, plan.info, plan.peak_rps,
+                                               plan.scaling)
         pr.say(f"trace {cfg.trace_path} {info.segment['start']} .. {info.segment['end']}: "
                f"{scaling}")
         details.update(capacity=cap, scaling=scaling, peak_rps=peak_rps,

@@ -33,7 +33,7 @@ from runqscale.scaler import log as reclog
 from runqscale.scaler.model import CurrentState
 from runqscale.validation import report as rpt
 from runqscale.validation import traces
-from runqscale.validation.compare import _jsonable
+from runqscale.validation.compare import _jsonable, plan_replay
 from runqscale.validation.dsb_loop import (
     DsbLoopConfig,
     DsbRun,
@@ -99,16 +99,12 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
         if not cap["rps"] > 0:
             raise RuntimeError(f"the social network served nothing during the capacity "
                                f"measurement ({cap}); see nginx's error log")
-        peak_rps = cfg.peak_fraction * cap["rps"]
-        seg = traces.choose_segment(trace, cfg.duration_s, peak_rps, cfg.segment_start_s,
-                                    cfg.segment_length_s, cfg.time_warp)
-        rates = traces.real_rates(trace, seg)
-        info = rpt.trace_info(cfg.trace_path, trace, seg)
-        scaling = (f"capacity {cap['rps']:.1f} req/s of the mix with 1 replica × "
-                   f"{cfg.cluster.cpu:g} core per service; the segment's p99 step rate "
-                   f"{seg.peak_trace_rps:.1f} trace req/s -> {peak_rps:.1f} req/s "
-                   f"({cfg.peak_fraction:g} × capacity): scale {seg.scale:.5f}; time-warp "
-                   f"{seg.time_warp:g}×; mean {rates.mean():.1f} req/s, max {rates.max():.1f}")
+        plan = plan_replay(trace, cfg.trace_path, cap["rps"],
+                           f"of the mix with 1 replica × {cfg.cluster.cpu:g} core per service",
+                           cfg.peak_fraction, cfg.duration_s, cfg.segment_start_s,
+                           cfg.segment_length_s, cfg.time_warp)
+        seg, rates, info, peak_rps, scaling = (plan.seg, plan.rates, plan.info, plan.peak_rps,
+                                               plan.scaling)
         pr.say(f"trace {cfg.trace_path} {info.segment['start']} .. {info.segment['end']}: "
                f"{scaling}")
         details.update(capacity=cap, scaling=scaling, peak_rps=peak_rps,
