@@ -1,7 +1,8 @@
 """Shared test policy: real-component tests never skip silently in CI.
 
-With CI=true, any skipped test marked kernel/bcc/prometheus/kubernetes turns into a failure, so a
-missing BPF toolchain, Prometheus or API server fails the run instead of passing it quietly.
+With CI=true, any skipped test marked kernel/bcc/prometheus/kubernetes/services turns into a
+failure, so a missing BPF toolchain, Prometheus, API server, redis, memcached or nginx fails the
+run instead of passing it quietly.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 
 import pytest
 
-REAL_COMPONENT_MARKERS = ("kernel", "bcc", "prometheus", "kubernetes")
+REAL_COMPONENT_MARKERS = ("kernel", "bcc", "prometheus", "kubernetes", "services")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -30,7 +30,7 @@ RATE = 250.0  # requests/s of the 60/30/10 mix
 # measured at RATE with every service at 0.5 core (cores): the sizes below are ~1.3× these
 SIZES = {"post-storage-service": 0.13, "home-timeline-service": 0.14, BOTTLENECK: 0.03}
 
-pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+pytestmark = [pytest.mark.kernel, pytest.mark.services, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

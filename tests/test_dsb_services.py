@@ -56,6 +56,7 @@ def stores():
         p.wait()
 
 
+@pytest.mark.services
 def test_redis_client_pipelines_sorted_sets_and_errors(stores):
     rp, _ = stores
 
@@ -77,6 +78,7 @@ def test_redis_client_pipelines_sorted_sets_and_errors(stores):
     asyncio.run(go())
 
 
+@pytest.mark.services
 def test_memcached_client_get_multi_and_set_noreply(stores):
     _, mp = stores
 
@@ -143,6 +145,7 @@ def test_mixed_workload_requests_are_60_30_10_and_well_formed():
     assert again == reqs and (k2 == kinds).all()
 
 
+@pytest.mark.services
 @pytest.mark.skipif(not os.path.exists(NGINX_BIN), reason="no nginx")
 def test_mesh_config_is_accepted_by_nginx():
     d = tempfile.mkdtemp()
