@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -104,6 +106,7 @@ class Controller:
         step_budget_seconds: float = 30.0,
         error_backoff_cap: float = 60.0,
         on_outcome: Callable[[Outcome], None] | None = None,
+        workers: int = 4,
     ) -> None:
         self.client = client
         self.source = source
@@ -123,6 +126,9 @@ class Controller:
         # before each API write: a kill -9 between the write and its outcome line then leaves
         # the intent in the log (a step's outcomes printed at its end would all be lost)
         self.on_outcome = on_outcome
+        self._report_lock = threading.Lock()
+        self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="workload")
+                      if workers > 1 else None)
         self.guard = WallClockGuard()
         self._tracks: dict[tuple[str, str, str], _Track] = {}
 
@@ -165,28 +171,41 @@ class Controller:
         except Exception as exc:  # any source failure means: no signals, no action
             log.warning("reading signals failed, no action this step: %s", exc)
             return [Outcome(now, "*", "*", self.identity, "error", message=f"signals: {exc}")]
-        outcomes = []
         todo = self._opted_in(objects)
-        for i, (kind, obj) in enumerate(todo):
-            if not self.leading():  # lost the lease mid-step: stop here
-                break
+        deferred = object()
+
+        def one(item: tuple[str, dict[str, Any]]) -> Outcome | object | None:
+            if not self.leading():  # lost the lease mid-step: nothing more
+                return None
             if self.monotonic() - mono > self.step_budget:
                 # API storms (429 with Retry-After, timeouts) must not stretch one step without
                 # bound; the ones left go first next step (least recently decided first)
-                msg = (f"step budget {self.step_budget:g} s spent: {len(todo) - i} workloads "
-                       "wait for the next step")
-                log.warning("%s", msg)
-                outcomes.append(Outcome(now, "*", "*", self.identity, "deferred", message=msg))
-                break
-            outcome = self._workload(kind, obj, samples, now, mono)
+                return deferred
+            outcome = self._workload(item[0], item[1], samples, now, mono)
             if outcome is not None:
                 self._report(outcome)
-                outcomes.append(outcome)
+            return outcome
+
+        # workloads are independent and their time is API round trips: a few in flight at once
+        # keep a step over a thousand of them inside one period (the client keeps one
+        # connection per thread); results keep the least-recently-decided order
+        if self._pool is None or len(todo) < 2:
+            results = [one(x) for x in todo]
+        else:
+            results = list(self._pool.map(one, todo))
+        outcomes = [r for r in results if isinstance(r, Outcome)]
+        left = sum(r is deferred for r in results)
+        if left:
+            msg = (f"step budget {self.step_budget:g} s spent: {left} workloads wait for the "
+                   "next step")
+            log.warning("%s", msg)
+            outcomes.append(Outcome(now, "*", "*", self.identity, "deferred", message=msg))
         return outcomes
 
     def _report(self, outcome: Outcome) -> None:
         if self.on_outcome is not None:
-            self.on_outcome(outcome)
+            with self._report_lock:  # one whole line per outcome, whichever thread knows it
+                self.on_outcome(outcome)
 
     def _opted_in(self, objects: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict]]:
         """Opted-in workloads, least recently decided first (never decided: first of all)."""

@@ -9,6 +9,7 @@ an Event never blocks a scaling decision.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,12 +58,14 @@ class EventRecorder:
         self.clock = clock
         self.max_cached = max_cached
         self._seen: dict[tuple[str, ...], tuple[str, int]] = {}  # key -> (event name, count)
+        self._lock = threading.Lock()  # the controller records from several threads
 
     def record(self, ref: ObjectRef, type_: str, reason: str, message: str) -> bool:
         """Create or bump the Event; False if the API refused or was unreachable."""
         key = (ref.namespace, ref.kind, ref.name, ref.uid, type_, reason, message)
         now = self.clock()
-        seen = self._seen.get(key)
+        with self._lock:
+            seen = self._seen.get(key)
         try:
             if seen is not None:
                 name, count = seen
@@ -71,7 +74,8 @@ class EventRecorder:
                         path("Event", ref.namespace, name),
                         {"count": count + 1, "lastTimestamp": rfc3339(now)},
                     )
-                    self._seen[key] = (name, count + 1)
+                    with self._lock:
+                        self._seen[key] = (name, count + 1)
                     return True
                 except ApiError as exc:
                     if not exc.not_found:  # expired by the API server's event TTL: recreate
@@ -99,9 +103,10 @@ class EventRecorder:
                 "reportingInstance": self.instance,
             }
             self.client.create(path("Event", ref.namespace), body)
-            if len(self._seen) >= self.max_cached:
-                self._seen.pop(next(iter(self._seen)))
-            self._seen[key] = (name, 1)
+            with self._lock:
+                if len(self._seen) >= self.max_cached:
+                    self._seen.pop(next(iter(self._seen)))
+                self._seen[key] = (name, 1)
             return True
         except ApiError as exc:
             log.warning("event %s on %s/%s not recorded: %s", reason, ref.namespace, ref.name, exc)
