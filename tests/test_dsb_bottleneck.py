@@ -3,7 +3,7 @@ mixed workload, and runqscale's per-service run-queue p95 points at it while CPU
 elsewhere (issue 8).
 
 The deployment is right-sized except for one service: every logic service gets a CPU limit of
-about 1.3× what it uses at this load (floor 0.05 core), user-timeline-service gets ~0.55×. The
+about 1.3× what it uses at this load (floor 0.1 core), user-timeline-service gets ~0.55×. The
 saturated service uses *less* CPU than home-timeline and post-storage (its quota caps it), so
 ranking by CPU usage names other services; its utilisation is the highest but only by a small
 factor. Its run-queue p95 is an order of magnitude above every other service's.
@@ -29,6 +29,10 @@ BOTTLENECK = "user-timeline-service"
 RATE = 250.0  # requests/s of the 60/30/10 mix
 # measured at RATE with every service at 0.5 core (cores): the sizes below are ~1.3× these
 SIZES = {"post-storage-service": 0.13, "home-timeline-service": 0.14, BOTTLENECK: 0.03}
+# the small services get 0.1 core (Kubernetes' usual 100m): at 0.05, compose-post (0.033 used,
+# bursty: it waits on the saturated service, then its replies arrive together) was throttled
+# into a 72 ms p95 in one CI run, a knock-on effect of the bottleneck, not a second one
+FLOOR = 0.1
 
 pytestmark = [pytest.mark.kernel, pytest.mark.services, pytest.mark.slow]
 
@@ -53,7 +57,7 @@ def test_runqueue_p95_points_at_the_saturated_service_cpu_does_not(probe):
     from runqscale.validation.dsb_bottleneck import profile
 
     p, mounts = probe
-    sizes = {s: SIZES.get(s, 0.05) for s in LOGIC_SERVICES}
+    sizes = {s: SIZES.get(s, FLOOR) for s in LOGIC_SERVICES}
     with Cluster(p.hierarchy, mounts, ClusterConfig(per_service_cpu=sizes),
                  load_edges(str(REED98))) as c:
         c.reset()
