@@ -26,12 +26,11 @@ from runqscale.agent.sampler import Sampler
 from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, STORES, Cluster
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import read_cpu_stat
-from runqscale.probes.model import quantile_seconds
 from runqscale.scaler import log as reclog
 from runqscale.scaler import policies
 from runqscale.scaler.model import CurrentState, Sample, ScalerConfig, SignalWindow, WorkloadRef
 from runqscale.validation.loadgen import Records
-from runqscale.validation.loop import LoadgenWatch
+from runqscale.validation.loop import LoadgenWatch, interval_totals, window_signals
 from runqscale.validation.scoring import Requests, Timeline
 
 NAMESPACE = "social-network"
@@ -97,19 +96,13 @@ class ServiceMeter:
         iv = self.sampler.sample()
         now = time.monotonic()
         dt, self._t = max(1e-6, now - self._t), now
-        hist: dict[str, tuple[np.ndarray | None, int, int]] = {}
+        by_svc: dict[str, list] = {}
         for cs in iv.cgroups:
             svc = next((s for s, rel in self.svc_rel.items()
                         if cs.path == rel or cs.path.startswith(rel + "/")), None)
-            if svc is None:
-                continue
-            slots, tn, td = hist.get(svc, (None, 0, 0))
-            slots = cs.delta.slots.copy() if slots is None else slots + cs.delta.slots
-            b, a = cs.cpu_before, cs.cpu
-            if a and b and a.nr_periods is not None and b.nr_periods is not None:
-                td += a.nr_periods - b.nr_periods
-                tn += (a.nr_throttled or 0) - (b.nr_throttled or 0)
-            hist[svc] = (slots, tn, td)
+            if svc is not None:
+                by_svc.setdefault(svc, []).append(cs)
+        hist = {svc: interval_totals(cgs) for svc, cgs in by_svc.items()}
         used = {}
         for k, rel in {**self.svc_rel, **self.store_rel}.items():
             u = self._read(rel)
@@ -203,27 +196,18 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
             svc_ticks = {}
             for s in LOGIC_SERVICES:
                 slots, tn, td = hist.get(s, (None, 0, 0))
-                wins[s].append((slots, used[s], dt, tn, td, rate * dt))
-                w = wins[s]
-                tot = None
-                for sl, *_ in w:
-                    if sl is not None:
-                        tot = sl.copy() if tot is None else tot + sl
-                wdt = sum(x[2] for x in w)
-                p95 = quantile_seconds(tot, 0.95) if tot is not None else None
-                n_, d_ = sum(x[3] for x in w), sum(x[4] for x in w)
+                wins[s].append((slots, used[s] * dt, dt, tn, td, rate * dt))
+                sig = window_signals(wins[s])
                 act = cluster.actuators[s]
                 cur = act.current()
-                thr = n_ / d_ if d_ > 0 else 0.0
                 svc_ticks[s] = ServiceTick(act.alive(), cur.cpu_limit_cores or 0.0, used[s],
-                                           p95, thr)
+                                           sig.runq_p95_seconds, sig.throttled_ratio)
                 samples[s].append(Sample(
                     ts=ts, workload=WorkloadRef(NAMESPACE, s), replicas=cur.replicas,
-                    ready_replicas=act.ready_replicas,
-                    cpu_usage_cores=sum(x[1] * x[2] for x in w) / wdt,
+                    ready_replicas=act.ready_replicas, cpu_usage_cores=sig.cpu_usage_cores,
                     cpu_request_cores=cur.cpu_request_cores,
-                    cpu_limit_cores=cur.cpu_limit_cores, runq_p95_seconds=p95,
-                    throttled_ratio=thr, request_rate=sum(x[5] for x in w) / wdt))
+                    cpu_limit_cores=cur.cpu_limit_cores, runq_p95_seconds=sig.runq_p95_seconds,
+                    throttled_ratio=sig.throttled_ratio, request_rate=sig.request_rate))
             tick = DsbTick(ts - t0, rate, svc_ticks,
                            {st.name: used[st.name] for st in STORES})
             ticks.append(tick)

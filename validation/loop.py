@@ -23,12 +23,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from runqscale.agent.sampler import Sampler
+from runqscale.agent.sampler import CgroupSample, Sampler
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import CgroupMounts, read_cpu_stat
 from runqscale.probes.model import Hierarchy, quantile_seconds
@@ -116,6 +116,43 @@ class RunResult:
         used = np.append(used[1:], used[-1:]) if used.size else used
         return Timeline(t, np.array([k.replicas for k in ts], dtype=float),
                         np.array([k.limit_cores for k in ts]), used)
+
+
+def interval_totals(cgroups: Iterable[CgroupSample]) -> tuple[np.ndarray | None, int, int]:
+    """One interval of these cgroups together: the merged wait histogram (None: no cgroup),
+    CFS periods throttled and CFS periods."""
+    slots, thr_n, thr_d = None, 0, 0
+    for cs in cgroups:
+        slots = cs.delta.slots.copy() if slots is None else slots + cs.delta.slots
+        b, a = cs.cpu_before, cs.cpu
+        if a and b and a.nr_periods is not None and b.nr_periods is not None:
+            thr_d += a.nr_periods - b.nr_periods
+            thr_n += (a.nr_throttled or 0) - (b.nr_throttled or 0)
+    return slots, thr_n, thr_d
+
+
+@dataclass(frozen=True)
+class WindowSignals:
+    runq_p95_seconds: float | None
+    throttled_ratio: float  # 0 when no CFS period ran (no quota)
+    cpu_usage_cores: float
+    request_rate: float
+
+
+def window_signals(win: Iterable[tuple]) -> WindowSignals:
+    """The signals over the last ticks, each `(slots, CPU seconds used, seconds, periods
+    throttled, periods, requests sent)`: p95 of the merged histogram, Σ throttled / Σ periods,
+    cores and requests/s over the window's time."""
+    win = list(win)
+    total = None
+    for s_, *_rest in win:
+        if s_ is not None:
+            total = s_.copy() if total is None else total + s_
+    wdt = sum(w[2] for w in win)
+    tn, td = sum(w[3] for w in win), sum(w[4] for w in win)
+    return WindowSignals(quantile_seconds(total, 0.95) if total is not None else None,
+                         tn / td if td > 0 else 0.0, sum(w[1] for w in win) / wdt,
+                         sum(w[5] for w in win) / wdt)
 
 
 class LoadgenWatch:
@@ -286,43 +323,28 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
         now_m = time.monotonic()
         dt = max(1e-6, now_m - t_prev)
         t_prev = now_m
-        iv = sampler.sample()
-        slots = None
-        thr_n = thr_d = 0
-        for cs in iv.cgroups:
-            slots = cs.delta.slots.copy() if slots is None else slots + cs.delta.slots
-            b, a = cs.cpu_before, cs.cpu
-            if a and b and a.nr_periods is not None and b.nr_periods is not None:
-                thr_d += a.nr_periods - b.nr_periods
-                thr_n += (a.nr_throttled or 0) - (b.nr_throttled or 0)
+        slots, thr_n, thr_d = interval_totals(sampler.sample().cgroups)
         usage = _read_usage(env.mounts, sb.hierarchy, parent.rel)
         used_s = (usage - usage_prev) if usage is not None and usage_prev is not None else 0.0
         usage_prev = usage
         sent = lg.sent
         win.append((slots, used_s, dt, thr_n, thr_d, sent - sent_prev))
         sent_prev = sent
-        total_slots = None
-        for s_, *_rest in win:
-            if s_ is not None:
-                total_slots = s_.copy() if total_slots is None else total_slots + s_
-        wdt = sum(w[2] for w in win)
-        p95 = quantile_seconds(total_slots, 0.95) if total_slots is not None else None
-        tn, td = sum(w[3] for w in win), sum(w[4] for w in win)
-        thr = (tn / td) if td > 0 else (0.0 if cfg.replica_cpu else None)
+        sig = window_signals(win)
         cur = act.current()
         alive = act.alive()
         ts = time.time()
         t0 = lg.t0
         tick = Tick(ts - t0, alive, act.ready_replicas, cur.cpu_limit_cores or 0.0,
                     cur.cpu_request_cores or 0.0, used_s / dt, win[-1][5] / dt,
-                    p95, thr)
+                    sig.runq_p95_seconds, sig.throttled_ratio)
         ticks.append(tick)
         samples.append(Sample(
             ts=ts, workload=WORKLOAD, replicas=cur.replicas, ready_replicas=act.ready_replicas,
-            cpu_usage_cores=sum(w[1] for w in win) / wdt,
+            cpu_usage_cores=sig.cpu_usage_cores,
             cpu_request_cores=cur.cpu_request_cores, cpu_limit_cores=cur.cpu_limit_cores,
-            runq_p95_seconds=p95, throttled_ratio=thr,
-            request_rate=sum(w[5] for w in win) / wdt))
+            runq_p95_seconds=sig.runq_p95_seconds, throttled_ratio=sig.throttled_ratio,
+            request_rate=sig.request_rate))
         if on_tick:
             on_tick(tick)
         if lg.done():
