@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from runqscale.scaler.actuators.base import ApplyResult
 from runqscale.scaler.k8s.client import STRATEGIC_MERGE_PATCH, ApiClient, ApiError, path
 from runqscale.scaler.k8s.quantity import format_cpu, parse_cpu
 from runqscale.scaler.model import Recommendation, WorkloadRef
@@ -32,18 +32,6 @@ from runqscale.scaler.model import Recommendation, WorkloadRef
 log = logging.getLogger(__name__)
 
 SCALABLE_KINDS = ("Deployment", "StatefulSet")
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    """What `apply` did: `method` is scale | resize | template | none."""
-
-    applied: bool
-    dry_run: bool
-    method: str
-    detail: str
-    error: str | None = None
-    attempts: int = 0
 
 
 # ------------------------------------------------------------------ reading workloads
