@@ -26,8 +26,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runqscale.scaler.cli import PrometheusLoop, Runner
 from runqscale.scaler.clock import WallClockGuard
+from runqscale.scaler.loops import PrometheusLoop
+from runqscale.scaler.policies import get
+from runqscale.scaler.routine import DecisionRoutine
 from runqscale.scaler.k8s.client import ApiError
 from runqscale.scaler.k8s.leader import LeaderElector
 from runqscale.scaler.model import Recommendation, Sample, ScalerConfig, WorkloadRef
@@ -72,8 +74,10 @@ def _run(jumps: dict[int, float], seed: int,
     """(mono, decision, mono of the sample it used) for every decision of one simulated run."""
     load = _load(random.Random(seed))
     store = PromLike()
-    runner = Runner("showar", ScalerConfig(min_replicas=1, max_replicas=20), STEP_S, 300.0)
-    loop = PrometheusLoop(store, runner, (), 60.0, guard or WallClockGuard())  # type: ignore[arg-type]
+    config = ScalerConfig(min_replicas=1, max_replicas=20, period_seconds=STEP_S)
+    routine = DecisionRoutine(guard=guard or WallClockGuard())
+    loop = PrometheusLoop(store, routine, get("showar"), config, (), 60.0,  # type: ignore[arg-type]
+                          300.0)
     replicas, offset, out = 2, 0.0, []
     for i in range(STEPS):
         offset += jumps.get(i, 0.0)
