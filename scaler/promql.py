@@ -109,6 +109,17 @@ def queries(rate_window: str = RATE) -> Queries:
 DEFAULT = queries()
 
 
+def pods(rate_window: str = RATE) -> dict[str, str]:
+    """Per-pod instant queries (one value per namespace/workload/pod/node): what SHOWAR's
+    node-pressure spread needs (where each pod runs, how long it waits, how much CPU it uses)."""
+    by = "namespace, workload, pod, node"
+    usage = f'rate(runqscale_cpu_usage_seconds_total{{pod!=""}}[{rate_window}])'
+    return {
+        "runq_p95_seconds": f"max by ({by}) ({by_workload(_P95_OF_PODS)})",
+        "cpu_usage_cores": f"sum by ({by}) ({by_workload(usage)})",
+    }
+
+
 def signal_age() -> str:
     """Seconds since each workload's newest run-queue sample was scraped (an instant query).
     A range query repeats a gauge's last value for Prometheus's 5-minute lookback, and after a

@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -230,11 +230,13 @@ class PrometheusSource:
         queries: promql.Queries = promql.DEFAULT,
         timeout_seconds: float = 10.0,
         staleness_seconds: float = 120.0,
+        pod_queries: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.queries = queries
         self.timeout = timeout_seconds
         self.staleness = staleness_seconds
+        self.pod_queries = dict(promql.pods()) if pod_queries is None else dict(pod_queries)
 
     def _get(self, path: str, params: Mapping[str, str]) -> Any:
         full = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
@@ -284,8 +286,32 @@ class PrometheusSource:
                 ages[ref] = age
         return ages
 
+    def pods(self, now: float) -> dict[WorkloadRef, tuple[PodSample, ...]]:
+        """Each workload's pods now: node, run-queue p95 and CPU usage (promql.pods)."""
+        found: dict[tuple[WorkloadRef, str], dict[str, Any]] = {}
+        for name, query in self.pod_queries.items():
+            data = self._get("/api/v1/query", {"query": query, "time": f"{now:.3f}"})
+            result = data.get("result") if isinstance(data, dict) else None
+            for series in result if isinstance(result, list) else []:
+                try:
+                    m, value = series["metric"], float(series["value"][1])
+                    ref = WorkloadRef(str(m["namespace"]), str(m["workload"]))
+                    pod, node = str(m["pod"]), m.get("node")
+                except (TypeError, KeyError, IndexError, ValueError):
+                    continue
+                entry = found.setdefault((ref, pod), {"node": node and str(node)})
+                if math.isfinite(value) and value >= 0:
+                    entry[name] = value
+        out: dict[WorkloadRef, list[PodSample]] = defaultdict(list)
+        for (ref, pod), fields in sorted(found.items()):
+            out[ref].append(PodSample(pod, fields["node"], metric_ts=now,
+                                      cpu_usage_cores=fields.get("cpu_usage_cores"),
+                                      runq_p95_seconds=fields.get("runq_p95_seconds")))
+        return {ref: tuple(ps) for ref, ps in out.items()}
+
     def fetch(self, now: float, window_seconds: float, step_seconds: float) -> Fetched:
-        """Samples for every workload seen in (now − window, now]."""
+        """Samples for every workload seen in (now − window, now]; the newest sample of each
+        workload carries its pods (for spreading)."""
         start = now - window_seconds
         table: dict[tuple[WorkloadRef, float], dict[str, float | None]] = defaultdict(dict)
         warnings: list[str] = []
@@ -316,6 +342,16 @@ class PrometheusSource:
                 if vals[k] is not None:
                     vals[k] = int(round(vals[k]))
             samples.append(Sample(ts=ts, workload=ref, **vals))
+        if self.pod_queries and samples:
+            try:
+                pods = self.pods(now)
+            except PrometheusError as exc:  # spreading is a hint: the decisions go on without
+                warnings.append(f"per-pod signals: {exc}")
+                pods = {}
+            newest: dict[WorkloadRef, int] = {s.workload: i for i, s in enumerate(samples)}
+            for ref, i in newest.items():
+                if ref in pods:
+                    samples[i] = replace(samples[i], pods=pods[ref])
         return Fetched(samples, warnings)
 
     def _point(

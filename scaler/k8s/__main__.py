@@ -28,6 +28,7 @@ from runqscale.scaler.k8s.controller import Controller
 from runqscale.scaler.k8s.events import EventRecorder
 from runqscale.scaler.k8s.leader import LeaderElector
 from runqscale.scaler.model import ScalerConfig
+from runqscale.scaler.selfmetrics import ScalerMetrics
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -41,6 +42,15 @@ def _finite(value: float, name: str) -> float:
         raise click.BadParameter(f"{value!r} is not a finite number of seconds, e.g. 30",
                                  param_hint=name)
     return value
+
+
+def _listen(value: str) -> tuple[str, int]:
+    """'[HOST]:PORT' -> (host, port); a one-line usage error otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not [HOST]:PORT; e.g. :9102",
+                                 param_hint="--metrics-listen")
+    return host.strip("[]"), int(port)
 
 
 def _client(server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
@@ -83,6 +93,11 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
 @click.option("--step-budget", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
               callback=lambda ctx, p, v: _finite(v, "--step-budget"),
               help="Seconds one step may spend; workloads left wait for the next step.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
+              help="Append the recommendations log (JSON Lines, design.md) to this file; "
+                   "resumed after a restart.")
+@click.option("--metrics-listen", default=None, metavar="[HOST]:PORT",
+              help="Serve the scaler's own /metrics (runqscale_scaler_*) here, e.g. :9102.")
 @click.option("-v", "--verbose", is_flag=True)
 def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
@@ -90,12 +105,27 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          lease_duration: float, renew_deadline: float, retry_period: float, tick: float,
          window: float, max_signal_age: float, min_replicas: int, max_replicas: int,
          target_runq_p95: float, period: float | None, step_budget: float,
-         verbose: bool) -> None:
+         log_path: str | None, metrics_listen: str | None, verbose: bool) -> None:
     """Scale opted-in workloads (runqscale.io/policy annotation) from run-queue signals."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if bool(prometheus_url) == bool(signals_file):
         raise click.UsageError("give exactly one of --prometheus URL or --signals FILE")
+    listen = _listen(metrics_listen) if metrics_listen is not None else None
+    if log_path:
+        try:  # a bad --log path is bad input (exit 2), found before anything runs
+            with open(log_path, "ab"):
+                pass
+        except OSError as exc:
+            raise click.BadParameter(f"{log_path}: cannot append ({exc.strerror}); give a "
+                                     "writable file path", param_hint="--log") from None
+    metrics = ScalerMetrics()
+    if listen is not None:
+        try:
+            metrics.serve(listen[1], listen[0])
+        except OSError as exc:
+            raise click.BadParameter(f"{metrics_listen}: cannot listen ({exc.strerror}); "
+                                     "choose a free port", param_hint="--metrics-listen") from None
     if prometheus_url:
         prom = signals.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age)
         step = min(15.0, max(1.0, window / 60))
@@ -122,7 +152,7 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
         client, source, KubernetesActuator(client, dry_run=dry_run, max_signal_age=max_signal_age),
         EventRecorder(client, instance=identity), defaults, identity, elector, namespaces,
         window, max_signal_age, step_budget_seconds=step_budget,
-        on_outcome=lambda out: _emit(out.to_json()),
+        on_outcome=lambda out: _emit(out.to_json()), log_path=log_path, metrics=metrics,
     )
     stop = threading.Event()
 

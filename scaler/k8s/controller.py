@@ -31,23 +31,24 @@ from typing import Any
 
 from runqscale.scaler.actuators.kubernetes import (
     SCALABLE_KINDS,
-    ApplyResult,
     KubernetesActuator,
     template_cpu,
 )
-from runqscale.scaler.clock import WallClockGuard
 from runqscale.scaler.k8s import annotations
 from runqscale.scaler.k8s.client import ApiClient, ApiError, path
 from runqscale.scaler.k8s.events import NORMAL, WARNING, EventRecorder, ObjectRef
 from runqscale.scaler.k8s.leader import LeaderElector
 from runqscale.scaler.model import (
     CurrentState,
+    Recommendation,
     Sample,
     ScalerConfig,
     SignalWindow,
     WorkloadRef,
 )
 from runqscale.scaler.policies import POLICIES
+from runqscale.scaler.routine import DecisionRoutine
+from runqscale.scaler.selfmetrics import ScalerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -76,15 +77,6 @@ class Outcome:
         return {"event": "outcome", **d}
 
 
-@dataclass
-class _Track:
-    policy: str
-    state: Any = None
-    last: float | None = None  # monotonic time of the last decision
-    errors: int = 0  # failed applies in a row
-    retry_at: float | None = None  # monotonic: no new attempt before (backoff after errors)
-
-
 Source = Callable[[float], Sequence[Sample]]
 
 
@@ -107,6 +99,9 @@ class Controller:
         error_backoff_cap: float = 60.0,
         on_outcome: Callable[[Outcome], None] | None = None,
         workers: int = 4,
+        log_path: str | None = None,
+        metrics: ScalerMetrics | None = None,
+        affinity_period_seconds: float = 300.0,
     ) -> None:
         self.client = client
         self.source = source
@@ -129,8 +124,15 @@ class Controller:
         self._report_lock = threading.Lock()
         self._pool = (ThreadPoolExecutor(workers, thread_name_prefix="workload")
                       if workers > 1 else None)
-        self.guard = WallClockGuard()
-        self._tracks: dict[tuple[str, str, str], _Track] = {}
+        self.metrics = metrics
+        # the one decision routine: policy state, periods, backoff, clock guard, the log,
+        # SHOWAR's affinity and spread; this class only reads the cluster and reports
+        self.routine = DecisionRoutine(
+            actuator, log_path=log_path, metrics=metrics,
+            affinity_period_seconds=affinity_period_seconds,
+            error_backoff_cap_seconds=error_backoff_cap, on_applying=self._applying)
+        self.guard = self.routine.guard
+        self._showar: dict[WorkloadRef, SignalWindow] = {}  # this step's showar windows
 
     def leading(self) -> bool:
         return self.elector is None or self.elector.is_leader()
@@ -155,20 +157,33 @@ class Controller:
     # ------------------------------------------------------------------ one step
 
     def step(self) -> list[Outcome]:
-        if not self.leading():
+        leading = self.leading()
+        if self.metrics is not None:
+            self.metrics.leader.set(1 if leading else 0)
+        if not leading:
             return []
+        started = time.monotonic()
+        try:
+            return self._step()
+        finally:
+            if self.metrics is not None:
+                self.metrics.step_duration.observe(time.monotonic() - started)
+
+    def _step(self) -> list[Outcome]:
         now, mono = self.clock(), self.monotonic()
-        note = self.guard.observe(now, mono)
+        note = self.routine.observe_clock(now, mono)
         if note:
             log.warning("%s", note)
         try:
             objects = self._list()
         except ApiError as exc:
+            self._error("api")
             log.warning("listing workloads failed, no action this step: %s", exc)
             return [Outcome(now, "*", "*", self.identity, "error", message=str(exc))]
         try:
             samples = self._by_workload(self.source(now))
         except Exception as exc:  # any source failure means: no signals, no action
+            self._error("signals")
             log.warning("reading signals failed, no action this step: %s", exc)
             return [Outcome(now, "*", "*", self.identity, "error", message=f"signals: {exc}")]
         todo = self._opted_in(objects)
@@ -200,6 +215,12 @@ class Controller:
                    "next step")
             log.warning("%s", msg)
             outcomes.append(Outcome(now, "*", "*", self.identity, "deferred", message=msg))
+        if self.leading():
+            by_ref = {WorkloadRef(o["metadata"]["namespace"], o["metadata"]["name"], k): o
+                      for k, o in todo}
+            for outcome in self._extras(by_ref, now):
+                self._report(outcome)
+                outcomes.append(outcome)
         return outcomes
 
     def _report(self, outcome: Outcome) -> None:
@@ -211,8 +232,9 @@ class Controller:
         """Opted-in workloads, least recently decided first (never decided: first of all)."""
         def last(item: tuple[str, dict[str, Any]]) -> float:
             md = item[1]["metadata"]
-            track = self._tracks.get((item[0], md.get("namespace"), md.get("name")))
-            return -math.inf if track is None or track.last is None else track.last
+            last = self.routine.last_decided(
+                WorkloadRef(str(md.get("namespace")), str(md.get("name")), item[0]))
+            return -math.inf if last is None else last
 
         opted = [(k, o) for k, o in objects
                  if annotations.POLICY in ((o.get("metadata") or {}).get("annotations") or {})]
@@ -236,15 +258,10 @@ class Controller:
             self.recorder.record(ref, WARNING, "InvalidAnnotation", str(exc))
             return Outcome(now, key, kind, self.identity, "invalid", message=str(exc))
         assert spec is not None
-        track = self._tracks.get((kind, ns, name))
-        if track is None or track.policy != spec.policy:
-            track = self._tracks[(kind, ns, name)] = _Track(spec.policy)
         policy = POLICIES[spec.policy]
-        period = spec.config.period_seconds or policy.period_seconds
-        if track.last is not None and mono - track.last < period - 1e-6:
+        wref = WorkloadRef(ns, name, kind)
+        if not self.routine.due(wref, policy, spec.config, mono, wall=now):
             return None
-        if track.retry_at is not None and mono < track.retry_at:
-            return None  # backing off after failed applies
         # after a backward clock step, samples up to the guard's mark may predate it
         lo = max(now - self.window_seconds, self.guard.hold_until)
         mine = [s for s in samples.get((ns, name), []) if lo < s.ts <= now + 5]
@@ -254,32 +271,36 @@ class Controller:
                    f"{self.max_signal_age:.0f} s): no decision; check the agent and Prometheus")
             self.recorder.record(ref, WARNING, "NoFreshSignals", msg)
             return Outcome(now, key, kind, self.identity, "no-signals", message=msg)
-        wref = WorkloadRef(ns, name, kind)
         window = SignalWindow.from_samples([replace(s, workload=wref) for s in mine])
-        in_policy_time = self.guard.policy_window(window)
-        assert in_policy_time is not None  # `mine` holds samples after the mark only
         req, lim = template_cpu(obj)
         current = CurrentState(int((obj.get("spec") or {}).get("replicas") or 0), req, lim)
-        rec, track.state = policy.decide(in_policy_time, current, spec.config, track.state)
-        track.last = mono
-        rec = replace(self.guard.wall_rec(rec, window.now), dry_run=self.actuator.dry_run)
+        try:
+            decision = self.routine.decide(window, current, policy, spec.config, mono,
+                                           act=self.leading())
+        except OSError as exc:  # the log could not be written: the decision still stands
+            self._error("log")
+            log.warning("recommendations log: %s", exc)
+            return Outcome(now, key, kind, self.identity, "error", message=f"log: {exc}")
+        if decision is None:
+            return None
+        if spec.policy == "showar":
+            policy_window = self.guard.policy_window(window)
+            if policy_window is not None:
+                with self._report_lock:
+                    self._showar[wref] = policy_window
+        rec = decision.rec
         if rec.action == "none" or rec.action not in REASONS:
             return Outcome(now, key, kind, self.identity, "decided", rec.action,
                            dry_run=self.actuator.dry_run, message=rec.reason)
-        if not self.leading():
+        result = decision.result
+        if result is None:  # lost the lease before acting
             return None
         c, r = rec.current, rec.recommended
-        size = (f"{c.replicas}x{_c(c.cpu_request_cores)}/{_c(c.cpu_limit_cores)} -> "
-                f"{r.replicas}x{_c(r.cpu_request_cores)}/{_c(r.cpu_limit_cores)}")
-        self._report(Outcome(now, key, kind, self.identity, "applying", rec.action,
-                             dry_run=self.actuator.dry_run, replicas=(c.replicas, r.replicas),
-                             message=f"{spec.policy}: {size}"))
-        result: ApplyResult = self.actuator.apply(rec)
+        size = _size(rec)
         mode = "dry-run" if result.dry_run else "applied"
-        backoff = self._backoff(track, period, bool(result.error))
         if result.error:
             msg = (f"{spec.policy}: {size} not applied: {result.error}; next attempt in "
-                   f"{backoff:g} s")
+                   f"{decision.backoff_seconds:g} s")
             self.recorder.record(ref, WARNING, "ActionFailed", msg)
         else:
             msg = (f"{spec.policy} ({mode}): {size} via {result.method}: {result.detail}; "
@@ -290,17 +311,49 @@ class Controller:
                        rec.action, result.applied, result.dry_run, result.method,
                        (c.replicas, r.replicas), msg)
 
+    def _applying(self, rec: Recommendation) -> None:
+        """The intent, just before the routine's actuator writes (see on_outcome)."""
+        c, r = rec.current, rec.recommended
+        self._report(Outcome(self.clock(), rec.workload.key, rec.workload.kind, self.identity,
+                             "applying", rec.action, dry_run=self.actuator.dry_run,
+                             replicas=(c.replicas, r.replicas),
+                             message=f"{rec.policy}: {_size(rec)}"))
 
-    def _backoff(self, track: _Track, period: float, failed: bool) -> float:
-        """After a failed apply, wait period x 2^errors (capped) before this workload's next
-        attempt, so a 409/429 storm is not met with the same burst every step."""
-        if not failed:
-            track.errors, track.retry_at = 0, None
-            return 0.0
-        track.errors += 1
-        delay = min(self.error_backoff_cap, period * 2.0 ** track.errors)
-        track.retry_at = self.monotonic() + delay
-        return delay
+    def _error(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.error(kind)
+
+    def _extras(self, objects: Mapping[WorkloadRef, Mapping[str, Any]], now: float
+                ) -> list[Outcome]:
+        """SHOWAR's affinity and spread recommendations over this step's showar workloads
+        (logged by the routine; recorded as Events on the workload they name)."""
+        wins = list(self._showar.values())
+        self._showar = {}
+        if not wins:
+            return []
+        current = {w.workload: CurrentState.from_window(w) for w in wins}
+        try:
+            recs = self.routine.extras(wins, current, self.defaults,
+                                       max(w.now for w in wins), wall_now=now)
+        except OSError as exc:
+            self._error("log")
+            log.warning("recommendations log: %s", exc)
+            return []
+        out = []
+        for rec in recs:
+            obj = objects.get(rec.workload)
+            if obj is not None:
+                self.recorder.record(ObjectRef.of(obj, rec.workload.kind), NORMAL,
+                                     "AffinityRecommendation", rec.reason)
+            out.append(Outcome(now, rec.workload.key, rec.workload.kind, self.identity,
+                               "recommended", "affinity", dry_run=True, message=rec.reason))
+        return out
+
+
+def _size(rec: Recommendation) -> str:
+    c, r = rec.current, rec.recommended
+    return (f"{c.replicas}x{_c(c.cpu_request_cores)}/{_c(c.cpu_limit_cores)} -> "
+            f"{r.replicas}x{_c(r.cpu_request_cores)}/{_c(r.cpu_limit_cores)}")
 
 
 def _c(x: float | None) -> str:
