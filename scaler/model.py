@@ -17,8 +17,11 @@ import numpy as np
 Action = Literal["scale_out", "scale_in", "resize", "affinity", "none"]
 ACTIONS: tuple[str, ...] = ("scale_out", "scale_in", "resize", "affinity", "none")
 
-# The fields of one signals-file line that are series in a window (design.md contract), plus the
-# optional `pressure` extension (cpu.pressure "some" avg10 as a fraction, 0..1).
+# The fields of one signals-file line that are series in a window (design.md contract), plus
+# optional extensions: `pressure` (cpu.pressure "some" as a fraction, 0..1), and the time-weighted
+# run-queue signals: `runq_wait_seconds_per_second` (run-queue wait summed over the workload's
+# tasks, per second: the histogram's _sum rate) and `throttled_seconds_per_second` (CFS throttled
+# time summed over its replicas, per second: cpu.stat throttled_time/throttled_usec rate).
 SERIES_FIELDS: tuple[str, ...] = (
     "replicas",
     "ready_replicas",
@@ -29,6 +32,8 @@ SERIES_FIELDS: tuple[str, ...] = (
     "throttled_ratio",
     "request_rate",
     "pressure",
+    "runq_wait_seconds_per_second",
+    "throttled_seconds_per_second",
 )
 
 
@@ -93,6 +98,8 @@ class Sample:
     throttled_ratio: float | None = None
     request_rate: float | None = None
     pressure: float | None = None
+    runq_wait_seconds_per_second: float | None = None  # total over replicas
+    throttled_seconds_per_second: float | None = None  # total over replicas
     pods: tuple[PodSample, ...] = ()
 
 
@@ -335,5 +342,7 @@ def signals_summary(window: SignalWindow) -> dict[str, float | None]:
         "throttled_ratio": window.last("throttled_ratio"),
         "pressure": window.last("pressure"),
         "request_rate": window.last("request_rate"),
+        "runq_wait_seconds_per_second": window.last("runq_wait_seconds_per_second"),
+        "throttled_seconds_per_second": window.last("throttled_seconds_per_second"),
         "ready_replicas": window.last("ready_replicas"),
     }

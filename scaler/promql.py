@@ -56,6 +56,8 @@ class Queries:
     throttled_ratio: str
     pressure: str
     request_rate: str
+    runq_wait_seconds_per_second: str
+    throttled_seconds_per_second: str
     replicas: str
     ready_replicas: str
     cpu_request_cores: str
@@ -93,6 +95,12 @@ def queries(rate_window: str = RATE) -> Queries:
             f"avg by ({GROUP}) ({by_workload(rate('runqscale_cpu_pressure_some_seconds_total'))})"
         ),
         request_rate=f"sum by ({GROUP}) ({by_workload(rate('http_requests_total'))})",
+        runq_wait_seconds_per_second=(
+            f"sum by ({GROUP}) ({by_workload(rate('runqscale_runqueue_wait_seconds_total'))})"
+        ),
+        throttled_seconds_per_second=(
+            f"sum by ({GROUP}) ({by_workload(rate('runqscale_cpu_throttled_seconds_total'))})"
+        ),
         replicas=(
             f"max by ({GROUP}) ({_from_deployment('kube_deployment_spec_replicas')})"
             f" or count by ({GROUP}) (group by ({GROUP}, pod) ({by_workload(_P95_OF_PODS)}))"

@@ -43,6 +43,8 @@ LIMITS: dict[str, tuple[bool, float, float]] = {
     "throttled_ratio": (False, 0.0, 1.0),
     "request_rate": (False, 0.0, 1e9),
     "pressure": (False, 0.0, 1.0),
+    "runq_wait_seconds_per_second": (False, 0.0, 1e6),
+    "throttled_seconds_per_second": (False, 0.0, 1e6),
 }
 # Floating-point slack for ratios computed from counters (e.g. 1.0000001)
 _RATIO_SLACK = 1e-6
@@ -94,6 +96,8 @@ def _fix(name: str) -> str:
         "throttled_ratio": "a fraction of CFS periods throttled, 0..1",
         "request_rate": "requests per second",
         "pressure": "a fraction 0..1",
+        "runq_wait_seconds_per_second": "run-queue wait seconds per second, summed over tasks",
+        "throttled_seconds_per_second": "CFS throttled seconds per second, summed over replicas",
     }[name]
     return f"write {unit}, or null if unknown"
 
@@ -304,7 +308,9 @@ class PrometheusSource:
                     entry[name] = value
         out: dict[WorkloadRef, list[PodSample]] = defaultdict(list)
         for (ref, pod), fields in sorted(found.items()):
-            out[ref].append(PodSample(pod, fields["node"], metric_ts=now,
+            # a pod the agent reports is running; its start and readiness are the cluster's
+            # to tell (HPA's per-pod rules read them as "started long ago, ready")
+            out[ref].append(PodSample(pod, fields["node"], metric_ts=now, start_ts=-math.inf,
                                       cpu_usage_cores=fields.get("cpu_usage_cores"),
                                       runq_p95_seconds=fields.get("runq_p95_seconds")))
         return {ref: tuple(ps) for ref, ps in out.items()}

@@ -18,25 +18,27 @@ against a wall clock that steps, with a Lease held in memory.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runqscale.scaler.clock import WallClockGuard
-from runqscale.scaler.loops import PrometheusLoop
-from runqscale.scaler.policies import get
-from runqscale.scaler.routine import DecisionRoutine
 from runqscale.scaler.k8s.client import ApiError
 from runqscale.scaler.k8s.leader import LeaderElector
+from runqscale.scaler.loops import PrometheusLoop
 from runqscale.scaler.model import Recommendation, Sample, ScalerConfig, WorkloadRef
+from runqscale.scaler.policies import get, showar
+from runqscale.scaler.routine import DecisionRoutine
 from runqscale.scaler.signals import Fetched
 
 WL = WorkloadRef("shop", "web")
 STEP_S = 3.0
+COOLDOWN = showar.Params().cooldown_seconds
 STEPS = 160
 T0 = 1_750_000_000.0
 
@@ -76,7 +78,10 @@ def _run(jumps: dict[int, float], seed: int,
     store = PromLike()
     config = ScalerConfig(min_replicas=1, max_replicas=20, period_seconds=STEP_S)
     routine = DecisionRoutine(guard=guard or WallClockGuard())
-    loop = PrometheusLoop(store, routine, get("showar"), config, (), 60.0,  # type: ignore[arg-type]
+    # the horizontal rules are the ones with windows a jump could empty (stabilisation)
+    policy = replace(get("showar"), decide=functools.partial(
+        showar.decide, params=showar.Params(vertical=False)))
+    loop = PrometheusLoop(store, routine, policy, config, (), 60.0,  # type: ignore[arg-type]
                           300.0)
     replicas, offset, out = 2, 0.0, []
     for i in range(STEPS):
@@ -96,7 +101,8 @@ def _run(jumps: dict[int, float], seed: int,
 def _check_invariants(decisions: list[tuple[float, Recommendation, float]]) -> None:
     acted = [(m, r) for m, r, _ in decisions if r.action not in ("none", "affinity")]
     for (m1, _), (m2, r2) in zip(acted, acted[1:], strict=False):
-        assert m2 - m1 >= 15.0 - 1e-6, f"actions {m2 - m1:g} s apart (cool-down 15 s): {r2}"
+        assert m2 - m1 >= COOLDOWN - 1e-6, \
+            f"actions {m2 - m1:g} s apart (cool-down {COOLDOWN:g} s): {r2}"
     for m, r in acted:
         if r.action == "scale_in":
             recent_out = [o.recommended.replicas for mo, o in acted
@@ -157,7 +163,7 @@ def test_without_the_guard_a_backward_jump_decides_on_old_samples():
         _check_invariants(_run({50: -200.0}, seed=5, guard=NoGuard()))
     with pytest.raises(AssertionError, match="within 120 s of a scale-out"):
         _check_invariants(_run({31: 7200.0}, seed=0, guard=NoGuard()))
-    with pytest.raises(AssertionError, match=r"cool-down 15 s"):
+    with pytest.raises(AssertionError, match=r"cool-down \d+ s"):
         _check_invariants(_run({46: 7200.0}, seed=1, guard=NoGuard()))
 
 

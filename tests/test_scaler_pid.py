@@ -40,7 +40,7 @@ from runqscale.scaler.policies import showar
 T = 0.005
 B = T * 0.4 / 0.6
 PERIOD = showar.PERIOD_SECONDS
-NO_VERTICAL = replace(showar.Params(), vertical_period_seconds=1e12)
+NO_VERTICAL = replace(showar.Params(), vertical=False, cooldown_seconds=15.0)
 CFG = ScalerConfig(min_replicas=1, max_replicas=30, target_runq_p95_seconds=T)
 DATA = Path(__file__).parent / "data" / "worldcup98"
 

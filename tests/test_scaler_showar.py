@@ -16,8 +16,8 @@ from runqscale.scaler.policies.showar import Params, State
 
 T = 0.005  # target p95 (the default)
 CFG = ScalerConfig(min_replicas=1, max_replicas=20, max_cpu_per_replica=4.0)
-# a state whose last vertical check was just now: isolates the horizontal rules
-H_ONLY = State(last_vertical_ts=NOW)
+H_ONLY = State()
+HP = Params(vertical=False)  # isolates the horizontal rules
 
 
 def sig(replicas: int = 4, p95: float = T, per_replica_cpu: float = 0.5, **kw):
@@ -43,12 +43,12 @@ def cur(replicas: int = 4, req: float | None = 0.5, lim: float | None = 1.0) -> 
     [(1.08, "none"), (0.92, "none"), (1.12, "scale_out"), (1.0, "none")],
 )
 def test_deadband(factor: float, action: str) -> None:
-    rec, _ = showar.decide(sig(p95=T * factor), cur(), CFG, H_ONLY)
+    rec, _ = showar.decide(sig(p95=T * factor), cur(), CFG, H_ONLY, HP)
     assert rec.action == action, rec.reason
 
 
 def test_bounded_step_at_most_doubles() -> None:
-    rec, _ = showar.decide(sig(replicas=3, p95=T * 100), cur(3), CFG, H_ONLY)
+    rec, _ = showar.decide(sig(replicas=3, p95=T * 100), cur(3), CFG, H_ONLY, HP)
     assert rec.recommended.replicas == 6  # 3 + max(1, 1.0 x 3)
     rec, _ = showar.decide(
         sig(replicas=3, p95=T * 100), cur(3), replace(CFG, max_replicas=5), H_ONLY
@@ -58,11 +58,11 @@ def test_bounded_step_at_most_doubles() -> None:
 
 def test_proportional_step_size() -> None:
     # default log error: e = ln 1.5 = 0.405, u = 0.25 x 0.405 = 0.101 -> ceil(4 x 1.101) = 5
-    rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, H_ONLY)
+    rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, H_ONLY, HP)
     assert rec.recommended.replicas == 5
     # plain relative error, Kp 0.4, Ki 0.05: e = 0.5, u = 0.2 + 0.025 -> ceil(4 x 1.225) = 5;
     # Kp 1.0: u = 0.5 + 0.025 -> ceil(6.1) = 7
-    rel = replace(Params(), error="relative", kp=0.4, ki=0.05)
+    rel = replace(HP, error="relative", kp=0.4, ki=0.05)
     rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, H_ONLY, rel)
     assert rec.recommended.replicas == 5
     assert st.integral == pytest.approx(0.025)
@@ -71,7 +71,7 @@ def test_proportional_step_size() -> None:
 
 
 def test_derivative_term() -> None:
-    p = replace(Params(), kd=1.0)
+    p = replace(HP, kd=1.0)
     # previous error ln 1.2 = 0.182, now ln 2 = 0.693: D = +0.511, P = 0.173 -> ceil(4 x 1.68) = 7
     st = replace(H_ONLY, prev_error=float(np.log(1.2)))
     rec, _ = showar.decide(sig(p95=T * 2), cur(), CFG, st, p)
@@ -81,73 +81,96 @@ def test_derivative_term() -> None:
 
 
 def test_starved_by_neighbours_scales_out() -> None:
-    rec, _ = showar.decide(sig(p95=T * 3, throttled_ratio=0.01, pressure=0.4), cur(), CFG, H_ONLY)
+    rec, _ = showar.decide(sig(p95=T * 3, throttled_ratio=0.01, pressure=0.4), cur(), CFG,
+                           H_ONLY, HP)
     assert rec.action == "scale_out"
     assert "starved by neighbours" in rec.reason and "pressure 0.40" in rec.reason
     assert rec.recommended.cpu_limit_cores == 1.0  # size unchanged
 
 
-def test_throttled_by_own_limit_resizes() -> None:
-    rec, _ = showar.decide(sig(p95=T * 3, throttled_ratio=0.4), cur(), CFG, H_ONLY)
+def test_throttled_by_own_limit_resizes_from_per_request_cpu() -> None:
+    # 10 req/s per replica at 50 ms CPU each (learned while unthrottled) = 0.5 cores of demand;
+    # now 20 req/s per replica and throttled: usage reads the 1.0 limit, demand is 1.0 -> 1.3
+    calm = window(**_sig_kw(per_replica_cpu=0.5, request_rate=40.0))
+    _, st = showar.decide(calm, cur(), CFG, None)
+    assert st.cpu_per_request == pytest.approx(0.05)
+    hot = window(now=NOW + 30, **_sig_kw(per_replica_cpu=1.0, request_rate=80.0,
+                                         throttled_ratio=0.6))
+    rec, _ = showar.decide(hot, cur(), CFG, replace(st, last_action_ts=None))
+    assert rec.action == "resize" and rec.recommended.replicas == 4
+    assert rec.recommended.cpu_limit_cores == pytest.approx(1.0 * 1.3)
+    assert "per-request" in rec.reason and "throttled" in rec.reason
+
+
+def test_throttled_without_per_request_cpu_grows_the_limit() -> None:
+    rec, _ = showar.decide(sig(throttled_ratio=0.4, per_replica_cpu=1.0), cur(), CFG, None)
     assert rec.action == "resize"
-    assert rec.recommended.replicas == 4
-    # limit 1.0 x growth 1.5 = 1.5 -> request 0.75 (limit factor 2); above s = 0.5
-    assert rec.recommended.cpu_limit_cores == pytest.approx(1.5)
-    assert rec.recommended.cpu_request_cores == pytest.approx(0.75)
-    assert "throttled by its own limit" in rec.reason
+    # demand = limit x throttle growth 1.5, size = demand x 1.3 headroom
+    assert rec.recommended.cpu_limit_cores == pytest.approx(1.95)
+    assert rec.recommended.cpu_request_cores == pytest.approx(0.975)  # ratio kept (QoS)
 
 
 def test_throttled_past_max_cpu_scales_out() -> None:
     cfg = replace(CFG, max_cpu_per_replica=1.0)
-    # per-replica usage 1.9 -> s = 1.9 > max 1.0: request stays at 1.0, ceil(1.9 x 4 / 1) = 8
+    # throttled at limit 1.0: size 1.5 x 1.3 = 1.95 > max 1.0: stays 1.0, ceil(1.95 x 4) = 8
     rec, _ = showar.decide(
-        sig(p95=T * 3, throttled_ratio=0.5, per_replica_cpu=1.9), cur(4, 1.0, 2.0), cfg, H_ONLY
+        sig(p95=T * 3, throttled_ratio=0.5, per_replica_cpu=1.0), cur(4, 1.0, 1.0), cfg, None
     )
-    assert rec.recommended.cpu_request_cores == pytest.approx(1.0)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(1.0)
     assert rec.recommended.replicas == 8
     assert rec.action == "scale_out"
 
 
-def test_vertical_mean_plus_three_sigma() -> None:
+def test_vertical_size_is_demand_plus_headroom() -> None:
     rng = np.random.default_rng(3)
     per = rng.normal(0.9, 0.05, 100)
-    w = sig(cpu_usage_cores=per * 4)
-    rec, st = showar.decide(w, cur(), CFG, None)
-    expect = per.mean() + 3 * per.std()
+    rec, _ = showar.decide(sig(cpu_usage_cores=per * 4), cur(), CFG, None)
+    recent = per[-6:]  # the 15 s demand window at 3 s steps: now-15 .. now
+    expect = (recent.mean() + recent.std()) * 1.3
     assert rec.action == "resize"
-    assert rec.recommended.cpu_request_cores == pytest.approx(expect, abs=1e-3)
-    assert rec.recommended.cpu_limit_cores == pytest.approx(2 * expect, abs=2e-3)
-    assert st.last_vertical_ts == NOW
+    assert rec.recommended.cpu_limit_cores == pytest.approx(expect, abs=1e-3)
+    assert rec.recommended.cpu_request_cores == pytest.approx(expect / 2, abs=1e-3)
 
 
 @pytest.mark.parametrize(
     ("per_replica", "expect_resize"),
-    [(0.57, False), (0.58, True), (0.28, False), (0.27, True), (0.5, False)],
+    # limit 1.0: up above 1.05 (size = usage x 1.3), down below 0.8
+    [(0.80, False), (0.81, True), (0.62, False), (0.61, True), (0.7, False)],
 )
 def test_vertical_hysteresis(per_replica: float, expect_resize: bool) -> None:
-    # request 0.5: act above 1.15 x 0.5 = 0.575 or below 0.55 x 0.5 = 0.275 (constant usage: σ=0)
     rec, _ = showar.decide(sig(per_replica_cpu=per_replica), cur(), CFG, None)
     assert (rec.action == "resize") is expect_resize, rec.reason
     if expect_resize:
-        assert rec.recommended.cpu_request_cores == pytest.approx(max(per_replica, 0.128))
+        assert rec.recommended.cpu_limit_cores == pytest.approx(per_replica * 1.3)
 
 
-def test_vertical_floor() -> None:
-    rec, _ = showar.decide(sig(per_replica_cpu=0.01), cur(4, 1.0, 2.0), CFG, None)
-    assert rec.recommended.cpu_request_cores == pytest.approx(0.128)
-    assert rec.recommended.cpu_limit_cores == pytest.approx(0.256)
+def test_vertical_floor_from_cpu_per_request() -> None:
+    # 5 ms of CPU per request: one CFS period (100 ms) must carry one request -> 0.05 core
+    w = sig(per_replica_cpu=0.005, request_rate=4.0)
+    rec, st = showar.decide(w, cur(4, 1.0, 2.0), CFG, None)
+    assert st.cpu_per_request == pytest.approx(0.005)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.05)
+    rec, _ = showar.decide(sig(per_replica_cpu=0.001), cur(4, 1.0, 2.0), CFG, None)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.02)  # absolute floor
+    rec, _ = showar.decide(sig(per_replica_cpu=0.001), cur(4, 1.0, 2.0),
+                           replace(CFG, min_cpu_per_replica=0.3), None)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.3)  # the user's floor
 
 
-def test_vertical_runs_once_per_period() -> None:
-    w = sig(per_replica_cpu=0.9)
-    _, st = showar.decide(sig(per_replica_cpu=0.5), cur(), CFG, None)  # checked at NOW: fine
-    later = window(now=NOW + 30, **_sig_kw(per_replica_cpu=0.9))
-    rec, _ = showar.decide(later, cur(), CFG, st)
-    assert rec.action == "none"  # 30 s < 60 s period
-    later = window(now=NOW + 60, **_sig_kw(per_replica_cpu=0.9))
-    rec, _ = showar.decide(later, cur(), CFG, st)
-    assert rec.action == "resize"
-    assert w is not None
+def test_vertical_down_waits_for_the_largest_recent_size() -> None:
+    st: State | None = None
+    limit = 1.0
+    sizes = []
+    for k in range(40):  # usage 0.7 per replica for 30 s, then 0.2
+        per = 0.7 if k < 10 else 0.2
+        w = window(now=NOW + 3 * k, **_sig_kw(per_replica_cpu=per, cpu_limit_cores=limit,
+                                               cpu_request_cores=limit))
+        rec, st = showar.decide(w, cur(4, limit, limit), CFG, st)
+        limit = rec.recommended.cpu_limit_cores or limit
+        sizes.append((3 * k, limit))
+    first_down = next(t for t, lim in sizes if lim < 0.9)
+    assert first_down >= 27 + 60 - 15  # the 0.91 size stays wanted for 60 s after the drop
+    assert sizes[-1][1] == pytest.approx(0.2 * 1.3)
 
 
 def _sig_kw(replicas: int = 4, per_replica_cpu: float = 0.5, p95: float = T, **kw):
@@ -165,19 +188,19 @@ def _sig_kw(replicas: int = 4, per_replica_cpu: float = 0.5, p95: float = T, **k
 
 
 def test_vertical_past_max_scales_out_instead() -> None:
-    # s = 6 cores per replica, max 4: request 4, replicas ceil(6 x 2 / 4) = 3
+    # size 6 x 1.3 = 7.8 cores per replica, max 4: size 4, replicas ceil(7.8 x 2 / 4) = 4
     rec, _ = showar.decide(sig(replicas=2, per_replica_cpu=6.0), cur(2, 4.0, 8.0), CFG, None)
-    assert rec.recommended.cpu_request_cores == pytest.approx(4.0)
-    assert rec.recommended.replicas == 3
+    assert rec.recommended.cpu_limit_cores == pytest.approx(4.0)
+    assert rec.recommended.replicas == 4
     assert rec.action == "scale_out"
 
 
 def test_scale_in_waits_for_stabilisation() -> None:
-    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    st: State | None = State()
     decisions = []
     for k in range(0, 60):  # 3 s period, p95 at 20 % of target, for 177 s
         w = window(now=NOW + 3 * k, **_sig_kw(replicas=8, p95=T * 0.2))
-        rec, st = showar.decide(w, cur(8), CFG, st)
+        rec, st = showar.decide(w, cur(8), CFG, st, HP)
         decisions.append((3 * k, rec.recommended.replicas))
     assert all(r == 8 for t, r in decisions if t < 120)
     after = [r for t, r in decisions if t >= 120]
@@ -187,31 +210,31 @@ def test_scale_in_waits_for_stabilisation() -> None:
 
 
 def test_cooldown_blocks_a_second_action() -> None:
-    rec, st = showar.decide(sig(p95=T * 3), cur(), CFG, H_ONLY)
+    rec, st = showar.decide(sig(p95=T * 3), cur(), CFG, H_ONLY, HP)
     assert rec.action == "scale_out"
-    w = window(now=NOW + 6, **_sig_kw(p95=T * 3))
-    rec2, st2 = showar.decide(w, cur(), CFG, st)
+    w = window(now=NOW + 3, **_sig_kw(p95=T * 3))
+    rec2, st2 = showar.decide(w, cur(), CFG, st, HP)
     assert rec2.action == "none" and "cool-down" in rec2.reason
-    w = window(now=NOW + 15, **_sig_kw(p95=T * 3))
-    rec3, _ = showar.decide(w, cur(), CFG, st2)
+    w = window(now=NOW + 6, **_sig_kw(p95=T * 3))
+    rec3, _ = showar.decide(w, cur(), CFG, st2, HP)
     assert rec3.action == "scale_out"
 
 
 def test_pending_replicas_count_as_arriving_capacity() -> None:
     # 6 requested 12 s ago, 3 ready; p95 at 1.6 x target: ceil(3 x (1 + 0.27)) = 4 <= 6 -> hold
     w = window(n=5, **_sig_kw(replicas=6, ready_replicas=3, p95=T * 1.6, cpu_usage_cores=1.5))
-    rec, st = showar.decide(w, cur(6), CFG, H_ONLY)
+    rec, st = showar.decide(w, cur(6), CFG, H_ONLY, HP)
     assert rec.action == "none", rec.reason
     assert "capacity arriving" in rec.reason
     assert st.integral == 0.0  # no windup while waiting for own scale-up
-    naive = replace(Params(), account_startup_delay=False)
+    naive = replace(HP, account_startup_delay=False)
     rec_naive, _ = showar.decide(w, cur(6), CFG, H_ONLY, naive)
     assert rec_naive.action == "scale_out"
 
 
 def test_startup_delay_is_measured_from_ready_transitions() -> None:
-    p = Params()
-    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    p = HP
+    st: State | None = State()
     for k in range(0, 40):  # 3 -> 6 replicas at t=30; ready follows at t=75 (45 s later)
         t = 3 * k
         reps = 3 if t < 30 else 6
@@ -224,16 +247,16 @@ def test_startup_delay_is_measured_from_ready_transitions() -> None:
 
 
 def test_overdue_pending_replicas_are_not_counted() -> None:
-    st = State(last_vertical_ts=NOW, pending_since=NOW - 500, startup_delay_seconds=30.0)
+    st = State(pending_since=NOW - 500, startup_delay_seconds=30.0)
     w = sig(replicas=6, ready_replicas=3, p95=T * 1.6, cpu_usage_cores=1.5)
-    rec, _ = showar.decide(w, cur(6), CFG, st)
+    rec, _ = showar.decide(w, cur(6), CFG, st, HP)
     assert rec.action == "scale_out"
 
 
 def test_integral_anti_windup() -> None:
-    p = replace(Params(), ki=0.05)
+    p = replace(HP, ki=0.05)
     cfg = replace(CFG, max_replicas=4)
-    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    st: State | None = State()
     for k in range(200):  # saturated at max replicas with latency 3x target
         w = window(n=1, now=NOW + 3 * k, **_sig_kw(replicas=4, p95=T * 3))
         rec, st = showar.decide(w, cur(4), cfg, st, p)
@@ -245,7 +268,7 @@ def test_integral_anti_windup() -> None:
 def test_integral_unwinds_out_of_a_clip() -> None:
     # integral at its +1 limit (from an earlier overload), latency now well below the band: the
     # raw output is above the step bound, but integrating the negative error is allowed
-    p = replace(Params(), ki=0.05)
+    p = replace(HP, ki=0.05)
     st: State | None = replace(H_ONLY, integral=1.0)
     for k in range(10):
         w = window(n=1, now=NOW + 3 * k, **_sig_kw(replicas=8, p95=T * 0.5))
@@ -256,7 +279,7 @@ def test_integral_unwinds_out_of_a_clip() -> None:
 
 
 def test_missing_p95_holds_horizontal_but_sizes_vertically() -> None:
-    w = sig(runq_p95_seconds=None, per_replica_cpu=0.9)
+    w = sig(runq_p95_seconds=None, per_replica_cpu=0.9)  # size 1.17 > 1.05 x limit 1.0
     rec, _ = showar.decide(w, cur(), CFG, None)
     assert rec.action == "resize"
     assert rec.recommended.replicas == 4
@@ -348,9 +371,10 @@ def test_no_spread_when_all_nodes_are_warm_or_cool() -> None:
 
 
 def test_scale_in_keeps_the_replicas_the_cpu_demand_needs() -> None:
-    # 8 replicas at 3.5 cores each, max 4 per replica: at least ceil(28 / 4) = 7 must stay
+    # 8 replicas at 3.5 cores each (+30 % headroom), max 4 per replica: ceil(36.4 / 4) = 10 > 8:
+    # none may go
     cfg = replace(CFG, max_cpu_per_replica=4.0)
-    st: State | None = State(last_vertical_ts=NOW + 10_000)
+    st: State | None = State()
     reps = []
     for k in range(0, 80):
         w = window(
@@ -363,6 +387,6 @@ def test_scale_in_keeps_the_replicas_the_cpu_demand_needs() -> None:
                 cpu_limit_cores=7.0,
             ),
         )
-        rec, st = showar.decide(w, cur(8, 3.5, 7.0), cfg, st)
+        rec, st = showar.decide(w, cur(8, 3.5, 7.0), cfg, st, HP)
         reps.append(rec.recommended.replicas)
-    assert min(reps) == 7
+    assert min(reps) == 8

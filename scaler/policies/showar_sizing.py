@@ -1,0 +1,158 @@
+"""showar v2's estimators, each small, pure and table-tested (like the VPA recommender's
+`logic/`, composed as with_margin(floor(demand(...)))).
+
+What the measurements of v1 showed, and what each estimator does about it:
+
+- v1 sized on mean + 3σ of *usage*, which the quota caps: it under-reads exactly when the
+  container is throttled. `demand` reads usage only while unthrottled; while throttled it is
+  CPU per request (learned while unthrottled) × the request rate, and never below usage.
+- v1 charged limit = 2 × (μ + 3σ) with a 0.128-core floor: most of its allocation was margin.
+  `with_margin` adds a relative headroom over demand (request = limit, so nothing else is
+  charged), and `floor` comes from per-request CPU: a replica must finish one request's CPU
+  within one CFS period (100 ms) or every request is throttled at least once.
+- v1's p95 over events is diluted by short wakeups (a service throttled in 100 % of periods
+  showed p95 1.1 ms). `wait_per_request` splits the time-weighted wait (the histogram's sum, per
+  second) into throttled wait (CFS throttled time: the container's own limit, fixed by a resize)
+  and contention wait (the rest: neighbours, fixed by scaling out or spreading), per request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from runqscale.scaler.model import ScalerConfig, SignalWindow
+
+CFS_PERIOD_SECONDS = 0.1  # the kernel's default cpu.cfs_period_us / cpu.max period
+
+
+@dataclass(frozen=True)
+class SizingParams:
+    demand_window_seconds: float = 15.0  # recent usage the demand is read from
+    demand_sigma_k: float = 1.0  # demand = mean + kσ of recent per-replica usage
+    throttled_threshold: float = 0.1  # throttled share of CFS periods that marks a throttled window
+    cpu_per_request_smoothing: float = 0.2  # EWMA weight of each unthrottled sample
+    headroom: float = 0.3  # limit = demand × (1 + headroom)
+    throttle_growth: float = 1.5  # limit growth while throttled with no per-request CPU known
+    min_cores: float = 0.02  # absolute floor (20 millicores)
+    floor_requests: float = 1.0  # floor: this many requests' CPU within one CFS period
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Per-replica CPU demand (cores) and how it was read."""
+
+    cores: float
+    usage: float  # per-replica usage, the lower bound of demand
+    throttled: bool
+    source: str  # usage | per-request | limit-growth
+
+
+def per_replica(window: SignalWindow, name: str) -> np.ndarray:
+    """A total-over-replicas series divided by the ready (else current) replica count."""
+    n = window.get("ready_replicas")
+    n = np.where(np.isfinite(n) & (n > 0), n, window.get("replicas"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return window.get(name) / np.where(n > 0, n, np.nan)
+
+
+def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
+    thr = window.get("throttled_ratio")
+    thr = thr[np.isfinite(thr)]
+    return bool(thr.size) and float(thr[-3:].max()) >= p.throttled_threshold
+
+
+def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float | None,
+                          p: SizingParams) -> float | None:
+    """EWMA of CPU seconds per request over the samples after `since` that were not throttled
+    (throttled usage is capped by the quota and would under-read)."""
+    usage, rate = window.get("cpu_usage_cores"), window.get("request_rate")
+    thr = window.get("throttled_ratio")
+    c = prev
+    for i in range(window.ts.size):
+        if since is not None and window.ts[i] <= since:
+            continue
+        if not (np.isfinite(usage[i]) and np.isfinite(rate[i]) and rate[i] > 0 and usage[i] > 0):
+            continue
+        if np.isfinite(thr[i]) and thr[i] >= p.throttled_threshold:
+            continue
+        x = float(usage[i] / rate[i])
+        c = x if c is None else (1 - p.cpu_per_request_smoothing) * c + \
+            p.cpu_per_request_smoothing * x
+    return c
+
+
+def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | None,
+           p: SizingParams) -> Demand | None:
+    """Per-replica demand over the last `demand_window_seconds`; None without usage samples."""
+    w = window.since(window.now - p.demand_window_seconds)
+    per = per_replica(w, "cpu_usage_cores")
+    per = per[np.isfinite(per)]
+    if per.size == 0:
+        return None
+    usage = float(per.mean() + p.demand_sigma_k * per.std())
+    rate = w.last("request_rate")
+    reps = per_replica(w, "request_rate")
+    per_req = None
+    if cpu_per_request is not None and rate is not None and np.isfinite(reps[-1]):
+        per_req = cpu_per_request * float(reps[-1])
+    if not is_throttled(w, p):
+        if per_req is not None and per_req > usage:  # load rising faster than usage shows
+            return Demand(per_req, usage, False, "per-request")
+        return Demand(usage, usage, False, "usage")
+    if per_req is not None:
+        return Demand(max(per_req, usage), usage, True, "per-request")
+    grown = (limit or usage) * p.throttle_growth
+    return Demand(max(grown, usage), usage, True, "limit-growth")
+
+
+def floor(cpu_per_request: float | None, config: ScalerConfig, p: SizingParams) -> float:
+    """The smallest limit: the user's minimum if set, else one CFS period must carry
+    `floor_requests` requests' CPU (at least `min_cores`)."""
+    if config.min_cpu_per_replica is not None:
+        return config.min_cpu_per_replica
+    per_req = 0.0 if cpu_per_request is None else \
+        cpu_per_request * p.floor_requests / CFS_PERIOD_SECONDS
+    return max(p.min_cores, per_req)
+
+
+def with_margin(cores: float, p: SizingParams) -> float:
+    return cores * (1.0 + p.headroom)
+
+
+@dataclass(frozen=True)
+class Waits:
+    """Run-queue wait per request (seconds), split by cause; None where unknown."""
+
+    total: float | None
+    throttled: float | None
+    contention: float | None
+
+
+def wait_per_request(window: SignalWindow, seconds: float) -> Waits:
+    """Mean over the last `seconds` of wait / request rate: all of it, the throttled part (CFS
+    throttled time) and the rest (contention: waiting while runnable and not throttled)."""
+    w = window.since(window.now - seconds)
+    wait, thr, rate = (w.get(k) for k in ("runq_wait_seconds_per_second",
+                                          "throttled_seconds_per_second", "request_rate"))
+    ok = np.isfinite(wait) & np.isfinite(rate) & (rate > 0)
+    if not ok.any():
+        return Waits(None, None, None)
+    total = float(wait[ok].sum() / rate[ok].sum())
+    thr_ok = ok & np.isfinite(thr)
+    if not thr_ok.any():
+        return Waits(total, None, None)
+    throttled = float(np.minimum(thr[thr_ok], wait[thr_ok]).sum() / rate[thr_ok].sum())
+    contention = max(0.0, float(wait[thr_ok].sum() / rate[thr_ok].sum()) - throttled)
+    return Waits(total, throttled, contention)
+
+
+def throttle_factor(throttled_wait: float | None, target: float, gain: float = 0.5,
+                    most: float = 2.0) -> float:
+    """How much to grow the limit for a throttled wait per request above the target:
+    1 + gain × ln(wait / target), at most `most` (1 when at or below the target)."""
+    if throttled_wait is None or throttled_wait <= target:
+        return 1.0
+    return min(most, 1.0 + gain * math.log(throttled_wait / target))
