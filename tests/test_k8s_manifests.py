@@ -108,12 +108,20 @@ def test_agent_daemonset_security():
         assert "#" in line, f"capability {cap} has no comment"
 
 
-def test_plain_scrape_config_finds_agent_pods():
+def test_plain_scrape_config_finds_agent_and_scaler_pods():
     cfg = yaml.safe_load((REPO / "deploy/monitoring/prometheus-scrape.yaml").read_text())
-    (job,) = cfg["scrape_configs"]
-    assert job["job_name"] == "runqscale-agent"  # what deploy/prometheus rules select on
-    (sd,) = job["kubernetes_sd_configs"]
-    assert sd["role"] == "pod" and sd["namespaces"]["names"] == ["runqscale-system"]
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    # runqscale-agent is what deploy/prometheus rules select on
+    assert set(jobs) == {"runqscale-agent", "runqscale-scaler"}
+    for name, job in jobs.items():
+        (sd,) = job["kubernetes_sd_configs"]
+        assert sd["role"] == "pod" and sd["namespaces"]["names"] == ["runqscale-system"]
+        assert sd["selectors"][0]["label"] == f"app.kubernetes.io/name={name}"
+    # the port the scaler serves its metrics on is the one the Deployment names `metrics`
+    dep = yaml.safe_load((REPO / "deploy/base/scaler-deployment.yaml").read_text())
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9102} in c["ports"]
+    assert "--metrics-listen=:9102" in c["args"]
 
 
 def test_deployed_overlay_runs_on_kwok_nodes(k8s_deployed):
