@@ -249,12 +249,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     sampler = Sampler(probe, mounts, root, only=list(cgroups) or None, read_cpu=False,
                       index=index)
     ag = Agent(sampler, pods, interval, window)
-    _register(registry, ag, node_name, probe)
-
-    def scraped(seconds: float) -> None:
-        ag.stats.scrape_seconds = seconds
-
-    server.on_scrape = scraped
+    server.on_scrape = _register(registry, ag, node_name, probe).record_scrape
     ag.step()
     holder["a"] = ag
     # Serve only now: a scrape during start-up waits in the listen backlog for the first sample
@@ -297,15 +292,17 @@ def open_probe_for_agent(backend: str, hierarchy: str, max_cgroups: int, mounts:
     return open_probe(backend, hierarchy, max_cgroups=max_cgroups, mounts=mounts, bpf_stats=True)
 
 
-def _register(registry: Any, ag: Any, node: str, probe: Any) -> None:
+def _register(registry: Any, ag: Any, node: str, probe: Any) -> Any:
     from prometheus_client import ProcessCollector
 
     from runqscale import __version__
     from runqscale.exporter.collector import AgentCollector, BuildInfo
 
     build = BuildInfo(__version__, probe.backend, os.uname().release, probe.hierarchy.value)
-    registry.register(AgentCollector(ag, node, build))
+    collector = AgentCollector(ag.snapshot, node, build)
+    registry.register(collector)
     ProcessCollector(registry=registry)  # the agent's own CPU and memory: product features
+    return collector
 
 
 def _fmt_host(host: str) -> str:

@@ -33,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import require_root
 
+from runqscale.exporter import metrics
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(ROOT, "deploy", "prometheus", "runqscale-rules.yaml")
 RUNQSCALE = os.path.join(ROOT, ".venv", "bin", "runqscale")
@@ -70,6 +72,14 @@ def test_dashboard_shape() -> None:
             assert p.get("targets"), f"panel {p['title']!r} has no query"
     assert any(a.get("name") == "Scaler decisions" for a in DASH["annotations"]["list"])
     assert set(rp.MAIN_PANELS) <= {p["title"] for p in rp.iter_panels(DASH)}
+
+
+def test_every_metric_name_is_declared() -> None:
+    """Every runqscale metric a panel, variable or annotation reads is declared once in
+    exporter/metrics.py (the agent's and the scaler's), so a rename breaks this test first."""
+    exprs = "\n".join(q.expr for q in QUERIES)
+    assert "runqscale_scaler_decisions_total" in exprs
+    assert not metrics.undeclared(exprs), metrics.undeclared(exprs)
 
 
 def test_every_variable_has_a_value() -> None:
