@@ -21,7 +21,6 @@ import importlib.util
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import pytest
 from conftest import require_root
 
 from runqscale.exporter import metrics
+from runqscale.ports import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(ROOT, "deploy", "prometheus", "runqscale-rules.yaml")
@@ -98,12 +98,6 @@ def test_substitution() -> None:
 
 # -- a real Prometheus ------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 2.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read()
@@ -117,7 +111,7 @@ class Prometheus:
         if not os.path.exists(binary):
             pytest.skip("prometheus not found (Debian package `prometheus`)")
         self.dir = tempfile.mkdtemp(prefix="runqscale-prom-")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = os.path.join(self.dir, "prometheus.yml")
         with open(cfg, "w") as f:
@@ -357,7 +351,7 @@ def test_queries_on_running_agent_with_hog() -> None:
         sb.spawn(g)
         hog = g.rel
         assert all(c.isalnum() or c in "/-_" for c in hog), hog  # usable as a regex as is
-        port = _free_port()
+        port = free_port()
         agent = subprocess.Popen(
             [RUNQSCALE, "agent", "--listen", f"127.0.0.1:{port}", "--interval", "1s"],
             stdout=agent_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
