@@ -21,20 +21,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 
+from runqscale.ports import free_port
+
 RUNQLAT = "/usr/sbin/runqlat-bpfcc"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -55,7 +50,7 @@ def _cpu_seconds(pid: int) -> float:
 
 class Agent:
     def __init__(self, *args: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         exe = shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
                                                         "runqscale")
@@ -150,7 +145,7 @@ time.sleep(1e6)
 
 def bench_cgroups(n: int, seconds: float, scrape_every: float) -> dict:
     from runqscale.probes.model import Hierarchy
-    from runqscale.validation.sandbox import Sandbox
+    from runqscale.scaler.actuators.cgroups import Sandbox
 
     with Sandbox(Hierarchy.V1_CPU, name="rqs-bench") as sb:
         groups = [sb.group(f"kubepods/burstable/pod{i:08d}-0000-0000-0000-000000000000/"

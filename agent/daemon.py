@@ -1,27 +1,27 @@
 """The node agent's state and loop: sample every interval, keep a window per container.
 
-`Agent.step()` takes one `Sampler` interval and folds it into the per-container state under a
-lock; the exporter's collector reads that state under the same lock at scrape time. A failed
-sample is counted and logged, and the loop (and the HTTP server) carries on. Containers whose
-cgroup vanished keep their series for one window, then are dropped.
+`Agent.step()` takes one `Sampler` interval, folds it into the per-container state, and
+publishes an immutable `AgentSnapshot` (agent/snapshot.py) of it: the exporter renders only
+that. A failed sample is counted and logged, and the loop (and the HTTP server) carries on.
+Containers whose cgroup vanished keep their series for one window, then are dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from runqscale.agent.attribution import Attributor, Labels
 from runqscale.agent.pods import PodSource
 from runqscale.agent.sampler import Sampler
+from runqscale.agent.snapshot import EMPTY, AgentSnapshot, ContainerSnapshot
 from runqscale.agent.window import SlidingWindow
-from runqscale.probes.cgroupfs import CpuStat
+from runqscale.probes.cgroupfs import CpuStat, read_cpu_stat
 from runqscale.probes.model import CgroupHistogram, ProbeStats
-
-QUANTILES = (0.95, 0.99)
 
 
 @dataclass
@@ -33,9 +33,6 @@ class Container:
     total: CgroupHistogram  # cumulative since the agent (and its probe) started
     cpu: CpuStat | None = None
     last_seen: float = 0.0  # time of the last sample that listed this cgroup
-    render_key: object = None  # the exporter's cache of this container's label string
-    render_values: tuple[str, ...] = ()
-    render_labels: str = ""
 
 
 @dataclass
@@ -46,7 +43,6 @@ class AgentStats:
     probe: ProbeStats = field(default_factory=ProbeStats)
     last_sample_at: float | None = None  # monotonic
     last_sample_seconds: float = 0.0  # how long the last step took
-    scrape_seconds: float = 0.0  # how long the last scrape took
 
 
 class Agent:
@@ -54,14 +50,18 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic,
                  attributor: Attributor | None = None) -> None:
         self.sampler, self.pods = sampler, pods
-        # With a sampler that skips cpu.stat, the exporter reads it at scrape time.
-        self.read_cpu_at_scrape = not getattr(sampler, "read_cpu", True)
+        # With a sampler that skips cpu.stat, the snapshot reads it at scrape time.
+        self._cpu_reader: Callable[[str], CpuStat | None] | None = None
+        if not getattr(sampler, "read_cpu", True):
+            self._cpu_reader = functools.partial(read_cpu_stat, sampler.mounts,
+                                                 sampler.probe.hierarchy)
         self.interval, self.window = interval, window
         self.clock = clock
         self.attr = attributor or Attributor(pods)
         self.lock = threading.Lock()
         self.containers: dict[int, Container] = {}
         self.stats = AgentStats()
+        self._snapshot = EMPTY
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -76,6 +76,7 @@ class Agent:
         except Exception as e:  # noqa: BLE001 - one bad interval must not stop the agent
             with self.lock:
                 self.stats.sample_errors += 1
+                self._snapshot = replace(self._snapshot, sample_errors=self.stats.sample_errors)
             print(f"runqscale agent: sample failed: {type(e).__name__}: {e}", file=sys.stderr,
                   flush=True)
             return False
@@ -102,8 +103,22 @@ class Agent:
             st.attribution_misses += iv.unresolved_events
             st.probe = iv.reading.stats
             st.last_sample_at = now
+            self._publish(now)
             st.last_sample_seconds = self.clock() - t0
         return True
+
+    def _publish(self, now: float) -> None:
+        """Swap in the snapshot of this interval (one reference: readers never see a mix)."""
+        st = self.stats
+        self._snapshot = AgentSnapshot(
+            now, tuple(ContainerSnapshot(c.cgroup_id, c.path, c.labels, c.total, c.window.view(),
+                                         c.cpu) for c in self.containers.values()),
+            st.probe, st.samples, st.sample_errors, st.attribution_misses,
+            self.attr.unknown_pods, self._cpu_reader)
+
+    def snapshot(self) -> AgentSnapshot:
+        """The newest interval, immutable: what the exporter renders."""
+        return self._snapshot
 
     # -- the loop ---------------------------------------------------------------------------------
 

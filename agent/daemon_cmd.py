@@ -13,8 +13,6 @@ import os
 # agent does no BLAS work, so it gets none (also saves the thread's memory).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import difflib  # noqa: E402
-import json  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
@@ -25,62 +23,23 @@ from typing import Any  # noqa: E402
 import click  # noqa: E402
 
 from runqscale.agent.errors import fail  # noqa: E402
-from runqscale.agent.params import DURATION, LISTEN  # noqa: E402
+from runqscale.config import ConfigError, option_defaults  # noqa: E402
+from runqscale.params import DURATION, LISTEN  # noqa: E402
 from runqscale.probes.backends import BACKENDS, HIERARCHIES  # noqa: E402
 
 PODS_SOURCES = ("auto", "file", "kubelet", "apiserver", "none")
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """--config FILE: YAML or JSON with the long option names as keys (dashes or underscores).
+    """--config FILE: YAML or JSON with the long option names as keys (runqscale/config.py).
     Command-line flags win over the file."""
     if not value:
         return value
     try:
-        with open(value) as f:
-            text = f.read()
-    except OSError as e:
-        fail(f"--config {value}: {e.strerror}; give a readable YAML or JSON file", usage=True)
-    try:
-        if value.endswith(".json"):
-            doc = json.loads(text)
-        else:
-            import yaml
-
-            doc = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - any parse error is the file's fault
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(f"--config {value}: not valid YAML/JSON ({first}); fix the syntax", usage=True)
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        fail(f"--config {value}: expected a mapping of option names to values", usage=True)
-    names = {p.name: p for p in ctx.command.params if p.name and p.name != "config"}
-    known = {n.replace("_", "-") for n in names}
-    out: dict[str, Any] = {}
-    for key, v in doc.items():
-        k = str(key).replace("_", "-")
-        if k not in known:
-            near = difflib.get_close_matches(k, sorted(known), n=1)
-            hint = (f"did you mean '{near[0]}'?" if near
-                    else f"valid keys: {', '.join(sorted(known))}")
-            fail(f"--config {value}: unknown key '{key}'; {hint}", usage=True)
-        p = names[k.replace("-", "_")]
-        scalar = (str, int, float, bool)
-        if p.multiple:
-            v = [v] if isinstance(v, scalar) else v
-            ok = isinstance(v, list) and all(isinstance(x, scalar) for x in v)
-            want = "a value or a list of values"
-        elif isinstance(p.type, click.Path):
-            ok, want = isinstance(v, str), "a string (a file path)"
-        elif isinstance(p.type, click.types.BoolParamType):
-            ok, want = isinstance(v, bool), "true or false"
-        else:
-            ok, want = isinstance(v, scalar), "a single value, not a mapping or list"
-        if not ok:
-            fail(f"--config {value}: key '{key}' must be {want}", usage=True)
-        out[k.replace("-", "_")] = v
-    ctx.default_map = {**(ctx.default_map or {}), **out}
+        defaults = option_defaults(ctx.command, value)
+    except ConfigError as e:
+        fail(f"--config {e}", usage=True)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
 
@@ -211,11 +170,14 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
 
     token = None
     if auth_token_file:
+        token = TokenFile(auth_token_file)
         try:
-            token = TokenFile(auth_token_file)
-        except (OSError, ValueError) as e:
-            fail(f"--auth-token-file {auth_token_file}: {e}; put the token in the file",
+            token.token()
+        except OSError as e:
+            fail(f"--auth-token-file {auth_token_file}: {e.strerror}; put the token in the file",
                  usage=True)
+        except ValueError as e:
+            fail(f"--auth-token-file: {e}", usage=True)
     ctx = None
     if tls_cert and tls_key:
         try:
@@ -249,12 +211,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     sampler = Sampler(probe, mounts, root, only=list(cgroups) or None, read_cpu=False,
                       index=index)
     ag = Agent(sampler, pods, interval, window)
-    _register(registry, ag, node_name, probe)
-
-    def scraped(seconds: float) -> None:
-        ag.stats.scrape_seconds = seconds
-
-    server.on_scrape = scraped
+    server.on_scrape = _register(registry, ag, node_name, probe).record_scrape
     ag.step()
     holder["a"] = ag
     # Serve only now: a scrape during start-up waits in the listen backlog for the first sample
@@ -297,15 +254,17 @@ def open_probe_for_agent(backend: str, hierarchy: str, max_cgroups: int, mounts:
     return open_probe(backend, hierarchy, max_cgroups=max_cgroups, mounts=mounts, bpf_stats=True)
 
 
-def _register(registry: Any, ag: Any, node: str, probe: Any) -> None:
+def _register(registry: Any, ag: Any, node: str, probe: Any) -> Any:
     from prometheus_client import ProcessCollector
 
     from runqscale import __version__
     from runqscale.exporter.collector import AgentCollector, BuildInfo
 
     build = BuildInfo(__version__, probe.backend, os.uname().release, probe.hierarchy.value)
-    registry.register(AgentCollector(ag, node, build))
+    collector = AgentCollector(ag.snapshot, node, build)
+    registry.register(collector)
     ProcessCollector(registry=registry)  # the agent's own CPU and memory: product features
+    return collector
 
 
 def _fmt_host(host: str) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runqscale.agent.identity import container_id_of
+from runqscale.tokens import TokenFile
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _STATUS_KEYS = ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses")
@@ -154,29 +155,26 @@ class FilePodSource(PodSource):
         self._publish(pods)
 
 
-_TOKEN_CHARS = frozenset(map(chr, range(0x21, 0x7F)))  # visible ASCII: what a header may hold
-
-
 @dataclass(frozen=True)
 class HttpAuth:
     token_file: str | None = None
     ca_file: str | None = None
     insecure: bool = False
-    # The tokens last read (a rotated one stays listed a while): redacted from every log line.
-    seen: list[str] = field(default_factory=list, compare=False, repr=False)
+    _tokens: TokenFile | None = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_tokens", TokenFile(self.token_file) if self.token_file
+                           else None)
+
+    @property
+    def seen(self) -> list[str]:
+        """The tokens last read (a rotated one stays listed a while): redacted from logs."""
+        return self._tokens.seen if self._tokens else []
 
     def headers(self) -> dict[str, str]:
         h = {"Accept": "application/json"}
-        if self.token_file:
-            with open(self.token_file) as f:  # re-read: projected tokens rotate
-                token = f.read().strip()
-            if token and token not in self.seen:
-                self.seen[:] = [token, *self.seen][:4]
-            if not token or not set(token) <= _TOKEN_CHARS:
-                # urllib would put the token itself in its error message: say why, not what.
-                raise ValueError(f"bearer token file {self.token_file} is empty or holds "
-                                 "whitespace or control characters; put one token on one line")
-            h["Authorization"] = "Bearer " + token
+        if self._tokens:
+            h["Authorization"] = "Bearer " + self._tokens.token()  # re-read when it rotates
         return h
 
     def context(self, url: str) -> Any:

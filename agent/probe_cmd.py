@@ -9,7 +9,7 @@ import time
 import click
 
 from runqscale.agent.errors import fail
-from runqscale.agent.params import DURATION
+from runqscale.params import DURATION
 from runqscale.probes.backends import BACKENDS, HIERARCHIES, open_probe
 from runqscale.probes.errors import ProbeError
 

@@ -3,8 +3,10 @@
 The probe's histograms are cumulative, so the window's histogram is simply the latest cumulative
 one minus the one from a window ago. The window keeps references to the cumulative snapshots it was
 given (only when they changed: an idle container stores nothing), so adding an interval costs no
-arithmetic at all; the subtraction and the quantiles happen at scrape time, cached until the window
-changes. Time is passed in, never read here, so the window math tests deterministically.
+arithmetic at all. `view()` hands out the window as it is now, immutable (the agent's snapshot
+holds it); the subtraction and the quantiles happen on first use, at scrape time, and the same
+view is handed out until the window changes. Time is passed in, never read here, so the window
+math tests deterministically.
 """
 
 from __future__ import annotations
@@ -18,10 +20,45 @@ from runqscale.probes.model import SLOTS, quantile_seconds
 _ZERO = np.zeros(SLOTS, dtype=np.uint64)
 
 
+class WindowView:
+    """A window's waits at one moment: the newest cumulative slots minus those at its start.
+    Immutable (both arrays are the probe's, never modified); quantiles are computed once."""
+
+    __slots__ = ("_hi", "_lo", "_cache")
+
+    def __init__(self, hi: np.ndarray | None, lo: np.ndarray) -> None:
+        self._hi, self._lo = hi, lo  # hi None: nothing waited inside the window
+        self._cache: tuple[tuple[float, ...], list[float | None]] | None = None
+
+    @property
+    def slots(self) -> np.ndarray:
+        """Slot counts of the waits inside the window."""
+        if self._hi is None:
+            return np.zeros(SLOTS, dtype=np.uint64)
+        return self._hi - self._lo
+
+    def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
+        """Quantiles in seconds (interpolated inside the probe's slots); None when empty."""
+        c = self._cache
+        if c is not None and c[0] == qs:
+            return c[1]
+        out: list[float | None]
+        if self._hi is None:
+            out = [None] * len(qs)
+        else:
+            s = self.slots
+            out = [quantile_seconds(s, q) for q in qs]
+        self._cache = (qs, out)
+        return out
+
+
+_EMPTY = WindowView(None, _ZERO)
+
+
 class SlidingWindow:
     """Waits of the intervals that ended in (now - seconds, now]."""
 
-    __slots__ = ("seconds", "_snaps", "_base", "_version", "_cache")
+    __slots__ = ("seconds", "_snaps", "_base", "_version", "_view")
 
     def __init__(self, seconds: float) -> None:
         if seconds <= 0:
@@ -30,7 +67,7 @@ class SlidingWindow:
         self._snaps: deque[tuple[float, int, np.ndarray]] = deque()  # (t, count, cumulative)
         self._base: tuple[int, np.ndarray] = (0, _ZERO)  # cumulative as of the window's start
         self._version = 0
-        self._cache: tuple[int, tuple[float, ...], list[float | None]] | None = None
+        self._view: tuple[int, WindowView] = (0, _EMPTY)
 
     def add(self, t: float, cumulative: np.ndarray, count: int) -> None:
         """The container's cumulative slot counts (and their total) as of time t. The array is
@@ -56,24 +93,20 @@ class SlidingWindow:
     def count(self) -> int:
         return (self._snaps[-1][1] if self._snaps else self._base[0]) - self._base[0]
 
+    def view(self) -> WindowView:
+        """The window now, immutable; the same object until the window changes."""
+        version, v = self._view
+        if version != self._version:
+            v = WindowView(self._snaps[-1][2], self._base[1]) if self._snaps else _EMPTY
+            self._view = (self._version, v)
+        return v
+
     @property
     def slots(self) -> np.ndarray:
         """Slot counts of the waits inside the window."""
-        if not self._snaps:
-            return np.zeros(SLOTS, dtype=np.uint64)
-        return self._snaps[-1][2] - self._base[1]
+        return self.view().slots
 
     def quantiles(self, qs: tuple[float, ...]) -> list[float | None]:
         """Quantiles in seconds (interpolated inside the probe's slots); None when empty.
         Cached until the window changes."""
-        c = self._cache
-        if c is not None and c[0] == self._version and c[1] == qs:
-            return c[2]
-        out: list[float | None]
-        if not self._snaps:
-            out = [None] * len(qs)
-        else:
-            s = self.slots
-            out = [quantile_seconds(s, q) for q in qs]
-        self._cache = (self._version, qs, out)
-        return out
+        return self.view().quantiles(qs)

@@ -2,13 +2,13 @@
 
 Threaded stdlib server (no framework: memory is a feature). TLS, when configured, is negotiated
 in the request's own thread, so a slow client never blocks accept(). The token is compared in
-constant time and re-read when its file changes (rotated secrets need no restart).
+constant time and re-read when its file changes (runqscale/tokens.py: rotated secrets need no
+restart).
 """
 
 from __future__ import annotations
 
 import hmac
-import os
 import socket
 import threading
 import time
@@ -20,25 +20,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
 from runqscale.exporter.families import render_chunks
+from runqscale.tokens import TokenFile
 
-
-class TokenFile:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._token = b""
-        self.token()
-
-    def token(self) -> bytes:
-        st = os.stat(self.path)
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != self._stamp:
-            with open(self.path, "rb") as f:
-                tok = f.read().strip()
-            if not tok:
-                raise ValueError(f"{self.path} is empty")
-            self._token, self._stamp = tok, stamp
-        return self._token
+__all__ = ["MetricsServer", "TokenFile", "tls_context"]
 
 
 class MetricsServer(ThreadingHTTPServer):
@@ -106,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             want = tf.token()
         except (OSError, ValueError):
             return False  # token file unreadable: deny rather than open up
-        return hmac.compare_digest(got[7:].strip().encode(), want)
+        return hmac.compare_digest(got[7:].strip().encode(), want.encode())
 
     def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(code)

@@ -5,14 +5,15 @@ Deployment's pod `name-<replicaset hash>-<suffix>` belongs to `name`; other pods
 workload). Run-queue p95 per workload comes from the aggregated histogram when it exists
 (histograms aggregate across pods; p95 gauges do not) and otherwise from the worst pod's p95
 gauge. Replica counts come from kube-state-metrics when it is scraped, else from the number of
-pods reporting. Metric names other than the two run-queue ones are the exporter's CPU series
-(usage, CFS periods and throttled periods, cpu.pressure "some" seconds); change them here if the
-exporter names them differently.
+pods reporting. runqscale's own metric names come from their declaration (exporter/metrics.py);
+the others are kube-state-metrics' and the workload's `http_requests_total`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from runqscale.exporter import metrics as m
 
 RATE = "1m"
 
@@ -42,7 +43,7 @@ def _from_deployment(expr: str) -> str:
 GROUP = "namespace, workload"
 # Replicas without kube-state-metrics: count pods, not containers (a pod's pause/conmon cgroup
 # and each of its containers are separate series).
-_P95_OF_PODS = 'runqscale_runqueue_latency_p95_seconds{pod!=""}'
+_P95_OF_PODS = m.RUNQ_P95.series + '{pod!=""}'
 _REQUESTS = 'sum by (namespace, pod) (kube_pod_container_resource_requests{resource="cpu"})'
 _LIMITS = 'sum by (namespace, pod) (kube_pod_container_resource_limits{resource="cpu"})'
 
@@ -80,19 +81,19 @@ def queries(rate_window: str = RATE) -> Queries:
     return Queries(
         runq_p95_seconds=(
             f"histogram_quantile(0.95, sum by ({GROUP}, le) ("
-            f"{by_workload(rate('runqscale_runqueue_latency_seconds_bucket'))}))"
-            f" or max by ({GROUP}) ({by_workload('runqscale_runqueue_latency_p95_seconds')})"
+            f"{by_workload(rate(m.RUNQ_LATENCY.series))}))"
+            f" or max by ({GROUP}) ({by_workload(m.RUNQ_P95.series)})"
         ),
         cpu_usage_cores=(
-            f"sum by ({GROUP}) ({by_workload(rate('runqscale_cpu_usage_seconds_total'))})"
+            f"sum by ({GROUP}) ({by_workload(rate(m.CPU_USAGE.series))})"
         ),
         throttled_ratio=(
             f"sum by ({GROUP}) ("
-            f"{by_workload(rate('runqscale_cpu_throttled_periods_total'))})"
-            f" / sum by ({GROUP}) ({by_workload(rate('runqscale_cpu_periods_total'))})"
+            f"{by_workload(rate(m.CPU_THROTTLED_PERIODS.series))})"
+            f" / sum by ({GROUP}) ({by_workload(rate(m.CPU_PERIODS.series))})"
         ),
         pressure=(
-            f"avg by ({GROUP}) ({by_workload(rate('runqscale_cpu_pressure_some_seconds_total'))})"
+            f"avg by ({GROUP}) ({by_workload(rate(m.CPU_PRESSURE_SOME.series))})"
         ),
         request_rate=f"sum by ({GROUP}) ({by_workload(rate('http_requests_total'))})",
         runq_wait_seconds_per_second=(
@@ -134,7 +135,7 @@ def signal_age() -> str:
     Prometheus restart it answers with pre-outage values until the next scrape: this tells them
     apart. `timestamp()` goes inside `label_replace`, where it still sees the raw samples."""
     newest = (
-        f"{by_workload('timestamp(runqscale_runqueue_latency_p95_seconds)')} or "
-        f"{by_workload('timestamp(runqscale_runqueue_latency_seconds_count)')}"
+        f"{by_workload(f'timestamp({m.RUNQ_P95.series})')} or "
+        f"{by_workload(f'timestamp({m.RUNQ_LATENCY.count})')}"
     )
     return f"time() - max by ({GROUP}) ({newest})"

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from runqscale.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VERSIONS = dict(
@@ -52,12 +53,6 @@ FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 def missing_binaries() -> list[str]:
     return [b for b in BINARIES if not os.access(BIN_DIR / b, os.X_OK)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, interval: float = 0.2, what: str = "") -> Any:

@@ -73,7 +73,7 @@ def _setup(tmp_path):
     sampler = Sampler(probe, mounts, str(root))
     agent = Agent(sampler, PodSource(), interval=1.0, window=3.0, clock=lambda: probe.t)
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(AgentCollector(agent, "n1", BuildInfo("0", "fake", "k", "v2")))
+    reg.register(AgentCollector(agent.snapshot, "n1", BuildInfo("0", "fake", "k", "v2")))
     return root, probe, agent, reg
 
 

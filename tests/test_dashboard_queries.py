@@ -22,7 +22,6 @@ import importlib.util
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import require_root
+
+from runqscale.exporter import metrics
+from runqscale.ports import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RULES = os.path.join(ROOT, "deploy", "prometheus", "runqscale-rules.yaml")
@@ -73,6 +75,14 @@ def test_dashboard_shape() -> None:
     assert set(rp.MAIN_PANELS) <= {p["title"] for p in rp.iter_panels(DASH)}
 
 
+def test_every_metric_name_is_declared() -> None:
+    """Every runqscale metric a panel, variable or annotation reads is declared once in
+    exporter/metrics.py (the agent's and the scaler's), so a rename breaks this test first."""
+    exprs = "\n".join(q.expr for q in QUERIES)
+    assert "runqscale_scaler_decisions_total" in exprs
+    assert not metrics.undeclared(exprs), metrics.undeclared(exprs)
+
+
 def test_every_variable_has_a_value() -> None:
     assert len(QUERIES) > 30
     for q in QUERIES:
@@ -89,12 +99,6 @@ def test_substitution() -> None:
 
 # -- a real Prometheus ------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 2.0) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read()
@@ -108,7 +112,7 @@ class Prometheus:
         if not os.path.exists(binary):
             pytest.skip("prometheus not found (Debian package `prometheus`)")
         self.dir = tempfile.mkdtemp(prefix="runqscale-prom-")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = os.path.join(self.dir, "prometheus.yml")
         with open(cfg, "w") as f:
@@ -342,7 +346,7 @@ def test_queries_on_running_agent_with_hog() -> None:
         sb.spawn(g)
         hog = g.rel
         assert all(c.isalnum() or c in "/-_" for c in hog), hog  # usable as a regex as is
-        port = _free_port()
+        port = free_port()
         agent = subprocess.Popen(
             [RUNQSCALE, "agent", "--listen", f"127.0.0.1:{port}", "--interval", "1s"],
             stdout=agent_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -16,6 +16,8 @@ import subprocess
 import pytest
 import yaml
 
+from runqscale.exporter import metrics
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROM_DIR = os.path.join(ROOT, "deploy", "prometheus")
 RULE_FILES = sorted(glob.glob(os.path.join(PROM_DIR, "*rules*.yaml")))
@@ -46,6 +48,16 @@ def _alerts() -> dict[str, dict]:
 def test_rule_and_test_files_exist() -> None:
     assert RULE_FILES, "no rule files in deploy/prometheus"
     assert UNIT_TESTS, "no promtool unit tests in deploy/prometheus/tests"
+
+
+@pytest.mark.parametrize("path", RULE_FILES + UNIT_TESTS, ids=os.path.basename)
+def test_every_metric_name_is_declared(path: str) -> None:
+    """Rules (and their unit tests' input series) name only metrics exporter/metrics.py declares:
+    a renamed metric fails here, not silently in production as an empty alert."""
+    with open(path) as f:
+        text = f.read()
+    assert "runqscale_runqueue_latency_seconds_bucket" in text or "tests" in path
+    assert not metrics.undeclared(text), f"undeclared in {path}: {metrics.undeclared(text)}"
 
 
 def test_promtool_check_rules() -> None:

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -26,6 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from runqscale.agent.cli import main as root
+from runqscale.ports import free_port
 
 PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 T0 = time.time()
@@ -80,12 +80,6 @@ class _Metrics(BaseHTTPRequestHandler):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[str]:
     if not (os.path.exists(PROMETHEUS) and os.access(PROMETHEUS, os.X_OK)):
@@ -96,7 +90,7 @@ def prometheus() -> Iterator[str]:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     tmp = tempfile.mkdtemp(prefix="runqscale-scaler-prom-")
-    port = _free_port()
+    port = free_port()
     cfg = os.path.join(tmp, "prometheus.yml")
     with open(cfg, "w") as f:
         f.write(

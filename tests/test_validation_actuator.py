@@ -15,11 +15,11 @@ from conftest import require_root
 
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.probes.model import Hierarchy
+from runqscale.scaler.actuators.cgroups import Sandbox
 from runqscale.scaler.actuators.local import LocalActuator
-from runqscale.scaler.model import CurrentState
+from runqscale.scaler.model import CurrentState, Recommendation, WorkloadRef
 from runqscale.validation.nginx import NGINX_BIN, Nginx, render
-from runqscale.validation.runlang_service import run_python
-from runqscale.validation.sandbox import Sandbox
+from runqscale.validation.runlang_service import run_python, runlang_argv
 
 pytestmark = pytest.mark.kernel
 
@@ -55,7 +55,8 @@ def stack():
     infra = sb.group("infra")
     ng = Nginx(spawn=lambda argv: sb.spawn(infra, argv=argv))
     ng.start([])
-    act = LocalActuator(sb, ng, drain_timeout_s=10)
+    act = LocalActuator(sb, ng, "replicas", lambda port, name: runlang_argv(port, name, 10.0),
+                        drain_timeout_s=10)
     yield act, ng
     act.close()
     ng.stop()
@@ -64,16 +65,23 @@ def stack():
 
 def test_upstreams_follow_replicas_and_scale_in_drains(stack) -> None:
     act, ng = stack
-    a = act.apply(CurrentState(1, 0.4, 0.4))
-    assert a.error is None and a.action == "scale_out" and a.delay_seconds > 0
+    a = act.set_state(CurrentState(1, 0.4, 0.4))
+    assert a.error is None and a.details["action"] == "scale_out" and a.delay_seconds > 0
+    assert a.applied and not a.dry_run and a.method == "local"
+    assert a.before == CurrentState(0) and a.after == CurrentState(1, 0.4, 0.4)
     r1 = act.replicas[0]
     assert read(r1.group, "cpu.cfs_quota_us") == 40000 and read(r1.group, "cpu.shares") == 410
     who, out = run(ng.url)
     assert who == "r1" and out["ok"] and out["stdout"].strip() == "1"
 
-    a = act.apply(CurrentState(3, 0.4, 0.4))
-    assert a.error is None and a.action == "scale_out"
-    assert a.detail["ready_seconds"] > 0 and a.detail["balancer_seconds"] > 0
+    # the actuator contract: a policy's recommendation, its `recommended` state applied
+    cur = act.current()
+    a = act.apply(Recommendation(time.time(), WorkloadRef("local", "runlang"), "test", {}, cur,
+                                 CurrentState(3, 0.4, 0.4), "scale_out", "more load",
+                                 dry_run=False))
+    assert a.error is None and a.details["action"] == "scale_out" and a.applied
+    assert a.before == cur and a.after == CurrentState(3, 0.4, 0.4) == act.current()
+    assert a.details["ready_seconds"] > 0 and a.details["balancer_seconds"] > 0
     assert ng.upstreams == [r.port for r in act.replicas] and len(ng.upstreams) == 3
     assert {run(ng.url)[0] for _ in range(12)} == {"r1", "r2", "r3"}
 
@@ -85,9 +93,9 @@ def test_upstreams_follow_replicas_and_scale_in_drains(stack) -> None:
     for t in threads:
         t.start()
     time.sleep(0.5)
-    a = act.apply(CurrentState(1, 0.4, 0.4))
-    assert a.error is None and a.action == "scale_in"
-    assert a.detail["stopped"] == ["r2", "r3"]
+    a = act.set_state(CurrentState(1, 0.4, 0.4))
+    assert a.error is None and a.details["action"] == "scale_in"
+    assert a.details["stopped"] == ["r2", "r3"]
     for t in threads:
         t.join(20)
     assert len(results) == 3
@@ -100,15 +108,15 @@ def test_upstreams_follow_replicas_and_scale_in_drains(stack) -> None:
     assert act.alive() == 1
     assert not any(os.path.isdir(r.group.dirs[0]) for r in act.draining)
 
-    a = act.apply(CurrentState(1, 0.2, 0.6))
-    assert a.action == "resize" and a.error is None
+    a = act.set_state(CurrentState(1, 0.2, 0.6))
+    assert a.details["action"] == "resize" and a.error is None
     assert read(r1.group, "cpu.cfs_quota_us") == 60000 and read(r1.group, "cpu.shares") == 205
     assert act.allocated_cores() == pytest.approx(0.6)
 
 
 def test_describe_endpoint(stack) -> None:
     act, ng = stack
-    act.apply(CurrentState(1, 0.5, 0.5))
+    act.set_state(CurrentState(1, 0.5, 0.5))
     with urllib.request.urlopen(ng.url + "/api/describe", timeout=10) as r:
         d = json.loads(r.read())
     assert d["service"] == "runlang" and d["languages"] == ["python"]

@@ -5,7 +5,6 @@ are measured from the scheduled time, timeouts are counted as failures, none is 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from runqscale.ports import free_port
 from runqscale.validation.loadgen import CONN_ERROR, TIMEOUT, Records, parse_response
 
 SLOW_SERVER = r"""
@@ -42,12 +42,6 @@ async def main():
     await srv.serve_forever()
 asyncio.run(main())
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

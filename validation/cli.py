@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from runqscale.agent.errors import fail
-from runqscale.agent.params import DURATION
+from runqscale.params import DURATION
 from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
 

@@ -232,7 +232,7 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
 
                 def apply(rec=rec, act=act, t_dec=ts - t0) -> None:  # noqa: ANN001
                     nonlocal decisions
-                    a = act.apply(rec.recommended)
+                    a = act.apply(rec)
                     decisions += a.error is None
                     actuations.append({"t": t_dec, "service": rec.workload.name, **asdict(a),
                                        "before": a.before.to_json(), "after": a.after.to_json()})

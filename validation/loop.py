@@ -34,13 +34,13 @@ from runqscale.probes.cgroupfs import CgroupMounts, read_cpu_stat
 from runqscale.probes.model import Hierarchy, quantile_seconds
 from runqscale.scaler import log as reclog
 from runqscale.scaler import policies
-from runqscale.scaler.actuators.local import LocalActuator, runlang_argv
+from runqscale.scaler.actuators.cgroups import Sandbox, set_base_shares, set_shares
+from runqscale.scaler.actuators.local import LocalActuator
 from runqscale.scaler.model import CurrentState, Sample, ScalerConfig, SignalWindow, WorkloadRef
 from runqscale.scaler.policies import static
 from runqscale.validation.loadgen import Records
 from runqscale.validation.nginx import Nginx
-from runqscale.validation.runlang_service import DEFAULT_SOURCE
-from runqscale.validation.sandbox import Sandbox, set_base_shares, set_shares
+from runqscale.validation.runlang_service import DEFAULT_SOURCE, runlang_argv
 from runqscale.validation.scoring import Requests, Timeline
 
 WORKLOAD = WorkloadRef("validate", "runlang")
@@ -232,7 +232,7 @@ class Environment:
             raise
 
     def reset(self, state: CurrentState) -> None:
-        a = self.act.apply(state)
+        a = self.act.set_state(state)
         if a.error:
             raise RuntimeError(f"could not set up the replicas: {a.error}")
         deadline = time.monotonic() + self.act.drain_timeout_s + 1
@@ -355,7 +355,7 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
             rec, state = decide(window, cur, scfg, state)
             calls += 1
             if rec.recommended != cur:
-                a = act.apply(rec.recommended)
+                a = act.apply(rec)
                 rec = replace(rec, dry_run=False, applied=a.error is None, error=a.error)
                 decisions += a.error is None
                 actuations.append({"t": ts - t0, **asdict(a), "before": a.before.to_json(),

@@ -18,6 +18,10 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from runqscale.ports import free_port
+
+__all__ = ["HEAD", "NGINX_BIN", "Nginx", "free_port", "render"]
+
 NGINX_BIN = os.environ.get("NGINX_BIN", "/usr/sbin/nginx")
 
 # The main context and the start of `http`: foreground as root, everything under one prefix.
@@ -57,12 +61,6 @@ _BODY = """\
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def render(prefix: str, port: int, upstreams: list[int], read_timeout_s: float = 30) -> str:

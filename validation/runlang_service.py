@@ -107,6 +107,12 @@ def run_python(source: str, timeout_s: float, replica: str = "") -> dict:
     }
 
 
+def runlang_argv(port: int, name: str, timeout_s: float) -> list[str]:
+    """One replica of this service, for the local actuator's `argv(port, name)`."""
+    return [sys.executable, "-m", "runqscale.validation.runlang_service", "--port", str(port),
+            "--replica", name, "--timeout", str(timeout_s)]
+
+
 class RunlangServer(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins requests in flight: the drain
     block_on_close = True

@@ -3,7 +3,7 @@ replicas as processes in their own cgroups, each service scaled by its own local
 
     with Cluster(hierarchy, mounts, ClusterConfig(), graph) as c:
         c.front_url            # the front end (DSB's wrk2 routes)
-        c.actuators["text-service"].apply(CurrentState(2, 0.3, 0.3))
+        c.actuators["text-service"].set_state(CurrentState(2, 0.3, 0.3))
 
 Cgroup layout under the sandbox: `services/<service>/<replica>` (what the probe attributes and
 the scaler acts on), `stores/<store>` (redis, memcached), `infra` (nginx and the generator,
@@ -29,12 +29,12 @@ from runqscale.deathstarbench.emulation.callgraph import LOGIC, SERVICES, STORE
 from runqscale.deathstarbench.emulation.mesh import Mesh
 from runqscale.deathstarbench.emulation.socialgraph import SocialGraph
 from runqscale.deathstarbench.emulation.storeclient import Redis
+from runqscale.ports import free_port
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.probes.model import Hierarchy
+from runqscale.scaler.actuators.cgroups import Group, Sandbox, set_base_shares, set_shares
 from runqscale.scaler.actuators.local import LocalActuator
 from runqscale.scaler.model import CurrentState
-from runqscale.validation.nginx import free_port
-from runqscale.validation.sandbox import Group, Sandbox, set_base_shares, set_shares
 
 LOGIC_SERVICES = [s.name for s in SERVICES.values() if s.kind == LOGIC]
 STORES = [s for s in SERVICES.values() if s.kind == STORE]
@@ -157,7 +157,7 @@ class Cluster:
         """Every service to its state (default: the config's), drained replicas gone."""
         for s, act in self.actuators.items():
             st = (states or {}).get(s) or self.cfg.state(s)
-            a = act.apply(st)
+            a = act.set_state(st)
             if a.error:
                 raise RuntimeError(f"could not set up {s}: {a.error}")
         deadline = time.monotonic() + 20

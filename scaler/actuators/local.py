@@ -1,6 +1,7 @@
 """The local actuator: a workload's replicas as processes in cgroups on this machine.
 
-`apply(desired)` makes the replica set match a `CurrentState`:
+`apply(rec)` (the actuator contract, scaler/actuators/base.py) makes the replica set match
+`rec.recommended`; `set_state(desired)` does the same for a caller that sets a size directly:
 
 - scale out: a new cgroup per replica (CPU quota = the limit, `cpu.shares` = the request, as the
   kubelet maps them), the replica process started inside it, readiness polled (`GET /healthz`),
@@ -11,7 +12,8 @@
   cgroups are removed; KILL only after `drain_timeout_s`;
 - resize: every replica's quota and shares rewritten.
 
-Every call returns an `Actuation` with the measured delay; nothing here decides anything.
+Every call returns an `ApplyResult` with the measured delay; nothing here decides anything.
+What a replica runs is the caller's `argv(port, name)`; it must answer `GET /healthz` with 200.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-from runqscale.scaler.model import CurrentState, classify
-from runqscale.validation.sandbox import Group, Sandbox, set_shares
+from runqscale.ports import free_port
+from runqscale.scaler.actuators.base import ApplyResult
+from runqscale.scaler.actuators.cgroups import Group, Sandbox, set_shares
+from runqscale.scaler.model import CurrentState, Recommendation, classify
 
 
 class ActuationError(RuntimeError):
@@ -45,28 +49,12 @@ class Replica:
     stopping: float | None = None  # when SIGTERM was sent
 
 
-@dataclass(frozen=True)
-class Actuation:
-    ts: float  # unix seconds when the call started
-    action: str  # scale_out | scale_in | resize | none (replica changes win, as classify)
-    before: CurrentState
-    after: CurrentState
-    delay_seconds: float  # until the change is in effect (traffic follows it)
-    detail: dict = field(default_factory=dict)
-    error: str | None = None
-
-
 class Balancer:
-    """What the actuator needs from a load balancer (validation.nginx.Nginx has it)."""
+    """What the actuator needs from a load balancer: route to these ports, return the seconds
+    until traffic follows (validation.nginx.Nginx is one)."""
 
     def set_upstreams(self, upstreams: list[int]) -> float:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(port: int, timeout_s: float = 0.5) -> bool:
@@ -80,19 +68,18 @@ def _healthy(port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def runlang_argv(port: int, name: str, timeout_s: float) -> list[str]:
-    return [sys.executable, "-m", "runqscale.validation.runlang_service", "--port", str(port),
-            "--replica", name, "--timeout", str(timeout_s)]
-
-
 class LocalActuator:
-    def __init__(self, sandbox: Sandbox, balancer: Balancer, parent: str = "replicas",
-                 argv: Callable[[int, str], list[str]] | None = None,
-                 ready_timeout_s: float = 15.0, drain_timeout_s: float = 15.0,
+    """One workload: its replicas are `argv(port, name)` processes in cgroups `parent/<name>`."""
+
+    dry_run = False  # it always acts: the local loop has no one to ask first
+
+    def __init__(self, sandbox: Sandbox, balancer: Balancer, parent: str,
+                 argv: Callable[[int, str], list[str]], *, ready_timeout_s: float = 15.0,
+                 drain_timeout_s: float = 15.0,
                  log: Callable[[str], None] | None = None) -> None:
         self.sb, self.lb = sandbox, balancer
         self.parent = sandbox.group(parent)
-        self._argv = argv or (lambda port, name: runlang_argv(port, name, 10.0))
+        self._argv = argv
         self.ready_timeout_s, self.drain_timeout_s = ready_timeout_s, drain_timeout_s
         self.replicas: list[Replica] = []
         self.draining: list[Replica] = []
@@ -121,11 +108,17 @@ class LocalActuator:
         return len(self.replicas) + len(self.draining)
 
     # --- writes
-    def apply(self, desired: CurrentState) -> Actuation:
+    def apply(self, rec: Recommendation) -> ApplyResult:
+        """The actuator contract: make the replicas match `rec.recommended`."""
+        return self.set_state(rec.recommended)
+
+    def set_state(self, desired: CurrentState) -> ApplyResult:
+        """Replicas, request and limit to `desired`; `details` holds the action and the steps'
+        durations, an error (a replica not ready in time, a cgroup write refused) is reported."""
         with self._lock:
-            t0, w0 = time.monotonic(), time.time()
+            t0 = time.monotonic()
             before = self.current()
-            detail: dict = {}
+            detail: dict[str, Any] = {}
             err = None
             try:
                 if (desired.cpu_limit_cores != self.limit
@@ -140,8 +133,12 @@ class LocalActuator:
             except (ActuationError, OSError, RuntimeError) as e:
                 err = str(e)
             after = self.current()
-            return Actuation(w0, classify(before, after), before, after,
-                             time.monotonic() - t0, detail, err)
+            action = classify(before, after)
+            detail["action"] = action
+            return ApplyResult(err is None and action != "none", False, "local",
+                               f"{action}: {before.replicas} x {_cores(before)} -> "
+                               f"{after.replicas} x {_cores(after)}", err, 1, before, after,
+                               time.monotonic() - t0, detail)
 
     def _resize(self, request: float | None, limit: float | None) -> None:
         for r in self.replicas + self.draining:
@@ -152,7 +149,7 @@ class LocalActuator:
         self.sb.set_quota(g, limit)
         set_shares(self.sb, g, request)
 
-    def _scale_out(self, k: int) -> dict:
+    def _scale_out(self, k: int) -> dict[str, Any]:
         t0 = time.monotonic()
         new: list[Replica] = []
         for _ in range(k):
@@ -160,7 +157,7 @@ class LocalActuator:
             name = f"r{self._seq}"
             g = self.sb.group(f"{self.parent.name}/{name}")
             self._size(g, self.request, self.limit)
-            port = _free_port()
+            port = free_port()
             proc = self.sb.spawn(g, argv=self._argv(port, name), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             new.append(Replica(name, port, g, proc, time.monotonic()))
@@ -188,7 +185,7 @@ class LocalActuator:
         return {"started": [r.name for r in ok], "ready_seconds": started,
                 "balancer_seconds": reload_s}
 
-    def _scale_in(self, k: int) -> dict:
+    def _scale_in(self, k: int) -> dict[str, Any]:
         leaving = self.replicas[-k:]
         self.replicas = self.replicas[:-k]
         reload_s = self.lb.set_upstreams([r.port for r in self.replicas])
@@ -224,3 +221,7 @@ class LocalActuator:
                 if os.path.isdir(r.group.dirs[0]):
                     self.sb.remove(r.group)
             self.replicas, self.draining = [], []
+
+
+def _cores(st: CurrentState) -> str:
+    return f"{st.cpu_request_cores or 0:g}/{st.cpu_limit_cores or 0:g} cores"

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from runqscale.params import parse_duration
 from runqscale.scaler.model import ScalerConfig
 
 PREFIX = "runqscale.io/"
@@ -25,7 +26,7 @@ MAX_REPLICAS = PREFIX + "max-replicas"
 TARGET_RUNQ_P95 = PREFIX + "target-runq-p95"
 KNOWN = (POLICY, MIN_REPLICAS, MAX_REPLICAS, TARGET_RUNQ_P95)
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
+_UNITS = ("ns", "us", "µs", "ms", "s")  # a run-queue target: a unit always, minutes never
 
 
 class AnnotationError(ValueError):
@@ -62,12 +63,12 @@ def _duration(annotations: Mapping[str, str], key: str) -> float | None:
     raw = annotations.get(key)
     if raw is None:
         return None
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)\s*", raw)
-    if not m or not 0 < float(m.group(1)) < float("inf"):
+    seconds = parse_duration(raw, _UNITS)
+    if seconds is None or not 0 < seconds < float("inf"):
         raise AnnotationError(
             key, f"{raw!r} is not a positive duration with a unit", f"set it like {key}: 5ms"
         )
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    return seconds
 
 
 def parse(

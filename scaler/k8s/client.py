@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from runqscale.tokens import TokenFile
+
 log = logging.getLogger(__name__)
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -95,8 +97,7 @@ class ApiClient:
     ) -> None:
         self.server = server.rstrip("/")
         self._token = token
-        self._token_file = token_file
-        self._token_mtime: float | None = None
+        self._token_file = TokenFile(token_file) if token_file else None
         self.timeout = timeout_seconds
         self.retry = retry
         self._sleep = sleep
@@ -139,13 +140,7 @@ class ApiClient:
     # ---------------------------------------------------------------- transport
 
     def _bearer(self) -> str | None:
-        if self._token_file:
-            mtime = os.stat(self._token_file).st_mtime
-            if mtime != self._token_mtime:
-                with open(self._token_file, encoding="ascii") as f:
-                    self._token = f.read().strip()
-                self._token_mtime = mtime
-        return self._token
+        return self._token_file.token() if self._token_file else self._token
 
     def request(
         self,
@@ -209,7 +204,10 @@ class ApiClient:
         headers = {"Accept": JSON, "User-Agent": self.user_agent}
         if data is not None:
             headers["Content-Type"] = ctype
-        token = self._bearer()
+        try:
+            token = self._bearer()
+        except ValueError as exc:  # a broken token file: answered as the API would, unauthorised
+            raise ApiError(401, "Unauthorized", str(exc), method, target) from None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         # A kept-alive connection the server closed fails on first use: reconnect once at once.

@@ -1,30 +1,39 @@
-"""click parameter types shared by the commands: bad values fail at the edge, naming the option."""
+"""click parameter types shared by every command (agent, probe, scaler, validation): bad values
+fail at the edge, naming the option."""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 
 import click
 
-_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0,
+          "h": 3600.0, "": 1.0}
 MAX_SECONDS = 1e9  # ~31 years: beyond it time.sleep() overflows (and nothing means it)
 
 
+def parse_duration(value: object, units: Collection[str] = tuple(_UNITS)) -> float | None:
+    """Seconds in `value` ('5ms', '2.5s', '1e-3', '5m', 7), or None if it is not a duration
+    with one of `units` ("" = plain seconds). Not checked: sign, size, finiteness."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value) if "" in units else None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]*)\s*", str(value))
+    if not m or m.group(2) not in _UNITS or m.group(2) not in units:
+        return None
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
 class Duration(click.ParamType):
-    """`500ms`, `1s`, `2.5s`, `5m`, or a plain number of seconds; must be > 0."""
+    """`500ms`, `1s`, `2.5s`, `5m`, `1h`, `100us`, or a plain number of seconds; must be > 0."""
 
     name = "duration"
 
     def convert(self, value, param, ctx) -> float:  # type: ignore[override]
-        if isinstance(value, (int, float)):
-            seconds = float(value)
-        else:
-            m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h|)\s*", str(value))
-            if not m:
-                self.fail(f"{value!r} is not a duration; write e.g. 500ms, 1s, 2.5s or 5m",
-                          param, ctx)
-            seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.fail(f"{value!r} is not a duration; write e.g. 500ms, 1s, 2.5s or 5m", param, ctx)
         if not math.isfinite(seconds) or seconds > MAX_SECONDS:
             self.fail(f"{value!r} must be a finite duration of at most {MAX_SECONDS:g}s",
                       param, ctx)

@@ -1,0 +1,78 @@
+"""The `runqscale` command line: one click group; each subcommand lives beside the part it drives.
+
+Subcommands are loaded only when they run, so `runqscale agent` never pays (in start-up time or
+memory) for the scaler's or the benchmarks' modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from runqscale import __version__
+
+# name -> (module, attribute, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "probe": ("runqscale.agent.probe_cmd", "probe", "Live per-container run-queue latency."),
+    "agent": ("runqscale.agent.daemon_cmd", "agent", "Node daemon: probes + Prometheus /metrics."),
+    "scaler": ("runqscale.scaler.cli", "scaler", "Scaling policies: decide from signals."),
+    "validate": ("runqscale.validation.cli", "validate", "Stress-test validation on this host."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (click's documented lazy pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n, (mod, _, _) in SUBCOMMANDS.items() if importlib.util.find_spec(mod)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        return getattr(importlib.import_module(target[0]), target[1])
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(n, SUBCOMMANDS[n][2]) for n in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="runqscale")
+def main() -> None:
+    """runqscale: run-queue latency per container, measured with eBPF, driving autoscaling.
+
+    \b
+    Examples:
+      runqscale probe --count 3            # live per-container table, three intervals
+      runqscale agent --listen :9100       # the DaemonSet process: probe + /metrics
+      runqscale scaler --policy showar --signals signals.jsonl --once
+      runqscale validate stress            # hog vs light service, verdict in under a minute
+    """
+
+
+def run() -> None:
+    """The console entry point: every usage error of every subcommand is one line on stderr
+    (`runqscale <command>: error: <what and the fix>`), exit code 2; no usage block, no
+    traceback."""
+    try:
+        rv = main.main(standalone_mode=False)
+    except click.UsageError as e:
+        where = e.ctx.command_path if e.ctx else "runqscale"
+        click.echo(f"{where}: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except click.ClickException as e:
+        click.echo(f"runqscale: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("runqscale: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    run()
