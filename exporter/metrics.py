@@ -125,15 +125,21 @@ SCALER_RECOMMENDED_CPU = Metric("runqscale_scaler_recommended_cpu_limit_cores", 
 SCALER_CURRENT_CPU = Metric("runqscale_scaler_current_cpu_limit_cores", "gauge",
                             "CPU limit per replica (cores) at the last decision.",
                             WORKLOAD_LABELS)
+SCALER_RECOMMENDED_REQUEST = Metric("runqscale_scaler_recommended_cpu_request_cores", "gauge",
+                                    "CPU request per replica (cores) the policy last "
+                                    "recommended.", WORKLOAD_LABELS)
+SCALER_CURRENT_REQUEST = Metric("runqscale_scaler_current_cpu_request_cores", "gauge",
+                                "CPU request per replica (cores) at the last decision.",
+                                WORKLOAD_LABELS)
 SCALER_ERRORS = Metric("runqscale_scaler_errors", "counter",
-                       "Errors by kind (signals, policy, actuation, log).", ("kind",))
+                       "Errors by kind (apply, signals, api, log).", ("kind",))
 SCALER_STEP_SECONDS = Metric("runqscale_scaler_step_duration_seconds", "histogram",
                              "Duration of one scaler step over every workload.")
 SCALER_LEADER = Metric("runqscale_scaler_leader", "gauge",
                        "1 while this replica holds the leader lease, else 0.")
 SCALER_METRICS = (SCALER_DECISIONS, SCALER_RECOMMENDED_REPLICAS, SCALER_CURRENT_REPLICAS,
-                  SCALER_RECOMMENDED_CPU, SCALER_CURRENT_CPU, SCALER_ERRORS, SCALER_STEP_SECONDS,
-                  SCALER_LEADER)
+                  SCALER_RECOMMENDED_CPU, SCALER_CURRENT_CPU, SCALER_RECOMMENDED_REQUEST,
+                  SCALER_CURRENT_REQUEST, SCALER_ERRORS, SCALER_STEP_SECONDS, SCALER_LEADER)
 
 ALL = CONTAINER_METRICS + AGENT_METRICS + SCALER_METRICS
 
