@@ -29,7 +29,10 @@ def test_disturbance_subtracts_the_sandbox_and_the_rule_names_the_reason() -> No
     a = host.HostSnapshot(0.0, 0, 0, 0, 0, 1.0)
     b = host.HostSnapshot(10.0, 15 * host.CLK_TCK, 2 * host.CLK_TCK, 20 * host.CLK_TCK,
                           3_000_000, 40.0)
-    d = host.disturbance(a, b, own_cpu_seconds=10.0)
+    d = host.disturbance(a, b, own_user_s=6.0, own_system_s=4.0)
+    # niced, the benchmark's user time is in the nice column: only its system time is its own
+    assert host.disturbance(a, b, 6.0, 4.0, own_niced=True)["foreign_cpu_cores"] == \
+        pytest.approx(1.1)
     assert d["foreign_cpu_cores"] == pytest.approx(0.5)
     assert d["steal_ratio"] == pytest.approx(0.1)
     assert d["psi_some_ratio"] == pytest.approx(0.3)
@@ -43,3 +46,11 @@ def test_snapshot_reads_this_host() -> None:
     assert s.all_jiffies > s.busy_jiffies > 0
     if os.path.exists("/proc/pressure/cpu"):
         assert s.psi_some_us is not None and s.psi_some_avg10 is not None
+
+
+def test_own_cpu_reads_this_process() -> None:
+    own = host.OwnCpu(None, v2=False)
+    u0, s0 = own.read()
+    sum(i * i for i in range(300_000))
+    u1, s1 = own.read()
+    assert u1 + s1 > u0 + s0

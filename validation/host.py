@@ -6,10 +6,12 @@ Logged per run (report.json `runs[].host`):
   time some runnable task waited for a CPU; our own replicas' contention counts too), and
   `psi_some_avg10` at the run's end;
 - `steal_ratio`: /proc/stat steal jiffies / all jiffies over the run (the hypervisor took them);
-- `foreign_cpu_cores`: CPU the host spent outside this benchmark's sandbox (user + system + irq +
-  softirq jiffies, minus the sandbox's own cpuacct usage), per second. Time of niced processes
-  (the `nice` column: background builds at nice > 0) is left out: CFS weights make them yield to
-  the sandbox (nice 19 weighs 15 against a sandbox's 1024 × CPUs).
+- `foreign_cpu_cores`: CPU the host spent outside this benchmark, per second: user + system +
+  irq + softirq jiffies minus the benchmark's own (the sandbox's cpuacct user/system and the
+  controller process's rusage). User time of niced processes (the `nice` column: background
+  builds at nice > 0) is left out: CFS weights make them yield to the sandbox (nice 19 weighs 15
+  against a sandbox's 1024 x CPUs). When the benchmark itself runs niced, its user time is in
+  that column too, so only its system time is subtracted.
 
 The exclusion rule (fixed before any run, `ExclusionRule`): a run is disturbed when
 `foreign_cpu_cores` > `max_foreign_cpu_cores` (0.5 core) or `steal_ratio` > `max_steal_ratio`
@@ -20,6 +22,7 @@ summary, and its pair is left out of every comparison.
 from __future__ import annotations
 
 import os
+import resource
 import time
 from dataclasses import dataclass
 
@@ -68,9 +71,38 @@ def snapshot(proc: str = "/proc") -> HostSnapshot:
                         psi[0] if psi else None, psi[1] if psi else None)
 
 
-def disturbance(before: HostSnapshot, after: HostSnapshot, own_cpu_seconds: float) -> dict:
-    """The `host` block of a run from snapshots around it and the sandbox's CPU seconds."""
+class OwnCpu:
+    """Cumulative (user, system) CPU seconds of the benchmark: a cgroup tree (v1 cpuacct.stat,
+    v2 cpu.stat) plus this process; `niced` when this process runs at nice > 0."""
+
+    def __init__(self, cgroup_dir: str | None, v2: bool) -> None:
+        self.dir, self.v2 = cgroup_dir, v2
+        self.niced = os.getpriority(os.PRIO_PROCESS, 0) > 0
+
+    def read(self) -> tuple[float, float]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        user, system = ru.ru_utime, ru.ru_stime
+        if self.dir:
+            name = "cpu.stat" if self.v2 else "cpuacct.stat"
+            try:
+                with open(os.path.join(self.dir, name)) as f:
+                    kv = dict(ln.split() for ln in f if len(ln.split()) == 2)
+            except OSError:
+                kv = {}
+            if self.v2:
+                user += int(kv.get("user_usec", 0)) / 1e6
+                system += int(kv.get("system_usec", 0)) / 1e6
+            else:
+                user += int(kv.get("user", 0)) / CLK_TCK
+                system += int(kv.get("system", 0)) / CLK_TCK
+        return user, system
+
+
+def disturbance(before: HostSnapshot, after: HostSnapshot, own_user_s: float,
+                own_system_s: float, own_niced: bool = False) -> dict:
+    """The `host` block of a run from snapshots around it and the benchmark's own CPU."""
     dt = max(1e-9, after.mono - before.mono)
+    own_cpu_seconds = own_system_s + (0.0 if own_niced else own_user_s)
     busy = (after.busy_jiffies - before.busy_jiffies) / CLK_TCK
     total = max(1, after.all_jiffies - before.all_jiffies)
     psi = None

@@ -37,6 +37,7 @@ from runqscale.scaler.actuators.local import LocalActuator, runlang_argv
 from runqscale.scaler.model import CurrentState, ScalerConfig, SignalWindow, WorkloadRef
 from runqscale.scaler.routine import DecisionRoutine
 from runqscale.validation.drive import LocalApply, policy_for
+from runqscale.validation.host import OwnCpu
 from runqscale.validation.loadgen import Records
 from runqscale.validation.nginx import Nginx
 from runqscale.validation.runlang_service import DEFAULT_SOURCE
@@ -221,11 +222,18 @@ class Environment:
         return self.sb.spawn(self.infra, argv=argv, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
 
+    def own_cpu(self) -> OwnCpu:
+        """The benchmark's own CPU: the whole sandbox (replicas, nginx, generator) + this
+        process."""
+        v2 = self.sb.hierarchy is Hierarchy.V2
+        base = self.mounts.v2 if v2 else self.mounts.v1_cpuacct
+        return OwnCpu(base + self.sb.base if base else None, v2)
+
     def usage(self) -> dict[str, float]:
         """Cumulative CPU seconds of the replicas (`replicas`) and of the whole sandbox (`all`:
         replicas, nginx and the generator)."""
         rep = read_cpu_stat(self.mounts, self.sb.hierarchy, self.act.parent.rel)
-        root = read_cpu_stat(self.mounts, self.sb.hierarchy, self.sb.root)
+        root = read_cpu_stat(self.mounts, self.sb.hierarchy, self.sb.base)
         return {"replicas": rep.usage_seconds or 0.0 if rep else 0.0,
                 "all": root.usage_seconds or 0.0 if root else 0.0}
 
