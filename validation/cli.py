@@ -135,8 +135,10 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
 
     Without a subcommand: the stress-test comparison. Real runlang replicas (HTTP
     POST /api/run runs the submitted Python in a subprocess) in their own cgroups with CPU
-    quotas behind a real nginx, an open-loop generator replaying the trace scaled to the
-    measured capacity, and each policy deciding and acting in turn on the same segment.
+    quotas behind a real nginx, an open-loop generator replaying the trace segment mapped
+    onto 0.3..1.4 x the starting deployment's capacity (CPU per request measured open loop),
+    every policy from the same start on the same requests, repeats in ABBA order; disturbed
+    runs excluded by a fixed rule; paired ratios with 95 % intervals in `comparisons`.
     Writes OUT/report.json, OUT/details.json, OUT/timeline.png, OUT/scores.png.
 
     \b
@@ -144,6 +146,7 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
       runqscale validate --trace ../shared/data/worldcup98/wc_day25_per_minute.csv \\
           --policies showar,hpa,phpa-knn --duration 150s --out out/demo
       runqscale validate --trace counts.txt --policies showar,hpa --repeats 3 --duration 10m
+      runqscale validate --trace wc_day25_per_minute.csv --segment 9h,2h30m --repeats 3
       runqscale validate --app deathstarbench --policies showar,hpa --duration 120s \
           --trace ../shared/data/worldcup98/wc_day25_per_minute.csv --out out/dsb
       runqscale validate stress                 # hog vs light service, verdict in ~15 s
