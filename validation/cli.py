@@ -90,7 +90,7 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
               show_default=True, help="... and its p01 step rate to this x the capacity.")
 @click.option("--probe-rate", type=click.FloatRange(min=0, min_open=True), default=None,
               help="The light open-loop req/s CPU per request is measured at "
-                   "(runlang 2, deathstarbench 10).")
+                   "(runlang 3, deathstarbench 10).")
 @click.option("--capacity", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Skip the measurement: req/s the starting deployment serves.")
 @click.option("--baselines", default=",".join(("hpa", "vpa", "phpa-knn")), show_default=True,
@@ -199,7 +199,7 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
     loop = LoopConfig(min_replicas=min_replicas, max_replicas=max_replicas,
                       initial_replicas=initial_replicas, replica_cpu=replica_cpu,
                       max_cpu_per_replica=max(max_cpu_per_replica, replica_cpu), **targets)
-    cfg = CompareConfig(**common, probe_rate_rps=probe_rate or 2.0, loop=loop)
+    cfg = CompareConfig(**common, probe_rate_rps=probe_rate or 3.0, loop=loop)
     try:
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:

@@ -43,8 +43,8 @@ class CompareConfig:
     peak_fraction: float = capmod.PEAK_FRACTION
     trough_fraction: float = capmod.TROUGH_FRACTION
     capacity_rps: float | None = None  # skip the measurement when given
-    probe_rate_rps: float = 2.0  # the light open-loop rate CPU per request is measured at
-    probe_seconds: float = 10.0
+    probe_rate_rps: float = 3.0  # the light open-loop rate CPU per request is measured at
+    probe_seconds: float = 15.0  # ~45 requests: one slow subprocess start does not swing it
     seed: int = 0
     baselines: tuple[str, ...] = stats.DEFAULT_BASELINES
     exclusion: host.ExclusionRule = field(default_factory=host.ExclusionRule)
