@@ -49,17 +49,21 @@ class LocalApply:
     def apply(self, rec: Recommendation) -> ApplyResult:
         act = self.actuators[rec.workload.name]
         t = self._clock() - self.t0
-        a = _apply_one(act, rec)
+        r = _apply_one(act, rec)
         with self._lock:
-            self.applied += a.error is None
-            self.actuations.append({"t": t, "service": rec.workload.name, "action": a.action,
-                                    "delay_seconds": a.delay_seconds, "detail": a.detail,
-                                    "error": a.error, "before": a.before.to_json(),
-                                    "after": a.after.to_json()})
-        return ApplyResult(applied=a.error is None, dry_run=False, method="local",
-                           detail=a.action, error=a.error, attempts=1, before=a.before,
-                           after=a.after, delay_seconds=a.delay_seconds, details=dict(a.detail))
+            self.applied += r.applied
+            self.actuations.append({
+                "t": t, "service": rec.workload.name, "action": rec.action,
+                "delay_seconds": r.delay_seconds, "detail": r.details, "error": r.error,
+                "before": r.before.to_json() if r.before else None,
+                "after": r.after.to_json() if r.after else None})
+        return r
 
 
-def _apply_one(act: LocalActuator, rec: Recommendation):  # noqa: ANN202 - an Actuation
-    return act.apply(rec.recommended)
+def _apply_one(act: LocalActuator, rec: Recommendation) -> ApplyResult:
+    """The local actuator's answer as the contract's. Once LocalActuator.apply takes the
+    Recommendation and returns an ApplyResult, this is `return act.apply(rec)`."""
+    a = act.apply(rec.recommended)
+    return ApplyResult(applied=a.error is None, dry_run=False, method="local", detail=a.action,
+                       error=a.error, attempts=1, before=a.before, after=a.after,
+                       delay_seconds=a.delay_seconds, details=dict(a.detail))
