@@ -16,9 +16,9 @@ from k8s_helpers import REPO
 REED98 = REPO.parent / "shared/data/deathstarbench/socfb-Reed98.edges"
 TRACE = REPO.parent / "shared/data/worldcup98/wc_day25_per_minute.csv"
 CONTRACT_RUN = {"policy", "repeat", "requests", "failed", "p50_seconds", "p95_seconds",
-                "p99_seconds", "slo_violation_ratio", "cpu_core_seconds_allocated",
-                "cpu_core_seconds_used", "mean_replicas", "decisions", "penalty",
-                "penalty_terms"}
+                "p99_seconds", "slo_violation_ratio", "cpu_core_seconds_requested",
+                "cpu_core_seconds_allocated", "cpu_core_seconds_used", "mean_replicas",
+                "decisions", "penalty", "penalty_terms"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -50,13 +50,14 @@ def test_validate_deathstarbench_showar_hpa_report(tmp_path):
         pytest.skip("no ../shared/data")
     out = tmp_path / "dsb"
     r = _cli("--app", "deathstarbench", "--trace", str(TRACE), "--policies", "showar,hpa",
-             "--duration", "30s", "--affinity-seconds", "8s", "--segment", "9h+6h",
+             "--duration", "30s", "--affinity-seconds", "8s", "--segment", "9h,30m",
+             "--max-foreign-cpu", "64",
              "--out", str(out), "--backend", "core", "--hierarchy", "v1")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((out / "report.json").read_text())
     assert [x["policy"] for x in rep["runs"]] == ["showar", "hpa"]
     for run in rep["runs"]:
-        assert set(run) == CONTRACT_RUN
+        assert CONTRACT_RUN <= set(run) and {"host", "excluded", "order"} <= set(run)
         assert run["requests"] > 1000 and run["failed"] < 0.2 * run["requests"]
         assert run["mean_replicas"] >= 11  # summed over the 11 logic services, min 1 each
         assert run["cpu_core_seconds_used"] > 0

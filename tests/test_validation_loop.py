@@ -24,18 +24,25 @@ def test_validate_end_to_end(tmp_path) -> None:
     p = subprocess.run(
         [sys.executable, "-m", "runqscale.agent.cli", "validate", "--trace", str(trace),
          "--policies", "showar,hpa", "--duration", "12s", "--capacity", "20", "--peak", "0.8",
+         "--max-foreign-cpu", "64",
          "--initial-replicas", "1", "--max-replicas", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:] + p.stdout[-2000:]
     rep = json.loads((out / "report.json").read_text())
     assert [r["policy"] for r in rep["runs"]] == ["showar", "hpa"]
-    assert rep["trace"]["scale"] == pytest.approx(16 / 12)  # peak 12/s -> 0.8 × 20 req/s
-    assert rep["trace"]["time_warp"] == pytest.approx(20 / 12)
+    # p01..p99 of the replayed trace rates -> 0.3..0.8 x 20 req/s (an affine map)
+    load = rep["load"]
+    assert load["capacity_rps"] == 20 and load["capacity_given"] is True
+    assert rep["trace"]["scale"] == pytest.approx(
+        (0.8 - 0.3) * 20 / (load["trace_p99_rps"] - load["trace_p01_rps"]))
+    assert load["trace_p01_rps"] * load["scale"] + load["offset_rps"] == pytest.approx(6.0)
+    assert rep["trace"]["time_warp"] == pytest.approx(20 / 12)  # the whole 20 s trace
     for r in rep["runs"]:
         assert r["requests"] > 80
         assert r["failed"] == 0
         assert r["cpu_core_seconds_used"] > 0
         assert r["cpu_core_seconds_allocated"] > r["cpu_core_seconds_used"]
+        assert r["cpu_core_seconds_requested"] == pytest.approx(r["cpu_core_seconds_allocated"])
         assert 1 <= r["mean_replicas"] <= 3
         assert r["penalty"] == pytest.approx(sum(r["penalty_terms"].values()))
     assert set(rep["summary"]) == {"showar", "hpa"}

@@ -64,6 +64,7 @@ def test_score_by_hand() -> None:
     assert s.requests == 4 and s.failed == 1 and s.late == 1
     assert s.slo_violation_ratio == pytest.approx(2 / 4)  # the failure and the 3 s one
     assert s.cpu_core_seconds_allocated == pytest.approx(1 * 0.5 * 5 + 3 * 1.0 * 5)
+    assert s.cpu_core_seconds_requested == s.cpu_core_seconds_allocated  # request = limit
     assert s.cpu_core_seconds_used == pytest.approx(0.2 * 5 + 0.4 * 5)
     assert s.mean_replicas == pytest.approx(2.0)
     assert s.penalty.latency == pytest.approx(8.25 / 3)
@@ -91,12 +92,12 @@ def test_report_contract_exact_keys_and_summary(tmp_path) -> None:
     path = str(tmp_path / "report.json")
     rpt.write_json(path, rep)
     rep = json.load(open(path))
-    assert set(rep) == {"trace", "slo_seconds", "runs", "summary"}
+    assert set(rep) == {"trace", "slo_seconds", "runs", "summary", "comparisons", "exclusions"}
     assert set(rep["trace"]) == {"file", "segment", "scale", "time_warp"}
     assert set(rep["runs"][0]) == {
         "policy", "repeat", "requests", "failed", "p50_seconds", "p95_seconds", "p99_seconds",
-        "slo_violation_ratio", "cpu_core_seconds_allocated", "cpu_core_seconds_used",
-        "mean_replicas", "decisions", "penalty", "penalty_terms"}
+        "slo_violation_ratio", "cpu_core_seconds_requested", "cpu_core_seconds_allocated",
+        "cpu_core_seconds_used", "mean_replicas", "decisions", "penalty", "penalty_terms"}
     assert set(rep["runs"][0]["penalty_terms"]) == {"latency", "failures", "replicas"}
     d = rep["summary"]["showar"]["decisions"]
     assert d == {"mean": 4.0, "min": 3.0, "max": 5.0}
@@ -117,3 +118,31 @@ def test_plots_render(tmp_path) -> None:
     rpt.plot_scores(str(tmp_path / "scores.png"), summ, "t")
     for n in ("timeline.png", "scores.png"):
         assert (tmp_path / n).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cost_requested_allocated_and_the_node_share_without_a_limit() -> None:
+    t = np.array([0.0, 5.0])
+    reps = np.array([2.0, 4.0])
+    # 0.2 requested, limit 0.5 then no limit: 4 replicas share the 2-CPU node -> 0.5 each
+    tl = Timeline(t, reps, np.array([0.5, 0.0]), np.zeros(2), request_cores=np.array([0.2, 0.2]),
+                  node_cpus=2.0)
+    s = score(requests(), tl, seconds=10.0, slo_seconds=1.5)
+    assert s.cpu_core_seconds_requested == pytest.approx(2 * 0.2 * 5 + 4 * 0.2 * 5)
+    assert s.cpu_core_seconds_allocated == pytest.approx(2 * 0.5 * 5 + 4 * 0.5 * 5)
+    # a request above the limit is what is allocated
+    tl = Timeline(t, reps, np.array([0.5, 0.5]), np.zeros(2), request_cores=np.array([0.8, 0.1]))
+    assert score(requests(), tl, 10.0, 1.5).cpu_core_seconds_allocated == \
+        pytest.approx(2 * 0.8 * 5 + 4 * 0.5 * 5)
+
+
+def test_report_comparisons_and_exclusions_follow_the_runs() -> None:
+    s = score(requests(), timeline(), 10.0, 1.5)
+    runs = []
+    for rep in range(3):
+        runs += [rpt.run_entry("showar", rep, s, 1), rpt.run_entry("hpa", rep, s, 1)]
+    runs[-1]["excluded"] = "steal 9.0% > 5%"
+    rep = rpt.build_report(rpt.TraceInfo("f", {}, 1.0, 10.0), 0.5, runs)
+    assert rep["exclusions"] == [{"policy": "hpa", "repeat": 2, "reason": "steal 9.0% > 5%"}]
+    c = {(x["baseline"], x["metric"]): x for x in rep["comparisons"]}
+    assert c[("hpa", "p99_seconds")]["pairs"] == 2 and c[("hpa", "p99_seconds")]["ratio"] == 1.0
+    assert c[("best", "cpu_core_seconds_allocated")]["best_of"] == "hpa"

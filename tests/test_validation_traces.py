@@ -107,3 +107,58 @@ def test_schedule_is_deterministic_and_follows_the_rate() -> None:
     first, second = (a < 50).sum(), (a >= 50).sum()
     assert 400 < first < 600 and 4500 < second < 5500
     assert not np.array_equal(a, schedule(rates, seed=4))
+
+
+def test_default_segment_is_the_busiest_window_at_most_60x() -> None:
+    from runqscale.validation.traces import Trace, window_segment
+
+    counts = np.ones(24 * 60)
+    counts[600:700] = 50.0  # the busy 100 minutes
+    t = Trace("t", counts * 60, 60.0, "0", 0.0)
+    seg = window_segment(t, duration_s=100)  # 100 s at <= 60x: 100 trace minutes
+    assert seg.time_warp == pytest.approx(60) and seg.trace_seconds == pytest.approx(6000)
+    assert seg.start_s == pytest.approx(600 * 60)
+    assert seg.scale == 1.0
+    # a short trace is replayed whole, slower
+    short = Trace("s", np.full(30, 60.0), 60.0, "0", 0.0)
+    assert window_segment(short, 100).time_warp == pytest.approx(18)
+    # squeezing a day into minutes is refused, naming the way out
+    with pytest.raises(ValueError, match="above the maximum 60x"):
+        window_segment(t, duration_s=150, start_s=0, length_s=86400)
+    with pytest.raises(ValueError, match="outside the trace"):
+        window_segment(t, 10, start_s=86400)
+
+
+def test_per_second_trace_is_averaged_over_each_real_second() -> None:
+    from runqscale.validation.traces import Segment, Trace
+
+    t = Trace("p", np.tile([0.0, 10.0], 60), 1.0, "0", 0.0)  # alternating 0/10 req/s
+    r = real_rates(t, Segment(0.0, 120.0, 60.0, 1.0, 10.0, 10.0))
+    assert r.tolist() == pytest.approx([5.0, 5.0])
+
+
+def test_load_plan_maps_trough_and_peak_onto_the_capacity() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from runqscale.validation.capacity import capacity_rps, plan_load
+
+    rates = np.linspace(10.0, 110.0, 101)
+    p = plan_load(rates, capacity=50.0)
+    lo, hi = np.quantile(rates, [0.01, 0.99])
+    assert p.apply(np.array([lo, hi])).tolist() == pytest.approx([15.0, 70.0])  # 0.3x, 1.4x
+    flat = plan_load(np.full(10, 4.0), capacity=10.0)
+    assert flat.apply(np.array([4.0])).tolist() == pytest.approx([14.0]) and flat.offset_rps == 0
+    with pytest.raises(ValueError, match="trough"):
+        plan_load(rates, 50.0, peak=0.5, trough=0.8)
+    assert capacity_rps({"a": 0.01, "b": 0.05}, {"a": 1.0, "b": 1.0}) == pytest.approx(20.0)
+
+    @given(st.lists(st.floats(0, 1e4), min_size=2, max_size=50), st.floats(0.1, 1e3))
+    def never_negative_and_ordered(xs: list[float], cap: float) -> None:
+        a = np.asarray(xs)
+        if np.quantile(a, 0.99) <= 0:
+            return
+        q = plan_load(a, cap).apply(np.sort(a))
+        assert (q >= 0).all() and (np.diff(q) >= -1e-9).all()
+
+    never_negative_and_ordered()

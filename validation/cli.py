@@ -14,22 +14,26 @@ from runqscale.agent.errors import fail
 from runqscale.params import DURATION
 from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
+from runqscale.scaler.model import ScalerConfig
 
 
 class _Segment(click.ParamType):
-    """`START` or `START+LENGTH` as offsets into the trace: `0`, `6h`, `6h+4h`, `90m+30m`."""
+    """`START[,DURATION]` (or the older `START+LENGTH`) as offsets into the trace: `6h,2h30m`,
+    `90m+30m`, `0`."""
 
-    name = "start[+length]"
+    name = "start[,duration]"
 
     def convert(self, value, param, ctx):  # type: ignore[override]
         if isinstance(value, tuple):
             return value
-        start, _, length = str(value).partition("+")
+        text = str(value)
+        start, _, length = text.partition("," if "," in text else "+")
         try:
             s = 0.0 if start.strip() in ("", "0") else DURATION.convert(start, param, ctx)
             n = DURATION.convert(length, param, ctx) if length else None
         except click.BadParameter:
-            self.fail(f"{value!r} is not START[+LENGTH]; write e.g. 6h+4h or 0+24h", param, ctx)
+            self.fail(f"{value!r} is not START[,DURATION]; write e.g. 9h,2h30m or 0,1h",
+                      param, ctx)
         return s, n
 
 
@@ -57,10 +61,13 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--repeats", type=click.IntRange(1, 100), default=1, show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default="out/validate",
               show_default=True, help="report.json, details.json, PNGs, recommendation logs.")
-@click.option("--segment", type=_Segment(), default="0",
-              help="Part of the trace: START[+LENGTH] offsets, e.g. 6h+4h (default: all).")
+@click.option("--segment", type=_Segment(), default=None,
+              help="Part of the trace: START,DURATION offsets, e.g. 9h,2h30m (START+LENGTH "
+                   "also works). Default: the busiest window --duration covers at --max-warp.")
 @click.option("--time-warp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Trace seconds per real second (default: the segment fits --duration).")
+@click.option("--max-warp", type=click.FloatRange(min=1), default=60.0, show_default=True,
+              help="Refuse segments replayed faster than this (trace s per real s).")
 @click.option("--slo", type=DURATION, default="500ms", show_default=True,
               help="Response-time SLO.")
 @click.option("--app", type=click.Choice(("runlang", "deathstarbench")), default="runlang",
@@ -75,12 +82,25 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
                    "experiment (0 skips it).")
 @click.option("--affinity-rounds", type=click.IntRange(1, 20), default=2, show_default=True,
               help="deathstarbench: default/affinity placement pairs to alternate.")
-@click.option("--peak", "peak_fraction", type=click.FloatRange(0.05, 5), default=None,
-              help="The segment's p99 rate maps to this × the measured capacity "
-                   "(runlang: of --max-replicas, default 0.8; deathstarbench: of the starting "
-                   "deployment, default 1.3).")
+@click.option("--peak", "peak_fraction", type=click.FloatRange(0.05, 5), default=1.4,
+              show_default=True,
+              help="The segment's p99 step rate maps to this x the starting deployment's "
+                   "capacity (from CPU per request measured open loop).")
+@click.option("--trough", "trough_fraction", type=click.FloatRange(0, 5), default=0.3,
+              show_default=True, help="... and its p01 step rate to this x the capacity.")
+@click.option("--probe-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="The light open-loop req/s CPU per request is measured at "
+                   "(runlang 3, deathstarbench 10).")
 @click.option("--capacity", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Skip the capacity measurement: req/s of --max-replicas replicas.")
+              help="Skip the measurement: req/s the starting deployment serves.")
+@click.option("--baselines", default=",".join(("hpa", "vpa", "phpa-knn")), show_default=True,
+              callback=_policy_list,
+              help="Policies the others are compared against (paired ratios in report.json).")
+@click.option("--max-foreign-cpu", type=click.FloatRange(0), default=0.5, show_default=True,
+              help="Exclude a run when the host spent more cores than this outside the "
+                   "sandbox (not counting niced processes).")
+@click.option("--max-steal", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="Exclude a run when the hypervisor stole more than this share of CPU time.")
 @click.option("--min-replicas", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--max-replicas", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--initial-replicas", type=click.IntRange(1, 64), default=2, show_default=True)
@@ -89,10 +109,12 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
                    "(runlang 0.4, deathstarbench 0.1 per service).")
 @click.option("--max-cpu-per-replica", type=click.FloatRange(0.01, 64), default=1.0,
               show_default=True)
-@click.option("--target-runq-p95", type=DURATION, default="20ms", show_default=True,
-              help="showar's run-queue p95 target.")
-@click.option("--target-cpu", type=click.FloatRange(0.05, 1.0), default=0.75,
-              show_default=True, help="HPA-family CPU utilisation target.")
+@click.option("--target-runq-p95", type=DURATION, default=None,
+              help="showar's run-queue p95 target (default: the library's, "
+                   f"{ScalerConfig.target_runq_p95_seconds * 1e3:g} ms).")
+@click.option("--target-cpu", type=click.FloatRange(0.05, 1.0), default=None,
+              help="HPA-family CPU utilisation target (default: the library's, "
+                   f"{ScalerConfig.target_cpu_utilization:g}).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True,
@@ -100,19 +122,23 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
                    "(v1 `cpu`, or cgroup2 with cpu enabled).")
 @click.pass_context
 def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ...],
-             duration: float, repeats: int, out: str, segment: tuple, time_warp: float | None,
-             slo: float, app: str, graph_path: str, affinity_seconds: float,
-             affinity_rounds: int, peak_fraction: float | None, capacity: float | None,
-             min_replicas: int,
-             max_replicas: int, initial_replicas: int, replica_cpu: float | None,
-             max_cpu_per_replica: float, target_runq_p95: float, target_cpu: float, seed: int,
-             backend: str, hierarchy: str) -> None:
+             duration: float, repeats: int, out: str, segment: tuple | None,
+             time_warp: float | None, max_warp: float, slo: float, app: str, graph_path: str,
+             affinity_seconds: float, affinity_rounds: int, peak_fraction: float,
+             trough_fraction: float, probe_rate: float | None, capacity: float | None,
+             baselines: tuple[str, ...], max_foreign_cpu: float, max_steal: float,
+             min_replicas: int, max_replicas: int, initial_replicas: int,
+             replica_cpu: float | None, max_cpu_per_replica: float,
+             target_runq_p95: float | None, target_cpu: float | None, seed: int, backend: str,
+             hierarchy: str) -> None:
     """Prove the signal and the decisions on this machine, with real processes.
 
     Without a subcommand: the stress-test comparison. Real runlang replicas (HTTP
     POST /api/run runs the submitted Python in a subprocess) in their own cgroups with CPU
-    quotas behind a real nginx, an open-loop generator replaying the trace scaled to the
-    measured capacity, and each policy deciding and acting in turn on the same segment.
+    quotas behind a real nginx, an open-loop generator replaying the trace segment mapped
+    onto 0.3..1.4 x the starting deployment's capacity (CPU per request measured open loop),
+    every policy from the same start on the same requests, repeats in ABBA order; disturbed
+    runs excluded by a fixed rule; paired ratios with 95 % intervals in `comparisons`.
     Writes OUT/report.json, OUT/details.json, OUT/timeline.png, OUT/scores.png.
 
     \b
@@ -120,6 +146,7 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
       runqscale validate --trace ../shared/data/worldcup98/wc_day25_per_minute.csv \\
           --policies showar,hpa,phpa-knn --duration 150s --out out/demo
       runqscale validate --trace counts.txt --policies showar,hpa --repeats 3 --duration 10m
+      runqscale validate --trace wc_day25_per_minute.csv --segment 9h,2h30m --repeats 3
       runqscale validate --app deathstarbench --policies showar,hpa --duration 120s \
           --trace ../shared/data/worldcup98/wc_day25_per_minute.csv --out out/dsb
       runqscale validate stress                 # hog vs light service, verdict in ~15 s
@@ -131,14 +158,36 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
         fail("--trace FILE is required (e.g. --trace "
              "../shared/data/worldcup98/wc_day25_per_minute.csv), or run a subcommand: "
              "validate stress", usage=True)
+    from runqscale.validation.host import ExclusionRule
+    from runqscale.validation.traces import TraceError, load_trace, window_segment
+
+    seg_start, seg_len = segment if segment else (None, None)
+    try:
+        window_segment(load_trace(trace_path), duration, seg_start, seg_len, time_warp, max_warp)
+    except TraceError as e:
+        fail(str(e), usage=True)
+    except ValueError as e:
+        fail(f"--segment: {e}", usage=True)
+    if trough_fraction > peak_fraction:
+        fail(f"--trough {trough_fraction:g} must not be above --peak {peak_fraction:g}",
+             usage=True)
+    lib = ScalerConfig()
+    # what every policy of the comparison shares (one start state, bounds, target, rule)
+    common = dict(trace_path=trace_path, policies=policies, duration_s=duration,
+                  repeats=repeats, out_dir=out, slo_seconds=slo, segment_start_s=seg_start,
+                  segment_length_s=seg_len, time_warp=time_warp, max_warp=max_warp,
+                  peak_fraction=peak_fraction, trough_fraction=trough_fraction,
+                  capacity_rps=capacity, seed=seed, baselines=baselines,
+                  exclusion=ExclusionRule(max_foreign_cpu, max_steal))
+    targets = dict(
+        target_cpu_utilization=lib.target_cpu_utilization if target_cpu is None else target_cpu,
+        target_runq_p95_seconds=lib.target_runq_p95_seconds if target_runq_p95 is None
+        else target_runq_p95)
     if app == "deathstarbench":
-        _validate_dsb(trace_path, policies, duration, repeats, out, segment, time_warp, slo,
-                      graph_path, affinity_seconds, affinity_rounds, peak_fraction, capacity,
-                      min_replicas,
-                      max_replicas, replica_cpu, max_cpu_per_replica, target_runq_p95,
-                      target_cpu, seed, backend, hierarchy)
+        _validate_dsb(common, targets, graph_path, affinity_seconds, affinity_rounds,
+                      probe_rate, min_replicas, max_replicas, replica_cpu,
+                      max_cpu_per_replica, backend, hierarchy)
         return
-    peak_fraction = 0.8 if peak_fraction is None else peak_fraction
     replica_cpu = 0.4 if replica_cpu is None else replica_cpu
     if not min_replicas <= initial_replicas <= max_replicas:
         fail(f"--initial-replicas {initial_replicas} must be within --min-replicas "
@@ -146,24 +195,11 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
     from runqscale.probes.backends import open_probe
     from runqscale.validation.compare import CompareConfig, Progress, run_comparison
     from runqscale.validation.loop import LoopConfig
-    from runqscale.validation.traces import TraceError, choose_segment, load_trace
 
-    try:
-        trace = load_trace(trace_path)
-        choose_segment(trace, duration, 1.0, segment[0], segment[1], time_warp)
-    except TraceError as e:
-        fail(str(e), usage=True)
-    except ValueError as e:
-        fail(f"--segment: {e}", usage=True)
     loop = LoopConfig(min_replicas=min_replicas, max_replicas=max_replicas,
                       initial_replicas=initial_replicas, replica_cpu=replica_cpu,
-                      max_cpu_per_replica=max(max_cpu_per_replica, replica_cpu),
-                      target_cpu_utilization=target_cpu, target_runq_p95_seconds=target_runq_p95)
-    cfg = CompareConfig(trace_path=trace_path, policies=policies, duration_s=duration,
-                        repeats=repeats, out_dir=out, slo_seconds=slo,
-                        segment_start_s=segment[0], segment_length_s=segment[1],
-                        time_warp=time_warp, peak_fraction=peak_fraction, capacity_rps=capacity,
-                        seed=seed, loop=loop)
+                      max_cpu_per_replica=max(max_cpu_per_replica, replica_cpu), **targets)
+    cfg = CompareConfig(**common, probe_rate_rps=probe_rate or 3.0, loop=loop)
     try:
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:
@@ -186,6 +222,7 @@ def _run_and_summarise(run: Callable[[], dict], probe: Any, wrote: str) -> None:
         probe.close()
     click.echo("")
     _print_summary(report)
+    _print_comparisons(report)
     click.echo(wrote)
 
 
@@ -213,27 +250,16 @@ def _progress(total_s: float, duration: float, label: Callable[[str, int, Any], 
     return say, tick
 
 
-def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, repeats: int,
-                  out: str, segment: tuple, time_warp: float | None, slo: float,
-                  graph_path: str, affinity_seconds: float, affinity_rounds: int,
-                  peak_fraction: float | None,
-                  capacity: float | None, min_replicas: int, max_replicas: int,
-                  replica_cpu: float | None, max_cpu_per_replica: float,
-                  target_runq_p95: float, target_cpu: float, seed: int, backend: str,
-                  hierarchy: str) -> None:
+def _validate_dsb(common: dict, targets: dict, graph_path: str, affinity_seconds: float,
+                  affinity_rounds: int, probe_rate: float | None, min_replicas: int,
+                  max_replicas: int, replica_cpu: float | None, max_cpu_per_replica: float,
+                  backend: str, hierarchy: str) -> None:
     from runqscale.deathstarbench.emulation.cluster import ClusterConfig, need_binaries
     from runqscale.deathstarbench.emulation.socialgraph import SocialGraphError, load_edges
     from runqscale.probes.backends import open_probe
     from runqscale.validation.dsb_compare import DsbCompareConfig, DsbProgress, run_dsb_comparison
     from runqscale.validation.dsb_loop import DsbLoopConfig
-    from runqscale.validation.traces import TraceError, choose_segment, load_trace
 
-    try:
-        choose_segment(load_trace(trace_path), duration, 1.0, segment[0], segment[1], time_warp)
-    except TraceError as e:
-        fail(str(e), usage=True)
-    except ValueError as e:
-        fail(f"--segment: {e}", usage=True)
     try:
         load_edges(graph_path)
     except (SocialGraphError, OSError) as e:
@@ -243,15 +269,10 @@ def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, r
         fail(missing)
     cpu = 0.1 if replica_cpu is None else replica_cpu
     cfg = DsbCompareConfig(
-        trace_path=trace_path, graph_path=graph_path, policies=policies, duration_s=duration,
-        repeats=repeats, out_dir=out, slo_seconds=slo, segment_start_s=segment[0],
-        segment_length_s=segment[1], time_warp=time_warp,
-        peak_fraction=1.3 if peak_fraction is None else peak_fraction, capacity_rps=capacity,
-        seed=seed, affinity_seconds=affinity_seconds, affinity_rounds=affinity_rounds,
+        **common, graph_path=graph_path, probe_rate_rps=probe_rate or 10.0,
+        affinity_seconds=affinity_seconds, affinity_rounds=affinity_rounds,
         loop=DsbLoopConfig(min_replicas=min_replicas, max_replicas=max_replicas,
-                           max_cpu_per_replica=max(max_cpu_per_replica, cpu),
-                           target_cpu_utilization=target_cpu,
-                           target_runq_p95_seconds=target_runq_p95),
+                           max_cpu_per_replica=max(max_cpu_per_replica, cpu), **targets),
         cluster=ClusterConfig(cpu=cpu))
     try:
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
@@ -264,10 +285,11 @@ def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, r
                 f"hottest={hot[0].replace('-service', '')} "
                 f"{(hot[1].runq_p95_seconds or 0) * 1e3:.1f}ms")
 
-    say, tick = _progress(duration * len(policies) * repeats, duration, label)
+    say, tick = _progress(cfg.duration_s * len(cfg.policies) * cfg.repeats, cfg.duration_s,
+                          label)
 
     _run_and_summarise(lambda: run_dsb_comparison(probe, mounts, cfg, DsbProgress(say, tick)),
-                       probe, f"wrote {out}/report.json, details.json, timeline.png, "
+                       probe, f"wrote {cfg.out_dir}/report.json, details.json, timeline.png, "
                        "services.png, scores.png, affinity.png, recommendations-*.jsonl")
 
 
@@ -288,6 +310,21 @@ def _print_summary(report: dict) -> None:
                 cells.append(f"{v['mean'] * k:>9.2f} [{v['min'] * k:.1f},{v['max'] * k:.1f}]"
                              .rjust(22))
         click.echo(f"{pol:<12}" + "".join(cells))
+
+
+def _print_comparisons(report: dict) -> None:
+    """Paired ratios policy / baseline with their 95 % intervals; exclusions."""
+    for e in report.get("exclusions", []):
+        click.echo(f"excluded: {e['policy']} #{e['repeat'] + 1}: {e['reason']}")
+    if not report.get("comparisons"):
+        return
+    click.echo(f"{'policy':<12}{'baseline':<18}{'metric':<30}{'ratio':>8}  95% CI"
+               f"{'pairs':>14}")
+    for c in report["comparisons"]:
+        base = c["baseline"] + (f" ({c['best_of']})" if "best_of" in c else "")
+        ci = "-" if c["ci_low"] is None else f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+        click.echo(f"{c['policy']:<12}{base:<18}{c['metric']:<30}{c['ratio']:>8.2f}  "
+                   f"{ci:<16}{c['pairs']:>4}")
 
 
 @validate.command("stress")

@@ -1,25 +1,29 @@
-"""`runqscale validate --trace ... --policies ...`: policies one after another on the same trace
-segment, in one invocation, repeated; scored, reported, plotted.
+"""`runqscale validate --trace ... --policies ...`: policies on the same trace segment, in one
+invocation, in paired repeats; scored, compared, reported, plotted.
 
-Order: load and check the trace, start the environment (nginx, replica cgroups), measure the
-capacity of `max_replicas` replicas (closed loop), scale the segment so its peak is
-`peak_fraction` × that capacity, then for each repeat one schedule (seeded) replayed against
-every policy in turn. `report.json` is rewritten after every run, so an interrupted comparison
-still leaves what it measured.
+Order: load the trace, pick the segment (the busiest window the run covers at <= 60x, unless
+given), start the environment (nginx, replica cgroups), measure the CPU per request of the
+starting deployment open loop (runqscale.validation.capacity), map the segment onto 0.3..1.4 x
+its capacity, then per repeat one schedule (seeded) replayed against every policy, in ABBA order
+(the order reverses every repeat, so drift and warm-up do not favour one side). Every policy
+starts from the same size, bounds, target and actuator. The host's disturbance is logged per run
+and the fixed rule (runqscale.validation.host) excludes disturbed runs. `report.json` is
+rewritten after every run, so an interrupted comparison still leaves what it measured.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.validation import capacity as capmod
+from runqscale.validation import host, stats, traces
 from runqscale.validation import report as rpt
-from runqscale.validation import traces
 from runqscale.validation.loop import Environment, LoopConfig, RunResult, Tick, run_policy
 from runqscale.validation.scoring import RunScore, score
 
@@ -32,13 +36,18 @@ class CompareConfig:
     repeats: int
     out_dir: str
     slo_seconds: float = 0.5
-    segment_start_s: float = 0.0
-    segment_length_s: float | None = None
+    segment_start_s: float | None = None  # None: the busiest window
+    segment_length_s: float | None = None  # None: what the run covers at <= max_warp
     time_warp: float | None = None
-    peak_fraction: float = 0.8
+    max_warp: float = 60.0
+    peak_fraction: float = capmod.PEAK_FRACTION
+    trough_fraction: float = capmod.TROUGH_FRACTION
     capacity_rps: float | None = None  # skip the measurement when given
-    capacity_seconds: float = 8.0
+    probe_rate_rps: float = 3.0  # the light open-loop rate CPU per request is measured at
+    probe_seconds: float = 15.0  # ~45 requests: one slow subprocess start does not swing it
     seed: int = 0
+    baselines: tuple[str, ...] = stats.DEFAULT_BASELINES
+    exclusion: host.ExclusionRule = field(default_factory=host.ExclusionRule)
     loop: LoopConfig = LoopConfig()
 
 
@@ -57,23 +66,48 @@ class Replay:
     seg: traces.Segment
     rates: np.ndarray  # requests/s per real second
     info: rpt.TraceInfo
-    peak_rps: float
+    plan: capmod.LoadPlan
     scaling: str  # the same in words, for the log and details.json
 
 
 def plan_replay(trace: traces.Trace, path: str, capacity_rps: float, capacity_words: str,
-                peak_fraction: float, duration_s: float, start_s: float,
-                length_s: float | None, time_warp: float | None) -> Replay:
-    """Map the segment's p99 step rate onto `peak_fraction` × the measured capacity."""
-    peak_rps = peak_fraction * capacity_rps
-    seg = traces.choose_segment(trace, duration_s, peak_rps, start_s, length_s, time_warp)
-    rates = traces.real_rates(trace, seg)
-    scaling = (f"capacity {capacity_rps:.1f} req/s {capacity_words}; the segment's p99 step "
-               f"rate {seg.peak_trace_rps:.1f} trace req/s -> {peak_rps:.1f} req/s "
-               f"({peak_fraction:g} × capacity): scale {seg.scale:.5f}; time-warp "
-               f"{seg.time_warp:g}× ({seg.trace_seconds / 3600:.2f} trace hours in "
-               f"{duration_s:g} s); mean {rates.mean():.1f} req/s, max {rates.max():.1f}")
-    return Replay(seg, rates, rpt.trace_info(path, trace, seg), peak_rps, scaling)
+                cfg: CompareConfig) -> Replay:
+    """The segment (busiest window unless given) mapped onto trough..peak x the capacity."""
+    seg = traces.window_segment(trace, cfg.duration_s, cfg.segment_start_s,
+                                cfg.segment_length_s, cfg.time_warp, cfg.max_warp)
+    base = traces.real_rates(trace, seg)
+    plan = capmod.plan_load(base, capacity_rps, cfg.peak_fraction, cfg.trough_fraction)
+    rates = plan.apply(base)
+    seg = replace(seg, scale=plan.scale, peak_trace_rps=plan.trace_high_rps,
+                  peak_rps=float(plan.apply(np.array([plan.trace_high_rps]))[0]))
+    scaling = (f"capacity {capacity_rps:.1f} req/s {capacity_words}; the segment's p01..p99 "
+               f"{plan.trace_low_rps:.1f}..{plan.trace_high_rps:.1f} trace req/s -> "
+               f"{cfg.trough_fraction:g}..{cfg.peak_fraction:g} x capacity: scale "
+               f"{plan.scale:.5f}, offset {plan.offset_rps:+.2f} req/s; time-warp "
+               f"{seg.time_warp:g}x ({seg.trace_seconds / 3600:.2f} trace hours in "
+               f"{cfg.duration_s:g} s); mean {rates.mean():.1f} req/s, max {rates.max():.1f}")
+    return Replay(seg, rates, rpt.trace_info(path, trace, seg), plan, scaling)
+
+
+def abba_order(policies: Sequence[str], repeat: int) -> list[str]:
+    """A B ... in even repeats, ... B A in odd ones: paired runs interleaved ABBA."""
+    return list(policies) if repeat % 2 == 0 else list(policies)[::-1]
+
+
+def checked_entry(entry: dict, before: host.HostSnapshot, own: host.OwnCpu,
+                  own_before: tuple[float, float], rule: host.ExclusionRule, order: int) -> dict:
+    """A run's report entry with its host disturbance, position in the repeat, and the
+    exclusion reason (None: kept)."""
+    u, s = own.read()
+    h = host.disturbance(before, host.snapshot(), u - own_before[0], s - own_before[1],
+                         own.niced)
+    return {**entry, "order": order, "host": h, "excluded": rule.reason(h)}
+
+
+def fairness(cfg: CompareConfig, start: dict, bounds: dict, targets: dict) -> dict:
+    return {"order": "ABBA", "start": start, "bounds": bounds, "targets": targets,
+            "actuator": "local", "exclusion_rule": cfg.exclusion.to_json(),
+            "baselines": list(cfg.baselines)}
 
 
 def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
@@ -87,48 +121,72 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
     runs: list[dict] = []
     details: dict = {"config": _jsonable(asdict(cfg)), "runs": []}
     series: dict[str, dict] = {}
-    with Environment(probe, mounts, cfg.loop) as env:
+    lc = cfg.loop
+    start = lc.initial_state("")
+    with Environment(probe, mounts, lc) as env:
+        alloc = start.replicas * (start.cpu_limit_cores or 0.0)
+        own = env.own_cpu()
         if cfg.capacity_rps is None:
-            pr.say(f"measuring the capacity of {cfg.loop.max_replicas} replicas × "
-                   f"{cfg.loop.replica_cpu:g} core (closed loop, {cfg.capacity_seconds:g} s)...")
-            cap = env.measure_capacity(cfg.capacity_seconds)
+            pr.say(f"measuring CPU per request of {start.replicas} replicas x "
+                   f"{lc.replica_cpu:g} core (open loop, {cfg.probe_rate_rps:g} req/s for "
+                   f"{cfg.probe_seconds:g} s)...")
+            env.reset(start)
+            cap = capmod.measure_cpu_per_request(
+                env.loadgen, lambda: {"replicas": env.usage()["replicas"]},
+                cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919)
+            cap["rps"] = capmod.capacity_rps(cap["cpu_seconds_per_request"],
+                                             {"replicas": alloc})
         else:
             cap = {"rps": cfg.capacity_rps, "given": True}
-        if not cap["rps"] > 0:
-            raise RuntimeError(f"the replicas served nothing during the capacity measurement "
-                               f"({cap}); see nginx's error log")
         plan = plan_replay(trace, cfg.trace_path, cap["rps"],
-                           f"at {cfg.loop.max_replicas} replicas × {cfg.loop.replica_cpu:g} core",
-                           cfg.peak_fraction, cfg.duration_s, cfg.segment_start_s,
-                           cfg.segment_length_s, cfg.time_warp)
-        seg, rates, info, peak_rps, scaling = (plan.seg, plan.rates, plan.info, plan.peak_rps,
-                                               plan.scaling)
+                           f"at {start.replicas} replicas x {lc.replica_cpu:g} core", cfg)
+        seg, rates, info = plan.seg, plan.rates, plan.info
         pr.say(f"trace {cfg.trace_path} {info.segment['start']} .. {info.segment['end']}: "
-               f"{scaling}")
-        details.update(capacity=cap, scaling=scaling, peak_rps=peak_rps,
-                       rates_per_second=rates.tolist())
+               f"{plan.scaling}")
+        extra = {
+            "load": {**plan.plan.to_json(), "allocated_cores": alloc,
+                     "cpu_seconds_per_request": cap.get("cpu_seconds_per_request", {}).get(
+                         "replicas"), "probe_rate_rps": cap.get("rate_rps"),
+                     "capacity_given": bool(cap.get("given"))},
+            "fairness": fairness(cfg, start.to_json(),
+                                 {"min_replicas": lc.min_replicas, "max_replicas":
+                                  lc.max_replicas, "max_cpu_per_replica":
+                                  lc.max_cpu_per_replica},
+                                 {"runq_p95_seconds": lc.target_runq_p95_seconds,
+                                  "cpu_utilization": lc.target_cpu_utilization}),
+        }
+        details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())
+
+        def write() -> dict:
+            rep = rpt.build_report(info, cfg.slo_seconds, runs, cfg.baselines, extra)
+            rpt.write_json(os.path.join(cfg.out_dir, "report.json"), rep)
+            rpt.write_json(os.path.join(cfg.out_dir, "details.json"), details)
+            return rep
+
         for rep in range(cfg.repeats):
             sched = traces.schedule(rates, 1.0, seed=cfg.seed + rep)
             sched_path = os.path.join(cfg.out_dir, f".schedule-{rep}.npy")
             np.save(sched_path, sched)
-            for pol in cfg.policies:
+            for order, pol in enumerate(abba_order(cfg.policies, rep)):
                 pr.say(f"repeat {rep + 1}/{cfg.repeats}: {pol} ({sched.size} requests, "
                        f"{cfg.duration_s:g} s)")
+                before, own0 = host.snapshot(), own.read()
                 res = run_policy(env, pol, rep, sched_path, cfg.duration_s, cfg.out_dir,
                                  on_tick=lambda t, p=pol, r=rep: pr.tick(p, r, t))
                 s = score(res.requests(), res.timeline(), cfg.duration_s, cfg.slo_seconds)
-                runs.append(rpt.run_entry(pol, rep, s, res.decisions))
+                entry = checked_entry(rpt.run_entry(pol, rep, s, res.decisions), before, own,
+                                      own0, cfg.exclusion, order)
+                runs.append(entry)
                 details["runs"].append(_details(res, s))
                 if rep == 0:
                     series[pol] = _series(res)
-                pr.say(_line(pol, rep, s, res))
-                rpt.write_json(os.path.join(cfg.out_dir, "report.json"),
-                               rpt.build_report(info, cfg.slo_seconds, runs))
-                rpt.write_json(os.path.join(cfg.out_dir, "details.json"), details)
+                pr.say(_line(pol, rep, s, res) + (f"; EXCLUDED: {entry['excluded']}"
+                                                  if entry["excluded"] else ""))
+                write()
             os.unlink(sched_path)
-    report = rpt.build_report(info, cfg.slo_seconds, runs)
+    report = write()
     title = (f"{os.path.basename(cfg.trace_path)} {info.segment['start']} .. "
-             f"{info.segment['end']}, scale {seg.scale:.4f}, warp {seg.time_warp:g}×, "
+             f"{info.segment['end']}, scale {seg.scale:.4f}, warp {seg.time_warp:g}x, "
              f"{cfg.repeats} repeat(s), SLO {cfg.slo_seconds:g} s")
     rpt.plot_timelines(os.path.join(cfg.out_dir, "timeline.png"), series, cfg.slo_seconds, title)
     rpt.plot_scores(os.path.join(cfg.out_dir, "scores.png"), report["summary"], title)
@@ -155,7 +213,7 @@ def _series(res: RunResult) -> dict:
     load = np.array([k.sent_rps for k in res.ticks if k.t >= 0])
     t_load = np.array([k.t for k in res.ticks if k.t >= 0])
     return {"t": tl.t, "load": np.interp(tl.t, t_load, load) if t_load.size else tl.t * 0,
-            "replicas": tl.replicas, "allocated": tl.replicas * tl.limit_cores,
+            "replicas": tl.replicas, "allocated": tl.allocated(),
             "used": tl.used_cores, "lat_t": lat_t, "p50": p50, "p99": p99}
 
 

@@ -3,12 +3,15 @@ network (every logic service scaled on its own) under the mixed workload replayi
 each policy in turn on the same requests; then the affinity experiment.
 
 Order: start the cluster (stores seeded from the social graph, mesh nginx, one replica per
-service at `cluster.cpu`), measure the closed-loop capacity of that starting deployment, scale
-the trace so its peak is `peak_fraction` × that capacity (above 1: the policies must scale to
-keep up), run every policy × repeat from the same start. Affinity: the SHOWAR rule (Pearson r of
-the services' CPU usage over the first policy's run) gives co-locate/spread pairs; this machine's
-CPUs stand for two nodes; the same steady load runs under the default spreading placement and
-under the placement that follows the pairs, alternating, and the report gives both p99s.
+service at `cluster.cpu`), measure each service's CPU per request open loop at a light rate, take
+the starting deployment's capacity as the first service to run out (min over services of its
+allocation / its CPU per request), map the segment onto 0.3..1.4 x that capacity (the policies
+must scale both ways), run every policy x repeat from the same start in ABBA order, with the
+host's disturbance logged and the fixed exclusion rule applied per run (as compare.py).
+Affinity: the SHOWAR rule (Pearson r of the services' CPU usage over the first policy's run)
+gives co-locate/spread pairs; this machine's CPUs stand for two nodes; the same steady load runs
+under the default spreading placement and under the placement that follows the pairs,
+alternating, and the report gives both p99s.
 `report.json` keeps design.md's contract (end-to-end figures; replicas and core-seconds summed
 over the services); per-service series and the affinity experiment go to `details.json`.
 """
@@ -27,13 +30,15 @@ from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, Cluster, 
 from runqscale.deathstarbench.emulation.socialgraph import load_edges
 from runqscale.deathstarbench.emulation.workload import KINDS
 from runqscale.probes.backends import Probe
-from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.probes.cgroupfs import CgroupMounts, read_cpu_stat
+from runqscale.probes.model import Hierarchy
 from runqscale.scaler import affinity
 from runqscale.scaler import log as reclog
 from runqscale.scaler.model import CurrentState
+from runqscale.validation import capacity as capmod
+from runqscale.validation import host, stats, traces
 from runqscale.validation import report as rpt
-from runqscale.validation import traces
-from runqscale.validation.compare import _jsonable, plan_replay
+from runqscale.validation.compare import _jsonable, abba_order, checked_entry, plan_replay
 from runqscale.validation.dsb_loop import (
     DsbLoopConfig,
     DsbRun,
@@ -56,13 +61,18 @@ class DsbCompareConfig:
     repeats: int
     out_dir: str
     slo_seconds: float = 0.5
-    segment_start_s: float = 0.0
+    segment_start_s: float | None = None
     segment_length_s: float | None = None
     time_warp: float | None = None
-    peak_fraction: float = 1.3
+    max_warp: float = 60.0
+    peak_fraction: float = capmod.PEAK_FRACTION
+    trough_fraction: float = capmod.TROUGH_FRACTION
     capacity_rps: float | None = None
-    capacity_seconds: float = 6.0
+    probe_rate_rps: float = 10.0
+    probe_seconds: float = 10.0
     seed: int = 0
+    baselines: tuple[str, ...] = stats.DEFAULT_BASELINES
+    exclusion: host.ExclusionRule = field(default_factory=host.ExclusionRule)
     affinity_seconds: float = 30.0  # per placement per round; 0 skips the experiment
     affinity_rounds: int = 2
     affinity_load_fraction: float = 0.8  # of the capacity of the starting deployment
@@ -94,28 +104,49 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
            f"from {graph.users} users / {graph.follows} follows ...")
     with Cluster(probe.hierarchy, mounts, cfg.cluster, graph) as c:
         c.reset()
-        cap = _capacity(c, cfg) if cfg.capacity_rps is None else \
+        alloc = {s: cfg.cluster.state(s).replicas * (cfg.cluster.state(s).cpu_limit_cores or 0)
+                 for s in LOGIC_SERVICES}
+        cap = _capacity(c, cfg, alloc) if cfg.capacity_rps is None else \
             {"rps": cfg.capacity_rps, "given": True}
-        if not cap["rps"] > 0:
-            raise RuntimeError(f"the social network served nothing during the capacity "
-                               f"measurement ({cap}); see nginx's error log")
         plan = plan_replay(trace, cfg.trace_path, cap["rps"],
-                           f"of the mix with 1 replica × {cfg.cluster.cpu:g} core per service",
-                           cfg.peak_fraction, cfg.duration_s, cfg.segment_start_s,
-                           cfg.segment_length_s, cfg.time_warp)
-        seg, rates, info, peak_rps, scaling = (plan.seg, plan.rates, plan.info, plan.peak_rps,
-                                               plan.scaling)
+                           f"of the mix with 1 replica x {cfg.cluster.cpu:g} core per service "
+                           f"(bottleneck {cap.get('bottleneck', '?')})", cfg)
+        seg, rates, info = plan.seg, plan.rates, plan.info
         pr.say(f"trace {cfg.trace_path} {info.segment['start']} .. {info.segment['end']}: "
-               f"{scaling}")
-        details.update(capacity=cap, scaling=scaling, peak_rps=peak_rps,
-                       rates_per_second=rates.tolist())
+               f"{plan.scaling}")
+        extra = {"load": {**plan.plan.to_json(), "allocated_cores": sum(alloc.values()),
+                          "cpu_seconds_per_request": cap.get("cpu_seconds_per_request"),
+                          "bottleneck": cap.get("bottleneck"),
+                          "probe_rate_rps": cap.get("rate_rps"),
+                          "capacity_given": bool(cap.get("given"))},
+                 "fairness": {"order": "ABBA", "start": {s: cfg.cluster.state(s).to_json()
+                                                         for s in LOGIC_SERVICES},
+                              "bounds": {"min_replicas": cfg.loop.min_replicas,
+                                         "max_replicas": cfg.loop.max_replicas,
+                                         "max_cpu_per_replica": cfg.loop.max_cpu_per_replica},
+                              "targets": {"runq_p95_seconds": cfg.loop.target_runq_p95_seconds,
+                                          "cpu_utilization": cfg.loop.target_cpu_utilization},
+                              "actuator": "local", "exclusion_rule": cfg.exclusion.to_json(),
+                              "baselines": list(cfg.baselines)}}
+        details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())
+        v2 = c.sb.hierarchy is Hierarchy.V2
+        own_dir = mounts.v2 if v2 else mounts.v1_cpuacct
+        own = host.OwnCpu(own_dir + c.sb.base if own_dir else None, v2)
+
+        def write() -> dict:
+            rep = rpt.build_report(info, cfg.slo_seconds, runs, cfg.baselines, extra)
+            rpt.write_json(os.path.join(cfg.out_dir, "report.json"), rep)
+            rpt.write_json(os.path.join(cfg.out_dir, "details.json"), details)
+            return rep
+
         for rep in range(cfg.repeats):
             sched = traces.schedule(rates, 1.0, seed=cfg.seed + rep)
             sched_path = os.path.join(cfg.out_dir, f".schedule-{rep}.npy")
             np.save(sched_path, sched)
-            for pol in cfg.policies:
+            for order, pol in enumerate(abba_order(cfg.policies, rep)):
                 pr.say(f"repeat {rep + 1}/{cfg.repeats}: {pol} ({sched.size} requests, "
                        f"{cfg.duration_s:g} s)")
+                before, own0 = host.snapshot(), own.read()
                 c.reset()
                 time.sleep(cfg.loop.settle_seconds)
                 res = run_policy(c, probe, cfg.loop, None if pol == "static" else pol, rep,
@@ -123,21 +154,22 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
                                  on_tick=lambda t, p=pol, r=rep: pr.tick(p, r, t))
                 res.policy = pol
                 s = score(res.requests(), res.timeline(), cfg.duration_s, cfg.slo_seconds)
-                runs.append(rpt.run_entry(pol, rep, s, res.decisions))
+                entry = checked_entry(rpt.run_entry(pol, rep, s, res.decisions), before, own,
+                                      own0, cfg.exclusion, order)
+                runs.append(entry)
                 details["runs"].append(_details(res))
                 if rep == 0:
                     series[pol] = _series(res)
                 if first is None:
                     first = res
-                pr.say(_line(pol, rep, s, res))
-                rpt.write_json(os.path.join(cfg.out_dir, "report.json"),
-                               rpt.build_report(info, cfg.slo_seconds, runs))
-                rpt.write_json(os.path.join(cfg.out_dir, "details.json"), details)
+                pr.say(_line(pol, rep, s, res) + (f"; EXCLUDED: {entry['excluded']}"
+                                                  if entry["excluded"] else ""))
+                write()
             os.unlink(sched_path)
         if first is not None and cfg.affinity_seconds > 0:
             details["affinity"] = _affinity_experiment(c, probe, cfg, first, cap["rps"], pr)
             rpt.write_json(os.path.join(cfg.out_dir, "details.json"), details)
-    report = rpt.build_report(info, cfg.slo_seconds, runs)
+    report = rpt.build_report(info, cfg.slo_seconds, runs, cfg.baselines, extra)
     title = (f"DeathStarBench social network (emulated), {os.path.basename(cfg.trace_path)} "
              f"{info.segment['start']} .. {info.segment['end']}, scale {seg.scale:.4f}, "
              f"warp {seg.time_warp:g}×, SLO {cfg.slo_seconds:g} s")
@@ -150,15 +182,24 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
     return report
 
 
-def _capacity(c: Cluster, cfg: DsbCompareConfig) -> dict:
-    import json
+def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float]) -> dict:
+    """CPU per request of every logic service at a light open-loop rate; the deployment's
+    capacity is that of the service that runs out first."""
+    def usage() -> dict[str, float]:
+        out = {}
+        for s in LOGIC_SERVICES:
+            st = read_cpu_stat(c.sb.mounts, c.sb.hierarchy, c.service_group(s).rel)
+            out[s] = (st.usage_seconds or 0.0) if st else 0.0
+        return out
 
-    p = start_loadgen(c, ["--closed", "16", "--seconds", str(cfg.capacity_seconds),
-                          "--users", str(cfg.loop.users)], cfg.loop.request_timeout_seconds)
-    out, err = p.communicate(timeout=cfg.capacity_seconds + 60)
-    if p.returncode != 0:
-        raise RuntimeError(f"capacity measurement failed: {err.strip()[-300:]}")
-    return json.loads(out.strip().splitlines()[-1])
+    res = capmod.measure_cpu_per_request(
+        lambda args: start_loadgen(c, [*args, "--users", str(cfg.loop.users)],
+                                   cfg.loop.request_timeout_seconds),
+        usage, cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919)
+    cpr = res["cpu_seconds_per_request"]
+    res["rps"] = capmod.capacity_rps(cpr, alloc)
+    res["bottleneck"] = min((s for s in cpr if cpr[s] > 0), key=lambda s: alloc[s] / cpr[s])
+    return res
 
 
 def _line(pol: str, rep: int, s, res: DsbRun) -> str:  # noqa: ANN001
@@ -210,7 +251,7 @@ def _series(res: DsbRun) -> dict:
     t_load = np.array([k.t for k in ts])
     return {
         "total": {"t": tl.t, "load": np.interp(tl.t, t_load, load) if t_load.size else tl.t * 0,
-                  "replicas": tl.replicas, "allocated": tl.replicas * tl.limit_cores,
+                  "replicas": tl.replicas, "allocated": tl.allocated(),
                   "used": tl.used_cores, "lat_t": lat_t, "p50": p50, "p99": p99},
         "t": np.array([k.t for k in res.ticks]),
         "replicas": res.service_series("replicas"),

@@ -3,10 +3,12 @@ its own, measured, decided and scaled independently, as runqscale does in a clus
 
 Every tick (1 s) `ServiceMeter` reads the probe once and splits it by service (the cgroups under
 `services/<service>/`), plus each service's and each store's CPU accounting; each service gets a
-signals `Sample` over the last `signal_window_seconds`. Every policy period each service's window
-goes to `decide`; a changed recommendation goes to that service's local actuator on a worker
-thread (scaling one service must not stall the others' ticks; a service with an actuation in
-flight is not decided again until it ends).
+signals `Sample` over the last `signal_window_seconds`. The loop keeps no policy state, timing or
+log: when the decision routine (runqscale.scaler.routine) says a service is due, its window goes
+to the routine on a worker thread, which decides, applies through that service's local actuator
+and logs (scaling one service must not stall the others' ticks; a service with a decision in
+flight is not decided again until it ends). For showar, the routine's affinity/spread extras run
+over all services' windows and are logged.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,12 +28,19 @@ from runqscale.agent.sampler import Sampler
 from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, STORES, Cluster
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import read_cpu_stat
-from runqscale.scaler import log as reclog
-from runqscale.scaler import policies
-from runqscale.scaler.model import CurrentState, Sample, ScalerConfig, SignalWindow, WorkloadRef
+from runqscale.scaler.model import CurrentState, ScalerConfig, SignalWindow, WorkloadRef
+from runqscale.scaler.routine import DecisionRoutine
+from runqscale.validation.drive import LocalApply, policy_for
 from runqscale.validation.loadgen import Records
-from runqscale.validation.loop import LoadgenWatch, interval_totals, window_signals
-from runqscale.validation.scoring import Requests, Timeline
+from runqscale.validation.loop import LoadgenWatch
+from runqscale.validation.scoring import Requests, Timeline, per_replica_allocation
+from runqscale.validation.window import (
+    Tally,
+    interval_totals,
+    make_sample,
+    signal_fields,
+    window_signals,
+)
 
 NAMESPACE = "social-network"
 
@@ -41,8 +50,8 @@ class DsbLoopConfig:
     min_replicas: int = 1
     max_replicas: int = 4
     max_cpu_per_replica: float = 1.0
-    target_cpu_utilization: float = 0.75
-    target_runq_p95_seconds: float = 0.005
+    target_cpu_utilization: float = ScalerConfig.target_cpu_utilization
+    target_runq_p95_seconds: float = ScalerConfig.target_runq_p95_seconds
     tick_seconds: float = 1.0
     signal_window_seconds: float = 3.0
     request_timeout_seconds: float = 10.0
@@ -63,6 +72,9 @@ class ServiceTick:
     used_cores: float
     runq_p95_seconds: float | None
     throttled_ratio: float | None
+    request_cores: float = 0.0
+    runq_wait_seconds_per_second: float = 0.0
+    throttled_seconds_per_second: float = 0.0
 
 
 @dataclass
@@ -90,9 +102,8 @@ class ServiceMeter:
         st = read_cpu_stat(self.c.sb.mounts, self.c.sb.hierarchy, rel)
         return st.usage_seconds if st else None
 
-    def sample(self) -> tuple[float, dict[str, tuple[np.ndarray | None, int, int]],
-                              dict[str, float]]:
-        """(seconds, {service: (slots, throttled, periods)}, {service or store: cores used})."""
+    def sample(self) -> tuple[float, dict[str, Tally], dict[str, float]]:
+        """(seconds, {service: its cgroups' tally}, {service or store: cores used})."""
         iv = self.sampler.sample()
         now = time.monotonic()
         dt, self._t = max(1e-6, now - self._t), now
@@ -129,26 +140,28 @@ class DsbRun:
         return Requests(r.scheduled, r.latency, r.ok, r.late)
 
     def timeline(self) -> Timeline:
-        """All logic services together: replicas = Σ replicas, limit = Σ allocated / Σ replicas
-        (so replicas × limit is the allocated cores), used = Σ used."""
+        """All logic services together: replicas = Σ replicas, requested = Σ replicas ×
+        request, allocated = Σ replicas × max(request, limit) (no limit: the node's CPUs shared
+        by every replica of every service), limit = Σ allocated / Σ replicas, used = Σ used."""
         ts = [k for k in self.ticks if k.t >= 0] or self.ticks[-1:]
         t = np.array([0.0] + [k.t for k in ts[1:]]) if ts else np.zeros(0)
         reps = np.array([sum(s.replicas for s in k.services.values()) for k in ts], float)
-        alloc = np.array([sum(s.replicas * s.limit_cores for s in k.services.values())
-                          for k in ts])
+        node = float(os.cpu_count() or 1)
+        alloc = np.array([sum(s.replicas * float(per_replica_allocation(
+            np.array([s.request_cores]), np.array([s.limit_cores]),
+            np.array([sum(x.replicas for x in k.services.values())]), node)[0])
+            for s in k.services.values()) for k in ts])
+        req = np.array([sum(s.replicas * s.request_cores for s in k.services.values())
+                        for k in ts])
         used = np.array([sum(s.used_cores for s in k.services.values()) for k in ts])
         used = np.append(used[1:], used[-1:]) if used.size else used  # onto the interval start
-        return Timeline(t, reps, np.divide(alloc, np.maximum(reps, 1e-9)), used)
+        return Timeline(t, reps, np.divide(alloc, np.maximum(reps, 1e-9)), used,
+                        requested_total=req, allocated_total=alloc)
 
     def service_series(self, key: str) -> dict[str, np.ndarray]:
         return {s: np.array([getattr(k.services[s], key) if getattr(k.services[s], key)
                              is not None else np.nan for k in self.ticks])
                 for s in LOGIC_SERVICES}
-
-
-def decide_fn(name: str) -> tuple[Callable, float]:
-    pol = policies.get(name)
-    return pol.decide, pol.period_seconds
 
 
 def start_loadgen(cluster: Cluster, args: list[str], timeout_s: float) -> subprocess.Popen:
@@ -163,26 +176,26 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
                on_tick: Callable[[DsbTick], None] | None = None) -> DsbRun:
     """One run: the schedule replayed while `policy` scales every logic service (None: nothing
     is decided, the replica set stays as it is)."""
-    decide, period = decide_fn(policy) if policy else (None, float("inf"))
+    pol = policy_for(policy) if policy else None
     scfg = cfg.scaler_config()
     meter = ServiceMeter(cluster, probe)
     tag = policy or "fixed"
-    rec_path = os.path.join(out_dir, f"recommendations-{tag}-{repeat}.jsonl")
+    adapter = LocalApply({s: cluster.actuators[s] for s in LOGIC_SERVICES})
+    routine = DecisionRoutine(
+        adapter, os.path.join(out_dir, f"recommendations-{tag}-{repeat}.jsonl"), resume=False)
     records_path = os.path.join(out_dir, f".records-{tag}-{repeat}.npz")
     lg = LoadgenWatch(start_loadgen(cluster, ["--schedule", sched_path, "--out", records_path,
                                               "--users", str(cfg.users), "--seed", str(seed)],
                                     cfg.request_timeout_seconds), records_path)
     nwin = max(1, round(cfg.signal_window_seconds / cfg.tick_seconds))
-    wins = {s: deque(maxlen=nwin) for s in LOGIC_SERVICES}
+    wins: dict[str, deque[Tally]] = {s: deque(maxlen=nwin) for s in LOGIC_SERVICES}
     samples = {s: deque(maxlen=int(900 / cfg.tick_seconds)) for s in LOGIC_SERVICES}
-    states: dict[str, object] = {s: None for s in LOGIC_SERVICES}
+    refs = {s: WorkloadRef(NAMESPACE, s) for s in LOGIC_SERVICES}
     pending: dict[str, Future] = {}
     ticks: list[DsbTick] = []
-    actuations: list[dict] = []
-    decisions = calls = 0
+    calls = 0
     sent_prev = 0
     next_tick = time.monotonic() + cfg.tick_seconds
-    next_decision = time.monotonic() + period
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actuate")
     try:
         while True:
@@ -192,22 +205,23 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
             sent = lg.sent
             rate, sent_prev = (sent - sent_prev) / dt, sent
             ts = time.time()
-            t0 = lg.t0
-            svc_ticks = {}
+            adapter.t0 = t0 = lg.t0
+            svc_ticks, current = {}, {}
             for s in LOGIC_SERVICES:
-                slots, tn, td = hist.get(s, (None, 0, 0))
-                wins[s].append((slots, used[s] * dt, dt, tn, td, rate * dt))
+                wins[s].append(replace(hist.get(s, Tally(None)), used_seconds=used[s] * dt,
+                                       seconds=dt, sent=rate * dt))
                 sig = window_signals(wins[s])
                 act = cluster.actuators[s]
-                cur = act.current()
+                cur = current[s] = act.current()
                 svc_ticks[s] = ServiceTick(act.alive(), cur.cpu_limit_cores or 0.0, used[s],
-                                           sig.runq_p95_seconds, sig.throttled_ratio)
-                samples[s].append(Sample(
-                    ts=ts, workload=WorkloadRef(NAMESPACE, s), replicas=cur.replicas,
-                    ready_replicas=act.ready_replicas, cpu_usage_cores=sig.cpu_usage_cores,
-                    cpu_request_cores=cur.cpu_request_cores,
-                    cpu_limit_cores=cur.cpu_limit_cores, runq_p95_seconds=sig.runq_p95_seconds,
-                    throttled_ratio=sig.throttled_ratio, request_rate=sig.request_rate))
+                                           sig.runq_p95_seconds, sig.throttled_ratio,
+                                           cur.cpu_request_cores or 0.0,
+                                           sig.runq_wait_seconds_per_second,
+                                           sig.throttled_seconds_per_second)
+                samples[s].append(make_sample(
+                    ts=ts, workload=refs[s], replicas=cur.replicas,
+                    ready_replicas=act.ready_replicas, cpu_request_cores=cur.cpu_request_cores,
+                    cpu_limit_cores=cur.cpu_limit_cores, **signal_fields(sig)))
             tick = DsbTick(ts - t0, rate, svc_ticks,
                            {st.name: used[st.name] for st in STORES})
             ticks.append(tick)
@@ -215,35 +229,26 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
                 on_tick(tick)
             if lg.done():
                 break
-            if decide is None or time.monotonic() < next_decision or tick.t < 0:
+            if pol is None or tick.t < 0:
                 continue
-            next_decision += period
+            mono = time.monotonic()
+            windows = {s: SignalWindow.from_samples(list(samples[s])) for s in LOGIC_SERVICES}
             for s in LOGIC_SERVICES:
                 if s in pending and not pending[s].done():
                     continue
-                act = cluster.actuators[s]
-                cur = act.current()
-                window = SignalWindow.from_samples(list(samples[s]))
-                rec, states[s] = decide(window, cur, scfg, states[s])
-                calls += 1
-                if rec.recommended == cur:
-                    reclog.append(rec_path, [replace(rec, dry_run=False, applied=False)])
-                    continue
-
-                def apply(rec=rec, act=act, t_dec=ts - t0) -> None:  # noqa: ANN001
-                    nonlocal decisions
-                    a = act.apply(rec)
-                    decisions += a.error is None
-                    actuations.append({"t": t_dec, "service": rec.workload.name, **asdict(a),
-                                       "before": a.before.to_json(), "after": a.after.to_json()})
-                    reclog.append(rec_path, [replace(rec, dry_run=False,
-                                                     applied=a.error is None, error=a.error)])
-
-                pending[s] = pool.submit(apply)
+                # the routine owns when a service is due (its period, on the monotonic clock)
+                if routine.due(refs[s], pol, scfg, mono):
+                    calls += 1
+                    pending[s] = pool.submit(routine.decide, windows[s], current[s], pol, scfg,
+                                             mono)
+            if pol.name == "showar":  # SHOWAR's affinity/spread, every affinity period
+                routine.extras(list(windows.values()),
+                               {refs[s]: current[s] for s in LOGIC_SERVICES}, scfg, ts)
     finally:
         pool.shutdown(wait=True)
     records = lg.records()
-    return DsbRun(tag, repeat, seconds, records, ticks, decisions, calls, actuations,
+    return DsbRun(tag, repeat, seconds, records, ticks, adapter.applied, calls,
+                  adapter.actuations,
                   {s: SignalWindow.from_samples(list(samples[s])) for s in LOGIC_SERVICES})
 
 

@@ -1,13 +1,15 @@
 """The local closed loop: real replicas behind nginx, the open-loop generator replaying a trace,
-the agent's Sampler measuring, the policy under test deciding, the local actuator acting.
+the agent's Sampler measuring, the decision routine deciding, the local actuator acting.
 
 Every tick (1 s) the loop reads the probe (run-queue histograms of every replica cgroup, merged)
 and the replicas' CPU accounting, and appends one signals `Sample` for the workload. The signals
 in a sample are over the last `signal_window_seconds` (3 s by default): run-queue p95 of the merged
-histogram, CPU usage (total over replicas, from the parent cgroup's cpuacct, so replicas that
-left are still counted), throttled ratio (Σ throttled periods / Σ periods) and the request rate
-the generator sent. Every policy period the loop builds the window, calls `decide`, applies the
-recommendation through the actuator and appends it to the recommendations log.
+histogram, Σ wait and Σ throttled seconds per second, CPU pressure (v2), CPU usage (total over
+replicas, from the parent cgroup's cpuacct, so replicas that left are still counted), throttled
+ratio (Σ throttled periods / Σ periods) and the request rate the generator sent. The loop keeps
+no policy state, timing or log of its own: it hands the window and the current size to the one
+decision routine (runqscale.scaler.routine), which decides when due, applies through the
+actuator and writes the recommendations log.
 
 Nginx and the generator run in their own cgroup (`infra`, cpu.shares 4096 so they keep up),
 outside the measured `replicas` tree.
@@ -15,7 +17,6 @@ outside the measured `replicas` tree.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -23,25 +24,32 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from runqscale.agent.sampler import CgroupSample, Sampler
+from runqscale.agent.sampler import Sampler
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import CgroupMounts, read_cpu_stat
-from runqscale.probes.model import Hierarchy, quantile_seconds
-from runqscale.scaler import log as reclog
-from runqscale.scaler import policies
+from runqscale.probes.model import Hierarchy
 from runqscale.scaler.actuators.cgroups import Sandbox, set_base_shares, set_shares
 from runqscale.scaler.actuators.local import LocalActuator
-from runqscale.scaler.model import CurrentState, Sample, ScalerConfig, SignalWindow, WorkloadRef
-from runqscale.scaler.policies import static
+from runqscale.scaler.model import CurrentState, ScalerConfig, SignalWindow, WorkloadRef
+from runqscale.scaler.routine import DecisionRoutine
+from runqscale.validation.drive import LocalApply, policy_for
+from runqscale.validation.host import OwnCpu
 from runqscale.validation.loadgen import Records
 from runqscale.validation.nginx import Nginx
 from runqscale.validation.runlang_service import DEFAULT_SOURCE, runlang_argv
 from runqscale.validation.scoring import Requests, Timeline
+from runqscale.validation.window import (
+    Tally,
+    interval_totals,
+    make_sample,
+    signal_fields,
+    window_signals,
+)
 
 WORKLOAD = WorkloadRef("validate", "runlang")
 
@@ -54,8 +62,9 @@ class LoopConfig:
     static_replicas: int | None = None  # None: max_replicas (provisioned for the peak)
     replica_cpu: float = 0.4  # initial request = limit per replica (cores)
     max_cpu_per_replica: float = 1.0
-    target_cpu_utilization: float = 0.75
-    target_runq_p95_seconds: float = 0.005
+    # one default for every caller: the library's (ScalerConfig)
+    target_cpu_utilization: float = ScalerConfig.target_cpu_utilization
+    target_runq_p95_seconds: float = ScalerConfig.target_runq_p95_seconds
     tick_seconds: float = 1.0
     signal_window_seconds: float = 3.0
     request_timeout_seconds: float = 10.0
@@ -86,6 +95,8 @@ class Tick:
     sent_rps: float
     runq_p95_seconds: float | None
     throttled_ratio: float | None
+    runq_wait_seconds_per_second: float = 0.0
+    throttled_seconds_per_second: float = 0.0
 
 
 @dataclass
@@ -115,44 +126,9 @@ class RunResult:
         used = np.array([k.used_cores for k in ts])
         used = np.append(used[1:], used[-1:]) if used.size else used
         return Timeline(t, np.array([k.replicas for k in ts], dtype=float),
-                        np.array([k.limit_cores for k in ts]), used)
-
-
-def interval_totals(cgroups: Iterable[CgroupSample]) -> tuple[np.ndarray | None, int, int]:
-    """One interval of these cgroups together: the merged wait histogram (None: no cgroup),
-    CFS periods throttled and CFS periods."""
-    slots, thr_n, thr_d = None, 0, 0
-    for cs in cgroups:
-        slots = cs.delta.slots.copy() if slots is None else slots + cs.delta.slots
-        b, a = cs.cpu_before, cs.cpu
-        if a and b and a.nr_periods is not None and b.nr_periods is not None:
-            thr_d += a.nr_periods - b.nr_periods
-            thr_n += (a.nr_throttled or 0) - (b.nr_throttled or 0)
-    return slots, thr_n, thr_d
-
-
-@dataclass(frozen=True)
-class WindowSignals:
-    runq_p95_seconds: float | None
-    throttled_ratio: float  # 0 when no CFS period ran (no quota)
-    cpu_usage_cores: float
-    request_rate: float
-
-
-def window_signals(win: Iterable[tuple]) -> WindowSignals:
-    """The signals over the last ticks, each `(slots, CPU seconds used, seconds, periods
-    throttled, periods, requests sent)`: p95 of the merged histogram, Σ throttled / Σ periods,
-    cores and requests/s over the window's time."""
-    win = list(win)
-    total = None
-    for s_, *_rest in win:
-        if s_ is not None:
-            total = s_.copy() if total is None else total + s_
-    wdt = sum(w[2] for w in win)
-    tn, td = sum(w[3] for w in win), sum(w[4] for w in win)
-    return WindowSignals(quantile_seconds(total, 0.95) if total is not None else None,
-                         tn / td if td > 0 else 0.0, sum(w[1] for w in win) / wdt,
-                         sum(w[5] for w in win) / wdt)
+                        np.array([k.limit_cores for k in ts]), used,
+                        request_cores=np.array([k.request_cores for k in ts]),
+                        node_cpus=float(os.cpu_count() or 1))
 
 
 class LoadgenWatch:
@@ -246,18 +222,20 @@ class Environment:
         return self.sb.spawn(self.infra, argv=argv, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
 
-    def measure_capacity(self, seconds: float = 8.0) -> dict:
-        """Closed-loop throughput of `max_replicas` replicas at the initial size."""
-        cfg = self.cfg
-        self.reset(CurrentState(cfg.max_replicas, cfg.replica_cpu, cfg.replica_cpu))
-        workers = max(4, 3 * cfg.max_replicas)
-        p = self.loadgen(["--closed", str(workers), "--seconds", str(seconds)])
-        out, err = p.communicate(timeout=seconds + 60)
-        if p.returncode != 0:
-            raise RuntimeError(f"capacity measurement failed: {err.strip()[-300:]}")
-        res = json.loads(out.strip().splitlines()[-1])
-        res.update(replicas=cfg.max_replicas, cpu_per_replica=cfg.replica_cpu)
-        return res
+    def own_cpu(self) -> OwnCpu:
+        """The benchmark's own CPU: the whole sandbox (replicas, nginx, generator) + this
+        process."""
+        v2 = self.sb.hierarchy is Hierarchy.V2
+        base = self.mounts.v2 if v2 else self.mounts.v1_cpuacct
+        return OwnCpu(base + self.sb.base if base else None, v2)
+
+    def usage(self) -> dict[str, float]:
+        """Cumulative CPU seconds of the replicas (`replicas`) and of the whole sandbox (`all`:
+        replicas, nginx and the generator)."""
+        rep = read_cpu_stat(self.mounts, self.sb.hierarchy, self.act.parent.rel)
+        root = read_cpu_stat(self.mounts, self.sb.hierarchy, self.sb.base)
+        return {"replicas": rep.usage_seconds or 0.0 if rep else 0.0,
+                "all": root.usage_seconds or 0.0 if root else 0.0}
 
     def close(self) -> None:
         try:
@@ -275,93 +253,63 @@ class Environment:
         self.close()
 
 
-def _read_usage(mounts: CgroupMounts, hier: Hierarchy, rel: str) -> float | None:
-    """Cumulative CPU seconds of a cgroup tree (hierarchical: children that left still count)."""
-    st = read_cpu_stat(mounts, hier, rel)
-    return st.usage_seconds if st else None
-
-
-def decide_fn(name: str, cfg: LoopConfig) -> tuple[Callable, float]:
-    pol = policies.get(name)
-    fn = pol.decide
-    if name == "static":
-        fn = functools.partial(static.decide, params=static.Params(
-            replicas=cfg.static_replicas or cfg.max_replicas,
-            cpu_request_cores=cfg.replica_cpu, cpu_limit_cores=cfg.replica_cpu))
-    return fn, pol.period_seconds
 
 
 def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seconds: float,
                out_dir: str, on_tick: Callable[[Tick], None] | None = None) -> RunResult:
     cfg = env.cfg
-    decide, period = decide_fn(policy, cfg)
+    pol = policy_for(policy, cfg.initial_state("static"))
     scfg = cfg.scaler_config()
     env.reset(cfg.initial_state(policy))
     time.sleep(cfg.settle_seconds)
     act, sb = env.act, env.sb
-    parent = act.parent
-    sampler = Sampler(env.probe, env.mounts, sb.root, only=[parent.rel])
+    adapter = LocalApply({WORKLOAD.name: act})
+    routine = DecisionRoutine(
+        adapter, os.path.join(out_dir, f"recommendations-{policy}-{repeat}.jsonl"), resume=False)
+    sampler = Sampler(env.probe, env.mounts, sb.root, only=[act.parent.rel])
     sampler.sample()
-    rec_path = os.path.join(out_dir, f"recommendations-{policy}-{repeat}.jsonl")
     records_path = os.path.join(out_dir, f".records-{policy}-{repeat}.npz")
     lg = LoadgenWatch(env.loadgen(["--schedule", sched_path, "--out", records_path]),
                       records_path)
-
-    win: deque = deque(maxlen=max(1, round(cfg.signal_window_seconds / cfg.tick_seconds)))
-    samples: deque[Sample] = deque(maxlen=int(900 / cfg.tick_seconds))
+    win: deque[Tally] = deque(maxlen=max(1, round(cfg.signal_window_seconds / cfg.tick_seconds)))
+    samples: deque = deque(maxlen=int(900 / cfg.tick_seconds))
     ticks: list[Tick] = []
-    actuations: list[dict] = []
-    state = None
-    decisions = calls = 0
-    usage_prev = _read_usage(env.mounts, sb.hierarchy, parent.rel)
+    calls = 0
+    usage_prev = env.usage()["replicas"]
     sent_prev, t_prev = 0, time.monotonic()
     next_tick = time.monotonic() + cfg.tick_seconds
-    next_decision = time.monotonic() + period
     while True:
         time.sleep(max(0.0, next_tick - time.monotonic()))
         next_tick += cfg.tick_seconds
         now_m = time.monotonic()
-        dt = max(1e-6, now_m - t_prev)
-        t_prev = now_m
-        slots, thr_n, thr_d = interval_totals(sampler.sample().cgroups)
-        usage = _read_usage(env.mounts, sb.hierarchy, parent.rel)
-        used_s = (usage - usage_prev) if usage is not None and usage_prev is not None else 0.0
-        usage_prev = usage
+        dt, t_prev = max(1e-6, now_m - t_prev), now_m
+        usage = env.usage()["replicas"]
         sent = lg.sent
-        win.append((slots, used_s, dt, thr_n, thr_d, sent - sent_prev))
-        sent_prev = sent
+        win.append(replace(interval_totals(sampler.sample().cgroups),
+                           used_seconds=max(0.0, usage - usage_prev), seconds=dt,
+                           sent=sent - sent_prev))
+        usage_prev, sent_prev = usage, sent
         sig = window_signals(win)
         cur = act.current()
-        alive = act.alive()
         ts = time.time()
-        t0 = lg.t0
-        tick = Tick(ts - t0, alive, act.ready_replicas, cur.cpu_limit_cores or 0.0,
-                    cur.cpu_request_cores or 0.0, used_s / dt, win[-1][5] / dt,
-                    sig.runq_p95_seconds, sig.throttled_ratio)
+        adapter.t0 = t0 = lg.t0
+        tick = Tick(ts - t0, act.alive(), act.ready_replicas, cur.cpu_limit_cores or 0.0,
+                    cur.cpu_request_cores or 0.0, win[-1].used_seconds / dt,
+                    win[-1].sent / dt, sig.runq_p95_seconds, sig.throttled_ratio,
+                    sig.runq_wait_seconds_per_second, sig.throttled_seconds_per_second)
         ticks.append(tick)
-        samples.append(Sample(
+        samples.append(make_sample(
             ts=ts, workload=WORKLOAD, replicas=cur.replicas, ready_replicas=act.ready_replicas,
-            cpu_usage_cores=sig.cpu_usage_cores,
             cpu_request_cores=cur.cpu_request_cores, cpu_limit_cores=cur.cpu_limit_cores,
-            runq_p95_seconds=sig.runq_p95_seconds, throttled_ratio=sig.throttled_ratio,
-            request_rate=sig.request_rate))
+            **signal_fields(sig)))
         if on_tick:
             on_tick(tick)
         if lg.done():
             break
-        if time.monotonic() >= next_decision and tick.t >= 0:
-            next_decision += period
-            window = SignalWindow.from_samples(list(samples))
-            rec, state = decide(window, cur, scfg, state)
-            calls += 1
-            if rec.recommended != cur:
-                a = act.apply(rec)
-                rec = replace(rec, dry_run=False, applied=a.error is None, error=a.error)
-                decisions += a.error is None
-                actuations.append({"t": ts - t0, **asdict(a), "before": a.before.to_json(),
-                                   "after": a.after.to_json()})
-            else:
-                rec = replace(rec, dry_run=False, applied=False)
-            reclog.append(rec_path, [rec])
+        # the routine owns when the policy is due (its period on the monotonic clock)
+        if tick.t >= 0 and routine.due(WORKLOAD, pol, scfg, now_m):
+            d = routine.decide(SignalWindow.from_samples(list(samples)), cur, pol, scfg, now_m)
+            calls += d is not None
     records = lg.records()
-    return RunResult(policy, repeat, seconds, records, ticks, decisions, calls, actuations)
+    return RunResult(policy, repeat, seconds, records, ticks, adapter.applied, calls,
+                     adapter.actuations)

@@ -1,8 +1,8 @@
 """`report.json` (design.md's machine-readable contract, exactly those keys) and the PNG plots.
 
-Anything beyond the contract (capacity measured, timelines, actuation delays, late sends, the
-scaling in words) goes to `details.json` beside it, so scripts reading the contract never see
-surprise keys.
+Beyond the contract's keys (fields are added, never renamed): per run the host disturbance and
+the exclusion reason, `exclusions`, and `load`/`fairness` blocks. Timelines, actuation delays,
+late sends and the scaling in words go to `details.json` beside it.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runqscale.validation import stats
 from runqscale.validation.scoring import BATCH_SECONDS, RunScore
 
 RUN_METRICS = ("requests", "failed", "p50_seconds", "p95_seconds", "p99_seconds",
-               "slo_violation_ratio", "cpu_core_seconds_allocated", "cpu_core_seconds_used",
-               "mean_replicas", "decisions", "penalty")
+               "slo_violation_ratio", "cpu_core_seconds_requested", "cpu_core_seconds_allocated",
+               "cpu_core_seconds_used", "mean_replicas", "decisions", "penalty")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def run_entry(policy: str, repeat: int, s: RunScore, decisions: int) -> dict:
         "p95_seconds": s.p95_seconds,
         "p99_seconds": s.p99_seconds,
         "slo_violation_ratio": s.slo_violation_ratio,
+        "cpu_core_seconds_requested": s.cpu_core_seconds_requested,
         "cpu_core_seconds_allocated": s.cpu_core_seconds_allocated,
         "cpu_core_seconds_used": s.cpu_core_seconds_used,
         "mean_replicas": s.mean_replicas,
@@ -62,10 +64,11 @@ def run_entry(policy: str, repeat: int, s: RunScore, decisions: int) -> dict:
 
 
 def summarize(runs: Sequence[dict]) -> dict:
-    """Per policy, per metric: mean, min, max over the repeats (None values skipped)."""
+    """Per policy, per metric: mean, min, max over the repeats kept (excluded runs and None
+    values skipped)."""
     out: dict[str, dict] = {}
     for pol in dict.fromkeys(r["policy"] for r in runs):
-        mine = [r for r in runs if r["policy"] == pol]
+        mine = [r for r in runs if r["policy"] == pol and not r.get("excluded")]
         out[pol] = {}
         for m in RUN_METRICS:
             vals = [float(r[m]) for r in mine if r[m] is not None and math.isfinite(r[m])]
@@ -74,13 +77,21 @@ def summarize(runs: Sequence[dict]) -> dict:
     return out
 
 
-def build_report(trace: TraceInfo, slo_seconds: float, runs: Sequence[dict]) -> dict:
+def build_report(trace: TraceInfo, slo_seconds: float, runs: Sequence[dict],
+                 baselines: Sequence[str] = stats.DEFAULT_BASELINES,
+                 extra: dict | None = None) -> dict:
+    """The contract's keys, `comparisons` (runqscale.validation.stats), `exclusions` (every run
+    the disturbance rule left out, with the reason), then `extra` (load, capacity, fairness)."""
     return {
         "trace": {"file": trace.file, "segment": trace.segment, "scale": trace.scale,
                   "time_warp": trace.time_warp},
         "slo_seconds": slo_seconds,
         "runs": list(runs),
         "summary": summarize(runs),
+        "comparisons": stats.comparisons(runs, baselines),
+        "exclusions": [{"policy": r["policy"], "repeat": r["repeat"], "reason": r["excluded"]}
+                       for r in runs if r.get("excluded")],
+        **(extra or {}),
     }
 
 

@@ -53,8 +53,39 @@ class Timeline:
 
     t: np.ndarray  # seconds from the run's start, increasing
     replicas: np.ndarray  # replicas serving or starting (what is allocated)
-    limit_cores: np.ndarray  # per replica (CFS quota)
+    limit_cores: np.ndarray  # per replica (CFS quota; 0 or NaN: no limit)
     used_cores: np.ndarray  # CPU used by all replicas over [t_k, t_{k+1})
+    request_cores: np.ndarray | None = None  # per replica (None: equal to the limit)
+    node_cpus: float | None = None  # the node's CPUs, shared by replicas without a limit
+    # totals over several workloads (DeathStarBench's services), overriding the per-replica math
+    requested_total: np.ndarray | None = None
+    allocated_total: np.ndarray | None = None
+
+    def requested(self) -> np.ndarray:
+        """Cores requested at each step: replicas × request."""
+        if self.requested_total is not None:
+            return self.requested_total
+        req = self.limit_cores if self.request_cores is None else self.request_cores
+        return self.replicas * np.nan_to_num(req)
+
+    def allocated(self) -> np.ndarray:
+        """Cores allocated at each step: replicas × max(request, limit), where a replica with
+        no limit is charged the node's share (node CPUs / replicas on it)."""
+        if self.allocated_total is not None:
+            return self.allocated_total
+        return self.replicas * per_replica_allocation(
+            self.request_cores, self.limit_cores, self.replicas, self.node_cpus)
+
+
+def per_replica_allocation(request: np.ndarray | None, limit: np.ndarray,
+                           replicas: np.ndarray, node_cpus: float | None) -> np.ndarray:
+    """max(request, limit) per replica; no limit (0/NaN) -> node_cpus / replicas sharing it
+    (0 when node_cpus is not known)."""
+    lim = np.nan_to_num(np.asarray(limit, dtype=float))
+    share = (node_cpus or 0.0) / np.maximum(np.asarray(replicas, dtype=float), 1.0)
+    lim = np.where(lim > 0, lim, share)
+    req = np.zeros_like(lim) if request is None else np.nan_to_num(np.asarray(request, float))
+    return np.maximum(req, lim)
 
 
 @dataclass(frozen=True)
@@ -118,6 +149,7 @@ class RunScore:
     p95_seconds: float | None
     p99_seconds: float | None
     slo_violation_ratio: float
+    cpu_core_seconds_requested: float
     cpu_core_seconds_allocated: float
     cpu_core_seconds_used: float
     mean_replicas: float
@@ -144,7 +176,8 @@ def score(req: Requests, tl: Timeline, seconds: float, slo_seconds: float,
     p50, p95, p99 = percentiles(req.latency[ok])
     n = int(req.scheduled.size)
     violations = int((~ok).sum() + (req.latency[ok] > slo_seconds).sum())
-    allocated = _step_integral(tl.t, tl.replicas * tl.limit_cores, 0.0, seconds)
+    requested = _step_integral(tl.t, tl.requested(), 0.0, seconds)
+    allocated = _step_integral(tl.t, tl.allocated(), 0.0, seconds)
     used = _step_integral(tl.t, tl.used_cores, 0.0, seconds)
     reps = batch_replicas(tl, seconds)
     return RunScore(
@@ -155,6 +188,7 @@ def score(req: Requests, tl: Timeline, seconds: float, slo_seconds: float,
         p95_seconds=p95,
         p99_seconds=p99,
         slo_violation_ratio=violations / n if n else 0.0,
+        cpu_core_seconds_requested=requested,
         cpu_core_seconds_allocated=allocated,
         cpu_core_seconds_used=used,
         mean_replicas=float(reps.mean()),

@@ -198,12 +198,63 @@ def choose_segment(trace: Trace, duration_s: float, peak_rps: float,
 
 
 def real_rates(trace: Trace, seg: Segment, step_s: float = 1.0) -> np.ndarray:
-    """Requests per second to send in each real `step_s` interval of the replay."""
+    """Requests per second to send in each real `step_s` interval of the replay: the trace's
+    mean rate over the trace time that interval covers (a per-second trace warped 60× is
+    averaged over its minute, not sampled at one second of it), times the scale."""
     n = int(math.ceil(seg.real_seconds / step_s - 1e-9))
-    # trace time at the middle of each real step
-    t = seg.start_s + (np.arange(n) + 0.5) * step_s * seg.time_warp
-    idx = np.minimum((t // trace.step_seconds).astype(int), trace.counts.size - 1)
-    return trace.rates[idx] * seg.scale
+    span = step_s * seg.time_warp
+    csum = np.concatenate(([0.0], np.cumsum(trace.counts)))
+
+    def counts_before(t: np.ndarray) -> np.ndarray:  # requests in the trace before time t
+        x = np.clip(t / trace.step_seconds, 0, trace.counts.size)
+        i = np.minimum(x.astype(int), trace.counts.size - 1)
+        return csum[i] + (x - i) * trace.counts[i]
+
+    a = seg.start_s + np.arange(n) * span
+    b = np.minimum(a + span, trace.seconds)
+    mean = (counts_before(b) - counts_before(a)) / np.maximum(b - a, 1e-9)
+    return mean * seg.scale
+
+
+def busiest_start(trace: Trace, length_s: float) -> float:
+    """The start of the `length_s` window with the most requests (on the trace's steps)."""
+    k = max(1, min(trace.counts.size, int(math.ceil(length_s / trace.step_seconds - 1e-9))))
+    csum = np.concatenate(([0.0], np.cumsum(trace.counts)))
+    sums = csum[k:] - csum[:-k]
+    return float(int(np.argmax(sums)) * trace.step_seconds)
+
+
+def window_segment(trace: Trace, duration_s: float, start_s: float | None = None,
+                   length_s: float | None = None, time_warp: float | None = None,
+                   max_warp: float = 60.0) -> Segment:
+    """The segment replayed in `duration_s` real seconds, unscaled (scale 1). Without a length
+    it is what the run covers at `time_warp`, or at most `max_warp` (the whole trace if
+    shorter); without a start it is the busiest window of that length. A warp above `max_warp`
+    is refused: a day squeezed into minutes tests start states, not controllers."""
+    if start_s is not None and not 0 <= start_s < trace.seconds:
+        raise ValueError(f"segment start {start_s:g} s is outside the trace (0 to "
+                         f"{trace.seconds:g} s)")
+    if length_s is None:
+        length_s = duration_s * (time_warp or max_warp)
+    room = trace.seconds - (start_s or 0.0)
+    length_s = min(length_s, room)
+    if length_s <= 0:
+        raise ValueError("empty segment")
+    if start_s is None:
+        start_s = min(busiest_start(trace, length_s), trace.seconds - length_s)
+    warp = time_warp or length_s / duration_s
+    if warp > max_warp * (1 + 1e-9):
+        raise ValueError(f"{length_s:g} trace seconds in {duration_s:g} s is a {warp:.0f}x "
+                         f"time warp, above the maximum {max_warp:g}x: shorten the segment "
+                         "(START,DURATION) or lengthen --duration")
+    length_s = min(length_s, duration_s * warp)
+    i0 = int(start_s // trace.step_seconds)
+    i1 = max(i0 + 1, int(math.ceil((start_s + length_s) / trace.step_seconds)))
+    rates = trace.rates[i0:i1]
+    peak = float(np.quantile(rates, 0.99)) if rates.size else 0.0
+    if peak <= 0:
+        raise ValueError("the segment has no requests; choose another --segment")
+    return Segment(start_s, length_s, warp, 1.0, peak, peak)
 
 
 def schedule(rates: np.ndarray, step_s: float = 1.0, seed: int = 0) -> np.ndarray:

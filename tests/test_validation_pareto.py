@@ -1,0 +1,54 @@
+"""Pareto points from sweep reports: one per (policy, knob), geometric means with t intervals,
+excluded runs left out, the front marked; and the bench's settings cover every knob."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runqscale.validation import bench, pareto
+
+
+def _report(target_ms: float, cpu: float, runs: list[tuple[str, float, float]]) -> dict:
+    return {"fairness": {"targets": {"runq_p95_seconds": target_ms / 1e3,
+                                     "cpu_utilization": cpu}},
+            "runs": [{"policy": p, "repeat": i, "cpu_core_seconds_allocated": c,
+                      "p99_seconds": q, "excluded": None} for i, (p, c, q) in enumerate(runs)]}
+
+
+def test_points_pool_by_policy_and_knob_and_mark_the_front() -> None:
+    a = _report(5, 0.75, [("showar", 10.0, 0.1), ("showar", 40.0, 0.1), ("hpa", 20.0, 0.5)])
+    b = _report(20, 0.5, [("showar", 5.0, 0.4), ("hpa", 30.0, 0.6)])
+    b["runs"].append({"policy": "hpa", "repeat": 9, "cpu_core_seconds_allocated": 1.0,
+                      "p99_seconds": 0.01, "excluded": "steal"})
+    pts = {(p["policy"], p["knob"]): p for p in pareto.points([a, b])}
+    assert set(pts) == {("showar", "5 ms"), ("showar", "20 ms"), ("hpa", "75%"), ("hpa", "50%")}
+    s5 = pts[("showar", "5 ms")]
+    assert s5["cpu_core_seconds_allocated"] == pytest.approx(20.0) and s5["runs"] == 2
+    assert s5["cpu_core_seconds_allocated_ci"][0] < 20.0 < s5["cpu_core_seconds_allocated_ci"][1]
+    assert pts[("hpa", "50%")]["runs"] == 1  # the excluded run is not pooled
+    assert pts[("hpa", "50%")]["p99_seconds_ci"] == [None, None]
+    assert {k for k, p in pts.items() if p["pareto"]} == {("showar", "5 ms"), ("showar", "20 ms")}
+
+
+@given(st.lists(st.tuples(st.floats(0.1, 100), st.floats(0.1, 100)), min_size=1, max_size=30))
+def test_front_points_are_undominated_and_others_dominated(xy) -> None:
+    front = pareto.pareto_front(xy)
+    assert front
+    for i, (a, b) in enumerate(xy):
+        dominated = any(c <= a and d <= b and (c < a or d < b) for c, d in xy)
+        assert (i in front) != dominated
+
+
+def test_bench_settings_sweep_every_knob_once() -> None:
+    names = [s.name for s in bench.settings()]
+    assert names == ["default", "showar-2ms", "showar-10ms", "showar-20ms", "hpa-50pct",
+                     "hpa-70pct", "hpa-90pct"]
+    assert bench.settings()[0].policies == ("showar", "hpa", "vpa", "phpa-knn")
+
+
+def test_plot_renders(tmp_path) -> None:
+    a = _report(5, 0.75, [("showar", 10.0, 0.1), ("showar", 12.0, 0.12), ("hpa", 20.0, 0.5)])
+    pareto.plot(str(tmp_path / "p.png"), pareto.points([a]), "t")
+    assert (tmp_path / "p.png").stat().st_size > 1000

@@ -1,0 +1,137 @@
+"""`make bench-validate`: every policy's knob swept on each workload, Pareto plots, comparisons.
+
+Per workload (the WC98 day-25 per-minute trace, the 1998-06-25 per-second trace, and the
+emulated DeathStarBench social network on day 25), `runqscale validate` runs once per setting:
+
+- `default`: showar, hpa, vpa, phpa-knn at the library's targets, in ABBA pairs: the
+  `comparisons` (showar against each baseline and the best of them) come from this report;
+- `showar-<ms>`: showar alone at each other run-queue p95 target;
+- `hpa-<pct>`: hpa and phpa-knn (ABBA) at each CPU utilisation target.
+
+Then `pareto.png`/`pareto.json` per workload (allocated core-seconds vs p99, one point per
+policy x knob, 95 % intervals), and `summary.json` with every workload's default comparisons.
+Every setting writes its own directory (`OUT/<workload>/<setting>/report.json`), and a setting
+whose report already has all its runs is not run again, so an interrupted sweep resumes.
+
+    python -m runqscale.validation.bench --out out/bench-validate [--duration 150s]
+        [--repeats 3] [--day25 FILE] [--per-second FILE] [--graph FILE] [--only day25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from runqscale.validation import pareto
+from runqscale.validation.report import write_json
+
+SHOWAR_TARGETS_MS = (2.0, 5.0, 10.0, 20.0)
+CPU_TARGETS = (0.5, 0.7, 0.9)
+DEFAULT_POLICIES = ("showar", "hpa", "vpa", "phpa-knn")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    policies: tuple[str, ...]
+    args: tuple[str, ...]
+
+
+def settings(showar_ms: tuple[float, ...] = SHOWAR_TARGETS_MS,
+             cpu: tuple[float, ...] = CPU_TARGETS) -> list[Setting]:
+    """The default comparison, then each policy's knob (the default target is not run twice:
+    the library's 5 ms is in the default setting)."""
+    out = [Setting("default", DEFAULT_POLICIES, ())]
+    out += [Setting(f"showar-{ms:g}ms", ("showar",), ("--target-runq-p95", f"{ms:g}ms"))
+            for ms in showar_ms if ms != 5.0]
+    out += [Setting(f"hpa-{u:.0%}".replace("%", "pct"), ("hpa", "phpa-knn"),
+                    ("--target-cpu", f"{u:g}")) for u in cpu]
+    return out
+
+
+def workloads(a: argparse.Namespace) -> dict[str, tuple[str, ...]]:
+    return {"day25": ("--trace", a.day25),
+            "per-second": ("--trace", a.per_second),
+            "deathstarbench": ("--app", "deathstarbench", "--trace", a.day25, "--graph",
+                               a.graph, "--affinity-seconds", "0")}
+
+
+def complete(report_path: str, policies: tuple[str, ...], repeats: int) -> bool:
+    try:
+        with open(report_path) as f:
+            runs = json.load(f)["runs"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return len(runs) >= len(policies) * repeats
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runqscale.validation.bench",
+                                 description=__doc__.split("\n")[0])
+    data = "../shared/data"
+    ap.add_argument("--out", default="out/bench-validate")
+    ap.add_argument("--duration", default="150s")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--day25", default=f"{data}/worldcup98/wc_day25_per_minute.csv")
+    ap.add_argument("--per-second", default=f"{data}/worldcup98/wc_1998-06-25_per_second.csv")
+    ap.add_argument("--graph", default=f"{data}/deathstarbench/socfb-Reed98.edges")
+    ap.add_argument("--only", action="append", choices=("day25", "per-second",
+                                                        "deathstarbench"),
+                    help="Run only these workloads (repeatable).")
+    ap.add_argument("--extra", default="", help="More `runqscale validate` options, one string.")
+    a = ap.parse_args(argv)
+    if a.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    wls = {k: v for k, v in workloads(a).items() if not a.only or k in a.only}
+    plan = [(w, s) for w in wls for s in settings()]
+    summary: dict = {}
+    started = time.monotonic()
+    for i, (w, s) in enumerate(plan, start=1):
+        d = os.path.join(a.out, w, s.name)
+        rp = os.path.join(d, "report.json")
+        elapsed = (time.monotonic() - started) / 60
+        if complete(rp, s.policies, a.repeats):
+            print(f"[{i}/{len(plan)}] {w} {s.name}: done already ({rp})", flush=True)
+            continue
+        print(f"[{i}/{len(plan)}] {w} {s.name}: {','.join(s.policies)} x {a.repeats} "
+              f"({elapsed:.0f} min so far)", flush=True)
+        cmd = [sys.executable, "-m", "runqscale.agent.cli", "validate", *wls[w],
+               "--policies", ",".join(s.policies), "--duration", a.duration,
+               "--repeats", str(a.repeats), "--out", d, *s.args, *a.extra.split()]
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            print(f"  {w} {s.name} failed (exit {rc}): {' '.join(cmd)}", flush=True)
+            if rc == 2:
+                return 2
+    for w in wls:
+        by_name = {}
+        for s in settings():
+            try:
+                with open(os.path.join(a.out, w, s.name, "report.json")) as f:
+                    by_name[s.name] = json.load(f)
+            except (OSError, ValueError):
+                continue
+        if not by_name:
+            continue
+        reports = list(by_name.values())
+        pts = pareto.points(reports)
+        write_json(os.path.join(a.out, w, "pareto.json"), {"points": pts})
+        pareto.plot(os.path.join(a.out, w, "pareto.png"), pts, f"{w}: cost vs p99 per policy "
+                    f"and knob ({a.duration} runs, {a.repeats} repeats)")
+        default = by_name.get("default")
+        summary[w] = {"comparisons": default.get("comparisons", []) if default else [],
+                      "exclusions": sum(len(r.get("exclusions", [])) for r in reports),
+                      "trace": default.get("trace") if default else None}
+        print(f"{w}: wrote {a.out}/{w}/pareto.png and pareto.json", flush=True)
+    write_json(os.path.join(a.out, "summary.json"), summary)
+    print(f"wrote {a.out}/summary.json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
