@@ -121,9 +121,10 @@ def _warn(message: str) -> None:
 @click.option(
     "--target-runq-p95",
     type=Duration(),
-    default="5ms",
+    default=ScalerConfig.target_runq_p95_seconds,
     show_default=True,
-    help="SHOWAR's run-queue p95 target (provisional default).",
+    help="SHOWAR's run-queue target, seconds (the library's default; showar v2 compares it "
+    "with the contention wait per request when the signals carry it, else with the p95).",
 )
 @click.option(
     "--target-cpu",

@@ -86,7 +86,8 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
               help="No decision when the newest signal is older than this (seconds).")
 @click.option("--min-replicas", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--max-replicas", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--target-runq-p95", type=float, default=0.005, show_default=True,
+@click.option("--target-runq-p95", type=float,
+              default=ScalerConfig.target_runq_p95_seconds, show_default=True,
               help="Seconds (workloads override with runqscale.io/target-runq-p95).")
 @click.option("--period", type=float, default=None,
               help="Seconds between decisions per workload (default: each policy's own period).")

@@ -109,15 +109,19 @@ def _startup_tracking(window: SignalWindow, state: State, p: Params) -> State:
     start = 0 if state.last_ts is None else int(np.searchsorted(ts, state.last_ts, side="right"))
     if start >= ts.size:
         return state
-    reps = window.get("replicas")
-    ready = window.get("ready_replicas")
+    reps = window.get("replicas")[start:]
+    ready = window.get("ready_replicas")[start:]
+    ok = np.flatnonzero(np.isfinite(reps) & np.isfinite(ready))
+    pend = reps[ok] > ready[ok]
+    # only samples where "pending" flips can change the state: visit those (a handful), not all
+    flips = ok[np.flatnonzero(np.diff(pend.astype(np.int8), prepend=np.int8(not pend[0])))] \
+        if pend.size else ok[:0]
     pending_since = state.pending_since
     delay = state.startup_delay_seconds
     count = state.delay_samples
-    for i in range(start, ts.size):
-        if not (np.isfinite(reps[i]) and np.isfinite(ready[i])):
-            continue
-        if reps[i] > ready[i]:
+    for j in flips:
+        i = start + int(j)
+        if reps[j] > ready[j]:
             if pending_since is None:
                 pending_since = float(ts[i])
         elif pending_since is not None:

@@ -70,18 +70,20 @@ def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float
     (throttled usage is capped by the quota and would under-read)."""
     usage, rate = window.get("cpu_usage_cores"), window.get("request_rate")
     thr = window.get("throttled_ratio")
-    c = prev
-    for i in range(window.ts.size):
-        if since is not None and window.ts[i] <= since:
-            continue
-        if not (np.isfinite(usage[i]) and np.isfinite(rate[i]) and rate[i] > 0 and usage[i] > 0):
-            continue
-        if np.isfinite(thr[i]) and thr[i] >= p.throttled_threshold:
-            continue
-        x = float(usage[i] / rate[i])
-        c = x if c is None else (1 - p.cpu_per_request_smoothing) * c + \
-            p.cpu_per_request_smoothing * x
-    return c
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0) \
+            & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
+    if since is not None:
+        ok &= window.ts > since
+    x = usage[ok] / rate[ok]
+    if x.size == 0:
+        return prev
+    # c_n = (1-a)^n c_0 + sum_i a (1-a)^(n-1-i) x_i, the first sample standing in for c_0
+    a = p.cpu_per_request_smoothing
+    if prev is None:
+        prev, x = float(x[0]), x[1:]
+    keep = (1.0 - a) ** np.arange(x.size - 1, -1, -1)
+    return float((1.0 - a) ** x.size * prev + a * float((keep * x).sum()))
 
 
 def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | None,
