@@ -13,7 +13,7 @@ BPF_OBJ := probes/runqlat.bpf.o
 
 # The signal check (~15 s), showar vs hpa vs phpa-knn on the WC98 day-25 trace (~8 min), then
 # the emulated DeathStarBench social network under showar and hpa + the affinity experiment (~6 min).
-TRACE ?= ../shared/data/worldcup98/wc_day25_per_minute.csv
+TRACE ?= data/worldcup98/wc_day25_per_minute.csv
 demo: deps
 	$(VENV)/bin/runqscale validate stress --out out/stress || true
 	$(VENV)/bin/runqscale validate --trace $(TRACE) --policies showar,hpa,phpa-knn \

@@ -12,6 +12,7 @@ import click
 
 from runqscale.agent.errors import fail
 from runqscale.agent.params import DURATION
+from runqscale.data import REED98
 from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
 
@@ -68,7 +69,7 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
               help="runlang: the code-execution service; deathstarbench: the emulated social "
                    "network (11 services scaled independently, the 60/30/10 mix).")
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False),
-              default="../shared/data/deathstarbench/socfb-Reed98.edges", show_default=True,
+              default=str(REED98), show_default="data/deathstarbench/socfb-Reed98.edges",
               help="deathstarbench: the social graph (edge list) the stores are seeded from.")
 @click.option("--affinity-seconds", type=DURATION, default="30s", show_default=True,
               help="deathstarbench: seconds per placement per round of the affinity "
@@ -117,11 +118,11 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
 
     \b
     Examples:
-      runqscale validate --trace ../shared/data/worldcup98/wc_day25_per_minute.csv \\
+      runqscale validate --trace data/worldcup98/wc_day25_per_minute.csv \\
           --policies showar,hpa,phpa-knn --duration 150s --out out/demo
       runqscale validate --trace counts.txt --policies showar,hpa --repeats 3 --duration 10m
       runqscale validate --app deathstarbench --policies showar,hpa --duration 120s \
-          --trace ../shared/data/worldcup98/wc_day25_per_minute.csv --out out/dsb
+          --trace data/worldcup98/wc_day25_per_minute.csv --out out/dsb
       runqscale validate stress                 # hog vs light service, verdict in ~15 s
       runqscale validate stress --out out/stress --json
     """
@@ -129,7 +130,7 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
         return
     if trace_path is None:
         fail("--trace FILE is required (e.g. --trace "
-             "../shared/data/worldcup98/wc_day25_per_minute.csv), or run a subcommand: "
+             "data/worldcup98/wc_day25_per_minute.csv), or run a subcommand: "
              "validate stress", usage=True)
     if app == "deathstarbench":
         _validate_dsb(trace_path, policies, duration, repeats, out, segment, time_warp, slo,
