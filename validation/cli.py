@@ -15,6 +15,7 @@ from runqscale.agent.params import DURATION
 from runqscale.data import REED98
 from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
+from runqscale.validation.summary import print_summary, summary
 
 
 class _Segment(click.ParamType):
@@ -125,6 +126,7 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
           --trace data/worldcup98/wc_day25_per_minute.csv --out out/dsb
       runqscale validate stress                 # hog vs light service, verdict in ~15 s
       runqscale validate stress --out out/stress --json
+      runqscale validate summary out/demo/report.json   # the table of a past run
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -186,7 +188,7 @@ def _run_and_summarise(run: Callable[[], dict], probe: Any, wrote: str) -> None:
     finally:
         probe.close()
     click.echo("")
-    _print_summary(report)
+    print_summary(report)
     click.echo(wrote)
 
 
@@ -272,25 +274,6 @@ def _validate_dsb(trace_path: str, policies: tuple[str, ...], duration: float, r
                        "services.png, scores.png, affinity.png, recommendations-*.jsonl")
 
 
-def _print_summary(report: dict) -> None:
-    cols = [("p50_seconds", "p50 ms", 1e3), ("p99_seconds", "p99 ms", 1e3),
-            ("slo_violation_ratio", "SLO viol %", 100), ("failed", "failed", 1),
-            ("cpu_core_seconds_allocated", "core-s alloc", 1),
-            ("cpu_core_seconds_used", "core-s used", 1), ("mean_replicas", "replicas", 1),
-            ("decisions", "decisions", 1), ("penalty", "penalty", 1)]
-    click.echo(f"{'policy':<12}" + "".join(f"{h:>22}" for _, h, _ in cols))
-    for pol, m in report["summary"].items():
-        cells = []
-        for key, _, k in cols:
-            v = m[key]
-            if v["mean"] is None:
-                cells.append(f"{'-':>22}")
-            else:
-                cells.append(f"{v['mean'] * k:>9.2f} [{v['min'] * k:.1f},{v['max'] * k:.1f}]"
-                             .rjust(22))
-        click.echo(f"{pol:<12}" + "".join(cells))
-
-
 @validate.command("stress")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True)
@@ -337,3 +320,6 @@ def stress(backend: str, hierarchy: str, quota: float, duration: float, interval
     if as_json:
         click.echo(json.dumps(res.to_json()))
     sys.exit(0 if res.passed else 1)
+
+
+validate.add_command(summary)
