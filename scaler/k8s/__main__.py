@@ -26,6 +26,7 @@ from runqscale.scaler.actuators.kubernetes import KubernetesActuator
 from runqscale.scaler.k8s.client import ApiClient, RetryPolicy
 from runqscale.scaler.k8s.controller import Controller
 from runqscale.scaler.k8s.events import EventRecorder
+from runqscale.scaler.k8s.kubeconfig import ClusterAccess, cluster_options, one_line_errors
 from runqscale.scaler.k8s.leader import LeaderElector
 from runqscale.scaler.model import ScalerConfig
 
@@ -44,10 +45,8 @@ def _finite(value: float, name: str) -> float:
 
 
 def _client(server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
-            **kw: Any) -> ApiClient:
-    if server:
-        return ApiClient(server, token_file=token_file, ca_file=ca_file, insecure=insecure, **kw)
-    return ApiClient.in_cluster(**kw)
+            kubeconfig: str | None = None, context: str | None = None, **kw: Any) -> ApiClient:
+    return ClusterAccess(kubeconfig, context, server, token_file, ca_file, insecure).client(**kw)
 
 
 @click.command()
@@ -56,7 +55,8 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
               help="A signals JSON Lines file re-read every step (instead of Prometheus).")
 @click.option("--dry-run/--apply", default=True, show_default=True,
               help="Dry-run sends writes with dryRun=All: validated, never persisted.")
-@click.option("--server", help="API server URL (default: in-cluster service account).")
+@cluster_options
+@click.option("--server", help="API server URL, direct (default: kubeconfig, in-cluster in a pod).")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--insecure", is_flag=True, help="Do not verify the API server certificate.")
@@ -84,13 +84,14 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
               callback=lambda ctx, p, v: _finite(v, "--step-budget"),
               help="Seconds one step may spend; workloads left wait for the next step.")
 @click.option("-v", "--verbose", is_flag=True)
+@one_line_errors
 def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
          namespaces: tuple[str, ...], lease_namespace: str, lease_name: str, identity: str,
          lease_duration: float, renew_deadline: float, retry_period: float, tick: float,
          window: float, max_signal_age: float, min_replicas: int, max_replicas: int,
          target_runq_p95: float, period: float | None, step_budget: float,
-         verbose: bool) -> None:
+         verbose: bool, kubeconfig: str | None = None, context: str | None = None) -> None:
     """Scale opted-in workloads (runqscale.io/policy annotation) from run-queue signals."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -111,10 +112,11 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
 
     defaults = ScalerConfig(min_replicas=min_replicas, max_replicas=max_replicas,
                             target_runq_p95_seconds=target_runq_p95, period_seconds=period)
-    client = _client(server, token_file, ca_file, insecure)
+    client = _client(server, token_file, ca_file, insecure, kubeconfig, context)
     # Leases get one attempt per round (the next round is the retry), with a timeout well inside
     # the renew deadline so a hung call cannot keep a leader acting past it.
-    lease_client = _client(server, token_file, ca_file, insecure, retry=RetryPolicy(attempts=1),
+    lease_client = _client(server, token_file, ca_file, insecure, kubeconfig, context,
+                           retry=RetryPolicy(attempts=1),
                            timeout_seconds=max(retry_period, renew_deadline / 3))
     elector = LeaderElector(lease_client, lease_namespace, lease_name, identity,
                             lease_duration, renew_deadline, retry_period)

@@ -8,7 +8,9 @@ and can re-read. Time and randomness are injected (`sleep`, `rand`) so retries t
 deterministically. Connections are kept alive, one per thread (a scaler step over 1,000 workloads
 is ~3,000 calls; a TLS handshake each would double its time).
 
-The `kubernetes` package is not used: it is ~30 MB of generated models for the six endpoints here.
+Where the connection settings come from (kubeconfig with exec plugins and OIDC, in-cluster) is
+the `kubernetes` package's job (`kubeconfig.py` builds this client from its Configuration, `auth`
+then asks it for a fresh Authorization header per request); its generated models are not used.
 """
 
 from __future__ import annotations
@@ -92,11 +94,13 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
         user_agent: str = "runqscale-scaler",
+        auth: Callable[[], str | None] | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self._token = token
         self._token_file = token_file
         self._token_mtime: float | None = None
+        self._auth = auth  # the whole Authorization header value, e.g. refreshed by an exec plugin
         self.timeout = timeout_seconds
         self.retry = retry
         self._sleep = sleep
@@ -209,8 +213,11 @@ class ApiClient:
         headers = {"Accept": JSON, "User-Agent": self.user_agent}
         if data is not None:
             headers["Content-Type"] = ctype
-        token = self._bearer()
-        if token:
+        if self._auth is not None:
+            value = self._auth()
+            if value:
+                headers["Authorization"] = value
+        elif token := self._bearer():
             headers["Authorization"] = f"Bearer {token}"
         # A kept-alive connection the server closed fails on first use: reconnect once at once.
         for fresh in (False, True):

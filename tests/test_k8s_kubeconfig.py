@@ -1,0 +1,118 @@
+"""The scaler's cluster access through the `kubernetes` package's kubeconfig loader: an exec
+credential plugin (a script printing an ExecCredential) gives the token, refreshed when it
+expires; `runqscale scaler k8s --kubeconfig F --context C` from outside the cluster then leads
+(Lease) and scales as the scaler's ServiceAccount on the real API server. Bad options: one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from k8s_helpers import FreshSignals, ScalerProcess, deployment, ensure_namespace, wait_for
+
+from runqscale.scaler.k8s import annotations as ann
+from runqscale.scaler.k8s.client import path
+from runqscale.scaler.k8s.kubeconfig import AccessError, ClusterAccess
+
+PLUGIN = Path(__file__).parent / "k8s_exec_plugin.py"
+NS = "kubeconfig"
+
+
+def exec_kubeconfig(d: Path, server: str, ca: Path | None, token: str, ttl: float
+                    ) -> tuple[Path, Path, Path]:
+    """A kubeconfig with two contexts: `exec` (user authenticated by the plugin) and `other`
+    (a cluster that does not exist); returns (kubeconfig, token file, plugin run counter)."""
+    token_file, count = d / "plugin.token", d / "plugin.count"
+    token_file.write_text(token)
+    cluster = {"server": server, **({"certificate-authority": str(ca)} if ca else {})}
+    cfg = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "other",
+        "clusters": [{"name": "real", "cluster": cluster},
+                     {"name": "nowhere", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "plugin", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": sys.executable,
+            "args": [str(PLUGIN), str(token_file), str(count), str(ttl)],
+            "interactiveMode": "Never"}}}],
+        "contexts": [{"name": "exec", "context": {"cluster": "real", "user": "plugin"}},
+                     {"name": "other", "context": {"cluster": "nowhere", "user": "plugin"}}],
+    }
+    kc = d / "kubeconfig"
+    kc.write_text(json.dumps(cfg))
+    return kc, token_file, count
+
+
+def _runs(count: Path) -> int:
+    return len(count.read_text().splitlines()) if count.exists() else 0
+
+
+def test_exec_plugin_token_is_sent_and_refreshed_when_it_expires(tmp_path):
+    kc, token_file, count = exec_kubeconfig(tmp_path, "https://127.0.0.1:6443", None, "one", 3600)
+    client = ClusterAccess(str(kc), "exec").client()
+    assert client.server == "https://127.0.0.1:6443"  # the named context, not current-context
+    assert client._auth() == "Bearer one" and _runs(count) == 1
+    token_file.write_text("two")
+    assert client._auth() == "Bearer one" and _runs(count) == 1  # valid for an hour: cached
+    # A credential that expires within the loader's skew is fetched again before a request.
+    (tmp_path / "short").mkdir()
+    kc, token_file, count = exec_kubeconfig(tmp_path / "short", "https://127.0.0.1:6443", None,
+                                            "a", 1)
+    client = ClusterAccess(str(kc), "exec").client()
+    token_file.write_text("b")
+    assert client._auth() == "Bearer b" and _runs(count) == 2
+
+
+@pytest.mark.parametrize("access, needle", [
+    (dict(context="missing"), "--context"),
+    (dict(server="https://127.0.0.1:6443", context="exec"), "--server connects directly"),
+    (dict(token_file="/etc/hostname"), "go with --server"),
+])
+def test_bad_access_options_name_the_option(tmp_path, access, needle):
+    kc, _, _ = exec_kubeconfig(tmp_path, "https://127.0.0.1:6443", None, "t", 3600)
+    with pytest.raises(AccessError, match=needle) as e:
+        ClusterAccess(**{"kubeconfig": str(kc), **access}).client()
+    assert "\n" not in str(e.value)
+
+
+def test_scaler_k8s_cli_bad_kubeconfig_is_one_line_exit_2(tmp_path):
+    bad = tmp_path / "kc"
+    bad.write_text("just a string\n")
+    sig = tmp_path / "s.jsonl"
+    sig.write_text("")
+    r = subprocess.run([sys.executable, "-m", "runqscale.agent.cli", "scaler", "k8s",
+                        "--signals", str(sig), "--kubeconfig", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--kubeconfig" in r.stderr and "not a kubeconfig" in r.stderr
+
+
+@pytest.mark.kubernetes
+def test_scaler_k8s_from_outside_with_an_exec_plugin_kubeconfig(k8s_deployed, tmp_path):
+    cp = k8s_deployed.cp
+    ensure_namespace(cp, NS)
+    cp.admin.create(path("Deployment", NS), deployment("viaexec", annotations={
+        ann.POLICY: "static", ann.MIN_REPLICAS: "2"}))
+    # the scaler ServiceAccount's token, handed out by the plugin: short-lived, so refreshed
+    kc, _, count = exec_kubeconfig(tmp_path, cp.server, cp.pki / "ca.crt", k8s_deployed.token,
+                                   ttl=60)
+    sig = FreshSignals(tmp_path / "s.jsonl", [f"{NS}/viaexec"])
+    s = ScalerProcess(["--kubeconfig", str(kc), "--context", "exec", "--signals", str(sig.path),
+                       "--apply", "--namespace", NS, "--lease-namespace", "runqscale-system",
+                       "--lease-name", "kubeconfig", "--identity", "outside", "--tick=0.5",
+                       "--period=0.5", "--max-signal-age=3"], tmp_path / "scaler.log")
+    try:
+        wait_for(s.is_leader, 30, what="the scaler to lead (a Lease, through the exec plugin)")
+        wait_for(lambda: cp.admin.get(path("Deployment", NS, "viaexec"))["spec"]["replicas"] == 2,
+                 30, what="the scaler to scale viaexec 1 -> 2")
+    finally:
+        s.stop()
+        sig.stop()
+    lease = cp.admin.get(path("Lease", "runqscale-system", "kubeconfig"))["spec"]
+    assert lease.get("holderIdentity") in (None, "outside")  # released on SIGTERM
+    (o,) = [e for _, e in s.events("outcome") if e.get("workload") == f"{NS}/viaexec"
+            and e.get("applied")][:1]
+    assert o["action"] == "scale_out"
+    assert _runs(count) >= 2  # re-run as the 60 s token is within the refresh skew
+    assert "Unauthorized" not in (tmp_path / "scaler.log").read_text()
