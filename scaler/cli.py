@@ -22,6 +22,7 @@ import click
 
 from runqscale.scaler import affinity, log, promql, signals, spread
 from runqscale.scaler.clock import WallClockGuard
+from runqscale.scaler.httpconfig import HttpClientConfig, prometheus_http_options
 from runqscale.scaler.model import (
     CurrentState,
     Recommendation,
@@ -549,6 +550,7 @@ def _run_prometheus(
     show_default=True,
     help="With --prometheus: no decision for a workload whose newest sample is older.",
 )
+@prometheus_http_options
 @click.pass_context
 def scaler(
     ctx: click.Context,
@@ -572,6 +574,7 @@ def scaler(
     window: float,
     rate_window: float,
     max_signal_age: float,
+    prometheus_http: HttpClientConfig | None = None,
 ) -> None:
     """Decide replicas and CPU sizes from signals with one policy (dry-run).
 
@@ -580,6 +583,8 @@ def scaler(
       runqscale scaler --policy showar --signals signals.jsonl --once
       runqscale scaler --policy hpa --signals signals.jsonl --log recs.jsonl
       runqscale scaler --policy showar --prometheus http://localhost:9090 --log recs.jsonl
+      runqscale scaler --prometheus https://prom:9090 --prometheus-ca-file ca.pem \\
+          --prometheus-bearer-token-file token --once
       runqscale scaler report recs.jsonl --png recs.png
     """
     if ctx.invoked_subcommand is not None:
@@ -629,7 +634,7 @@ def scaler(
     else:
         assert prometheus_url is not None
         queries = promql.queries(f"{max(1, round(rate_window))}s")
-        source = signals.PrometheusSource(prometheus_url, queries=queries)
+        source = signals.PrometheusSource(prometheus_url, queries=queries, http=prometheus_http)
         loop = PrometheusLoop(source, runner, workloads, max_signal_age)
         _run_prometheus(loop, once, iterations, log_path, as_json)
 

@@ -23,6 +23,7 @@ import click
 
 from runqscale.scaler import signals
 from runqscale.scaler.actuators.kubernetes import KubernetesActuator
+from runqscale.scaler.httpconfig import HttpClientConfig, prometheus_http_options
 from runqscale.scaler.k8s.client import ApiClient, RetryPolicy
 from runqscale.scaler.k8s.controller import Controller
 from runqscale.scaler.k8s.events import EventRecorder
@@ -84,6 +85,7 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
               callback=lambda ctx, p, v: _finite(v, "--step-budget"),
               help="Seconds one step may spend; workloads left wait for the next step.")
 @click.option("-v", "--verbose", is_flag=True)
+@prometheus_http_options
 @one_line_errors
 def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
@@ -91,14 +93,16 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          lease_duration: float, renew_deadline: float, retry_period: float, tick: float,
          window: float, max_signal_age: float, min_replicas: int, max_replicas: int,
          target_runq_p95: float, period: float | None, step_budget: float,
-         verbose: bool, kubeconfig: str | None = None, context: str | None = None) -> None:
+         verbose: bool, kubeconfig: str | None = None, context: str | None = None,
+         prometheus_http: HttpClientConfig | None = None) -> None:
     """Scale opted-in workloads (runqscale.io/policy annotation) from run-queue signals."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if bool(prometheus_url) == bool(signals_file):
         raise click.UsageError("give exactly one of --prometheus URL or --signals FILE")
     if prometheus_url:
-        prom = signals.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age)
+        prom = signals.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age,
+                                        http=prometheus_http)
         step = min(15.0, max(1.0, window / 60))
 
         def source(now: float):
