@@ -16,6 +16,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from runqscale import tables
 from runqscale.scaler.actuators.kubernetes import template_cpu
 from runqscale.scaler.k8s import annotations
 from runqscale.scaler.model import Recommendation
@@ -129,8 +130,8 @@ def table(rs: Sequence[Row], now: float) -> Table:
                                     "" if r.last.applied else " (not applied)")
             if r.last.error:
                 last += " error"
-        t.add_row(
-            name, r.policy,
+        tables.add_row(
+            t, name, r.policy,
             _now_vs(reps_now, None if rec is None else str(rec.replicas)),
             _now_vs(_cores(r.cpu_request_cores),
                     None if rec is None or rec.cpu_request_cores is None

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from rich.live import Live
 
+from runqscale import tables
 from runqscale.agent.errors import fail
 from runqscale.agent.params import DURATION
 from runqscale.data import REED98
@@ -298,16 +300,19 @@ def stress(backend: str, hierarchy: str, quota: float, duration: float, interval
         fail(str(e))
 
     def ms(v: float | None) -> str:
-        return f"{v * 1e3:9.3f}" if v is not None else "        -"
+        return f"{v * 1e3:.3f}" if v is not None else "-"
 
-    click.echo(f"{'t (s)':>7} {'light p95 ms':>13} {'hog p95 ms':>11} {'hog throttled':>14}")
+    table = tables.new(["t (s)", "light p95 ms", "hog p95 ms", "hog throttled"],
+                       numeric=["t (s)", "light p95 ms", "hog p95 ms", "hog throttled"])
 
     def show(r: StressRow) -> None:
-        thr = f"{r.hog_throttled * 100:13.0f}%" if r.hog_throttled is not None else " " * 13 + "-"
-        click.echo(f"{r.t:7.1f} {ms(r.light_p95):>13} {ms(r.hog_p95):>11} {thr}")
+        thr = f"{r.hog_throttled * 100:.0f}%" if r.hog_throttled is not None else "-"
+        tables.add_row(table, f"{r.t:.1f}", ms(r.light_p95), ms(r.hog_p95), thr)
 
+    # live on a terminal; piped, the finished table once
     try:
-        res = run_stress(probe, mounts, cfg, on_row=show)
+        with Live(table, console=tables.console(), refresh_per_second=4):
+            res = run_stress(probe, mounts, cfg, on_row=show)
     finally:
         probe.close()
     click.echo(res.verdict)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import click
@@ -15,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from runqscale import tables
 from runqscale.agent.errors import fail
 
 # (report key, header, scale to the unit in the header, decimals); p50 and the penalty's terms
@@ -24,7 +24,6 @@ COLUMNS = (("p95_seconds", "p95 ms", 1e3, 1), ("p99_seconds", "p99 ms", 1e3, 1),
            ("cpu_core_seconds_allocated", "alloc core-s", 1, 0),
            ("cpu_core_seconds_used", "used core-s", 1, 0), ("mean_replicas", "replicas", 1, 2),
            ("decisions", "decisions", 1, 0), ("penalty", "penalty", 1, 2))
-WIDTH = 120  # when stdout is not a terminal (make demo | tee) and COLUMNS is unset
 
 
 def _mean(v: dict | None, k: float, d: int) -> str:
@@ -51,10 +50,10 @@ def policy_table(report: dict) -> Table:
     for _, head, _, _ in COLUMNS:
         t.add_column(head, justify="right", no_wrap=True)
     for pol, m in report["summary"].items():
-        t.add_row(pol, *(_mean(m.get(key), k, d) for key, _, k, d in COLUMNS))
+        tables.add_row(t, pol, *(_mean(m.get(key), k, d) for key, _, k, d in COLUMNS))
         spread = [_range(m.get(key), k, d) for key, _, k, d in COLUMNS]
         if any(spread):
-            t.add_row("  min–max", *spread, style="dim")
+            tables.add_row(t, "  min–max", *spread, style="dim")
     return t
 
 
@@ -70,20 +69,13 @@ def comparison_table(report: dict) -> Table | None:
         ci = ("-" if c.get("ci_low") is None or c.get("ci_high") is None
               else f"{c['ci_low']:.2f}–{c['ci_high']:.2f}")
         ratio = "-" if c.get("ratio") is None else f"{c['ratio']:.2f}"
-        t.add_row(str(c["policy"]), str(c["baseline"]), str(c["metric"]), ratio, ci,
-                  str(c.get("pairs", "")))
+        tables.add_row(t, str(c["policy"]), str(c["baseline"]), str(c["metric"]), ratio, ci,
+                       str(c.get("pairs", "")))
     return t
 
 
-def make_console() -> Console:
-    out = Console(highlight=False)
-    if not out.is_terminal and "COLUMNS" not in os.environ:
-        out.width = WIDTH
-    return out
-
-
 def print_summary(report: dict, console: Console | None = None) -> None:
-    console = console or make_console()
+    console = console or tables.console()
     console.print(policy_table(report))
     comp = comparison_table(report)
     if comp is not None:
@@ -120,7 +112,7 @@ def summary(reports: tuple[str, ...]) -> None:
       runqscale validate summary out/demo/report.json out/dsb/report.json
     """
     loaded = [(p, load_report(p)) for p in reports]
-    out = make_console()
+    out = tables.console()
     for path, report in loaded:
         out.print(Text(path, style="bold"))
         print_summary(report, out)
