@@ -310,9 +310,14 @@ def stress(backend: str, hierarchy: str, quota: float, duration: float, interval
         tables.add_row(table, f"{r.t:.1f}", ms(r.light_p95), ms(r.hog_p95), thr)
 
     # live on a terminal; piped, the finished table once
+    people = tables.console()
     try:
-        with Live(table, console=tables.console(), refresh_per_second=4):
+        if people.is_terminal:
+            with Live(table, console=people, refresh_per_second=4):
+                res = run_stress(probe, mounts, cfg, on_row=show)
+        else:
             res = run_stress(probe, mounts, cfg, on_row=show)
+            people.print(table)
     finally:
         probe.close()
     click.echo(res.verdict)
