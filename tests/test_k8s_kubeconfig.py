@@ -106,11 +106,13 @@ def test_scaler_k8s_from_outside_with_an_exec_plugin_kubeconfig(k8s_deployed, tm
         wait_for(s.is_leader, 30, what="the scaler to lead (a Lease, through the exec plugin)")
         wait_for(lambda: cp.admin.get(path("Deployment", NS, "viaexec"))["spec"]["replicas"] == 2,
                  30, what="the scaler to scale viaexec 1 -> 2")
+        held = cp.admin.get(path("Lease", "runqscale-system", "kubeconfig"))["spec"]
     finally:
         s.stop()
         sig.stop()
-    lease = cp.admin.get(path("Lease", "runqscale-system", "kubeconfig"))["spec"]
-    assert lease.get("holderIdentity") in (None, "outside")  # released on SIGTERM
+    assert held["holderIdentity"] == "outside"  # leader election on a Lease, as before
+    released = cp.admin.get(path("Lease", "runqscale-system", "kubeconfig"))["spec"]
+    assert not released.get("holderIdentity")  # given back on SIGTERM
     (o,) = [e for _, e in s.events("outcome") if e.get("workload") == f"{NS}/viaexec"
             and e.get("applied")][:1]
     assert o["action"] == "scale_out"
