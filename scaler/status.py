@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from rich import box
@@ -33,9 +34,14 @@ class Row:
     cpu_request_cores: float | None  # per replica, from the pod template
     cpu_limit_cores: float | None
     last: Recommendation | None  # the newest decision for this workload in the log
+    event: Mapping[str, Any] | None = None  # the scaler's newest Event on it (no log needed)
 
     def age_seconds(self, now: float) -> float | None:
-        return None if self.last is None else max(0.0, now - self.last.ts)
+        if self.last is not None:
+            return max(0.0, now - self.last.ts)
+        if self.event is not None:
+            return max(0.0, now - event_time(self.event))
+        return None
 
     def to_json(self, now: float) -> dict[str, Any]:
         last = None
@@ -51,16 +57,47 @@ class Row:
                 "current": {"replicas": self.replicas, "ready_replicas": self.ready_replicas,
                             "cpu_request_cores": self.cpu_request_cores,
                             "cpu_limit_cores": self.cpu_limit_cores},
-                "last_decision": last}
+                "last_decision": last,
+                "last_event": None if self.event is None else {
+                    "type": self.event.get("type"), "reason": self.event.get("reason"),
+                    "message": self.event.get("message"), "count": self.event.get("count"),
+                    "ts": event_time(self.event), "age_seconds": max(0.0, now - event_time(
+                        self.event))}}
 
 
 def _finite(v: float | None) -> float | None:
     return v if v is None or math.isfinite(v) else None
 
 
+def event_time(ev: Mapping[str, Any]) -> float:
+    """An Event's last occurrence (lastTimestamp, else eventTime / firstTimestamp), Unix s."""
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        v = ev.get(key)
+        if v:
+            try:
+                return datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return 0.0
+
+
+def newest_events(items: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], Mapping]:
+    """(kind, namespace, name) -> the newest of these Events about it."""
+    out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    for ev in items:
+        io = ev.get("involvedObject") or {}
+        key = (str(io.get("kind")), str(io.get("namespace")), str(io.get("name")))
+        if key not in out or event_time(ev) >= event_time(out[key]):
+            out[key] = ev
+    return out
+
+
 def rows(objects: Iterable[tuple[str, Mapping[str, Any]]],
-         recs: Sequence[Recommendation]) -> list[Row]:
-    """One row per opted-in object (kind, API object), sorted by namespace/name."""
+         recs: Sequence[Recommendation],
+         events: Iterable[Mapping[str, Any]] = ()) -> list[Row]:
+    """One row per opted-in object (kind, API object), sorted by namespace/name, with its
+    newest log decision and its newest scaler Event."""
+    evs = newest_events(events)
     newest: dict[tuple[str, str, str], Recommendation] = {}
     for r in recs:
         key = (r.workload.kind, r.workload.namespace, r.workload.name)
@@ -76,7 +113,8 @@ def rows(objects: Iterable[tuple[str, Mapping[str, Any]]],
         status = obj.get("status") or {}
         out.append(Row(kind, md["namespace"], md["name"], policy.strip(),
                        (obj.get("spec") or {}).get("replicas"), status.get("readyReplicas", 0),
-                       req, lim, newest.get((kind, md["namespace"], md["name"]))))
+                       req, lim, newest.get((kind, md["namespace"], md["name"])),
+                       evs.get((kind, md["namespace"], md["name"]))))
     return sorted(out, key=lambda r: (r.namespace, r.name, r.kind))
 
 
@@ -124,7 +162,12 @@ def table(rs: Sequence[Row], now: float) -> Table:
         rec = r.last.recommended if r.last else None
         name = f"{r.namespace}/{r.name}" + ("" if r.kind == "Deployment" else f" ({r.kind})")
         reps_now = "-" if r.replicas is None else f"{r.replicas}"
-        last = "-"
+        last, reason = "-", "no decision yet"
+        if r.last is not None:
+            reason = r.last.error or r.last.reason
+        elif r.event is not None:  # no log: what the in-cluster scaler said on the workload
+            last = f"{r.event.get('reason')} (event)"
+            reason = str(r.event.get("message") or "")
         if r.last is not None:
             last = r.last.action + (" (dry-run)" if r.last.dry_run else
                                     "" if r.last.applied else " (not applied)")
@@ -141,6 +184,6 @@ def table(rs: Sequence[Row], now: float) -> Table:
                     else _cores(rec.cpu_limit_cores)),
             signal_text(r.last.signals) if r.last else "-", last,
             age_text(r.age_seconds(now)),
-            (r.last.error or r.last.reason) if r.last else "no decision in the log yet",
+            reason,
         )
     return t

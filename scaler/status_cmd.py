@@ -8,8 +8,8 @@ import sys
 import time
 
 import click
-from rich.console import Console
 
+from runqscale import tables
 from runqscale.scaler import log
 from runqscale.scaler.actuators.kubernetes import SCALABLE_KINDS
 from runqscale.scaler.k8s.client import ApiError, path
@@ -20,6 +20,8 @@ from runqscale.scaler.k8s.kubeconfig import (
 )
 from runqscale.scaler.model import Recommendation
 from runqscale.scaler.status import rows, table
+
+COMPONENT = "runqscale-scaler"  # the EventRecorder's source.component
 
 
 def _read_log(log_path: str | None) -> list[Recommendation]:
@@ -64,8 +66,15 @@ def status(kubeconfig: str | None, context: str | None, namespaces: tuple[str, .
     except ApiError as e:
         click.echo(f"runqscale status: error: {e}", err=True)
         sys.exit(1)
+    events: list[dict] = []
+    try:  # the in-cluster scaler's Events: its decisions when there is no log at hand
+        for ns in namespaces or (None,):
+            events += client.get(path("Event", ns), fieldSelector=f"source={COMPONENT}"
+                                 ).get("items") or []
+    except ApiError as e:
+        click.echo(f"runqscale status: note: no Events ({e.status} {e.reason})", err=True)
     now = time.time()
-    rs = rows(objects, recs)
+    rs = rows(objects, recs, events)
     if as_json:
         click.echo(json.dumps({"ts": now, "workloads": [r.to_json(now) for r in rs]},
                               allow_nan=False))
@@ -74,7 +83,7 @@ def status(kubeconfig: str | None, context: str | None, namespaces: tuple[str, .
         click.echo("no workload opted in (annotation runqscale.io/policy)"
                    + (f" in {', '.join(namespaces)}" if namespaces else ""))
         return
-    Console(highlight=False).print(table(rs, now))
+    tables.console().print(table(rs, now))
 
 
 @click.group("kubectl runqscale", context_settings={"help_option_names": ["-h", "--help"]})

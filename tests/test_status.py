@@ -17,6 +17,7 @@ from k8s_helpers import BIN_DIR, deployment, ensure_namespace, wait_for
 from runqscale.scaler import log
 from runqscale.scaler.k8s import annotations as ann
 from runqscale.scaler.k8s.client import path
+from runqscale.scaler.k8s.events import NORMAL, EventRecorder, ObjectRef
 from runqscale.scaler.model import CurrentState, Recommendation, WorkloadRef
 from runqscale.scaler.status import age_text, rows, signal_text
 
@@ -106,7 +107,22 @@ def test_status_against_the_real_api_server(k8s_control_plane, tmp_path):
     last = web["last_decision"]
     assert last["action"] == "scale_out" and last["recommended"]["replicas"] == 3
     assert 85 <= last["age_seconds"] <= 150 and "1 -> 3" in last["reason"]
-    assert ws["batch"]["last_decision"] is None
+    assert ws["batch"]["last_decision"] is None and ws["batch"]["last_event"] is None
+
+    # no log at hand: the in-cluster scaler's Events on the workload say what it decided
+    batch = cp.admin.get(path("Deployment", NS, "batch"))
+    EventRecorder(cp.admin, instance="scaler-0").record(
+        ObjectRef.of(batch, "Deployment"), NORMAL, "ScaleOutDryRun",
+        "hpa: cpu 0.40 of 0.10 requested (400 % > 75 %): 1x -> 4x (dry-run)")
+    r = _status("--kubeconfig", kc, "-n", NS, "--json")
+    assert r.returncode == 0, r.stderr
+    ws = {w["workload"]["name"]: w for w in json.loads(r.stdout)["workloads"]}
+    ev = ws["batch"]["last_event"]
+    assert ev["reason"] == "ScaleOutDryRun" and "1x -> 4x" in ev["message"]
+    assert 0 <= ev["age_seconds"] < 60 and ws["web"]["last_event"] is None
+    r = _status("--kubeconfig", kc, "-n", NS)
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"{NS}/batch"))
+    assert "ScaleOutDryRun (event)" in line and "1x -> 4x" in line
 
     # people: one line per workload, now -> recommended, signal, reason, age
     r = _status("--kubeconfig", kc, "-n", NS, "--log", str(recs))
