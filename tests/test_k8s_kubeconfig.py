@@ -5,9 +5,11 @@ expires; `runqscale scaler k8s --kubeconfig F --context C` from outside the clus
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +64,21 @@ def test_exec_plugin_token_is_sent_and_refreshed_when_it_expires(tmp_path):
     client = ClusterAccess(str(kc), "exec").client()
     token_file.write_text("b")
     assert client._auth() == "Bearer b" and _runs(count) == 2
+
+
+def test_oidc_auth_provider_id_token_is_sent(tmp_path):
+    claims = {"iss": "https://idp.example", "sub": "dev", "exp": int(time.time()) + 3600}
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    id_token = f"eyJhbGciOiJSUzI1NiJ9.{body}.c2ln"
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "oidc",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "dev", "user": {"auth-provider": {"name": "oidc", "config": {
+            "client-id": "kubectl", "idp-issuer-url": "https://idp.example",
+            "id-token": id_token, "refresh-token": "r"}}}}],
+        "contexts": [{"name": "oidc", "context": {"cluster": "c", "user": "dev"}}]}))
+    assert ClusterAccess(str(kc)).client()._auth() == f"Bearer {id_token}"
 
 
 @pytest.mark.parametrize("access, needle", [
