@@ -48,7 +48,8 @@ def test_summary_prints_each_policy_and_the_paired_ratios(tmp_path):
     assert hpa.split()[1:] == ["400.0", "800.0", "2.0", "3", "120", "80", "2.50", "7", "4.10"]
     ratio = next(ln for ln in lines if "p95_seconds" in ln)
     assert ratio.split() == ["showar", "hpa", "p95_seconds", "0.31", "0.27–0.36", "2"]
-    assert "warp 60x" in r.stdout and "SLO 500 ms" in r.stdout
+    assert ("wc_day25_per_minute.csv 1998-05-20 09:00 – 1998-05-20 15:00, warp 60x, scale 0.01, "
+            "SLO 500 ms") in lines
 
 
 def test_summary_of_a_file_that_is_not_a_report_is_one_line_exit_2(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any
 
 import click
@@ -37,15 +38,19 @@ def _range(v: dict | None, k: float, d: int) -> str:
     return f"{v['min'] * k:.{d}f}–{v['max'] * k:.{d}f}"
 
 
-def policy_table(report: dict) -> Table:
+def caption(report: dict) -> str:
+    """Which trace segment, at what warp and SLO: one line above the table."""
     trace = report.get("trace") or {}
     seg = trace.get("segment") or {}
     slo = report.get("slo_seconds")
-    title = (f"{trace.get('file', '?')} {seg.get('start', '')}–{seg.get('end', '')}, "
-             f"warp {trace.get('time_warp', 0):.0f}x"
-             + (f", SLO {slo * 1e3:.0f} ms" if slo else ""))
-    t = Table(title=Text(title), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-              collapse_padding=True)
+    return (f"{os.path.basename(str(trace.get('file', '?')))} "
+            f"{seg.get('start', '')} – {seg.get('end', '')}, "
+            f"warp {trace.get('time_warp') or 0:.0f}x, scale {trace.get('scale') or 0:.3g}"
+            + (f", SLO {slo * 1e3:.0f} ms" if slo else ""))
+
+
+def policy_table(report: dict) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     t.add_column("policy", no_wrap=True)
     for _, head, _, _ in COLUMNS:
         t.add_column(head, justify="right", no_wrap=True)
@@ -76,6 +81,7 @@ def comparison_table(report: dict) -> Table | None:
 
 def print_summary(report: dict, console: Console | None = None) -> None:
     console = console or tables.console()
+    console.print(Text(caption(report)))
     console.print(policy_table(report))
     comp = comparison_table(report)
     if comp is not None:
