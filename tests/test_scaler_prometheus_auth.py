@@ -172,6 +172,7 @@ def bearer_proxy(pki, tmp_path, prometheus):
     proc.wait(10)
 
 
+@pytest.mark.services
 def test_bearer_token_through_a_tls_proxy(bearer_proxy, pki, tmp_path):
     ca = str(pki / "ca.crt")
     token = secret(tmp_path, "token", TOKEN)
@@ -190,6 +191,7 @@ def _scaler(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.services
 def test_scaler_cli_reads_the_secured_prometheus(bearer_proxy, pki, tmp_path):
     ca, token = str(pki / "ca.crt"), secret(tmp_path, "token", TOKEN)
     _wait_answer(bearer_proxy, HttpClientConfig(bearer_token_file=token, ca_file=ca))
