@@ -31,11 +31,12 @@ def add_row(table: Table, *cells: str | None, style: str | None = None) -> None:
     table.add_row(*(Text("" if c is None else c) for c in cells), style=style)
 
 
-def console(file: io.TextIOBase | None = None) -> Console:
-    """A Console for stdout (or `file`), plain when not a terminal, WIDTH wide unless COLUMNS."""
+def console(file: io.TextIOBase | None = None, width: int = WIDTH) -> Console:
+    """A Console for stdout (or `file`), plain when not a terminal, `width` wide there unless
+    COLUMNS says otherwise."""
     out = Console(file=file, highlight=False, soft_wrap=False)
     if not out.is_terminal and "COLUMNS" not in os.environ:
-        out.width = WIDTH
+        out.width = width
     return out
 
 

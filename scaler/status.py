@@ -132,7 +132,7 @@ def signal_text(signals: Mapping[str, float | None]) -> str:
     parts = []
     p95 = signals.get("runq_p95_seconds")
     if p95 is not None and math.isfinite(p95):
-        parts.append(f"runq p95 {p95 * 1e3:.1f}ms")
+        parts.append(f"p95 {p95 * 1e3:.1f}ms")
     cpu = signals.get("cpu_usage_cores")
     if cpu is not None and math.isfinite(cpu):
         parts.append(f"cpu {cpu:.2f}")
@@ -151,39 +151,47 @@ def age_text(seconds: float | None) -> str:
     return f"{seconds:.0f}s"
 
 
-def table(rs: Sequence[Row], now: float) -> Table:
-    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+def reason_text(r: Row) -> str:
+    if r.last is not None:
+        return r.last.error or r.last.reason
+    if r.event is not None:
+        return str(r.event.get("message") or "")
+    return "no decision yet"
+
+
+def table(rs: Sequence[Row], now: float, with_reason: bool = True) -> Table:
+    """NAMESPACE/NAME, POLICY, REPLICAS and CPU REQ/LIM (now→recommended), SIGNAL (run-queue
+    p95, CPU cores used, throttled share), LAST decision, AGE and REASON (the one that wraps;
+    left out for narrow terminals, where the caller prints reasons below)."""
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for head, right in (("NAMESPACE/NAME", False), ("POLICY", False), ("REPLICAS", True),
-                        ("CPU REQ", True), ("CPU LIM", True), ("SIGNAL", False),
-                        ("LAST", False), ("AGE", True), ("REASON", False)):
-        t.add_column(head, justify="right" if right else "left",
-                     no_wrap=head != "REASON", overflow="fold")
+                        ("CPU REQ/LIM", True), ("SIGNAL", False), ("LAST", False),
+                        ("AGE", True), ("REASON", False))[:None if with_reason else -1]:
+        t.add_column(head, justify="right" if right else "left", no_wrap=head != "REASON",
+                     min_width=24 if head == "REASON" else None)
     for r in rs:
         rec = r.last.recommended if r.last else None
         name = f"{r.namespace}/{r.name}" + ("" if r.kind == "Deployment" else f" ({r.kind})")
-        reps_now = "-" if r.replicas is None else f"{r.replicas}"
-        last, reason = "-", "no decision yet"
-        if r.last is not None:
-            reason = r.last.error or r.last.reason
-        elif r.event is not None:  # no log: what the in-cluster scaler said on the workload
-            last = f"{r.event.get('reason')} (event)"
-            reason = str(r.event.get("message") or "")
+        cpu_now = f"{_cores(r.cpu_request_cores)}/{_cores(r.cpu_limit_cores)}"
+        cpu_rec = None
+        if rec is not None:
+            req = r.cpu_request_cores if rec.cpu_request_cores is None else rec.cpu_request_cores
+            lim = r.cpu_limit_cores if rec.cpu_limit_cores is None else rec.cpu_limit_cores
+            cpu_rec = f"{_cores(req)}/{_cores(lim)}"
+        last = "-"
         if r.last is not None:
             last = r.last.action + (" (dry-run)" if r.last.dry_run else
                                     "" if r.last.applied else " (not applied)")
             if r.last.error:
                 last += " error"
-        tables.add_row(
-            t, name, r.policy,
-            _now_vs(reps_now, None if rec is None else str(rec.replicas)),
-            _now_vs(_cores(r.cpu_request_cores),
-                    None if rec is None or rec.cpu_request_cores is None
-                    else _cores(rec.cpu_request_cores)),
-            _now_vs(_cores(r.cpu_limit_cores),
-                    None if rec is None or rec.cpu_limit_cores is None
-                    else _cores(rec.cpu_limit_cores)),
+        elif r.event is not None:  # no log: what the in-cluster scaler said on the workload
+            last = f"{r.event.get('reason')} (event)"
+        cells = [
+            name, r.policy,
+            _now_vs("-" if r.replicas is None else str(r.replicas),
+                    None if rec is None else str(rec.replicas)),
+            _now_vs(cpu_now, cpu_rec),
             signal_text(r.last.signals) if r.last else "-", last,
-            age_text(r.age_seconds(now)),
-            reason,
-        )
+            age_text(r.age_seconds(now))]
+        tables.add_row(t, *cells, *([reason_text(r)] if with_reason else []))
     return t

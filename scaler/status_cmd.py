@@ -8,6 +8,7 @@ import sys
 import time
 
 import click
+from rich.text import Text
 
 from runqscale import tables
 from runqscale.scaler import log
@@ -19,7 +20,7 @@ from runqscale.scaler.k8s.kubeconfig import (
     one_line_errors,
 )
 from runqscale.scaler.model import Recommendation
-from runqscale.scaler.status import rows, table
+from runqscale.scaler.status import reason_text, rows, table
 
 COMPONENT = "runqscale-scaler"  # the EventRecorder's source.component
 
@@ -83,7 +84,12 @@ def status(kubeconfig: str | None, context: str | None, namespaces: tuple[str, .
         click.echo("no workload opted in (annotation runqscale.io/policy)"
                    + (f" in {', '.join(namespaces)}" if namespaces else ""))
         return
-    tables.console().print(table(rs, now))
+    out = tables.console(width=160)  # a file or pipe: room for REASON
+    wide = out.width >= 150
+    out.print(table(rs, now, with_reason=wide))
+    if not wide:  # a narrow terminal: each reason on its own line, wrapped
+        for r in rs:
+            out.print(Text(f"{r.namespace}/{r.name}: {reason_text(r)}"))
 
 
 @click.group("kubectl runqscale", context_settings={"help_option_names": ["-h", "--help"]})

@@ -57,7 +57,7 @@ def test_rows_pair_each_opted_in_workload_with_its_newest_decision():
 
 def test_texts():
     assert signal_text({"runq_p95_seconds": 0.0123, "cpu_usage_cores": 0.5,
-                        "throttled_ratio": 0.0}) == "runq p95 12.3ms, cpu 0.50"
+                        "throttled_ratio": 0.0}) == "p95 12.3ms, cpu 0.50"
     assert [age_text(s) for s in (None, 5, 125, 7300, 200000)] == ["-", "5s", "2m", "2h", "2d"]
 
 
@@ -126,9 +126,9 @@ def test_status_against_the_real_api_server(k8s_control_plane, tmp_path):
     r = _status("--kubeconfig", kc, "-n", NS, "--log", str(recs))
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith(f"{NS}/web"))
-    assert "2→3" in line and "runq p95 12.0ms" in line and "scale_out" in line
+    assert "2→3" in line and "p95 12.0ms" in line and "scale_out" in line
     assert "1m" in line or "2m" in line
-    assert "100m" in line and "1 -> 3" in line
+    assert "100m/200m" in line and "1 -> 3" in line
 
     # the same through kubectl's plugin mechanism (kubectl-runqscale on PATH)
     if not os.access(BIN_DIR / "kubectl", os.X_OK):
