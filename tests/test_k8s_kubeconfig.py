@@ -6,13 +6,18 @@ expires; `runqscale scaler k8s --kubeconfig F --context C` from outside the clus
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import ssl
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
+import yaml
 from k8s_helpers import FreshSignals, ScalerProcess, deployment, ensure_namespace, wait_for
 
 from runqscale.scaler.k8s import annotations as ann
@@ -79,6 +84,82 @@ def test_oidc_auth_provider_id_token_is_sent(tmp_path):
             "id-token": id_token, "refresh-token": "r"}}}}],
         "contexts": [{"name": "oidc", "context": {"cluster": "c", "user": "dev"}}]}))
     assert ClusterAccess(str(kc)).client()._auth() == f"Bearer {id_token}"
+
+
+def _jwt(exp: float) -> str:
+    claims = {"iss": "https://idp.example", "sub": "dev", "exp": int(exp)}
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    return f"eyJhbGciOiJSUzI1NiJ9.{body}.c2ln"
+
+
+class FakeIdP:
+    """An OIDC provider over TLS: discovery document and a token endpoint that trades refresh
+    token r<n> for r<n+1> and a new id-token, first one expiring in 30 s, later ones in an hour."""
+
+    def __init__(self, pki: Path) -> None:
+        idp = self
+        self.refreshes: list[str] = []
+        self.tokens: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _json(self, obj: dict) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                self._json({"issuer": idp.url, "token_endpoint": f"{idp.url}/token"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                form = urllib.parse.parse_qs(
+                    self.rfile.read(int(self.headers["Content-Length"])).decode())
+                old = form["refresh_token"][0]
+                idp.refreshes.append(old)
+                token = _jwt(time.time() + (30 if len(idp.refreshes) == 1 else 3600))
+                idp.tokens.append(token)
+                self._json({"access_token": "a", "token_type": "Bearer", "expires_in": 3600,
+                            "id_token": token, "refresh_token": f"r{int(old[1:]) + 1}"})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(pki / "apiserver.crt", pki / "apiserver.key")
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_oidc_id_token_is_refreshed_before_it_expires(tmp_path):
+    from k8s_helpers import make_pki
+
+    pki = tmp_path / "pki"
+    make_pki(pki)  # a CA and a serving certificate for 127.0.0.1
+    idp = FakeIdP(pki)
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "oidc",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "dev", "user": {"auth-provider": {"name": "oidc", "config": {
+            "client-id": "kubectl", "client-secret": "s", "idp-issuer-url": idp.url,
+            "idp-certificate-authority": str(pki / "ca.crt"),
+            "id-token": _jwt(time.time() - 10), "refresh-token": "r1"}}}}],
+        "contexts": [{"name": "oidc", "context": {"cluster": "c", "user": "dev"}}]}))
+    try:
+        client = ClusterAccess(str(kc)).client()  # the expired id-token is refreshed at load
+        assert idp.refreshes == ["r1"]
+        # that one expires in 30 s, inside the refresh skew: refreshed before it is sent
+        assert client._auth() == f"Bearer {idp.tokens[1]}" and idp.refreshes == ["r1", "r2"]
+        assert client._auth() == f"Bearer {idp.tokens[1]}" and len(idp.refreshes) == 2
+    finally:
+        idp.server.shutdown()
+    # written back, as kubectl does: the next process starts from the newest refresh token
+    saved = yaml.safe_load(kc.read_text())["users"][0]["user"]["auth-provider"]["config"]
+    assert saved["refresh-token"] == "r3" and saved["id-token"] == idp.tokens[1]
 
 
 @pytest.mark.parametrize("access, needle", [

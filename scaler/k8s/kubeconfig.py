@@ -14,9 +14,12 @@ Configuration for the Authorization header on each request.
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +59,8 @@ class ClusterAccess:
         if self.token_file or self.ca_file or self.insecure:
             raise AccessError("--token-file, --ca-file and --insecure go with --server URL; "
                               "with a kubeconfig, put them in it")
-        return client_from(load_configuration(self.kubeconfig, self.context), **kw)
+        return client_from(load_configuration(self.kubeconfig, self.context),
+                           reload=lambda: load_configuration(self.kubeconfig, self.context), **kw)
 
 
 def load_configuration(kubeconfig: str | None, context: str | None) -> Any:
@@ -73,8 +77,10 @@ def load_configuration(kubeconfig: str | None, context: str | None) -> Any:
         return cfg
     where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
     try:
+        # persist: a refreshed OIDC id-token and refresh-token are written back, as kubectl does
+        # (identity providers that rotate refresh tokens accept each one only once)
         config.load_kube_config(config_file=kubeconfig, context=context,
-                                client_configuration=cfg, persist_config=False)
+                                client_configuration=cfg, persist_config=True)
     except config.ConfigException as e:
         option = "--context" if context and "context" in str(e).lower() else "--kubeconfig"
         raise AccessError(f"{option}: {where}: {e}; pass a kubeconfig kubectl accepts "
@@ -89,25 +95,53 @@ def load_configuration(kubeconfig: str | None, context: str | None) -> Any:
     return cfg
 
 
-def client_from(cfg: Any, **kw: Any) -> ApiClient:
+def client_from(cfg: Any, reload: Callable[[], Any] | None = None, **kw: Any) -> ApiClient:
     """Our ApiClient with a Configuration's host, TLS files and (refreshing) credentials."""
     cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file and cfg.key_file else None
     return ApiClient(cfg.host, ca_file=cfg.ssl_ca_cert, client_cert=cert,
-                     insecure=not cfg.verify_ssl, auth=authorization(cfg), **kw)
+                     insecure=not cfg.verify_ssl, auth=authorization(cfg, reload), **kw)
 
 
-def authorization(cfg: Any) -> Callable[[], str | None]:
+REFRESH_SKEW_SECONDS = 60.0
+
+
+def authorization(cfg: Any, reload: Callable[[], Any] | None = None
+                  ) -> Callable[[], str | None]:
     """The Authorization header value, per request. The Configuration's refresh hook re-runs an
-    exec plugin or refreshes an OIDC token once it expires (in-cluster: re-reads the projected
-    token); the lock keeps the scaler's worker threads from running the plugin at once."""
+    exec plugin once its credential expires (in-cluster: re-reads the projected token). An OIDC
+    id-token carries no expiry the package tracks, so a bearer JWT within a minute of its `exp`
+    reloads the kubeconfig (`reload`), which refreshes it with the refresh token. The lock keeps
+    the scaler's worker threads from refreshing at once."""
     lock = threading.Lock()
+    current = [cfg]
+
+    def value() -> str | None:
+        auth = current[0].auth_settings().get("BearerToken")
+        return auth["value"] if auth else None
 
     def header() -> str | None:
         with lock:
-            auth = cfg.auth_settings().get("BearerToken")
-        return auth["value"] if auth else None
+            v = value()
+            if reload is not None and v and _expiring(v, REFRESH_SKEW_SECONDS):
+                current[0] = reload()
+                v = value()
+        return v
 
     return header
+
+
+def _expiring(header: str, skew: float) -> bool:
+    """True if the header is `Bearer <JWT>` whose `exp` is less than `skew` seconds away."""
+    scheme, _, token = header.partition(" ")
+    parts = token.split(".")
+    if scheme.lower() != "bearer" or len(parts) != 3:
+        return False
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        exp = float(claims["exp"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    return exp - time.time() < skew
 
 
 def cluster_options(f: Callable[..., Any]) -> Callable[..., Any]:
