@@ -9,20 +9,22 @@ APT_PKGS := clang llvm libbpf-dev libbpf1 bpftool python3-bpfcc bpfcc-tools libb
             redis-server memcached
 BPF_OBJ := probes/runqlat.bpf.o
 
-.PHONY: demo test bench bench-validate deps system-deps kernel-headers tracefs bpf lint clean
+.PHONY: demo test bench bench-validate deps demo-deps system-deps kernel-headers tracefs bpf lint clean
 
-# The signal check (~15 s), showar vs hpa vs phpa-knn on the busiest 2.5 h of the WC98 day-25
-# trace at 60x (~9 min), then the emulated DeathStarBench social network under showar and hpa +
-# the affinity experiment (~6 min).
-TRACE ?= ../shared/data/worldcup98/wc_day25_per_minute.csv
-demo: deps
+# The signal check (~15 s), showar vs hpa vs phpa-knn on the WC98 day-25 trace (~8 min), then
+# the emulated DeathStarBench social network under showar and hpa + the affinity experiment (~6 min).
+TRACE ?= data/worldcup98/wc_day25_per_minute.csv
+# It ends with the comparison tables (one screen) and where the reports and plots are.
+demo: demo-deps
 	$(VENV)/bin/runqscale validate stress --out out/stress || true
 	$(VENV)/bin/runqscale validate --trace $(TRACE) --policies showar,hpa,phpa-knn \
 	  --duration 150s --out out/demo
 	$(VENV)/bin/runqscale validate --app deathstarbench --trace $(TRACE) --policies showar,hpa \
 	  --duration 90s --affinity-seconds 20s --out out/dsb
-	@echo "report: out/demo/report.json, plots: out/demo/*.png, signal check: out/stress/," \
-	  "DeathStarBench: out/dsb/"
+	@echo; $(VENV)/bin/runqscale validate summary out/demo/report.json out/dsb/report.json
+	@echo; echo "reports: out/demo/report.json, out/dsb/report.json (details.json beside each)"; \
+	  echo "plots:   $$(ls out/demo/*.png out/dsb/*.png 2>/dev/null | tr '\n' ' ')"; \
+	  echo "signal check: out/stress/stress.json, out/stress/stress.png"
 
 test: deps
 	$(VENV)/bin/ruff check .
@@ -39,15 +41,17 @@ bench: deps
 # per-second 1998-06-25 trace and DeathStarBench, showar vs hpa, vpa, phpa-knn in ABBA pairs
 # (comparisons with 95 % CIs), and each policy's knob swept (showar 2/5/10/20 ms, hpa and
 # phpa-knn 50/70/90 %) for the cost-vs-p99 Pareto plots. Results: out/bench-validate/.
-TRACE_PER_SECOND ?= ../shared/data/worldcup98/wc_1998-06-25_per_second.csv
-GRAPH ?= ../shared/data/deathstarbench/socfb-Reed98.edges
+TRACE_PER_SECOND ?= data/worldcup98/wc_1998-06-25_per_second.csv
+GRAPH ?= data/deathstarbench/socfb-Reed98.edges
 BENCH_DURATION ?= 150s
 BENCH_REPEATS ?= 3
-bench-validate: deps
+bench-validate: demo-deps
 	$(PY) -m runqscale.validation.bench --out out/bench-validate --duration $(BENCH_DURATION) \
 	  --repeats $(BENCH_REPEATS) --day25 $(TRACE) --per-second $(TRACE_PER_SECOND) --graph $(GRAPH)
 
-deps: system-deps kernel-headers tracefs $(VENV)/.installed $(BPF_OBJ) k8s-build
+# What the demo runs (no Kubernetes); the tests also need the control plane built from source.
+demo-deps: system-deps kernel-headers tracefs $(VENV)/.installed $(BPF_OBJ)
+deps: demo-deps k8s-build
 
 # Debian packages: the BPF toolchain, BCC and its tools, stress-ng, a real Prometheus, nginx.
 system-deps:

@@ -27,25 +27,27 @@ import sys
 import time
 import urllib.request
 
+import psutil
+
 from runqscale.ports import free_port
 
 RUNQLAT = "/usr/sbin/runqlat-bpfcc"
 
 
 def _status(pid: int) -> dict[str, int]:
-    out = {}
+    """RSS now (psutil) and its peak: VmHWM, which psutil does not expose, from the kernel."""
+    out = {"VmRSS": psutil.Process(pid).memory_info().rss}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
+            if k == "VmHWM":
                 out[k] = int(v.split()[0]) * 1024
     return out
 
 
 def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
 
 
 class Agent:
@@ -225,8 +227,7 @@ def main() -> None:
     res: dict = {"machine": {"kernel": os.uname().release, "cpus": os.cpu_count()}}
 
     def loadavg() -> float:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
+        return os.getloadavg()[0]
 
     res["machine"]["loadavg_at_start"] = loadavg()
     res["agent_start"] = bench_start(a.starts)

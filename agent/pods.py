@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
+import urllib.request  # not `kubernetes`: importing it adds 28 MiB RSS, 30 % of the 96Mi request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import click
+from rich.console import Console
 
+from runqscale import tables
 from runqscale.agent.errors import fail
 from runqscale.params import DURATION
 from runqscale.probes.backends import BACKENDS, HIERARCHIES, open_probe
@@ -15,20 +16,21 @@ from runqscale.probes.errors import ProbeError
 
 
 def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e3:8.3f}"
+    return "-" if v is None else f"{v * 1e3:.3f}"
 
 
-def _table(rows: list[dict], interval: float, out) -> None:
-    out.write(f"{'CGROUP':<48} {'EVENTS/S':>9} {'P50 ms':>8} {'P95 ms':>8} {'P99 ms':>8} "
-              f"{'WAIT s/s':>8} {'THROTTLED':>9}\n")
+def _table(rows: list[dict], interval: float, out: Console) -> None:
+    t = tables.new(["CGROUP", "EVENTS/S", "P50 ms", "P95 ms", "P99 ms", "WAIT s/s", "THROTTLED"],
+                   numeric=["EVENTS/S", "P50 ms", "P95 ms", "P99 ms", "WAIT s/s", "THROTTLED"])
     for r in rows:
-        thr = "-" if r["throttled_ratio"] is None else f"{r['throttled_ratio'] * 100:8.1f}%"
+        thr = "-" if r["throttled_ratio"] is None else f"{r['throttled_ratio'] * 100:.1f}%"
         path = r["cgroup"] if len(r["cgroup"]) <= 48 else "…" + r["cgroup"][-47:]
-        out.write(f"{path:<48} {r['events'] / interval:9.0f} {_ms(r['p50_seconds'])} "
-                  f"{_ms(r['p95_seconds'])} {_ms(r['p99_seconds'])} "
-                  f"{r['wait_seconds'] / interval:8.3f} {thr:>9}\n")
-    out.write("\n")
-    out.flush()
+        tables.add_row(t, path, f"{r['events'] / interval:.0f}", _ms(r["p50_seconds"]),
+                       _ms(r["p95_seconds"]), _ms(r["p99_seconds"]),
+                       f"{r['wait_seconds'] / interval:.3f}", thr)
+    out.print(t)
+    out.print()
+    out.file.flush()
 
 
 @click.command("probe")
@@ -74,6 +76,7 @@ def probe(backend: str, hierarchy: str, interval: float, count: int | None, as_j
     except ProbeError as e:
         fail(str(e))
     sampler = Sampler(p, mounts, root, only=list(cgroups) or None)
+    people = tables.console()
     sampler.sample()
     n = 0
     try:
@@ -87,7 +90,7 @@ def probe(backend: str, hierarchy: str, interval: float, count: int | None, as_j
                                   "interval_seconds": round(iv.seconds, 4),
                                   "containers": rows}), flush=True)
             else:
-                _table(rows, iv.seconds or interval, sys.stdout)
+                _table(rows, iv.seconds or interval, people)
             n += 1
     except KeyboardInterrupt:
         pass

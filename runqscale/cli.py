@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("runqscale.agent.daemon_cmd", "agent", "Node daemon: probes + Prometheus /metrics."),
     "scaler": ("runqscale.scaler.cli", "scaler", "Scaling policies: decide from signals."),
     "validate": ("runqscale.validation.cli", "validate", "Stress-test validation on this host."),
+    "status": ("runqscale.scaler.status_cmd", "status", "Opted-in workloads: now vs recommended."),
 }
 
 

@@ -28,6 +28,7 @@ from runqscale.scaler.cliparams import (
     WorkloadType,
     load_config,
 )
+from runqscale.scaler.httpconfig import HttpClientConfig, prometheus_http_options
 from runqscale.scaler.loops import PrometheusLoop, replay_file
 from runqscale.scaler.model import Recommendation, Sample, ScalerConfig, WorkloadRef
 from runqscale.scaler.policies import POLICIES, get
@@ -173,6 +174,7 @@ def _warn(message: str) -> None:
     show_default=True,
     help="With --prometheus: no decision for a workload whose newest sample is older.",
 )
+@prometheus_http_options
 @click.pass_context
 def scaler(
     ctx: click.Context,
@@ -196,6 +198,7 @@ def scaler(
     window: float,
     rate_window: float,
     max_signal_age: float,
+    prometheus_http: HttpClientConfig | None = None,
 ) -> None:
     """Decide replicas and CPU sizes from signals with one policy (dry-run).
 
@@ -204,6 +207,8 @@ def scaler(
       runqscale scaler --policy showar --signals signals.jsonl --once
       runqscale scaler --policy hpa --signals signals.jsonl --log recs.jsonl
       runqscale scaler --policy showar --prometheus http://localhost:9090 --log recs.jsonl
+      runqscale scaler --prometheus https://prom:9090 --prometheus-ca-file ca.pem \\
+          --prometheus-bearer-token-file token --once
       runqscale scaler report recs.jsonl --png recs.png
     """
     if ctx.invoked_subcommand is not None:
@@ -264,7 +269,10 @@ def scaler(
         else:
             assert prometheus_url is not None
             queries = promql.queries(f"{max(1, round(rate_window))}s")
-            source = signals.PrometheusSource(prometheus_url, queries=queries)
+            source = signals.PrometheusSource(prometheus_url, queries=queries,
+                                              pod_queries=promql.pods(
+                                                  f"{max(1, round(rate_window))}s"),
+                                              http=prometheus_http)
             loop = PrometheusLoop(source, routine, pol, config, workloads, max_signal_age,
                                   window, warn=_warn)
             loop.run(once, iterations, on_error=lambda exc: _warn(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from runqscale import tables
 from runqscale.scaler.model import ACTIONS, Recommendation
 
 
@@ -41,23 +42,20 @@ def summarize(recs: Sequence[Recommendation]) -> dict[str, dict[str, Any]]:
 
 
 def table(summary: dict[str, dict[str, Any]]) -> str:
-    head = (
-        f"{'workload [policy]':<40} {'dec':>5} {'out':>4} {'in':>4} {'rsz':>4} {'aff':>4} "
-        f"{'rep min/mean/max':>17} {'last req/lim cores':>19} {'err':>4}"
-    )
-    lines = [head, "-" * len(head)]
+    t = tables.new(["workload [policy]", "dec", "out", "in", "rsz", "aff", "rep min/mean/max",
+                    "last req/lim cores", "err"],
+                   numeric=["dec", "out", "in", "rsz", "aff", "rep min/mean/max",
+                            "last req/lim cores", "err"])
     for key, s in summary.items():
         a = s["actions"]
         last = s["last_recommended"]
         req = "-" if last["cpu_request_cores"] is None else f"{last['cpu_request_cores']:.3f}"
         lim = "-" if last["cpu_limit_cores"] is None else f"{last['cpu_limit_cores']:.3f}"
-        reps = f"{s['replicas_min']}/{s['replicas_mean']:.1f}/{s['replicas_max']}"
-        lines.append(
-            f"{key:<40} {s['decisions']:>5} {a['scale_out']:>4} {a['scale_in']:>4} "
-            f"{a['resize']:>4} {a['affinity']:>4} {reps:>17} {req + '/' + lim:>19} "
-            f"{s['errors']:>4}"
-        )
-    return "\n".join(lines)
+        tables.add_row(t, key, str(s["decisions"]), str(a["scale_out"]), str(a["scale_in"]),
+                       str(a["resize"]), str(a["affinity"]),
+                       f"{s['replicas_min']}/{s['replicas_mean']:.1f}/{s['replicas_max']}",
+                       f"{req}/{lim}", str(s["errors"]))
+    return tables.render(t)
 
 
 def plot(recs: Sequence[Recommendation], path: Path) -> Path:

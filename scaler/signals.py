@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from runqscale.scaler import promql
+from runqscale.scaler.httpconfig import HttpClientConfig, HttpConfigError
 from runqscale.scaler.model import PodSample, Sample, SignalWindow, WorkloadRef
 
 # field -> (integer?, lowest, highest) sane values; beyond them a value is bad input (file) or
@@ -235,17 +236,21 @@ class PrometheusSource:
         timeout_seconds: float = 10.0,
         staleness_seconds: float = 120.0,
         pod_queries: Mapping[str, str] | None = None,
+        http: HttpClientConfig | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.queries = queries
         self.timeout = timeout_seconds
         self.staleness = staleness_seconds
         self.pod_queries = dict(promql.pods()) if pod_queries is None else dict(pod_queries)
+        self.http = http or HttpClientConfig()
+        self._tls = self.http.ssl_context()  # once: a bad CA or key fails here, not per query
 
     def _get(self, path: str, params: Mapping[str, str]) -> Any:
         full = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(full, timeout=self.timeout) as resp:
+            req = urllib.request.Request(full, headers=self.http.headers())
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self._tls) as resp:
                 body = resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode("utf-8", "replace")
@@ -253,6 +258,8 @@ class PrometheusSource:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise PrometheusError(f"{self.url}: cannot reach Prometheus ({reason})") from None
+        except HttpConfigError as exc:  # a secret file gone or emptied since start
+            raise PrometheusError(f"{self.url}: {exc}") from None
         try:
             obj = json.loads(body)
         except ValueError:

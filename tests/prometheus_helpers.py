@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -20,10 +21,12 @@ PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 
 class PrometheusServer:
     def __init__(self, targets: list[str], scrape_interval: str = "1s",
-                 job: str = "runqscale-agent") -> None:
+                 job: str = "runqscale-agent", web_config: str | None = None) -> None:
+        """`web_config`: a --web.config.file (TLS, basic auth); the URL is then https."""
         self.dir = tempfile.mkdtemp(prefix="runqscale-prom-")
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.web_config = web_config
+        self.url = f"{'https' if web_config else 'http'}://127.0.0.1:{self.port}"
         cfg = os.path.join(self.dir, "prometheus.yml")
         with open(cfg, "w") as f:
             f.write(
@@ -38,7 +41,8 @@ class PrometheusServer:
         self.log = open(os.path.join(self.dir, "prometheus.log"), "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [PROMETHEUS, f"--config.file={cfg}", f"--storage.tsdb.path={self.dir}/data",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+             *([f"--web.config.file={web_config}"] if web_config else [])],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._wait_ready()
 
@@ -47,6 +51,12 @@ class PrometheusServer:
         while time.monotonic() < end:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited ({self.proc.returncode}): {self.logs()}")
+            if self.web_config:  # secured: listening is enough, the test checks the rest
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    return
+                except OSError:
+                    pass
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
                     if r.status == 200:

@@ -1,6 +1,6 @@
 """deathstarbench/emulation: the call graph as data (structure, request mix, expected visits,
 agreement with the Kubernetes manifests) and the social graph loader (synthetic files, the real
-socfb-Reed98 graph from ../shared/data when present, and a property over random edge lists)."""
+socfb-Reed98 graph from the repo's data/, and a property over random edge lists)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from k8s_helpers import REPO
 from runqscale.deathstarbench.emulation import callgraph as cg
 from runqscale.deathstarbench.emulation.socialgraph import SocialGraphError, load_edges
 
-REED98 = REPO.parent / "shared/data/deathstarbench/socfb-Reed98.edges"
+REED98 = REPO / "data/deathstarbench/socfb-Reed98.edges"
 BASE = REPO / "deathstarbench/manifests/base"
 
 
@@ -217,7 +217,6 @@ def test_loader_property_symmetric_and_counts(tmp_path_factory, edges):
             assert u in g.followers(v)
 
 
-@pytest.mark.skipif(not REED98.exists(), reason=f"{REED98} not present (../shared/data)")
 def test_reed98_graph():
     g = load_edges(REED98)
     assert (g.users, g.friendships, g.self_loops, g.duplicates) == (962, 18812, 0, 0)

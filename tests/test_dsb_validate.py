@@ -13,8 +13,8 @@ import sys
 import pytest
 from k8s_helpers import REPO
 
-REED98 = REPO.parent / "shared/data/deathstarbench/socfb-Reed98.edges"
-TRACE = REPO.parent / "shared/data/worldcup98/wc_day25_per_minute.csv"
+REED98 = REPO / "data/deathstarbench/socfb-Reed98.edges"
+TRACE = REPO / "data/worldcup98/wc_day25_per_minute.csv"
 CONTRACT_RUN = {"policy", "repeat", "requests", "failed", "p50_seconds", "p95_seconds",
                 "p99_seconds", "slo_violation_ratio", "cpu_core_seconds_requested",
                 "cpu_core_seconds_allocated", "cpu_core_seconds_used", "mean_replicas",
@@ -46,8 +46,6 @@ def test_bad_graph_and_app_are_one_line_errors(tmp_path):
 def test_validate_deathstarbench_showar_hpa_report(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to load BPF programs and create cgroups")
-    if not REED98.exists() or not TRACE.exists():
-        pytest.skip("no ../shared/data")
     out = tmp_path / "dsb"
     r = _cli("--app", "deathstarbench", "--trace", str(TRACE), "--policies", "showar,hpa",
              "--duration", "30s", "--affinity-seconds", "8s", "--segment", "9h,30m",

@@ -15,10 +15,7 @@ import pytest
 from conftest import require_root
 from k8s_helpers import REPO
 
-# the repo's copy once it has one, else the shared data beside it
-TRACE = next((p for p in (REPO / "data/worldcup98/wc_day25_per_minute.csv",
-                          REPO.parent / "shared/data/worldcup98/wc_day25_per_minute.csv")
-              if p.exists()), REPO / "data/worldcup98/wc_day25_per_minute.csv")
+from runqscale.data import WC98_DAY25 as TRACE
 
 
 def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -27,8 +24,6 @@ def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 def test_a_squeezed_segment_is_a_one_line_usage_error(tmp_path) -> None:
-    if not TRACE.exists():
-        pytest.skip("no ../shared/data")
     for seg, needle in (("0,24h", "above the maximum 60x"), ("9h,x", "START[,DURATION]"),
                         ("30h", "outside the trace")):
         r = _cli("--trace", str(TRACE), "--segment", seg, "--duration", "150s",
@@ -44,8 +39,6 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
     require_root()
     if not os.path.exists("/usr/sbin/nginx"):
         pytest.skip("no nginx (apt-get install nginx-light)")
-    if not TRACE.exists():
-        pytest.skip("no ../shared/data")
     out = tmp_path / "bench"
     # 20 s at <= 60x: the busiest 20 trace minutes; the exclusion rule is the default's, but
     # a shared CI machine is busy, so the threshold is lifted to check the comparisons' shape

@@ -27,6 +27,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from runqscale import data
 from runqscale.validation import pareto
 from runqscale.validation.report import write_json
 
@@ -73,13 +74,12 @@ def complete(report_path: str, policies: tuple[str, ...], repeats: int) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runqscale.validation.bench",
                                  description=__doc__.split("\n")[0])
-    data = "../shared/data"
     ap.add_argument("--out", default="out/bench-validate")
     ap.add_argument("--duration", default="150s")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--day25", default=f"{data}/worldcup98/wc_day25_per_minute.csv")
-    ap.add_argument("--per-second", default=f"{data}/worldcup98/wc_1998-06-25_per_second.csv")
-    ap.add_argument("--graph", default=f"{data}/deathstarbench/socfb-Reed98.edges")
+    ap.add_argument("--day25", default=str(data.WC98_DAY25))
+    ap.add_argument("--per-second", default=str(data.WC98_PER_SECOND))
+    ap.add_argument("--graph", default=str(data.REED98))
     ap.add_argument("--only", action="append", choices=("day25", "per-second",
                                                         "deathstarbench"),
                     help="Run only these workloads (repeatable).")

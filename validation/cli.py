@@ -9,12 +9,16 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+from rich.live import Live
 
+from runqscale import tables
 from runqscale.agent.errors import fail
+from runqscale.data import REED98
 from runqscale.params import DURATION
 from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
 from runqscale.scaler.model import ScalerConfig
+from runqscale.validation.summary import print_summary, summary
 
 
 class _Segment(click.ParamType):
@@ -75,7 +79,7 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
               help="runlang: the code-execution service; deathstarbench: the emulated social "
                    "network (11 services scaled independently, the 60/30/10 mix).")
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False),
-              default="../shared/data/deathstarbench/socfb-Reed98.edges", show_default=True,
+              default=str(REED98), show_default="data/deathstarbench/socfb-Reed98.edges",
               help="deathstarbench: the social graph (edge list) the stores are seeded from.")
 @click.option("--affinity-seconds", type=DURATION, default="30s", show_default=True,
               help="deathstarbench: seconds per placement per round of the affinity "
@@ -143,20 +147,21 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
 
     \b
     Examples:
-      runqscale validate --trace ../shared/data/worldcup98/wc_day25_per_minute.csv \\
+      runqscale validate --trace data/worldcup98/wc_day25_per_minute.csv \\
           --policies showar,hpa,phpa-knn --duration 150s --out out/demo
       runqscale validate --trace counts.txt --policies showar,hpa --repeats 3 --duration 10m
       runqscale validate --trace wc_day25_per_minute.csv --segment 9h,2h30m --repeats 3
       runqscale validate --app deathstarbench --policies showar,hpa --duration 120s \
-          --trace ../shared/data/worldcup98/wc_day25_per_minute.csv --out out/dsb
+          --trace data/worldcup98/wc_day25_per_minute.csv --out out/dsb
       runqscale validate stress                 # hog vs light service, verdict in ~15 s
       runqscale validate stress --out out/stress --json
+      runqscale validate summary out/demo/report.json   # the table of a past run
     """
     if ctx.invoked_subcommand is not None:
         return
     if trace_path is None:
         fail("--trace FILE is required (e.g. --trace "
-             "../shared/data/worldcup98/wc_day25_per_minute.csv), or run a subcommand: "
+             "data/worldcup98/wc_day25_per_minute.csv), or run a subcommand: "
              "validate stress", usage=True)
     from runqscale.validation.host import ExclusionRule
     from runqscale.validation.traces import TraceError, load_trace, window_segment
@@ -221,8 +226,9 @@ def _run_and_summarise(run: Callable[[], dict], probe: Any, wrote: str) -> None:
     finally:
         probe.close()
     click.echo("")
-    _print_summary(report)
-    _print_comparisons(report)
+    for e in report.get("exclusions", []):
+        click.echo(f"excluded: {e['policy']} #{e['repeat'] + 1}: {e['reason']}")
+    print_summary(report)
     click.echo(wrote)
 
 
@@ -293,40 +299,6 @@ def _validate_dsb(common: dict, targets: dict, graph_path: str, affinity_seconds
                        "services.png, scores.png, affinity.png, recommendations-*.jsonl")
 
 
-def _print_summary(report: dict) -> None:
-    cols = [("p50_seconds", "p50 ms", 1e3), ("p99_seconds", "p99 ms", 1e3),
-            ("slo_violation_ratio", "SLO viol %", 100), ("failed", "failed", 1),
-            ("cpu_core_seconds_allocated", "core-s alloc", 1),
-            ("cpu_core_seconds_used", "core-s used", 1), ("mean_replicas", "replicas", 1),
-            ("decisions", "decisions", 1), ("penalty", "penalty", 1)]
-    click.echo(f"{'policy':<12}" + "".join(f"{h:>22}" for _, h, _ in cols))
-    for pol, m in report["summary"].items():
-        cells = []
-        for key, _, k in cols:
-            v = m[key]
-            if v["mean"] is None:
-                cells.append(f"{'-':>22}")
-            else:
-                cells.append(f"{v['mean'] * k:>9.2f} [{v['min'] * k:.1f},{v['max'] * k:.1f}]"
-                             .rjust(22))
-        click.echo(f"{pol:<12}" + "".join(cells))
-
-
-def _print_comparisons(report: dict) -> None:
-    """Paired ratios policy / baseline with their 95 % intervals; exclusions."""
-    for e in report.get("exclusions", []):
-        click.echo(f"excluded: {e['policy']} #{e['repeat'] + 1}: {e['reason']}")
-    if not report.get("comparisons"):
-        return
-    click.echo(f"{'policy':<12}{'baseline':<18}{'metric':<30}{'ratio':>8}  95% CI"
-               f"{'pairs':>14}")
-    for c in report["comparisons"]:
-        base = c["baseline"] + (f" ({c['best_of']})" if "best_of" in c else "")
-        ci = "-" if c["ci_low"] is None else f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
-        click.echo(f"{c['policy']:<12}{base:<18}{c['metric']:<30}{c['ratio']:>8.2f}  "
-                   f"{ci:<16}{c['pairs']:>4}")
-
-
 @validate.command("stress")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True)
@@ -351,16 +323,24 @@ def stress(backend: str, hierarchy: str, quota: float, duration: float, interval
         fail(str(e))
 
     def ms(v: float | None) -> str:
-        return f"{v * 1e3:9.3f}" if v is not None else "        -"
+        return f"{v * 1e3:.3f}" if v is not None else "-"
 
-    click.echo(f"{'t (s)':>7} {'light p95 ms':>13} {'hog p95 ms':>11} {'hog throttled':>14}")
+    table = tables.new(["t (s)", "light p95 ms", "hog p95 ms", "hog throttled"],
+                       numeric=["t (s)", "light p95 ms", "hog p95 ms", "hog throttled"])
 
     def show(r: StressRow) -> None:
-        thr = f"{r.hog_throttled * 100:13.0f}%" if r.hog_throttled is not None else " " * 13 + "-"
-        click.echo(f"{r.t:7.1f} {ms(r.light_p95):>13} {ms(r.hog_p95):>11} {thr}")
+        thr = f"{r.hog_throttled * 100:.0f}%" if r.hog_throttled is not None else "-"
+        tables.add_row(table, f"{r.t:.1f}", ms(r.light_p95), ms(r.hog_p95), thr)
 
+    # live on a terminal; piped, the finished table once
+    people = tables.console()
     try:
-        res = run_stress(probe, mounts, cfg, on_row=show)
+        if people.is_terminal:
+            with Live(table, console=people, refresh_per_second=4):
+                res = run_stress(probe, mounts, cfg, on_row=show)
+        else:
+            res = run_stress(probe, mounts, cfg, on_row=show)
+            people.print(table)
     finally:
         probe.close()
     click.echo(res.verdict)
@@ -373,3 +353,6 @@ def stress(backend: str, hierarchy: str, quota: float, duration: float, interval
     if as_json:
         click.echo(json.dumps(res.to_json()))
     sys.exit(0 if res.passed else 1)
+
+
+validate.add_command(summary)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runqscale import tables
 from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, Cluster
 from runqscale.probes.backends import Probe
 from runqscale.probes.model import quantile_seconds
@@ -54,14 +55,14 @@ class Profile:
         return sorted(self.services, key=lambda n: -v(self.services[n]))
 
     def table(self) -> str:
-        lines = [f"{'service':24s} {'runq p95':>10s} {'runq p99':>10s} {'CPU':>7s} "
-                 f"{'limit':>6s} {'util':>5s} {'thr':>5s}"]
+        t = tables.new(["service", "runq p95", "runq p99", "CPU", "limit", "util", "thr"],
+                       numeric=["runq p95", "runq p99", "CPU", "limit", "util", "thr"])
         for n in self.rank("runq_p95_seconds"):
             s = self.services[n]
-            lines.append(f"{n:24s} {_ms(s.runq_p95_seconds):>10s} {_ms(s.runq_p99_seconds):>10s}"
-                         f" {s.cpu_cores:7.3f} {s.limit_cores:6.2f} {s.utilisation:5.2f} "
-                         f"{s.throttled_ratio:5.2f}")
-        return "\n".join(lines)
+            tables.add_row(t, n, _ms(s.runq_p95_seconds), _ms(s.runq_p99_seconds),
+                           f"{s.cpu_cores:.3f}", f"{s.limit_cores:.2f}", f"{s.utilisation:.2f}",
+                           f"{s.throttled_ratio:.2f}")
+        return tables.render(t)
 
 
 def _ms(x: float | None) -> str:

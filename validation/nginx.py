@@ -18,6 +18,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
+import psutil
+
 from runqscale.ports import free_port
 
 __all__ = ["HEAD", "NGINX_BIN", "Nginx", "free_port", "render"]
@@ -128,9 +130,8 @@ class Nginx:
         if self.proc is None:
             return set()
         try:
-            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-                return {int(x) for x in f.read().split()}
-        except OSError:
+            return {c.pid for c in psutil.Process(self.proc.pid).children()}
+        except psutil.Error:
             return set()
 
     def set_upstreams(self, upstreams: list[int], timeout_s: float = 10,

@@ -25,6 +25,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import psutil
+
 from runqscale.deathstarbench.emulation.callgraph import LOGIC, SERVICES, STORE
 from runqscale.deathstarbench.emulation.mesh import Mesh
 from runqscale.deathstarbench.emulation.socialgraph import SocialGraph
@@ -205,8 +207,8 @@ def _cpu_set(spec: str) -> set[int]:
 
 def _set_affinity(pid: int, cpus: set[int]) -> None:
     try:
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
+        tids = [t.id for t in psutil.Process(pid).threads()]
+    except psutil.Error:
         return
     for tid in tids:
         try:

@@ -4,11 +4,11 @@ The file is the Network Data Repository's format: one friendship `a b` per line 
 separated, `,` also accepted), `%` or `#` comment lines, ids from 0. Friendships are undirected;
 DeathStarBench's scripts/init_social_graph.py registers users 0..n-1 (`username_<id>`) and
 turns each edge into two follows (a follows b, b follows a), so a user's followers are its
-friends here. It reads n from the first line of the `.nodes` file, which is empty in the shared
-copy: n is the largest id + 1 unless `users` is given. Self-loops are dropped and repeated edges
+friends here. It reads n from the first line of the `.nodes` file, which is empty in the
+source: n is the largest id + 1 unless `users` is given. Self-loops are dropped and repeated edges
 counted once; both are reported (`self_loops`, `duplicates`), not errors.
 
-    g = load_edges("../shared/data/deathstarbench/socfb-Reed98.edges")
+    g = load_edges("data/deathstarbench/socfb-Reed98.edges")
     g.users, g.friendships            # 962, 18812
     g.followers(0)                    # sorted tuple of user ids
 
@@ -73,7 +73,7 @@ def load_edges(path: str | os.PathLike[str], users: int | None = None) -> Social
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise SocialGraphError(f"{path}: no such edge-list file; pass e.g. "
-                               "../shared/data/deathstarbench/socfb-Reed98.edges") from None
+                               "data/deathstarbench/socfb-Reed98.edges") from None
     except UnicodeDecodeError as e:
         raise SocialGraphError(f"{path}: not a text file ({e.reason}); pass an `a b` edge list"
                                ) from None

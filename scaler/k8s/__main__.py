@@ -23,9 +23,11 @@ import click
 
 from runqscale.scaler import signals
 from runqscale.scaler.actuators.kubernetes import KubernetesActuator
+from runqscale.scaler.httpconfig import HttpClientConfig, prometheus_http_options
 from runqscale.scaler.k8s.client import ApiClient, RetryPolicy
 from runqscale.scaler.k8s.controller import Controller
 from runqscale.scaler.k8s.events import EventRecorder
+from runqscale.scaler.k8s.kubeconfig import ClusterAccess, cluster_options, one_line_errors
 from runqscale.scaler.k8s.leader import LeaderElector
 from runqscale.scaler.model import ScalerConfig
 from runqscale.scaler.selfmetrics import ScalerMetrics
@@ -54,10 +56,8 @@ def _listen(value: str) -> tuple[str, int]:
 
 
 def _client(server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
-            **kw: Any) -> ApiClient:
-    if server:
-        return ApiClient(server, token_file=token_file, ca_file=ca_file, insecure=insecure, **kw)
-    return ApiClient.in_cluster(**kw)
+            kubeconfig: str | None = None, context: str | None = None, **kw: Any) -> ApiClient:
+    return ClusterAccess(kubeconfig, context, server, token_file, ca_file, insecure).client(**kw)
 
 
 @click.command()
@@ -66,7 +66,8 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
               help="A signals JSON Lines file re-read every step (instead of Prometheus).")
 @click.option("--dry-run/--apply", default=True, show_default=True,
               help="Dry-run sends writes with dryRun=All: validated, never persisted.")
-@click.option("--server", help="API server URL (default: in-cluster service account).")
+@cluster_options
+@click.option("--server", help="API server URL, direct (default: kubeconfig, in-cluster in a pod).")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--insecure", is_flag=True, help="Do not verify the API server certificate.")
@@ -100,13 +101,17 @@ def _client(server: str | None, token_file: str | None, ca_file: str | None, ins
 @click.option("--metrics-listen", default=None, metavar="[HOST]:PORT",
               help="Serve the scaler's own /metrics (runqscale_scaler_*) here, e.g. :9102.")
 @click.option("-v", "--verbose", is_flag=True)
+@prometheus_http_options
+@one_line_errors
 def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
          server: str | None, token_file: str | None, ca_file: str | None, insecure: bool,
          namespaces: tuple[str, ...], lease_namespace: str, lease_name: str, identity: str,
          lease_duration: float, renew_deadline: float, retry_period: float, tick: float,
          window: float, max_signal_age: float, min_replicas: int, max_replicas: int,
          target_runq_p95: float, period: float | None, step_budget: float,
-         log_path: str | None, metrics_listen: str | None, verbose: bool) -> None:
+         log_path: str | None, metrics_listen: str | None, verbose: bool,
+         kubeconfig: str | None = None, context: str | None = None,
+         prometheus_http: HttpClientConfig | None = None) -> None:
     """Scale opted-in workloads (runqscale.io/policy annotation) from run-queue signals."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -128,7 +133,8 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
             raise click.BadParameter(f"{metrics_listen}: cannot listen ({exc.strerror}); "
                                      "choose a free port", param_hint="--metrics-listen") from None
     if prometheus_url:
-        prom = signals.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age)
+        prom = signals.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age,
+                                        http=prometheus_http)
         step = min(15.0, max(1.0, window / 60))
 
         def source(now: float):
@@ -142,10 +148,11 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
 
     defaults = ScalerConfig(min_replicas=min_replicas, max_replicas=max_replicas,
                             target_runq_p95_seconds=target_runq_p95, period_seconds=period)
-    client = _client(server, token_file, ca_file, insecure)
+    client = _client(server, token_file, ca_file, insecure, kubeconfig, context)
     # Leases get one attempt per round (the next round is the retry), with a timeout well inside
     # the renew deadline so a hung call cannot keep a leader acting past it.
-    lease_client = _client(server, token_file, ca_file, insecure, retry=RetryPolicy(attempts=1),
+    lease_client = _client(server, token_file, ca_file, insecure, kubeconfig, context,
+                           retry=RetryPolicy(attempts=1),
                            timeout_seconds=max(retry_period, renew_deadline / 3))
     elector = LeaderElector(lease_client, lease_namespace, lease_name, identity,
                             lease_duration, renew_deadline, retry_period)

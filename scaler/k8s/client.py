@@ -8,7 +8,9 @@ and can re-read. Time and randomness are injected (`sleep`, `rand`) so retries t
 deterministically. Connections are kept alive, one per thread (a scaler step over 1,000 workloads
 is ~3,000 calls; a TLS handshake each would double its time).
 
-The `kubernetes` package is not used: it is ~30 MB of generated models for the six endpoints here.
+Where the connection settings come from (kubeconfig with exec plugins and OIDC, in-cluster) is
+the `kubernetes` package's job (`kubeconfig.py` builds this client from its Configuration, `auth`
+then asks it for a fresh Authorization header per request); its generated models are not used.
 """
 
 from __future__ import annotations
@@ -94,10 +96,12 @@ class ApiClient:
         sleep: Callable[[float], None] = time.sleep,
         rand: Callable[[], float] = random.random,
         user_agent: str = "runqscale-scaler",
+        auth: Callable[[], str | None] | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self._token = token
         self._token_file = TokenFile(token_file) if token_file else None
+        self._auth = auth  # the whole Authorization header value, e.g. refreshed by an exec plugin
         self.timeout = timeout_seconds
         self.retry = retry
         self._sleep = sleep
@@ -204,12 +208,17 @@ class ApiClient:
         headers = {"Accept": JSON, "User-Agent": self.user_agent}
         if data is not None:
             headers["Content-Type"] = ctype
-        try:
-            token = self._bearer()
-        except ValueError as exc:  # a broken token file: answered as the API would, unauthorised
-            raise ApiError(401, "Unauthorized", str(exc), method, target) from None
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
+        if self._auth is not None:
+            value = self._auth()
+            if value:
+                headers["Authorization"] = value
+        else:
+            try:
+                token = self._bearer()
+            except ValueError as exc:  # a broken token file: answered as the API would
+                raise ApiError(401, "Unauthorized", str(exc), method, target) from None
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
         # A kept-alive connection the server closed fails on first use: reconnect once at once.
         for fresh in (False, True):
             conn = self._connection()
