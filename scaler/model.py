@@ -81,6 +81,9 @@ class PodSample:
     metric_ts: float | None = None
     metric_window_seconds: float = 15.0
     runq_p95_seconds: float | None = None
+    # from the agent's per-pod metrics (Prometheus): where the pod runs and how long it waits,
+    # for spreading; not the pod status (phase, readiness) that HPA's per-pod rules need
+    placement_only: bool = False
 
 
 @dataclass(frozen=True)

@@ -315,9 +315,7 @@ class PrometheusSource:
                     entry[name] = value
         out: dict[WorkloadRef, list[PodSample]] = defaultdict(list)
         for (ref, pod), fields in sorted(found.items()):
-            # a pod the agent reports is running; its start and readiness are the cluster's
-            # to tell (HPA's per-pod rules read them as "started long ago, ready")
-            out[ref].append(PodSample(pod, fields["node"], metric_ts=now, start_ts=-math.inf,
+            out[ref].append(PodSample(pod, fields["node"], metric_ts=now, placement_only=True,
                                       cpu_usage_cores=fields.get("cpu_usage_cores"),
                                       runq_p95_seconds=fields.get("runq_p95_seconds")))
         return {ref: tuple(ps) for ref, ps in out.items()}

@@ -108,7 +108,8 @@ def evaluate(
 ) -> Evaluation:
     """GetResourceReplicas for CPU: the metric's desired replica count."""
     now = window.now
-    pods = window.pods or pods_from_totals(window, current)
+    status = tuple(p for p in window.pods if not p.placement_only)
+    pods = status or pods_from_totals(window, current)
     target_pct = int(round(config.target_cpu_utilization * 100))
     ready, unready, missing, ignored = group_pods(pods, now, params)
     metrics: dict[str, int] = {}
