@@ -111,8 +111,9 @@ class Agent:
         """Swap in the snapshot of this interval (one reference: readers never see a mix)."""
         st = self.stats
         self._snapshot = AgentSnapshot(
-            now, tuple(ContainerSnapshot(c.cgroup_id, c.path, c.labels, c.total, c.window.view(),
-                                         c.cpu) for c in self.containers.values()),
+            now, tuple(ContainerSnapshot(c.cgroup_id, c.path, c.labels, c.total, c.window.newest,
+                                         c.window.start, c.cpu)
+                       for c in self.containers.values()),
             st.probe, st.samples, st.sample_errors, st.attribution_misses,
             self.attr.unknown_pods, self._cpu_reader)
 

@@ -3,8 +3,9 @@
 The sampling loop builds a new `AgentSnapshot` after every interval (and after a failed one, to
 count it) and swaps a single reference to it; a scrape takes that reference and renders it, with
 no lock and no access to the agent's working state. Everything in it is immutable: the probe's
-cumulative histograms, each container's window (agent/window.py, whose quantiles are computed on
-first use), its labels and CPU accounting.
+cumulative histograms, each container's window (the two cumulative arrays it spans:
+agent/window.py), its labels and CPU accounting. Building it allocates one small object per
+container per interval (the agent is a guest on every node: CPU and GC pressure count).
 
 CPU accounting is the one thing read at render time when the sampler skips it (the agent's
 default): cgroup counters are cumulative and exact whenever read, and reading cpu.stat for every
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from runqscale.agent.attribution import Labels
 from runqscale.agent.window import WindowView
@@ -29,8 +32,13 @@ class ContainerSnapshot:
     path: str  # relative to the measured hierarchy's root
     labels: Labels
     total: CgroupHistogram  # cumulative since the agent (and its probe) started
-    window: WindowView  # the waits of the last `--window`
+    window_newest: np.ndarray | None  # the last `--window`'s waits: newest cumulative slots
+    window_start: np.ndarray  # ... minus these (agent/window.py)
     cpu: CpuStat | None  # as sampled (None: not sampled, see AgentSnapshot.cpu_of)
+
+    @property
+    def window(self) -> WindowView:
+        return WindowView(self.window_newest, self.window_start)
 
 
 @dataclass(frozen=True)

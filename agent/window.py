@@ -3,10 +3,10 @@
 The probe's histograms are cumulative, so the window's histogram is simply the latest cumulative
 one minus the one from a window ago. The window keeps references to the cumulative snapshots it was
 given (only when they changed: an idle container stores nothing), so adding an interval costs no
-arithmetic at all. `view()` hands out the window as it is now, immutable (the agent's snapshot
-holds it); the subtraction and the quantiles happen on first use, at scrape time, and the same
-view is handed out until the window changes. Time is passed in, never read here, so the window
-math tests deterministically.
+arithmetic at all. `newest` and `start` are the window's two cumulative arrays (the agent's
+snapshot keeps them: no copy, no allocation per interval); a `WindowView` of them does the
+subtraction and the quantiles on first use, at scrape time. Time is passed in, never read here,
+so the window math tests deterministically.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ class WindowView:
         self._hi, self._lo = hi, lo  # hi None: nothing waited inside the window
         self._cache: tuple[tuple[float, ...], list[float | None]] | None = None
 
+    def of(self, hi: np.ndarray | None, lo: np.ndarray) -> bool:
+        """Whether this is the view of these very arrays (then its cached quantiles hold)."""
+        return self._hi is hi and self._lo is lo
+
     @property
     def slots(self) -> np.ndarray:
         """Slot counts of the waits inside the window."""
@@ -52,7 +56,7 @@ class WindowView:
         return out
 
 
-_EMPTY = WindowView(None, _ZERO)
+EMPTY_VIEW = WindowView(None, _ZERO)
 
 
 class SlidingWindow:
@@ -67,7 +71,7 @@ class SlidingWindow:
         self._snaps: deque[tuple[float, int, np.ndarray]] = deque()  # (t, count, cumulative)
         self._base: tuple[int, np.ndarray] = (0, _ZERO)  # cumulative as of the window's start
         self._version = 0
-        self._view: tuple[int, WindowView] = (0, _EMPTY)
+        self._view: tuple[int, WindowView] = (0, EMPTY_VIEW)
 
     def add(self, t: float, cumulative: np.ndarray, count: int) -> None:
         """The container's cumulative slot counts (and their total) as of time t. The array is
@@ -93,11 +97,21 @@ class SlidingWindow:
     def count(self) -> int:
         return (self._snaps[-1][1] if self._snaps else self._base[0]) - self._base[0]
 
+    @property
+    def newest(self) -> np.ndarray | None:
+        """The newest cumulative slots inside the window (None: nothing waited in it)."""
+        return self._snaps[-1][2] if self._snaps else None
+
+    @property
+    def start(self) -> np.ndarray:
+        """The cumulative slots as of the window's start."""
+        return self._base[1]
+
     def view(self) -> WindowView:
         """The window now, immutable; the same object until the window changes."""
         version, v = self._view
         if version != self._version:
-            v = WindowView(self._snaps[-1][2], self._base[1]) if self._snaps else _EMPTY
+            v = WindowView(self._snaps[-1][2], self._base[1]) if self._snaps else EMPTY_VIEW
             self._view = (self._version, v)
         return v
 

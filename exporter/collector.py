@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from runqscale.agent.attribution import Labels
 from runqscale.agent.snapshot import AgentSnapshot
+from runqscale.agent.window import EMPTY_VIEW
 from runqscale.exporter import metrics as m
 from runqscale.exporter.buckets import LE_STRINGS, cumulative_buckets
 from runqscale.exporter.families import RowFamily, label_string
@@ -34,6 +36,18 @@ class BuildInfo:
     hierarchy: str
 
 
+class _Rendered:
+    """A container's escaped label string and window view, kept between scrapes."""
+
+    __slots__ = ("labels", "path", "values", "labelstr", "window")
+
+    def __init__(self, node: str, labels: Labels, path: str) -> None:
+        self.labels, self.path = labels, path
+        self.values = (node, labels.namespace, labels.pod, labels.container, path)
+        self.labelstr = label_string(m.CONTAINER_LABELS, self.values)
+        self.window = EMPTY_VIEW
+
+
 def _family(spec: m.Metric) -> RowFamily:
     return RowFamily(spec.name, spec.help, spec.type, spec.labels,
                      LE_STRINGS if spec.type == "histogram" else ())
@@ -43,9 +57,10 @@ class AgentCollector(Collector):
     def __init__(self, snapshot: Callable[[], AgentSnapshot], node: str, build: BuildInfo) -> None:
         self.snapshot, self.node, self.build = snapshot, node, build
         self.scrape_seconds = 0.0  # the previous scrape's duration (set by the HTTP server)
-        # cgroup id -> (labels, path, label values, escaped label string)
-        self._labels: dict[int, tuple[object, str, tuple[str, ...], str]] = {}
-        self._labels_lock = threading.Lock()
+        # cgroup id -> what the previous scrape rendered for it (labels, and the window's
+        # quantiles, computed again only when the labels or the window changed)
+        self._rendered: dict[int, _Rendered] = {}
+        self._lock = threading.Lock()
 
     def record_scrape(self, seconds: float) -> None:
         self.scrape_seconds = seconds
@@ -57,20 +72,22 @@ class AgentCollector(Collector):
         snap = self.snapshot()
         hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi = map(_family,
                                                                       m.CONTAINER_METRICS)
-        with self._labels_lock:
-            old, new = self._labels, {}
+        with self._lock:
+            old, new = self._rendered, {}
             for c in snap.containers:
-                e = old.get(c.cgroup_id)
-                if e is None or e[0] is not c.labels or e[1] != c.path:
-                    lv = (self.node, c.labels.namespace, c.labels.pod, c.labels.container, c.path)
-                    e = (c.labels, c.path, lv, label_string(m.CONTAINER_LABELS, lv))
-                new[c.cgroup_id] = e
-            self._labels = new  # containers gone from the snapshot leave the cache too
+                r = old.get(c.cgroup_id)
+                if r is None or r.labels is not c.labels or r.path != c.path:
+                    r = _Rendered(self.node, c.labels, c.path)
+                if not r.window.of(c.window_newest, c.window_start):
+                    r.window = c.window
+                new[c.cgroup_id] = r
+            self._rendered = new  # containers gone from the snapshot leave the cache too
         for c in snap.containers:
-            _, _, lv, ls = new[c.cgroup_id]
+            r = new[c.cgroup_id]
+            lv, ls = r.values, r.labelstr
             wait_s = c.total.sum_ns / 1e9
             hist.add(lv, ls, (cumulative_buckets(c.total.slots).tolist(), wait_s))
-            q95, q99 = c.window.quantiles(QUANTILES)
+            q95, q99 = r.window.quantiles(QUANTILES)
             p95.add(lv, ls, q95 or 0.0)
             p99.add(lv, ls, q99 or 0.0)
             wait.add(lv, ls, wait_s)
