@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from typing import Any, TextIO
 
 import click
 
+from runqscale import params
+from runqscale.config import ConfigError, option_defaults
 from runqscale.scaler import signals
 from runqscale.scaler.model import Sample, WorkloadRef
 
@@ -53,27 +54,8 @@ class _OneLineType(click.ParamType):
         raise OneLineBadParameter(message, ctx=ctx, param=param)
 
 
-_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-class Duration(_OneLineType):
-    """'5ms', '300s', '1m', '1.5h' or plain seconds ('0.005')."""
-
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            seconds = float(value)
-        else:
-            m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]*)\s*", str(value))
-            if not m or (m.group(2) and m.group(2) not in _UNITS):
-                self.fail(f"{value!r} is not a duration; write e.g. 5ms, 300s, 1m", param, ctx)
-            seconds = float(m.group(1)) * _UNITS.get(m.group(2) or "s", 1.0)
-        if not math.isfinite(seconds) or seconds <= 0 or seconds > 1e9:
-            self.fail(f"{value!r} must be a positive duration up to 1e9 s, e.g. 5ms", param, ctx)
-        return seconds
+class Duration(_OneLineType, params.Duration):
+    """runqscale/params.py's duration, failing in this command's one-line style."""
 
 
 class SignalsFile(_OneLineType):
@@ -134,60 +116,14 @@ class WorkloadType(_OneLineType):
 
 
 def load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """--config FILE (TOML): keys are the long option names with '-' or '_' (flags' defaults)."""
+    """--config FILE (TOML; runqscale/config.py): keys are the long option names, in a [scaler]
+    table or at the top; they become the options' defaults (flags win)."""
     if value is None:
         return None
     try:
-        with open(value, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise OneLineBadParameter(f"{value}: no such file", ctx=ctx, param=param) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise OneLineBadParameter(f"{value}: not TOML ({exc})", ctx=ctx, param=param) from None
-    section = data.get("scaler", data)
-    known = {
-        opt.lstrip("-").replace("-", "_"): p.name
-        for p in ctx.command.params
-        if p.name and p.name != "config"
-        for opt in p.opts
-        if opt.startswith("--")
-    }
-    if not isinstance(section, dict):
-        raise OneLineBadParameter(
-            f"{value}: [scaler] must be a table of option names", ctx=ctx, param=param
-        )
-    params = {p.name: p for p in ctx.command.params if p.name}
-    defaults = {}
-    for k, v in section.items():
-        key = known.get(k.replace("-", "_"))
-        if key is None:
-            raise OneLineBadParameter(
-                f"{value}: unknown key {k!r}; use option names such as 'policy' or 'max-replicas'",
-                ctx=ctx,
-                param=param,
-            )
-        defaults[key] = _config_value(value, k, v, params[key], ctx, param)
+        defaults = option_defaults(ctx.command, value, section="scaler",
+                                   path_types=(click.Path, SignalsFile), kind="TOML")
+    except ConfigError as exc:
+        raise OneLineBadParameter(str(exc), ctx=ctx, param=param) from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
-
-
-def _config_value(
-    path: str, key: str, v: Any, opt: click.Parameter, ctx: click.Context, param: click.Parameter
-) -> Any:
-    """A config value of the right shape for its option (click would turn an int path into a
-    file descriptor, and a table into its keys)."""
-    scalar = (str, int, float, bool)
-    if getattr(opt, "multiple", False):
-        v = [v] if isinstance(v, scalar) else v
-        if isinstance(v, list) and all(isinstance(x, scalar) for x in v):
-            return v
-        problem = "must be a value or a list of values"
-    elif isinstance(opt.type, click.Path | SignalsFile) and not isinstance(v, str):
-        problem = "must be a string (a file path)"
-    elif isinstance(opt.type, click.types.BoolParamType) and not isinstance(v, bool):
-        problem = "must be true or false"
-    elif isinstance(v, scalar):
-        return v
-    else:
-        problem = "must be a single value, not a table or list"
-    raise OneLineBadParameter(f"{path}: key {key!r} {problem}", ctx=ctx, param=param)
