@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -293,12 +294,12 @@ def _clean_network(netns_before: set[str]) -> None:
             Path(f"/run/netns/{ns}").unlink()
     rules = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True,
                            text=True).stdout.splitlines()
-    chains = {r.split()[1] for r in rules
-              if r.startswith("-A CNI-") and 'name: \\"runqscale\\"' in r}
-    for r in rules:
-        parts = r.split()
-        if r.startswith("-A POSTROUTING") and parts[-1] in chains:
-            subprocess.run(["iptables", "-t", "nat", "-D", *parts[1:]], capture_output=True)
+    ours = [shlex.split(r) for r in rules if 'name: \\"runqscale\\"' in r]
+    chains = {p[1] for p in ours if p[1].startswith("CNI-")}
+    for p in ours:
+        if p[1] == "POSTROUTING":
+            chains.add(p[-1])
+            subprocess.run(["iptables", "-t", "nat", "-D", *p[1:]], capture_output=True)
     for c in chains:
         subprocess.run(["iptables", "-t", "nat", "-F", c], capture_output=True)
         subprocess.run(["iptables", "-t", "nat", "-X", c], capture_output=True)

@@ -26,6 +26,7 @@ from node_helpers import PROJECT_IMAGE, Node, node_missing
 
 from runqscale.scaler.k8s import annotations as ann
 from runqscale.scaler.k8s.client import path
+from runqscale.validation.runlang_service import DEFAULT_SOURCE
 
 pytestmark = [pytest.mark.node, pytest.mark.kubernetes, pytest.mark.prometheus,
               pytest.mark.kernel, pytest.mark.slow]
@@ -113,7 +114,7 @@ class Load:
             t.start()
 
     def _run(self) -> None:
-        body = json.dumps({"language": "python"}).encode()
+        body = json.dumps({"language": "python", "source": DEFAULT_SOURCE}).encode()
         i = 0
         while not self.stop_ev.is_set():
             pods = [p["status"]["podIP"] for p in running_pods(self.cp, NS, self.app)
@@ -220,7 +221,7 @@ def test_throttled_pod_is_resized_in_place_into_its_cgroup(real_node, prometheus
     print(f"\nresize: {out['message']}\nquota {before} -> {after} us per 100 ms in "
           f"{quota_file}; decision -> cgroup {t_cg - t_dec:.2f} s; load {load.ok} ok, "
           f"{load.failed} failed")
-    assert after > before
+    assert after > before and load.ok > 0
     # the same pod (in place, no restart)
     now = cp.admin.get(path("Pod", NS, pod["metadata"]["name"]))
     assert now["metadata"]["uid"] == pod["metadata"]["uid"]
@@ -264,5 +265,5 @@ def test_contended_workload_scales_out_and_new_pods_become_ready(real_node, prom
     t_ready, pods = ready
     print(f"\nscale-out: {out['message']}\n{out['replicas'][0]} -> {n} replicas; decision -> "
           f"all Ready {t_ready - t_dec:.2f} s; load {load.ok} ok, {load.failed} failed")
-    assert n > out["replicas"][0] and len(pods) >= n
+    assert n > out["replicas"][0] and len(pods) >= n and load.ok > 0
     cp.kubectl("delete", "deployment", "-n", NS, "contended", "--wait=false")
