@@ -583,9 +583,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.real_node:
         from node_helpers import Node
 
+        node = Node(cp)
         try:
-            node = Node(cp).start()
+            node.start()
         except Exception:
+            node.stop()
             _stop_from_state(a.dir)
             raise
         print(f"real node {node.name} Ready in {node.timings['ready_s']:.1f} s "

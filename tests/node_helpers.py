@@ -77,6 +77,7 @@ class Node:
         self.procs: dict[str, subprocess.Popen] = {}
         self.timings: dict[str, float] = {}
         self._lock_fd: int | None = None
+        self._owns_node = False   # past the lock: stop() may clean the machine's node state
         self._dnat = ["PREROUTING", "-d", f"{SERVICE_IP}/32", "-p", "tcp", "--dport", "443",
                       "-m", "comment", "--comment", f"runqscale-node {self.dir}",
                       "-j", "DNAT", "--to-destination", f"{GATEWAY}:{cp.ports['apiserver']}"]
@@ -127,6 +128,7 @@ class Node:
                                    f"{pid}); stop it first (make k8s-down)")
         except (OSError, ValueError):
             pass
+        self._owns_node = True
 
     def _release(self) -> None:
         if self._lock_fd is not None:
@@ -258,6 +260,10 @@ state = "{d / 'containerd-state'}"
     # ------------------------------------------------------------------ stop
 
     def stop(self) -> None:
+        if not self._owns_node:   # another node runs: its bridge and NAT rules are not ours
+            self._release()
+            return
+        self._owns_node = False
         stop_node(self.dir, self.cp, {n: p.pid for n, p in self.procs.items()}, self._dnat,
                   self.name, set(getattr(self, "_netns_before", _netns())))
         for p in self.procs.values():

@@ -49,7 +49,8 @@ def real_node(tmp_path_factory):
     node = None
     try:
         cp.start()
-        node = Node(cp).start()
+        node = Node(cp)
+        node.start()
         print(f"\nreal node Ready {node.timings['ready_s']:.1f} s after start "
               f"(images {node.timings['images_s']:.1f} s, containerd + imports "
               f"{node.timings['containerd_s']:.1f} s)")
