@@ -268,3 +268,38 @@ def test_contended_workload_scales_out_and_new_pods_become_ready(real_node, prom
           f"all Ready {t_ready - t_dec:.2f} s; load {load.ok} ok, {load.failed} failed")
     assert n > out["replicas"][0] and len(pods) >= n and load.ok > 0
     cp.kubectl("delete", "deployment", "-n", NS, "contended", "--wait=false")
+
+
+def test_bcc_backend_runs_in_its_image_with_the_same_security_context(real_node, prometheus):
+    """Last in this module: it replaces the agent DaemonSet with deploy/overlays/node-test-bcc."""
+    import subprocess
+
+    from k8s_helpers import REPO
+    from node_helpers import NODE_CACHE
+
+    env, node, _ = real_node
+    cp = env.cp
+    images = NODE_CACHE / "images"
+    subprocess.run([str(REPO / "k8s/node/images.sh"), str(images)], env={**os.environ, "BCC": "1"},
+                   check=True, capture_output=True, timeout=1800)
+    node.ctr("images", "import", "--base-name", "localhost/runqscale-bcc",
+             str(images / "runqscale-bcc.tar"), timeout=600)
+    cp.kubectl("apply", "-k", str(REPO / "deploy/overlays/node-test-bcc"))
+
+    def bcc_agent():
+        for p in _ready_pods(cp, SYSTEM_NS, node.name):
+            if p["spec"]["containers"][0]["image"].startswith("localhost/runqscale-bcc"):
+                return p
+        return None
+    agent = wait_for(bcc_agent, 120, 0.5, what="the bcc agent pod Ready")
+    sc = agent["spec"]["containers"][0]["securityContext"]
+    assert sc["privileged"] is False and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["capabilities"]["add"] == ["BPF", "PERFMON"]
+    prom = prometheus([f"{agent['status']['podIP']}:9100"])
+    info = wait_for(lambda: prom.query("runqscale_agent_build_info"), 60, 1.0,
+                    what="the bcc agent's build info")
+    assert info[0]["metric"]["backend"] == "bcc"
+    name = agent["metadata"]["name"]
+    assert wait_for(lambda: prom.query(
+        f'runqscale_runqueue_latency_seconds_count{{namespace="{SYSTEM_NS}",pod="{name}",'
+        f'container="agent"}}'), 60, 1.0, what="the bcc agent's own labelled series")

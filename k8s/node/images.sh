@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real node's images, built here and imported into its containerd; nothing is ever pulled.
 #   k8s/node/images.sh [OUT_DIR]   -> OUT_DIR/{pause,runqscale}.tar (OCI archives for `ctr import`)
+#   BCC=1 k8s/node/images.sh        also OUT_DIR/runqscale-bcc.tar (the agent's bcc backend)
 # - pause: pause.c compiled static, the only file of its image.
 # - runqscale: a Debian bookworm minbase rootfs (debootstrap from the mirror apt uses; python3,
 #   python3-venv, libbpf1) as one layer, cached; the project's wheel and its dependencies in a venv
@@ -105,5 +106,49 @@ if [ "$(cat "$out/runqscale.key" 2>/dev/null)" != "$src_key" ]; then
   umoci gc --layout "$w/oci"
   archive "$w/oci" "$out/runqscale.tar"
   echo "$src_key" > "$out/runqscale.key"
+  cleanup; trap - EXIT
 fi
-echo "images in $out: pause.tar (pause:dev) runqscale.tar (runqscale:dev)"
+
+# -- runqscale-bcc: the same package over Debian's python3-bpfcc (LLVM inside: ~430 MB more) -----------
+# One layer (the merged rootfs): apt's changes to the base would otherwise need OCI whiteouts.
+if [ "${BCC:-}" = 1 ] && [ "$(cat "$out/runqscale-bcc.key" 2>/dev/null)" != "$src_key" ]; then
+  echo "image runqscale-bcc ($(date +%T))"
+  w=$(mktemp -d)
+  cleanup() {
+    for m in "$w/rootfs/wheels" "$w/rootfs/proc" "$w/rootfs"; do
+      mountpoint -q "$m" && umount "$m"
+    done
+    rm -rf "$w"
+  }
+  trap cleanup EXIT
+  mkdir -p "$w/wheels" "$w/upper" "$w/work" "$w/rootfs"
+  (cd "$repo" && nice -n 19 python3 -m pip wheel -q --no-cache-dir -w "$w/wheels" . >/dev/null)
+  mount -t overlay overlay -o "lowerdir=$base,upperdir=$w/upper,workdir=$w/work" "$w/rootfs"
+  mkdir -p "$w/rootfs/wheels"
+  mount --bind "$w/wheels" "$w/rootfs/wheels"
+  mount -t proc proc "$w/rootfs/proc"
+  cp /etc/resolv.conf "$w/rootfs/etc/resolv.conf"
+  echo "deb $mirror bookworm main" > "$w/rootfs/etc/apt/sources.list"
+  chroot "$w/rootfs" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends python3-bpfcc >/dev/null 2>&1'
+  # --system-site-packages: Debian's bcc binding lives in /usr/lib/python3/dist-packages
+  chroot "$w/rootfs" /usr/bin/python3 -m venv --system-site-packages /opt/runqscale
+  chroot "$w/rootfs" env -u PIP_FIND_LINKS PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    /opt/runqscale/bin/pip install -q --no-index --no-cache-dir --find-links /wheels runqscale
+  chroot "$w/rootfs" /opt/runqscale/bin/python -c 'import bcc, runqscale.probes'
+  umount "$w/rootfs/wheels" "$w/rootfs/proc"
+  rmdir "$w/rootfs/wheels"
+  rm -rf "$w/rootfs"/var/lib/apt/lists/* "$w/rootfs"/var/cache/apt/*.bin "$w/rootfs/.complete"
+  umoci init --layout "$w/oci"
+  umoci new --image "$w/oci:dev"
+  nice -n 19 umoci insert --image "$w/oci:dev" "$w/rootfs" /
+  umoci config --image "$w/oci:dev" --config.user 65532:65532 \
+    --config.env PATH=/opt/runqscale/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    --config.env PYTHONDONTWRITEBYTECODE=1 --config.env PYTHONUNBUFFERED=1 \
+    --config.cmd runqscale --config.cmd --help
+  archive "$w/oci" "$out/runqscale-bcc.tar"
+  echo "$src_key" > "$out/runqscale-bcc.key"
+  cleanup; trap - EXIT
+fi
+echo "images in $out: pause.tar (pause:dev) runqscale.tar (runqscale:dev)" \
+  "$([ "${BCC:-}" = 1 ] && echo 'runqscale-bcc.tar (runqscale-bcc:dev)')"
