@@ -12,7 +12,8 @@ and etcd data dir; nothing is shared with another run.
     cp.stop()
 
 Command line (used by the Makefile):
-    python tests/k8s_helpers.py up [--dir DIR]   # start detached; prints the KUBECONFIG
+    python tests/k8s_helpers.py up [--dir DIR] [--real-node]   # start detached; prints the
+                                                 # KUBECONFIG (--real-node: tests/node_helpers.py)
     python tests/k8s_helpers.py down [--dir DIR]
 """
 
