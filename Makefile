@@ -51,7 +51,7 @@ bench-validate: demo-deps
 
 # What the demo runs (no Kubernetes); the tests also need the control plane built from source.
 demo-deps: system-deps kernel-headers tracefs $(VENV)/.installed $(BPF_OBJ)
-deps: demo-deps k8s-build
+deps: demo-deps k8s-build node-deps
 
 # Debian packages: the BPF toolchain, BCC and its tools, stress-ng, a real Prometheus, nginx.
 system-deps:
@@ -103,7 +103,20 @@ clean:
 K8S_VERSION := $(shell sed -n 's/^K8S_VERSION=//p' k8s/versions.env)
 K8S_BIN := $(HOME)/.cache/runqscale/k8s-$(K8S_VERSION)/bin
 
-.PHONY: k8s-build k8s-up k8s-down test-k8s
+.PHONY: k8s-build k8s-up k8s-down test-k8s node-deps node-images
+
+# The real node: Debian's containerd 1.6 + runc + CNI plugins; images built locally (never
+# pulled) by k8s/node/images.sh from a debootstrap rootfs, cached in ~/.cache/runqscale/node.
+NODE_PKGS := containerd runc containernetworking-plugins umoci debootstrap iptables gcc libc6-dev
+node-deps:
+	@missing=$$(for p in $(NODE_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+node-images: node-deps $(BPF_OBJ)
+	k8s/node/images.sh
 
 k8s-build: $(K8S_BIN)/VERSIONS
 
@@ -111,8 +124,10 @@ k8s-build: $(K8S_BIN)/VERSIONS
 $(K8S_BIN)/VERSIONS: k8s/versions.env k8s/build.sh k8s/kube/go.mod k8s/etcd/go.mod k8s/kwok/go.mod
 	GOMAXPROCS=2 nice -n 19 k8s/build.sh
 
-k8s-up: k8s-build $(VENV)/.installed
-	$(PY) tests/k8s_helpers.py up
+# The control plane, 3 kwok nodes and one real node (containerd + kubelet, tests/node_helpers.py);
+# the admin kubeconfig is left at ~/.cache/runqscale/kubeconfig.
+k8s-up: k8s-build node-deps $(VENV)/.installed $(BPF_OBJ)
+	$(PY) tests/k8s_helpers.py up --real-node
 
 k8s-down:
 	$(PY) tests/k8s_helpers.py down

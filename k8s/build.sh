@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the test control plane once and cache it outside the repo:
-#   ~/.cache/runqscale/k8s-<K8S_VERSION>/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl,etcd,kwok}
+#   ~/.cache/runqscale/k8s-<K8S_VERSION>/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubectl,etcd,kwok,kubelet}
 # Idempotent: a binary that already exists is not rebuilt. Heavy: run it niced
 #   nohup nice -n 19 k8s/build.sh > ~/.cache/runqscale/build.log 2>&1 &
 # Sources come only from the Go module proxy (GOPROXY as configured; GOTOOLCHAIN=local).
@@ -44,5 +44,7 @@ for cmd in kube-apiserver kubectl kube-controller-manager kube-scheduler; do
   build kube "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
 done
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
+# The real node (make k8s-up): the kubelet beside containerd; last, it is the longest build.
+build kube kubelet k8s.io/kubernetes/cmd/kubelet "$ldflags"
 printf 'K8S_VERSION=%s\nETCD_VERSION=%s\nKWOK_VERSION=%s\n' "$K8S_VERSION" "$ETCD_VERSION" "$KWOK_VERSION" > "$out/VERSIONS"
 echo "control plane binaries in $out"

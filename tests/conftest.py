@@ -1,8 +1,8 @@
 """Shared test policy: real-component tests never skip silently in CI.
 
-With CI=true, any skipped test marked kernel/bcc/prometheus/kubernetes/services turns into a
-failure, so a missing BPF toolchain, Prometheus, API server, redis, memcached or nginx fails the
-run instead of passing it quietly.
+With CI=true, any skipped test marked kernel/bcc/prometheus/kubernetes/services/node turns into a
+failure, so a missing BPF toolchain, Prometheus, API server, redis, memcached, nginx or real node
+(containerd, kubelet) fails the run instead of passing it quietly.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-REAL_COMPONENT_MARKERS = ("kernel", "bcc", "prometheus", "kubernetes", "services")
+REAL_COMPONENT_MARKERS = ("kernel", "bcc", "prometheus", "kubernetes", "services", "node")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -12,7 +12,8 @@ and etcd data dir; nothing is shared with another run.
     cp.stop()
 
 Command line (used by the Makefile):
-    python tests/k8s_helpers.py up [--dir DIR]   # start detached; prints the KUBECONFIG
+    python tests/k8s_helpers.py up [--dir DIR] [--real-node]   # start detached; prints the
+                                                 # KUBECONFIG (--real-node: tests/node_helpers.py)
     python tests/k8s_helpers.py down [--dir DIR]
 """
 
@@ -115,7 +116,7 @@ class ControlPlane:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok in one temp directory."""
 
     def __init__(self, workdir: Path | None = None, fake_nodes: int = 3,
-                 with_controllers: bool = True) -> None:
+                 with_controllers: bool = True, bind_address: str = "127.0.0.1") -> None:
         if missing_binaries():
             raise FileNotFoundError(
                 f"missing {', '.join(missing_binaries())} in {BIN_DIR}; run make k8s-build"
@@ -125,6 +126,9 @@ class ControlPlane:
         self.pki = self.dir / "pki"
         self.fake_nodes = fake_nodes
         self.with_controllers = with_controllers
+        # 0.0.0.0 when a real node's pods must reach it (tests/node_helpers.py DNATs the
+        # `kubernetes` Service to it); loopback otherwise
+        self.bind_address = bind_address
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
         self.timings: dict[str, float] = {}
@@ -227,7 +231,7 @@ class ControlPlane:
         self._spawn("kube-apiserver", [
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
+            f"--bind-address={self.bind_address}", f"--secure-port={self.ports['apiserver']}",
             "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
             f"--tls-cert-file={k / 'apiserver.crt'}",
             f"--tls-private-key-file={k / 'apiserver.key'}",
@@ -552,20 +556,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("command", choices=("up", "down"))
     ap.add_argument("--dir", type=Path, default=DEFAULT_RUN_DIR)
     ap.add_argument("--nodes", type=int, default=3)
+    ap.add_argument("--real-node", action="store_true",
+                    help="also a real node: containerd + kubelet (tests/node_helpers.py)")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     if a.command == "down":
-        print("stopped" if _stop_from_state(a.dir) else f"nothing running in {a.dir}")
+        from node_helpers import stop_node_from_state
+
+        node = stop_node_from_state(a.dir / "node")
+        print("stopped" if _stop_from_state(a.dir) or node else f"nothing running in {a.dir}")
         shutil.rmtree(a.dir, ignore_errors=True)
         return 0
     if (a.dir / "state.json").exists():
         print(f"already up: export KUBECONFIG={a.dir / 'admin.kubeconfig'}")
         return 0
     shutil.rmtree(a.dir, ignore_errors=True)
-    cp = ControlPlane(a.dir, fake_nodes=a.nodes).start()
+    cp = ControlPlane(a.dir, fake_nodes=a.nodes,
+                      bind_address="0.0.0.0" if a.real_node else "127.0.0.1").start()
     print(f"Kubernetes {K8S_VERSION} up in {cp.timings['start_s']:.1f} s at {cp.server} "
           f"({a.nodes} kwok nodes); logs in {a.dir}")
-    print(f"export KUBECONFIG={cp.admin_kubeconfig}; export PATH={BIN_DIR}:$PATH")
+    kubeconfig_path = cp.admin_kubeconfig
+    if a.real_node:
+        from node_helpers import Node
+
+        node = Node(cp)
+        try:
+            node.start()
+        except Exception:
+            node.stop()
+            _stop_from_state(a.dir)
+            raise
+        print(f"real node {node.name} Ready in {node.timings['ready_s']:.1f} s "
+              f"(containerd + kubelet; logs in {node.dir})")
+        # the one stable path to the cluster a user starts with make k8s-up
+        kubeconfig_path = CACHE / "kubeconfig"
+        shutil.copy(cp.admin_kubeconfig, kubeconfig_path)
+    print(f"export KUBECONFIG={kubeconfig_path}; export PATH={BIN_DIR}:$PATH")
     return 0
 
 
