@@ -105,19 +105,20 @@ def test_throttled_by_own_limit_resizes_from_per_request_cpu() -> None:
 def test_throttled_without_per_request_cpu_grows_the_limit() -> None:
     rec, _ = showar.decide(sig(throttled_ratio=0.4, per_replica_cpu=1.0), cur(), CFG, None)
     assert rec.action == "resize"
-    # demand = limit x throttle growth 1.5, size = demand x 1.3 headroom
-    assert rec.recommended.cpu_limit_cores == pytest.approx(1.95)
-    assert rec.recommended.cpu_request_cores == pytest.approx(0.975)  # ratio kept (QoS)
+    # throttled in 40 % of periods: demand = limit x (1 + 0.5 x 0.4) = 1.2; size x 1.3 headroom
+    assert rec.recommended.cpu_limit_cores == pytest.approx(1.56)
+    assert rec.recommended.cpu_request_cores == pytest.approx(0.78)  # ratio kept (QoS)
 
 
 def test_throttled_past_max_cpu_scales_out() -> None:
     cfg = replace(CFG, max_cpu_per_replica=1.0)
-    # throttled at limit 1.0: size 1.5 x 1.3 = 1.95 > max 1.0: stays 1.0, ceil(1.95 x 4) = 8
+    # throttled in half the periods at limit 1.0: demand 1.25, size 1.625 > max 1.0: stays 1.0,
+    # ceil(1.625 x 4) = 7
     rec, _ = showar.decide(
         sig(p95=T * 3, throttled_ratio=0.5, per_replica_cpu=1.0), cur(4, 1.0, 1.0), cfg, None
     )
     assert rec.recommended.cpu_limit_cores == pytest.approx(1.0)
-    assert rec.recommended.replicas == 8
+    assert rec.recommended.replicas == 7
     assert rec.action == "scale_out"
 
 
@@ -271,7 +272,7 @@ def test_integral_unwinds_out_of_a_clip() -> None:
     p = replace(HP, ki=0.05)
     st: State | None = replace(H_ONLY, integral=1.0)
     for k in range(10):
-        w = window(n=1, now=NOW + 3 * k, **_sig_kw(replicas=8, p95=T * 0.5))
+        w = window(n=3, now=NOW + 3 * k, **_sig_kw(replicas=8, p95=T * 0.5))
         _, st = showar.decide(w, cur(8), CFG, st, p)
     assert st is not None
     assert st.integral == pytest.approx(1.0 + 10 * 0.05 * np.log(0.5))
@@ -283,6 +284,26 @@ def test_missing_p95_holds_horizontal_but_sizes_vertically() -> None:
     rec, _ = showar.decide(w, cur(), CFG, None)
     assert rec.action == "resize"
     assert rec.recommended.replicas == 4
+
+
+def test_no_action_while_warming_up() -> None:
+    # two samples 3 s apart: start-up transients, not a signal
+    w = window(n=2, **_sig_kw(p95=T * 10, throttled_ratio=0.9))
+    rec, st = showar.decide(w, cur(), CFG, None)
+    assert rec.action == "none" and "warming up" in rec.reason
+    rec, _ = showar.decide(window(n=3, **_sig_kw(p95=T * 10, throttled_ratio=0.9)), cur(), CFG,
+                           None)
+    assert rec.action != "none"
+
+
+def test_cpu_per_request_is_a_ratio_of_sums_over_unthrottled_samples() -> None:
+    # usage lags the requests by one sample: per-sample ratios swing, the window's does not
+    rate = np.array([10.0, 30.0] * 5)
+    usage = np.roll(rate, 1) * 0.02
+    w = window(n=10, **_sig_kw(request_rate=rate, cpu_usage_cores=usage,
+                               throttled_ratio=np.r_[np.zeros(9), 0.9]))
+    _, st = showar.decide(w, cur(), CFG, None)
+    assert st.cpu_per_request == pytest.approx(0.02 * (usage[:9].sum() / 0.02) / rate[:9].sum())
 
 
 def test_outside_bounds_is_corrected_first() -> None:

@@ -70,6 +70,7 @@ class Params:
     max_scale_in_fraction: float = 0.5  # β_in
     scale_in_stabilization_seconds: float = 120.0
     cooldown_seconds: float = 6.0
+    warmup_seconds: float = 6.0  # no action on a window shorter than this (start-up transients)
     signal: Literal["auto", "p95"] = "auto"  # auto: contention wait per request when known
     wait_window_seconds: float = 9.0  # the time-weighted signal's averaging window
     vertical: bool = True
@@ -211,6 +212,11 @@ def decide(
         bound = config.clamp_replicas(cur)
         why = f"current replicas {cur} outside [{config.min_replicas}, {config.max_replicas}]"
         return done(replace(current, replicas=bound), f"{why}: set to {bound}", state, True)
+
+    span = float(window.ts[-1] - window.ts[0])
+    if span < p.warmup_seconds and state.last_action_ts is None:
+        return done(current, f"warming up: {span:.0f} s of signals (< {p.warmup_seconds:g} s)",
+                    state, False)
 
     # --- signals
     target = config.target_runq_p95_seconds

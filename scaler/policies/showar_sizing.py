@@ -66,24 +66,23 @@ def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
 
 def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float | None,
                           p: SizingParams) -> float | None:
-    """EWMA of CPU seconds per request over the samples after `since` that were not throttled
-    (throttled usage is capped by the quota and would under-read)."""
+    """CPU seconds per request: Σ usage / Σ request rate over the window's samples that were
+    not throttled (throttled usage is capped by the quota and would under-read), blended into
+    the previous estimate with weight `cpu_per_request_smoothing` per new sample. A ratio of
+    sums, not a mean of ratios: one second's usage lags its requests, a window's does not."""
     usage, rate = window.get("cpu_usage_cores"), window.get("request_rate")
     thr = window.get("throttled_ratio")
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0) \
             & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
-    if since is not None:
-        ok &= window.ts > since
-    x = usage[ok] / rate[ok]
-    if x.size == 0:
+    new = int((ok & (window.ts > since)).sum()) if since is not None else int(ok.sum())
+    if new == 0 or rate[ok].sum() <= 0:
         return prev
-    # c_n = (1-a)^n c_0 + sum_i a (1-a)^(n-1-i) x_i, the first sample standing in for c_0
-    a = p.cpu_per_request_smoothing
+    c = float(usage[ok].sum() / rate[ok].sum())
     if prev is None:
-        prev, x = float(x[0]), x[1:]
-    keep = (1.0 - a) ** np.arange(x.size - 1, -1, -1)
-    return float((1.0 - a) ** x.size * prev + a * float((keep * x).sum()))
+        return c
+    keep = (1.0 - p.cpu_per_request_smoothing) ** new
+    return keep * prev + (1.0 - keep) * c
 
 
 def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | None,
@@ -106,7 +105,11 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
         return Demand(usage, usage, False, "usage")
     if per_req is not None:
         return Demand(max(per_req, usage), usage, True, "per-request")
-    grown = (limit or usage) * p.throttle_growth
+    # throttled in a share of periods: grow in proportion (bursts within a period throttle a
+    # replica whose mean usage is well under its limit; every period throttled: x growth)
+    thr = w.get("throttled_ratio")
+    share = float(np.nanmax(thr[-3:])) if np.isfinite(thr[-3:]).any() else 1.0
+    grown = (limit or usage) * (1.0 + (p.throttle_growth - 1.0) * min(1.0, share))
     return Demand(max(grown, usage), usage, True, "limit-growth")
 
 
