@@ -140,9 +140,10 @@ class Load:
             t.join(35)
 
 
-def start_scaler(env: DeployedScaler, prom_url: str, log: Path) -> ScalerProcess:
+def start_scaler(env: DeployedScaler, prom_url: str, log: Path,
+                 recs: Path | None = None) -> ScalerProcess:
     cp = env.cp
-    return ScalerProcess([
+    return ScalerProcess([*(["--log", str(recs)] if recs else []),
         "--apply", "--prometheus", prom_url, "--server", cp.server,
         "--token-file", str(env.token_file), "--ca-file", str(cp.pki / "ca.crt"),
         "--namespace", NS, "--lease-namespace", SYSTEM_NS, "--lease-name", f"node-{log.stem}",
@@ -252,20 +253,33 @@ def test_contended_workload_scales_out_and_new_pods_become_ready(real_node, prom
              what="contended Ready")
     prom = prometheus([f"{agent['status']['podIP']}:9100"])
     load = Load(cp, "contended", clients=2)
-    scaler = start_scaler(env, prom.url, tmp_path / "scaleout.log")
+    recs = tmp_path / "recs.jsonl"
+    scaler = start_scaler(env, prom.url, tmp_path / "scaleout.log", recs)
     try:
         t_dec, out = first_applied(scaler, "contended", "scale_out", 150)
         n = out["replicas"][1]
         ready = wait_for(lambda: (lambda ps: (time.time(), ps) if len(ps) >= n else None)(
             _ready_pods(cp, NS, node.name, "contended")), 120, 0.1,
             what=f"{n} Ready replicas of contended")
+
+        def measured() -> float | None:  # showar's own start-up delay, from the signals
+            for line in reversed(recs.read_text().splitlines() if recs.exists() else []):
+                d = json.loads(line)["signals"].get("startup_delay_seconds")
+                if d is not None:
+                    return float(d)
+            return None
+        startup = wait_for(measured, 60, 0.5, what="showar's measured start-up delay in the log")
     finally:
         scaler.stop()
         load.stop()
         cp.kubectl("delete", "deployment", "-n", NS, "noisy", "--wait=false")
     t_ready, pods = ready
     print(f"\nscale-out: {out['message']}\n{out['replicas'][0]} -> {n} replicas; decision -> "
-          f"all Ready {t_ready - t_dec:.2f} s; load {load.ok} ok, {load.failed} failed")
+          f"all Ready {t_ready - t_dec:.2f} s; showar's start-up delay from the signals "
+          f"{startup:.1f} s; load {load.ok} ok, {load.failed} failed")
+    # the delay showar plans with is this scale-up's, as its signals saw it (pods counted once
+    # they report), so it cannot be far from decision -> Ready
+    assert 0 < startup <= t_ready - t_dec + 15
     assert n > out["replicas"][0] and len(pods) >= n and load.ok > 0
     cp.kubectl("delete", "deployment", "-n", NS, "contended", "--wait=false")
 

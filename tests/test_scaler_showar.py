@@ -245,6 +245,9 @@ def test_startup_delay_is_measured_from_ready_transitions() -> None:
     assert st is not None
     assert st.delay_samples == 1
     assert st.startup_delay_seconds == pytest.approx(45.0)
+    w = window(n=3, now=NOW + 130, **_sig_kw(replicas=6))
+    rec, _ = showar.decide(w, cur(6), CFG, st, p)
+    assert rec.signals["startup_delay_seconds"] == pytest.approx(45.0)  # logged per decision
 
 
 def test_overdue_pending_replicas_are_not_counted() -> None:

@@ -271,6 +271,14 @@ class Controller:
                    f"{self.max_signal_age:.0f} s): no decision; check the agent and Prometheus")
             self.recorder.record(ref, WARNING, "NoFreshSignals", msg)
             return Outcome(now, key, kind, self.identity, "no-signals", message=msg)
+        # the newest sample gets the replica counts the API object holds (spec and ready):
+        # showar measures its start-up delay from them, decision to Ready
+        status = obj.get("status") or {}
+        spec_n = (obj.get("spec") or {}).get("replicas")
+        mine = sorted(mine, key=lambda s: s.ts)
+        if spec_n is not None:
+            mine[-1] = replace(mine[-1], replicas=int(spec_n),
+                               ready_replicas=int(status.get("readyReplicas") or 0))
         window = SignalWindow.from_samples([replace(s, workload=wref) for s in mine])
         req, lim = template_cpu(obj)
         current = CurrentState(int((obj.get("spec") or {}).get("replicas") or 0), req, lim)

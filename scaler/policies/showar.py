@@ -43,8 +43,6 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-import numpy as np
-
 from runqscale.scaler.model import (
     CurrentState,
     Recommendation,
@@ -105,32 +103,26 @@ def initial_state() -> State:
 
 
 def _startup_tracking(window: SignalWindow, state: State, p: Params) -> State:
-    """Update the pending-since mark and the measured start-up delay from new samples."""
-    ts = window.ts
-    start = 0 if state.last_ts is None else int(np.searchsorted(ts, state.last_ts, side="right"))
-    if start >= ts.size:
+    """Advance the pending-since mark and the measured start-up delay with the newest sample
+    (once per decision: its replicas and ready replicas may come from the API object, which
+    older samples of the window do not carry)."""
+    if state.last_ts is not None and window.now <= state.last_ts:
         return state
-    reps = window.get("replicas")[start:]
-    ready = window.get("ready_replicas")[start:]
-    ok = np.flatnonzero(np.isfinite(reps) & np.isfinite(ready))
-    pend = reps[ok] > ready[ok]
-    # only samples where "pending" flips can change the state: visit those (a handful), not all
-    flips = ok[np.flatnonzero(np.diff(pend.astype(np.int8), prepend=np.int8(not pend[0])))] \
-        if pend.size else ok[:0]
+    reps, ready = window.last("replicas"), window.last("ready_replicas")
+    if reps is None or ready is None:
+        return state
     pending_since = state.pending_since
     delay = state.startup_delay_seconds
     count = state.delay_samples
-    for j in flips:
-        i = start + int(j)
-        if reps[j] > ready[j]:
-            if pending_since is None:
-                pending_since = float(ts[i])
-        elif pending_since is not None:
-            observed = float(ts[i]) - pending_since
-            a = p.startup_delay_smoothing
-            delay = observed if delay is None else (1 - a) * delay + a * observed
-            count += 1
-            pending_since = None
+    if reps > ready:
+        if pending_since is None:
+            pending_since = window.now
+    elif pending_since is not None:
+        observed = window.now - pending_since
+        a = p.startup_delay_smoothing
+        delay = observed if delay is None else (1 - a) * delay + a * observed
+        count += 1
+        pending_since = None
     return replace(
         state, pending_since=pending_since, startup_delay_seconds=delay, delay_samples=count
     )
@@ -204,6 +196,9 @@ def decide(
         if acted and classify(current, recommended) != "none":
             new_state = replace(new_state, last_action_ts=now)
         rec = Recommendation.decided(window, NAME, current, recommended, reason)
+        if new_state.delay_samples:  # the measured start-up delay, logged with each decision
+            rec = replace(rec, signals={**rec.signals,
+                                        "startup_delay_seconds": new_state.startup_delay_seconds})
         return rec, replace(new_state, last_ts=now)
 
     if cur == 0 and config.min_replicas > 0:
