@@ -100,8 +100,7 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta)
 			return;
 		}
 	}
-	__sync_fetch_and_add(&h->slots[slot_of(delta) & (RQ_SLOTS - 1)], 1);
-	__sync_fetch_and_add(&h->sum_ns, delta);
+	rq_hist_add(h, delta);
 }
 
 /* ---- fast path: the scheduler's own run-queue accounting ---- */

@@ -55,4 +55,15 @@ static __always_inline __u32 slot_of(__u64 ns)
 	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
 }
 
+/* One wait into a histogram entry shared by all CPUs (two atomic adds). */
+static __always_inline void rq_hist_add(struct rq_hist *h, __u64 delta)
+{
+	__u32 slot = slot_of(delta);
+
+	/* Keep the mask: clang proves slot < RQ_SLOTS and drops it, the verifier cannot. */
+	asm volatile("" : "+r"(slot));
+	__sync_fetch_and_add(&h->slots[slot & (RQ_SLOTS - 1)], 1);
+	__sync_fetch_and_add(&h->sum_ns, delta);
+}
+
 #endif
