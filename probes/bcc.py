@@ -181,7 +181,8 @@ class BccProbe:
         except BaseException:
             self.close()
             raise
-        self._hists = HistMap(self._hists_fd, VALUE_WORDS)
+        ncpu = LibBpf.load().libbpf_num_possible_cpus()
+        self._hists = HistMap(self._hists_fd, VALUE_WORDS, ncpu)  # a per-CPU hash
         # v1 mode state: per-process fold bookkeeping and the per-cgroup accumulators.
         self._procs: dict[int, _Process] = {}
         self._acc: dict[int, np.ndarray] = {}

@@ -84,7 +84,7 @@ class CoreProbe:
             self.close()
             raise
         self._ncpu = lib.libbpf_num_possible_cpus()
-        self._hists = HistMap(self._hists_fd, VALUE_WORDS)
+        self._hists = HistMap(self._hists_fd, VALUE_WORDS, self._ncpu)  # a per-CPU hash
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
         self._last_counts: dict[int, int] = {}
 

@@ -16,7 +16,7 @@
  * Fallback (no sched_info): stamp the start in task-local storage from wakeup/wakeup_new and
  * preempting switches, like libbpf-tools' runqlat, but without a hash insert/delete per event.
  *
- * The per-cgroup histogram entry is created once per cgroup and updated with two atomic adds.
+ * The per-cgroup histogram entry is created once per cgroup; each CPU updates its own copy.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -35,8 +35,10 @@ struct {
 	__type(value, __u64);
 } runnable_since SEC(".maps");
 
+/* Per CPU: each CPU adds to its own copy (no atomics, no cache line bouncing between CPUs on
+ * every switch); user space sums the copies. Entries are allocated on first use only. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192); /* the loader may change it before load */
 	__type(key, __u64);        /* cgroup id (kernfs node id = inode of the cgroup directory) */
@@ -92,7 +94,8 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta)
 	}
 	h = bpf_map_lookup_elem(&hists, &cgid);
 	if (!h) {
-		/* First wait seen in this cgroup: the only insert it will ever need. */
+		/* First wait seen in this cgroup: the only insert it will ever need (from a program,
+		 * it sets this CPU's copy and zeroes the others). */
 		bpf_map_update_elem(&hists, &cgid, &zero_hist, BPF_NOEXIST);
 		h = bpf_map_lookup_elem(&hists, &cgid);
 		if (!h) {

@@ -10,7 +10,7 @@
 #define RQ_SLOTS 128
 
 struct rq_hist {
-	__u64 slots[RQ_SLOTS]; /* the count is their sum: one atomic add fewer per event */
+	__u64 slots[RQ_SLOTS]; /* the count is their sum: one add fewer per event */
 	__u64 sum_ns;
 };
 
@@ -55,15 +55,17 @@ static __always_inline __u32 slot_of(__u64 ns)
 	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
 }
 
-/* One wait into a histogram entry shared by all CPUs (two atomic adds). */
+/* One wait into this CPU's copy of a cgroup's histogram (a per-CPU hash value, summed over
+ * CPUs by user space): plain adds, no atomics and no cache line shared between CPUs. Only
+ * sched_switch programs write it, and they run with interrupts off, so nothing interleaves. */
 static __always_inline void rq_hist_add(struct rq_hist *h, __u64 delta)
 {
 	__u32 slot = slot_of(delta);
 
 	/* Keep the mask: clang proves slot < RQ_SLOTS and drops it, the verifier cannot. */
 	asm volatile("" : "+r"(slot));
-	__sync_fetch_and_add(&h->slots[slot & (RQ_SLOTS - 1)], 1);
-	__sync_fetch_and_add(&h->sum_ns, delta);
+	h->slots[slot & (RQ_SLOTS - 1)] += 1;
+	h->sum_ns += delta;
 }
 
 #endif

@@ -22,7 +22,7 @@ struct rq_stash {
 };
 
 BPF_HASH(start, u32, u64, START_ENTRIES);  /* tid -> runnable since (ns) */
-BPF_F_TABLE("hash", u64, struct rq_hist, hists, MAX_KEYS, BPF_F_NO_PREALLOC);
+BPF_F_TABLE("percpu_hash", u64, struct rq_hist, hists, MAX_KEYS, BPF_F_NO_PREALLOC);
 BPF_PERCPU_ARRAY(stash, struct rq_stash, 1);
 BPF_ARRAY(zero, struct rq_hist, 1);        /* insert source: too large for the stack */
 BPF_PERCPU_ARRAY(stats, u64, RQ_STAT_MAX);
