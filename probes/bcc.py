@@ -22,6 +22,8 @@ is called shows up in a later read.
   for a child moved into another cgroup before it exits), or, when that is unknown too, are
   counted in `no_cgroup`. In v1 mode the kernel map is sized in processes, not cgroups, and
   read() costs one /proc read per process that waited since the last read.
+- Who held the CPU (CgroupHistogram.held_ns) is not measured: tracepoint fields do not flag
+  kernel threads, and in v1 the kernel could only tell "same process"; held_ns is None.
 - Against the kernel's own /proc/<pid>/schedstat run_delay (Linux 6.18): per-cgroup sums agree
   within 1-2 % for contended cgroups. Wakeups of a task onto an idle or lightly loaded CPU wait
   5-15 us from `sched_wakeup` to switch-in; this program (like core's wakeup-stamping fallback)
@@ -47,13 +49,13 @@ from runqscale.probes.libbpf import LibBpf
 from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
 from runqscale.probes.model import (
     SLOTS,
+    VALUE_WORDS,
     CgroupHistogram,
     Hierarchy,
     ProbeReading,
     ProbeStats,
 )
 
-VALUE_WORDS = SLOTS + 1  # struct rq_hist: slots, sum_ns (the count is the slots' sum)
 STATS = ("map_full", "no_cgroup")  # enum rq_stat order
 START_ENTRIES = 32768  # runnable (not yet switched-in) threads the start-stamp hash can hold
 V1_MIN_PROCESSES = 32768  # v1 mode keys the kernel map by process: never size it below this
@@ -199,10 +201,10 @@ class BccProbe:
         raw = self._hists.read()
         self._kernel_entries = len(raw)
         if self.hierarchy is Hierarchy.V2:
-            hists = {k: CgroupHistogram.from_row(k, v) for k, v in raw.items()}
+            hists = {k: CgroupHistogram.from_row(k, v, held=False) for k, v in raw.items()}
         else:
             self._kernel_entries -= self._fold_v1(raw)
-            hists = {k: CgroupHistogram.from_row(k, v) for k, v in self._acc.items()}
+            hists = {k: CgroupHistogram.from_row(k, v, held=False) for k, v in self._acc.items()}
         self._last_counts = {cid: h.count for cid, h in hists.items()}
         events = self._forgotten_events + sum(self._last_counts.values())
         return ProbeReading(now, self.hierarchy, hists, self._read_stats(events))

@@ -14,11 +14,16 @@ import numpy as np
 from runqscale.probes.errors import ProbeError
 from runqscale.probes.libbpf import LibBpf, explain_load_failure
 from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
-from runqscale.probes.model import SLOTS, CgroupHistogram, Hierarchy, ProbeReading, ProbeStats
+from runqscale.probes.model import (
+    VALUE_WORDS,
+    CgroupHistogram,
+    Hierarchy,
+    ProbeReading,
+    ProbeStats,
+)
 from runqscale.probes.privileges import check_privileges
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-VALUE_WORDS = SLOTS + 1  # struct rq_hist: slots, sum_ns (the count is the slots' sum)
 STATS = ("map_full", "no_cgroup")  # enum rq_stat order
 FAST_PATH = ("rq_switch",)
 FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped")

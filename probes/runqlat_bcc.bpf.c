@@ -73,7 +73,8 @@ static __always_inline void account_wait(u64 delta)
 			return;
 		}
 	}
-	rq_hist_add(h, delta);
+	/* No holder split: tracepoint fields cannot flag kernel threads, nor (v1) cgroups. */
+	rq_hist_add(h, delta, RQ_HELD_SAME);
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup)
