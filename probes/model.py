@@ -14,7 +14,7 @@ import numpy as np
 SUB_BITS = 2
 SUBS = 1 << SUB_BITS
 SLOTS = 128
-# What held the CPU just before a waiting task was switched in (enum rq_holder order).
+# What held the CPU longest while a task waited (enum rq_holder order).
 HOLDERS = ("same_cgroup", "other_cgroup", "kernel", "idle")
 VALUE_WORDS = SLOTS + 1 + len(HOLDERS)  # struct rq_hist: slots, sum_ns, held_ns[]
 
@@ -80,7 +80,7 @@ class CgroupHistogram:
     slots: np.ndarray  # uint64[SLOTS]
     sum_ns: int
     count: int
-    # sum_ns split by what held the CPU before each switch-in (uint64[len(HOLDERS)]); None
+    # sum_ns split by what held the CPU longest during each wait (uint64[len(HOLDERS)]); None
     # where the backend cannot tell (bcc on cgroup v1).
     held_ns: np.ndarray | None = None
 

@@ -9,8 +9,9 @@
 #define RQ_SUB_BITS 2
 #define RQ_SLOTS 128
 
-/* What held the CPU just before a waiting task was switched in (`prev` at its switch-in), as
- * an approximation of what it waited behind: the wait's nanoseconds go to that class. Waits
+/* What held the CPU longest while a task waited (runqlat.bpf.c holder_of(), from the CPU's
+ * last few holders), as an approximation of what it waited behind: the wait's nanoseconds go
+ * to that class. Waits
  * behind the own cgroup's tasks (or an idle CPU: its quota) call for a resize, waits behind
  * other cgroups for spreading or scaling out. */
 enum rq_holder {
