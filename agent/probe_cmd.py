@@ -111,4 +111,6 @@ def _row(s) -> dict:
         "events": s.events, "p50_seconds": s.quantile(0.50), "p95_seconds": s.quantile(0.95),
         "p99_seconds": s.quantile(0.99), "wait_seconds": s.wait_seconds,
         "throttled_ratio": s.throttled_ratio,
+        # Added field: wait_seconds split by what held the CPU during the waits (probes), or null.
+        "wait_seconds_by_holder": s.delta.held_seconds(),
     }

@@ -5,20 +5,11 @@ Same output as the `core` backend (probes/core.py): cumulative per-cgroup histog
 128-slot scheme of probes/runqlat.h, keyed by cgroup id (the inode of the cgroup directory in the
 measured hierarchy), plus the same self-counters.
 
-How it measures, and where it differs from `core`:
+How it measures (the program, probes/runqlat_bcc.bpf.c, says why): waits stamped at wakeup and
+at preempting switches, ended at switch-in, and attributed one run slice late (at the waiting
+task's next switch-out, when it is `current`), so a wait whose task is still running when read()
+is called shows up in a later read.
 
-- Node kernels and their headers rarely match (Debian's 6.1 headers serve a 6.18 kernel here), so
-  the program reads only tracepoint fields (`TRACEPOINT_PROBE`), never a kernel struct offset.
-- A wait starts at `sched_wakeup`, `sched_wakeup_new`, or `sched_switch` when `prev` stays
-  runnable (`prev_state` is 0, or carries the tracepoint's "preempted" bit, TASK_REPORT_MAX, read
-  from the tracepoint's format at start). The start stamp is a hash keyed by tid, deleted at
-  switch-in (what bcc's own runqlat does; `core` uses task-local storage instead).
-- A wait ends when the task is switched in (`next_pid`). Tracepoint fields cannot say which
-  cgroup `next` is in, so the wait is stashed in a per-CPU slot and attributed at the *next*
-  `sched_switch` on that CPU: there `prev` is that same task and it is `current`, so
-  `bpf_get_current_cgroup_id()` names its cgroup. Consequences: the wait lands in the histogram
-  of the task that waited (not the waker's), but one run slice late; a wait whose task is still
-  running when read() is called shows up in a later read.
 - cgroup v2: histograms are keyed by `bpf_get_current_cgroup_id()` in the kernel, as in `core`.
 - cgroup v1 `cpu` hierarchy: no BPF helper returns a v1 cgroup id and struct offsets are off
   limits, so the kernel keys histograms by process (tgid) and user space folds them into cgroups:
@@ -31,6 +22,8 @@ How it measures, and where it differs from `core`:
   for a child moved into another cgroup before it exits), or, when that is unknown too, are
   counted in `no_cgroup`. In v1 mode the kernel map is sized in processes, not cgroups, and
   read() costs one /proc read per process that waited since the last read.
+- Who held the CPU (CgroupHistogram.held_ns) is not measured: tracepoint fields do not flag
+  kernel threads, and in v1 the kernel could only tell "same process"; held_ns is None.
 - Against the kernel's own /proc/<pid>/schedstat run_delay (Linux 6.18): per-cgroup sums agree
   within 1-2 % for contended cgroups. Wakeups of a task onto an idle or lightly loaded CPU wait
   5-15 us from `sched_wakeup` to switch-in; this program (like core's wakeup-stamping fallback)
@@ -56,13 +49,13 @@ from runqscale.probes.libbpf import LibBpf
 from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
 from runqscale.probes.model import (
     SLOTS,
+    VALUE_WORDS,
     CgroupHistogram,
     Hierarchy,
     ProbeReading,
     ProbeStats,
 )
 
-VALUE_WORDS = SLOTS + 1  # struct rq_hist: slots, sum_ns (the count is the slots' sum)
 STATS = ("map_full", "no_cgroup")  # enum rq_stat order
 START_ENTRIES = 32768  # runnable (not yet switched-in) threads the start-stamp hash can hold
 V1_MIN_PROCESSES = 32768  # v1 mode keys the kernel map by process: never size it below this
@@ -72,127 +65,7 @@ TASK_REPORT_MAX_DEFAULT = 0x100  # Linux >= 4.14
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SWITCH_FORMAT = "events/sched/sched_switch/format"
 
-# Tracepoint fields only (no kernel struct); the map layout and slot math come from
-# probes/runqlat.h, shared with the CO-RE program.
-PROGRAM = r"""
-#include "runqlat.h" /* struct rq_hist, enum rq_stat, hierarchy ids, slot_of() */
-
-struct rq_stash {
-	u32 pid;
-	u32 pad;
-	u64 delta;
-};
-
-BPF_HASH(start, u32, u64, START_ENTRIES);
-BPF_F_TABLE("hash", u64, struct rq_hist, hists, MAX_KEYS, BPF_F_NO_PREALLOC);
-BPF_PERCPU_ARRAY(stash, struct rq_stash, 1);
-BPF_ARRAY(zero, struct rq_hist, 1);
-BPF_PERCPU_ARRAY(stats, u64, RQ_STAT_MAX);
-#if HIER == RQ_HIER_V1_CPU
-BPF_F_TABLE("lru_hash", u32, u32, parents, PARENT_ENTRIES, 0);
-#endif
-
-static __always_inline void count_stat(u32 which)
-{
-	u64 *v = stats.lookup(&which);
-
-	if (v)
-		*v += 1;
-}
-
-static __always_inline void mark_runnable(u32 pid, u64 now)
-{
-	if (pid) /* the idle task never waits */
-		start.update(&pid, &now);
-}
-
-/* Runs in the context of the task that waited: it is `prev` of this sched_switch. */
-static __always_inline void account_wait(u64 delta)
-{
-	struct rq_hist *h, *z;
-	u32 zk = 0, slot;
-#if HIER == RQ_HIER_V2
-	u64 key = bpf_get_current_cgroup_id();
-#else
-	u64 key = bpf_get_current_pid_tgid() >> 32;
-#endif
-
-	if (!key) {
-		count_stat(RQ_STAT_NO_CGROUP);
-		return;
-	}
-	h = hists.lookup(&key);
-	if (!h) {
-		z = zero.lookup(&zk);
-		if (!z)
-			return;
-		hists.insert(&key, z);
-		h = hists.lookup(&key);
-		if (!h) {
-			count_stat(RQ_STAT_MAP_FULL);
-			return;
-		}
-	}
-	slot = slot_of(delta);
-	/* Keep the mask: clang proves slot < RQ_SLOTS and drops it, the verifier cannot. */
-	asm volatile("" : "+r"(slot));
-	__sync_fetch_and_add(&h->slots[slot & (RQ_SLOTS - 1)], 1);
-	__sync_fetch_and_add(&h->sum_ns, delta);
-}
-
-TRACEPOINT_PROBE(sched, sched_wakeup)
-{
-	mark_runnable(args->pid, bpf_ktime_get_ns());
-	return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_wakeup_new)
-{
-	mark_runnable(args->pid, bpf_ktime_get_ns());
-	return 0;
-}
-
-TRACEPOINT_PROBE(sched, sched_switch)
-{
-	u32 zk = 0, prev = args->prev_pid, next = args->next_pid;
-	long state = args->prev_state;
-	u64 now = bpf_ktime_get_ns(), *since;
-	struct rq_stash *st = stash.lookup(&zk);
-
-	if (!st)
-		return 0;
-	if (st->pid) {
-		/* The task switched in last time on this CPU is leaving it now, as current. */
-		if (st->pid == prev)
-			account_wait(st->delta);
-		else
-			count_stat(RQ_STAT_NO_CGROUP);
-		st->pid = 0;
-	}
-	/* Preempted (or woken before it could sleep): still on the run queue, so it waits again. */
-	if (state == 0 || state >= TASK_REPORT_MAX)
-		mark_runnable(prev, now);
-	if (!next)
-		return 0;
-	since = start.lookup(&next);
-	if (!since)
-		return 0;
-	st->delta = now - *since;
-	st->pid = next;
-	start.delete(&next);
-	return 0;
-}
-#if HIER == RQ_HIER_V1_CPU
-
-TRACEPOINT_PROBE(sched, sched_process_fork)
-{
-	u32 child = args->child_pid, parent = bpf_get_current_pid_tgid() >> 32;
-
-	parents.update(&child, &parent);
-	return 0;
-}
-#endif
-"""
+PROGRAM = "runqlat_bcc.bpf.c"  # the tracepoint-fields-only twin of runqlat.bpf.c
 
 
 def _import_bcc() -> ModuleType:
@@ -282,8 +155,9 @@ class BccProbe:
         self.capacity = max_cgroups if v2 else max(max_cgroups, V1_MIN_PROCESSES)
         with open(os.path.join(tracefs, SWITCH_FORMAT)) as f:
             preempted = task_report_max(f.read())
+        here = os.path.dirname(os.path.abspath(__file__))
         cflags = [
-            f"-I{os.path.dirname(os.path.abspath(__file__))}",
+            f"-I{here}",
             f"-DHIER={0 if v2 else 1}",
             f"-DMAX_KEYS={self.capacity}",
             f"-DSTART_ENTRIES={START_ENTRIES}",
@@ -292,7 +166,7 @@ class BccProbe:
         ]
         t0 = time.monotonic()
         try:
-            self._bpf = bcc.BPF(text=PROGRAM.encode(), cflags=cflags)
+            self._bpf = bcc.BPF(src_file=os.path.join(here, PROGRAM).encode(), cflags=cflags)
         except Exception as e:  # BCC raises bare Exception for compile, load and attach errors
             raise ProbeError(
                 f"BCC could not compile or attach the probe ({e}); the compiler's messages are "
@@ -309,7 +183,8 @@ class BccProbe:
         except BaseException:
             self.close()
             raise
-        self._hists = HistMap(self._hists_fd, VALUE_WORDS)
+        ncpu = LibBpf.load().libbpf_num_possible_cpus()
+        self._hists = HistMap(self._hists_fd, VALUE_WORDS, ncpu)  # a per-CPU hash
         # v1 mode state: per-process fold bookkeeping and the per-cgroup accumulators.
         self._procs: dict[int, _Process] = {}
         self._acc: dict[int, np.ndarray] = {}
@@ -326,10 +201,10 @@ class BccProbe:
         raw = self._hists.read()
         self._kernel_entries = len(raw)
         if self.hierarchy is Hierarchy.V2:
-            hists = {k: CgroupHistogram.from_row(k, v) for k, v in raw.items()}
+            hists = {k: CgroupHistogram.from_row(k, v, held=False) for k, v in raw.items()}
         else:
             self._kernel_entries -= self._fold_v1(raw)
-            hists = {k: CgroupHistogram.from_row(k, v) for k, v in self._acc.items()}
+            hists = {k: CgroupHistogram.from_row(k, v, held=False) for k, v in self._acc.items()}
         self._last_counts = {cid: h.count for cid, h in hists.items()}
         events = self._forgotten_events + sum(self._last_counts.values())
         return ProbeReading(now, self.hierarchy, hists, self._read_stats(events))
@@ -377,10 +252,9 @@ class BccProbe:
                 self._lost += waits
                 continue
             acc = self._acc.get(cid)
-            if acc is None:
-                self._acc[cid] = delta
-            else:
-                acc += delta
+            # A new array, never `+=`: the previous reading holds views of the old one, and
+            # mutating it made every later delta's slots zero (p95 null, events still right).
+            self._acc[cid] = delta if acc is None else acc + delta
         # Folded: delete their kernel entries (a pid reused later starts a fresh one), and
         # remember their cgroups a while for children that exit after them.
         self._hists.delete(gone)

@@ -1,9 +1,11 @@
 """Probe cost benchmark (not a test): the same context-switch load measured with no probe, this
 probe (core, and bcc when available), bcc's runqlat and libbpf-tools' runqlat.
 
-For each tracer, in one run: ns per BPF program run from bpf_stats (kernel.bpf_stats_enabled on
-only for that measurement), and `stress-ng --switch` throughput relative to no probe (stats off).
-Rounds are interleaved so drift hits every tracer alike. Writes JSON and prints a table.
+For each tracer, in one run: ns per BPF program run and per context switch from bpf_stats
+(kernel.bpf_stats_enabled on only for that measurement), and `stress-ng --switch` throughput
+relative to no probe (stats off). Both are measured in every round, rounds interleaved so drift
+on a shared machine hits every tracer alike; medians and ranges are reported. Writes JSON and
+prints a table.
 
     python -m runqscale.probes.bench --out bench-results/probes.json
 """
@@ -53,8 +55,26 @@ def _sysctl_stats(on: bool) -> None:
         f.write("1" if on else "0")
 
 
-def _start(t: Tracer, baseline: set[int], timeout: float = 60.0) -> tuple[subprocess.Popen | None,
-                                                                         set[int], float]:
+def _own_progs(pid: int) -> set[int]:
+    """Ids of the BPF programs whose fds this process holds (fdinfo's prog_id), so that other
+    users' programs loaded meanwhile on a shared machine are never counted as the tracer's."""
+    ids: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return ids
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                for line in f:
+                    if line.startswith("prog_id:"):
+                        ids.add(int(line.split()[1]))
+        except (OSError, ValueError):
+            continue
+    return ids
+
+
+def _start(t: Tracer, timeout: float = 60.0) -> tuple[subprocess.Popen | None, set[int], float]:
     """Start a tracer and wait until its programs are attached; returns its program ids."""
     if t.argv is None:
         return None, set(), 0.0
@@ -62,9 +82,9 @@ def _start(t: Tracer, baseline: set[int], timeout: float = 60.0) -> tuple[subpro
     p = subprocess.Popen(t.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     last: set[int] = set()
     stable = 0
+    attached = 0.0
     while time.monotonic() - t0 < timeout:
-        new = {i for i, pr in _progs().items() if i not in baseline and pr.get("type") in
-               ("tracing", "tracepoint", "raw_tracepoint")}
+        new = _own_progs(p.pid)
         stable = stable + 1 if new and new == last else 0
         if new and not last:
             attached = time.monotonic() - t0  # first program loaded: the tracer is live
@@ -104,12 +124,36 @@ def _switch_throughput() -> float:
     return float(m.group(1))
 
 
+def _cost(ids: set[int]) -> tuple[float | None, float | None]:
+    """(ns per program run, ns per context switch) of these programs over one stress run, with
+    bpf_stats on only for it."""
+    try:
+        _sysctl_stats(True)
+        before, ctxt0 = _progs(), _context_switches()
+        _switch_throughput()
+        after, ctxt1 = _progs(), _context_switches()
+    finally:
+        _sysctl_stats(False)
+    ns = sum(after[i].get("run_time_ns", 0) - before.get(i, {}).get("run_time_ns", 0)
+             for i in ids if i in after)
+    cnt = sum(after[i].get("run_cnt", 0) - before.get(i, {}).get("run_cnt", 0)
+              for i in ids if i in after)
+    return (ns / cnt if cnt else None), (ns / (ctxt1 - ctxt0) if ctxt1 > ctxt0 else None)
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} \
+        if values else None
+
+
 def run(rounds: int) -> dict:
+    """Every round runs every tracer once, in the same order: a throughput run with bpf_stats
+    off, then a cost run with it on. Ratios are of medians over rounds; ranges are kept."""
     chosen = [t for t in tracers() if t.available()]
     _sysctl_stats(False)
     tput: dict[str, list[float]] = {t.name: [] for t in chosen}
-    ns_per_run: dict[str, float | None] = {}
-    ns_per_switch: dict[str, float | None] = {}  # all of a tracer's BPF time / context switches
+    per_run: dict[str, list[float]] = {t.name: [] for t in chosen}
+    per_switch: dict[str, list[float]] = {t.name: [] for t in chosen}
     startup: dict[str, float] = {}
     failed: dict[str, str] = {}
     for r in range(rounds):
@@ -118,47 +162,37 @@ def run(rounds: int) -> dict:
                 continue
             print(f"[round {r + 1}/{rounds}] {t.name}: stress-ng --switch ...", flush=True)
             try:
-                p, _, start_s = _start(t, set(_progs()))
+                p, ids, start_s = _start(t)
             except RuntimeError as e:
                 failed[t.name] = str(e)
                 continue
             startup.setdefault(t.name, start_s)
             try:
                 tput[t.name].append(_switch_throughput())
+                if p is not None:
+                    ns_run, ns_switch = _cost(ids)
+                    if ns_run is not None and ns_switch is not None:
+                        per_run[t.name].append(ns_run)
+                        per_switch[t.name].append(ns_switch)
             finally:
                 _stop(p)
-    for t in chosen:
-        if t.argv is None or t.name in failed:
-            continue
-        print(f"[bpf_stats] {t.name} ...", flush=True)
-        p, ids, _ = _start(t, set(_progs()))
-        try:
-            _sysctl_stats(True)
-            before, ctxt0 = _progs(), _context_switches()
-            _switch_throughput()
-            after, ctxt1 = _progs(), _context_switches()
-        finally:
-            _sysctl_stats(False)
-            _stop(p)
-        ns = sum(after[i].get("run_time_ns", 0) - before.get(i, {}).get("run_time_ns", 0)
-                 for i in ids if i in after)
-        cnt = sum(after[i].get("run_cnt", 0) - before.get(i, {}).get("run_cnt", 0)
-                  for i in ids if i in after)
-        ns_per_run[t.name] = ns / cnt if cnt else None
-        ns_per_switch[t.name] = ns / (ctxt1 - ctxt0) if ctxt1 > ctxt0 else None
     base = statistics.median(tput["none"])
-    results = {}
+    results: dict[str, dict] = {}
     for t in chosen:
         if t.name in failed or not tput[t.name]:
             results[t.name] = {"error": failed.get(t.name, "no data")}
             continue
         med = statistics.median(tput[t.name])
+        sw = _spread(per_switch[t.name])
         results[t.name] = {
             "switch_ops_per_s": tput[t.name],
             "throughput_vs_none": med / base,
             "throughput_loss_pct": 100 * (1 - med / base),
-            "ns_per_bpf_run": ns_per_run.get(t.name),
-            "ns_per_context_switch": ns_per_switch.get(t.name),
+            "throughput_loss_pct_range": [100 * (1 - max(tput[t.name]) / base),
+                                          100 * (1 - min(tput[t.name]) / base)],
+            "ns_per_bpf_run": (_spread(per_run[t.name]) or {}).get("median"),
+            "ns_per_context_switch": sw["median"] if sw else None,
+            "ns_per_context_switch_range": [sw["min"], sw["max"]] if sw else None,
             "start_to_attached_s": startup.get(t.name),
         }
     ref = results.get("bcc-runqlat", {}).get("ns_per_context_switch")
@@ -178,17 +212,19 @@ def main() -> None:
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
-    print(f"\n{'tracer':<24}{'ns/run':>8}{'ns/switch':>11}{'vs bcc':>8}{'loss %':>8}"
-          f"{'start s':>9}")
+    print(f"\n{'tracer':<24}{'ns/run':>8}{'ns/switch':>11}{'(range)':>13}{'vs bcc':>8}"
+          f"{'loss %':>8}{'(range)':>14}{'start s':>9}")
     for name, r in res["tracers"].items():
         if "error" in r:
             print(f"{name:<24} error: {r['error'][:60]}")
             continue
         ns, sw = r.get("ns_per_bpf_run"), r.get("ns_per_context_switch")
         rel = r.get("ns_per_switch_vs_bcc_runqlat")
+        swr, lr = r.get("ns_per_context_switch_range"), r["throughput_loss_pct_range"]
         print(f"{name:<24}{(f'{ns:.0f}' if ns else '-'):>8}{(f'{sw:.0f}' if sw else '-'):>11}"
+              f"{(f'{swr[0]:.0f}-{swr[1]:.0f}' if swr else ''):>13}"
               f"{(f'{rel:.2f}x' if rel else '-'):>8}{r['throughput_loss_pct']:>8.1f}"
-              f"{(r['start_to_attached_s'] or 0):>9.2f}")
+              f"{f'{lr[0]:.1f}..{lr[1]:.1f}':>14}{(r['start_to_attached_s'] or 0):>9.2f}")
     print(f"\nwritten to {a.out}")
 
 

@@ -14,11 +14,16 @@ import numpy as np
 from runqscale.probes.errors import ProbeError
 from runqscale.probes.libbpf import LibBpf, explain_load_failure
 from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
-from runqscale.probes.model import SLOTS, CgroupHistogram, Hierarchy, ProbeReading, ProbeStats
+from runqscale.probes.model import (
+    VALUE_WORDS,
+    CgroupHistogram,
+    Hierarchy,
+    ProbeReading,
+    ProbeStats,
+)
 from runqscale.probes.privileges import check_privileges
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-VALUE_WORDS = SLOTS + 1  # struct rq_hist: slots, sum_ns (the count is the slots' sum)
 STATS = ("map_full", "no_cgroup")  # enum rq_stat order
 FAST_PATH = ("rq_switch",)
 FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped")
@@ -84,7 +89,7 @@ class CoreProbe:
             self.close()
             raise
         self._ncpu = lib.libbpf_num_possible_cpus()
-        self._hists = HistMap(self._hists_fd, VALUE_WORDS)
+        self._hists = HistMap(self._hists_fd, VALUE_WORDS, self._ncpu)  # a per-CPU hash
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
         self._last_counts: dict[int, int] = {}
 

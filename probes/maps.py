@@ -1,5 +1,6 @@
 """Reading what a loaded probe left in the kernel, shared by both backends: the per-cgroup
-histogram map (any map fd, whoever created it) and the programs' bpf_stats run time."""
+histogram map (any map fd, whoever created it; per-CPU values summed here) and the programs'
+bpf_stats run time."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ import numpy as np
 from runqscale.probes.libbpf import BPF_STATS_RUN_TIME, LibBpf
 
 BATCH = 256
+BATCH_BYTES = 4 << 20  # cap on the batch buffer: per-CPU values grow with the CPU count
 
 
 class HistMap:
-    """A hash map of u64 key -> `words` u64 values, read with batch lookups (one syscall per
-    BATCH entries), falling back to key iteration on kernels without batch operations."""
+    """A hash map of u64 key -> `words` u64 values, or a per-CPU hash (ncpu > 1: one value per
+    possible CPU, summed here), read with batch lookups (one syscall per batch of entries),
+    falling back to key iteration on kernels without batch operations."""
 
-    def __init__(self, fd: int, words: int) -> None:
-        self.fd, self.words = fd, words
+    def __init__(self, fd: int, words: int, ncpu: int = 1) -> None:
+        self.fd, self.words, self.ncpu = fd, words, max(1, ncpu)
         self._lib = LibBpf.load()
-        self._keys = np.zeros(BATCH, dtype=np.uint64)
-        self._vals = np.zeros((BATCH, words), dtype=np.uint64)
+        self.batch = max(16, min(BATCH, BATCH_BYTES // (self.ncpu * words * 8)))
+        self._keys = np.zeros(self.batch, dtype=np.uint64)
+        self._vals = np.zeros((self.batch, self.ncpu, words), dtype=np.uint64)
         self._batch_ok = True
 
     def read(self) -> dict[int, np.ndarray]:
@@ -37,15 +41,16 @@ class HistMap:
         in_tok, out_tok = ctypes.c_uint32(0), ctypes.c_uint32(0)  # htab batch token: a bucket
         first = True
         while True:
-            count = ctypes.c_uint32(BATCH)
+            count = ctypes.c_uint32(self.batch)
             rc = lib.bpf_map_lookup_batch(
                 self.fd, None if first else ctypes.byref(in_tok), ctypes.byref(out_tok),
                 self._keys.ctypes.data, self._vals.ctypes.data, ctypes.byref(count), None)
             err = ctypes.get_errno() if rc else 0
             if rc and err != errno.ENOENT:
-                return None  # no batch ops here (or a bucket larger than BATCH): iterate
+                return None  # no batch ops here (or a bucket larger than a batch): iterate
+            sums = self._vals[:count.value].sum(axis=1, dtype=np.uint64)  # fresh: one per read
             for i in range(count.value):
-                out[int(self._keys[i])] = self._vals[i].copy()
+                out[int(self._keys[i])] = sums[i]
             if rc:  # ENOENT: that was the last batch
                 return out
             in_tok.value, first = out_tok.value, False
@@ -53,13 +58,13 @@ class HistMap:
     def _read_iter(self) -> dict[int, np.ndarray]:
         lib, out = self._lib, {}
         key, nxt = ctypes.c_uint64(), ctypes.c_uint64()
-        val = np.zeros(self.words, dtype=np.uint64)
+        val = np.zeros((self.ncpu, self.words), dtype=np.uint64)
         prev = None
         while lib.bpf_map_get_next_key(self.fd, prev, ctypes.byref(nxt)) == 0:
             key.value = nxt.value
             prev = ctypes.byref(key)
             if lib.bpf_map_lookup_elem(self.fd, prev, val.ctypes.data) == 0:
-                out[key.value] = val.copy()
+                out[key.value] = val.sum(axis=0, dtype=np.uint64)
         return out
 
     def delete(self, keys: list[int]) -> None:

@@ -14,6 +14,9 @@ import numpy as np
 SUB_BITS = 2
 SUBS = 1 << SUB_BITS
 SLOTS = 128
+# What held the CPU longest while a task waited (enum rq_holder order).
+HOLDERS = ("same_cgroup", "other_cgroup", "kernel", "idle")
+VALUE_WORDS = SLOTS + 1 + len(HOLDERS)  # struct rq_hist: slots, sum_ns, held_ns[]
 
 
 def _slot_bounds() -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +37,8 @@ def _slot_bounds() -> tuple[np.ndarray, np.ndarray]:
 SLOT_LOW_NS, SLOT_HIGH_NS = _slot_bounds()
 _NO_WAITS = np.zeros(SLOTS, dtype=np.uint64)
 _NO_WAITS.flags.writeable = False  # shared by every idle delta
+_NOTHING_HELD = np.zeros(len(HOLDERS), dtype=np.uint64)
+_NOTHING_HELD.flags.writeable = False
 
 
 def slot_of(ns: int) -> int:
@@ -75,22 +80,36 @@ class CgroupHistogram:
     slots: np.ndarray  # uint64[SLOTS]
     sum_ns: int
     count: int
+    # sum_ns split by what held the CPU longest during each wait (uint64[len(HOLDERS)]); None
+    # where the backend cannot tell (bcc on cgroup v1).
+    held_ns: np.ndarray | None = None
 
     @classmethod
-    def from_row(cls, cgroup_id: int, row: np.ndarray) -> CgroupHistogram:
-        """From a kernel map value: SLOTS counters then the sum (the count is their total)."""
-        slots = row[:SLOTS]  # a view: the map reader hands out one fresh row per entry
-        return cls(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()))
+    def from_row(cls, cgroup_id: int, row: np.ndarray, held: bool = True) -> CgroupHistogram:
+        """From a kernel map value: SLOTS counters, the sum (the count is the slots' total),
+        then the sum split by holder."""
+        slots = row[:SLOTS]  # views: the map reader hands out one fresh row per entry
+        held_ns = row[SLOTS + 1:VALUE_WORDS] if held and len(row) >= VALUE_WORDS else None
+        return cls(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()), held_ns)
 
     def minus(self, earlier: CgroupHistogram | None) -> CgroupHistogram:
         if earlier is None or self.count < earlier.count or self.sum_ns < earlier.sum_ns:
             return self  # first sight, or the kernel entry was deleted and re-created: a reset
+        nothing = None if self.held_ns is None else _NOTHING_HELD
         if self.count == earlier.count:  # idle: most cgroups, most intervals; no allocation
-            return CgroupHistogram(self.cgroup_id, _NO_WAITS, 0, 0)
+            return CgroupHistogram(self.cgroup_id, _NO_WAITS, 0, 0, nothing)
+        held = None if self.held_ns is None or earlier.held_ns is None \
+            else self.held_ns - earlier.held_ns
         return CgroupHistogram(
             self.cgroup_id, self.slots - earlier.slots, self.sum_ns - earlier.sum_ns,
-            self.count - earlier.count,
+            self.count - earlier.count, held,
         )
+
+    def held_seconds(self) -> dict[str, float] | None:
+        """The wait split by holder, in seconds (the `probe --json` field wait_by_holder)."""
+        if self.held_ns is None:
+            return None
+        return {name: float(v) / 1e9 for name, v in zip(HOLDERS, self.held_ns, strict=True)}
 
 
 @dataclass(frozen=True)

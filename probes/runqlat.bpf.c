@@ -16,7 +16,7 @@
  * Fallback (no sched_info): stamp the start in task-local storage from wakeup/wakeup_new and
  * preempting switches, like libbpf-tools' runqlat, but without a hash insert/delete per event.
  *
- * The per-cgroup histogram entry is created once per cgroup and updated with two atomic adds.
+ * The per-cgroup histogram entry is created once per cgroup; each CPU updates its own copy.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -25,6 +25,7 @@
 #include "runqlat.h"
 
 #define TASK_RUNNING 0
+#define PF_KTHREAD 0x00200000 /* include/linux/sched.h; a #define, so not in vmlinux.h */
 
 const volatile struct rq_config cfg = {};
 
@@ -35,8 +36,10 @@ struct {
 	__type(value, __u64);
 } runnable_since SEC(".maps");
 
+/* Per CPU: each CPU adds to its own copy (no atomics, no cache line bouncing between CPUs on
+ * every switch); user space sums the copies. Entries are allocated on first use only. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192); /* the loader may change it before load */
 	__type(key, __u64);        /* cgroup id (kernfs node id = inode of the cgroup directory) */
@@ -50,6 +53,26 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* Per CPU: the last RQ_RING holders of this CPU, for holder_of(). */
+#define RQ_RING 4
+#define RQ_WHO_IDLE 0
+#define RQ_WHO_KERNEL 1
+struct rq_holders {
+	__u64 since;          /* when the current holder got the CPU */
+	__u64 pos;            /* ring position of the next entry */
+	__u64 who[RQ_RING];   /* a user task's struct cgroup * (compared, never dereferenced),
+			       * or RQ_WHO_IDLE / RQ_WHO_KERNEL */
+	__u64 until[RQ_RING]; /* when it left the CPU */
+	__u64 held[RQ_RING];  /* for how long it had held it */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rq_holders);
+} holders SEC(".maps");
+
 static struct rq_hist zero_hist; /* .bss: too large for the 512-byte BPF stack */
 
 static __always_inline void count_stat(__u32 which)
@@ -60,8 +83,9 @@ static __always_inline void count_stat(__u32 which)
 		*v += 1; /* per-CPU slot: no atomics needed */
 }
 
-/* Direct BTF loads (faulting loads, no helper calls) along task->cgroups->... */
-static __always_inline __u64 cgroup_id_of(struct task_struct *t)
+/* Direct BTF loads (faulting loads, no helper calls) along task->cgroups->...: the task's
+ * cgroup in the measured hierarchy, or NULL. */
+static __always_inline struct cgroup *cgroup_of(struct task_struct *t)
 {
 	struct css_set *cs = t->cgroups;
 	struct cgroup_subsys_state *css;
@@ -70,29 +94,85 @@ static __always_inline __u64 cgroup_id_of(struct task_struct *t)
 	if (!cs)
 		return 0;
 	if (cfg.hierarchy == RQ_HIER_V2)
-		return cs->dfl_cgrp->kn->id;
+		return cs->dfl_cgrp;
 	/* v1: the cpu controller's hierarchy, where CFS quotas and shares apply. */
 	cpu_id = bpf_core_enum_value(enum cgroup_subsys_id, cpu_cgrp_id);
 	if (cpu_id < 0 || cpu_id >= CGROUP_SUBSYS_COUNT)
 		return 0;
 	css = cs->subsys[cpu_id];
-	if (!css)
-		return 0;
-	return css->cgroup->kn->id;
+	return css ? css->cgroup : 0;
 }
 
-static __always_inline void account_wait(struct task_struct *t, __u64 delta)
+/* Called at every switch, with this CPU's ring: prev leaves the CPU now. */
+static __always_inline void note_holder(struct rq_holders *r, struct task_struct *prev,
+					__u64 now)
 {
-	struct rq_hist *h;
-	__u64 cgid = cgroup_id_of(t);
+	__u32 i = r->pos & (RQ_RING - 1);
 
+	if (!prev->pid)
+		r->who[i] = RQ_WHO_IDLE;
+	else if (prev->flags & PF_KTHREAD)
+		r->who[i] = RQ_WHO_KERNEL;
+	else
+		r->who[i] = (__u64)cgroup_of(prev);
+	r->until[i] = now;
+	r->held[i] = now - r->since;
+	r->since = now;
+	r->pos++;
+}
+
+/* What kept a task of `cgrp` waiting from `since` until now: of this CPU's last RQ_RING
+ * holders, the one that held it longest during the wait. The last holder alone would be
+ * mostly the short tasks that preempt (kernel threads, wakers), not what the wait was spent
+ * behind; a wait longer than RQ_RING slices is judged by its end. */
+static __always_inline __u32 holder_of(struct rq_holders *r, struct cgroup *cgrp, __u64 since)
+{
+	__u64 best = 0, who = r->who[(r->pos - 1) & (RQ_RING - 1)], in;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < RQ_RING; i++) {
+		if (r->until[i] <= since)
+			continue;
+		in = r->until[i] - since;
+		if (in > r->held[i])
+			in = r->held[i];
+		if (in > best) {
+			best = in;
+			who = r->who[i];
+		}
+	}
+	if (who == RQ_WHO_IDLE)
+		return RQ_HELD_IDLE;
+	if (who == RQ_WHO_KERNEL)
+		return RQ_HELD_KERNEL;
+	return who == (__u64)cgrp ? RQ_HELD_SAME : RQ_HELD_OTHER;
+}
+
+static __always_inline struct rq_holders *this_cpu_holders(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&holders, &zero);
+}
+
+/* `t` waited `delta` ns until `now` and is being switched in (`r`: this CPU's holders). */
+static __always_inline void account_wait(struct task_struct *t, __u64 delta, __u64 now,
+					 struct rq_holders *r)
+{
+	struct cgroup *cgrp = cgroup_of(t);
+	struct rq_hist *h;
+	__u64 cgid;
+
+	cgid = cgrp ? cgrp->kn->id : 0; /* kernfs node id = inode of the cgroup directory */
 	if (!cgid) {
 		count_stat(RQ_STAT_NO_CGROUP);
 		return;
 	}
 	h = bpf_map_lookup_elem(&hists, &cgid);
 	if (!h) {
-		/* First wait seen in this cgroup: the only insert it will ever need. */
+		/* First wait seen in this cgroup: the only insert it will ever need (from a program,
+		 * it sets this CPU's copy and zeroes the others). */
 		bpf_map_update_elem(&hists, &cgid, &zero_hist, BPF_NOEXIST);
 		h = bpf_map_lookup_elem(&hists, &cgid);
 		if (!h) {
@@ -100,8 +180,7 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta)
 			return;
 		}
 	}
-	__sync_fetch_and_add(&h->slots[slot_of(delta) & (RQ_SLOTS - 1)], 1);
-	__sync_fetch_and_add(&h->sum_ns, delta);
+	rq_hist_add(h, delta, holder_of(r, cgrp, now - delta));
 }
 
 /* ---- fast path: the scheduler's own run-queue accounting ---- */
@@ -118,18 +197,20 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
+	struct rq_holders *r = this_cpu_holders();
 	struct cfs_rq *cfs;
 	__u64 queued, now, segment = 0, total, *seen, delta;
 
-	if (!next->pid)
-		return 0;
-	/* This CPU's rq, reached through next's cfs_rq (set for tasks of every class by
-	 * set_task_rq(); the per-CPU `runqueues` symbol is not in kallsyms without KALLSYMS_ALL).
-	 * rq->clock was updated by __schedule() just before this tracepoint. */
-	cfs = next->se.cfs_rq;
-	if (!cfs)
+	/* This CPU's rq, reached through a cfs_rq (set for tasks of every class by set_task_rq();
+	 * the per-CPU `runqueues` symbol is not in kallsyms without KALLSYMS_ALL); next is idle
+	 * only when prev is not. rq->clock was updated by __schedule() just before this tracepoint. */
+	cfs = next->pid ? next->se.cfs_rq : prev->se.cfs_rq;
+	if (!cfs || !r)
 		return 0;
 	now = cfs->rq->clock;
+	note_holder(r, prev, now);
+	if (!next->pid)
+		return 0;
 	/* The current queued segment; sched_info_arrive() adds it to run_delay right after this
 	 * tracepoint. When the wakeup and this switch fall in one rq-clock update (typically a
 	 * wakeup onto an idle CPU) the kernel accounts 0: that is still a wait event, or
@@ -154,7 +235,7 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	}
 	if (seen)
 		*seen = total + 1;
-	account_wait(next, delta);
+	account_wait(next, delta, now, r);
 	return 0;
 }
 
@@ -190,6 +271,11 @@ int BPF_PROG(rq_switch_stamped, bool preempt, struct task_struct *prev, struct t
 	     unsigned int prev_state)
 {
 	__u64 now = bpf_ktime_get_ns(), *since;
+	struct rq_holders *r = this_cpu_holders();
+
+	if (!r)
+		return 0;
+	note_holder(r, prev, now);
 
 	/* Preempted (or woken before it could sleep): still on the run queue, so it waits again. */
 	if (preempt || prev_state == TASK_RUNNING)
@@ -197,7 +283,7 @@ int BPF_PROG(rq_switch_stamped, bool preempt, struct task_struct *prev, struct t
 	since = bpf_task_storage_get(&runnable_since, next, 0, 0);
 	if (!since || !*since)
 		return 0;
-	account_wait(next, now - *since);
+	account_wait(next, now - *since, now, r);
 	*since = 0;
 	return 0;
 }

@@ -9,9 +9,23 @@
 #define RQ_SUB_BITS 2
 #define RQ_SLOTS 128
 
+/* What held the CPU longest while a task waited (runqlat.bpf.c holder_of(), from the CPU's
+ * last few holders), as an approximation of what it waited behind: the wait's nanoseconds go
+ * to that class. Waits
+ * behind the own cgroup's tasks (or an idle CPU: its quota) call for a resize, waits behind
+ * other cgroups for spreading or scaling out. */
+enum rq_holder {
+	RQ_HELD_SAME = 0,   /* a task of the waiter's own cgroup: it is oversubscribed */
+	RQ_HELD_OTHER = 1,  /* a user task of another cgroup: a neighbour */
+	RQ_HELD_KERNEL = 2, /* a kernel thread */
+	RQ_HELD_IDLE = 3,   /* nobody: the waiter was throttled by its quota, or waking up */
+	RQ_HOLDERS = 4,
+};
+
 struct rq_hist {
-	__u64 slots[RQ_SLOTS]; /* the count is their sum: one atomic add fewer per event */
+	__u64 slots[RQ_SLOTS]; /* the count is their sum: one add fewer per event */
 	__u64 sum_ns;
+	__u64 held_ns[RQ_HOLDERS]; /* sum_ns split by enum rq_holder */
 };
 
 /* Set by the loader in .rodata before load: the kernel side has no runtime config lookups. */
@@ -53,6 +67,20 @@ static __always_inline __u32 slot_of(__u64 ns)
 	msb = rq_log2(ns);
 	slot = ((msb - 1) << RQ_SUB_BITS) + ((ns >> (msb - RQ_SUB_BITS)) & ((1 << RQ_SUB_BITS) - 1));
 	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
+}
+
+/* One wait into this CPU's copy of a cgroup's histogram (a per-CPU hash value, summed over
+ * CPUs by user space): plain adds, no atomics and no cache line shared between CPUs. Only
+ * sched_switch programs write it, and they run with interrupts off, so nothing interleaves. */
+static __always_inline void rq_hist_add(struct rq_hist *h, __u64 delta, __u32 holder)
+{
+	__u32 slot = slot_of(delta);
+
+	/* Keep the mask: clang proves slot < RQ_SLOTS and drops it, the verifier cannot. */
+	asm volatile("" : "+r"(slot));
+	h->slots[slot & (RQ_SLOTS - 1)] += 1;
+	h->sum_ns += delta;
+	h->held_ns[holder & (RQ_HOLDERS - 1)] += delta;
 }
 
 #endif

@@ -166,7 +166,8 @@ def test_probe_json_contract() -> None:
         assert obj["backend"] in ("core", "bcc")
     row = next(c for c in lines[-1]["containers"] if c["cgroup"] == g.rel)
     assert set(row) == {"cgroup", "namespace", "pod", "container", "events", "p50_seconds",
-                        "p95_seconds", "p99_seconds", "wait_seconds", "throttled_ratio"}
+                        "p95_seconds", "p99_seconds", "wait_seconds", "throttled_ratio",
+                        "wait_seconds_by_holder"}
     assert row["p95_seconds"] >= 0.010 and row["throttled_ratio"] > 0.5
 
 

@@ -44,3 +44,17 @@ def test_quantile_estimate_is_within_the_slot_of_the_true_quantile(waits: list[i
 
 def test_empty_histogram_has_no_quantile() -> None:
     assert quantile_seconds(np.zeros(SLOTS, dtype=np.uint64), 0.95) is None
+
+
+def test_holder_split_is_read_after_the_sum_and_subtracts_like_the_histogram() -> None:
+    from runqscale.probes.model import HOLDERS, VALUE_WORDS, CgroupHistogram
+
+    row0, row1 = np.zeros(VALUE_WORDS, np.uint64), np.zeros(VALUE_WORDS, np.uint64)
+    row0[5], row0[SLOTS], row0[SLOTS + 1:] = 2, 300, [100, 200, 0, 0]
+    row1[5], row1[SLOTS], row1[SLOTS + 1:] = 5, 1300, [100, 900, 100, 200]
+    h0, h1 = CgroupHistogram.from_row(7, row0), CgroupHistogram.from_row(7, row1)
+    d = h1.minus(h0)
+    assert d.count == 3 and d.sum_ns == 1000
+    assert d.held_seconds() == dict(zip(HOLDERS, [0.0, 7e-7, 1e-7, 2e-7], strict=True))
+    assert h1.minus(h1).held_seconds() == dict.fromkeys(HOLDERS, 0.0)  # an idle interval
+    assert CgroupHistogram.from_row(7, row1, held=False).minus(None).held_seconds() is None
