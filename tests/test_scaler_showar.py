@@ -309,6 +309,18 @@ def test_cpu_per_request_is_a_ratio_of_sums_over_unthrottled_samples() -> None:
     assert st.cpu_per_request == pytest.approx(0.02 * (usage[:9].sum() / 0.02) / rate[:9].sum())
 
 
+def test_contention_target_scales_with_cpu_per_request() -> None:
+    # 40 ms of CPU per request, 20 ms of contention wait per request: under one request's own
+    # CPU time (stretch 1), so no scale-out although 4x the 5 ms target; 60 ms would be
+    kw = dict(per_replica_cpu=0.4, request_rate=40.0, throttled_seconds_per_second=0.0)
+    w = window(n=10, **_sig_kw(runq_wait_seconds_per_second=0.8, **kw))
+    rec, _ = showar.decide(w, cur(), CFG, None, HP)
+    assert rec.action == "none" and "vs target 40.00 ms" in rec.reason, rec.reason
+    w = window(n=10, **_sig_kw(runq_wait_seconds_per_second=2.4, **kw))
+    rec, _ = showar.decide(w, cur(), CFG, None, HP)
+    assert rec.action == "scale_out", rec.reason
+
+
 def test_outside_bounds_is_corrected_first() -> None:
     rec, _ = showar.decide(sig(replicas=30), cur(30), CFG, None)
     assert rec.recommended.replicas == 20 and rec.action == "scale_in"

@@ -71,6 +71,7 @@ class Params:
     warmup_seconds: float = 6.0  # no action on a window shorter than this (start-up transients)
     signal: Literal["auto", "p95"] = "auto"  # auto: contention wait per request when known
     wait_window_seconds: float = 9.0  # the time-weighted signal's averaging window
+    wait_stretch: float = 1.0  # contention wait per request tolerated, x CPU per request
     vertical: bool = True
     upper_hysteresis: float = 1.05
     lower_hysteresis: float = 0.8
@@ -235,6 +236,10 @@ def decide(
     basis = ready if arriving else cur
 
     # --- horizontal PID
+    if sname == "contention wait per request" and state.cpu_per_request:
+        # a request may wait as long as `wait_stretch` x its own CPU time before more replicas
+        # are worth their cost: on a busy node a CPU-heavy request waits behind its peers
+        target = max(target, p.wait_stretch * state.cpu_per_request)
     e = None if signal is None else _error(signal, target, p.error)
     h_desired = cur
     pid_note = f"no {sname} in the window: horizontal holds"
