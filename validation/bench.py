@@ -12,8 +12,9 @@ Then `pareto.png`/`pareto.json` per workload (allocated core-seconds vs p99, one
 policy x knob, 95 % intervals), and `summary.json` with every workload's default comparisons.
 The `default` setting measures the capacity (CPU per request, open loop); every other setting
 of that workload replays the same load (`--capacity` from the default's report), so the points
-of a Pareto plot differ only in the policy and its knob. Every setting writes its own directory (`OUT/<workload>/<setting>/report.json`), and a setting
-whose report already has all its runs is not run again, so an interrupted sweep resumes.
+of a Pareto plot differ only in the policy and its knob. Every setting writes its own
+directory (`OUT/<workload>/<setting>/report.json`), and a setting whose report already has all
+its runs is not run again, so an interrupted sweep resumes.
 
     python -m runqscale.validation.bench --out out/bench-validate [--duration 150s]
         [--repeats 3] [--day25 FILE] [--per-second FILE] [--graph FILE] [--only day25]
