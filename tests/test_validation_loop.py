@@ -42,7 +42,8 @@ def test_validate_end_to_end(tmp_path) -> None:
         assert r["failed"] == 0
         assert r["cpu_core_seconds_used"] > 0
         assert r["cpu_core_seconds_allocated"] > r["cpu_core_seconds_used"]
-        assert r["cpu_core_seconds_requested"] == pytest.approx(r["cpu_core_seconds_allocated"])
+        # allocated = max(request, limit): showar may set a limit above the request
+        assert 0 < r["cpu_core_seconds_requested"] <= r["cpu_core_seconds_allocated"] + 1e-9
         assert 1 <= r["mean_replicas"] <= 3
         assert r["penalty"] == pytest.approx(sum(r["penalty_terms"].values()))
     assert set(rep["summary"]) == {"showar", "hpa"}

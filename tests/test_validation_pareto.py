@@ -52,3 +52,11 @@ def test_plot_renders(tmp_path) -> None:
     a = _report(5, 0.75, [("showar", 10.0, 0.1), ("showar", 12.0, 0.12), ("hpa", 20.0, 0.5)])
     pareto.plot(str(tmp_path / "p.png"), pareto.points([a]), "t")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_other_settings_replay_the_default_settings_load(tmp_path) -> None:
+    d = tmp_path / "default"
+    assert bench._capacity_of(str(d)) == ()
+    d.mkdir()
+    (d / "report.json").write_text('{"load": {"capacity_rps": 23.7462510}, "runs": []}')
+    assert bench._capacity_of(str(d)) == ("--capacity", "23.7463")

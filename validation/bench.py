@@ -10,8 +10,11 @@ emulated DeathStarBench social network on day 25), `runqscale validate` runs onc
 
 Then `pareto.png`/`pareto.json` per workload (allocated core-seconds vs p99, one point per
 policy x knob, 95 % intervals), and `summary.json` with every workload's default comparisons.
-Every setting writes its own directory (`OUT/<workload>/<setting>/report.json`), and a setting
-whose report already has all its runs is not run again, so an interrupted sweep resumes.
+The `default` setting measures the capacity (CPU per request, open loop); every other setting
+of that workload replays the same load (`--capacity` from the default's report), so the points
+of a Pareto plot differ only in the policy and its knob. Every setting writes its own
+directory (`OUT/<workload>/<setting>/report.json`), and a setting whose report already has all
+its runs is not run again, so an interrupted sweep resumes.
 
     python -m runqscale.validation.bench --out out/bench-validate [--duration 150s]
         [--repeats 3] [--day25 FILE] [--per-second FILE] [--graph FILE] [--only day25]
@@ -71,6 +74,16 @@ def complete(report_path: str, policies: tuple[str, ...], repeats: int) -> bool:
     return len(runs) >= len(policies) * repeats
 
 
+def _capacity_of(default_dir: str) -> tuple[str, ...]:
+    """`--capacity X` from the default setting's measurement (nothing if it has none)."""
+    try:
+        with open(os.path.join(default_dir, "report.json")) as f:
+            cap = json.load(f)["load"]["capacity_rps"]
+    except (OSError, ValueError, KeyError):
+        return ()
+    return ("--capacity", f"{cap:.6g}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runqscale.validation.bench",
                                  description=__doc__.split("\n")[0])
@@ -100,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"[{i}/{len(plan)}] {w} {s.name}: {','.join(s.policies)} x {a.repeats} "
               f"({elapsed:.0f} min so far)", flush=True)
+        cap = () if s.name == "default" else _capacity_of(os.path.join(a.out, w, "default"))
         cmd = [sys.executable, "-m", "runqscale.agent.cli", "validate", *wls[w],
                "--policies", ",".join(s.policies), "--duration", a.duration,
-               "--repeats", str(a.repeats), "--out", d, *s.args, *a.extra.split()]
+               "--repeats", str(a.repeats), "--out", d, *cap, *s.args, *a.extra.split()]
         rc = subprocess.call(cmd)
         if rc != 0:
             print(f"  {w} {s.name} failed (exit {rc}): {' '.join(cmd)}", flush=True)

@@ -89,11 +89,11 @@ def profile(cluster: Cluster, probe: Probe, rate_rps: float, seconds: float,
         time.sleep(1.0)
         dt, hist, u = meter.sample()
         measured += dt
-        for s, (sl, tn, td) in hist.items():
-            if sl is not None:
-                slots[s] = sl.copy() if s not in slots else slots[s] + sl
-            thr[s][0] += tn
-            thr[s][1] += td
+        for s, t in hist.items():
+            if t.slots is not None:
+                slots[s] = t.slots.copy() if s not in slots else slots[s] + t.slots
+            thr[s][0] += t.periods_throttled
+            thr[s][1] += t.periods
         for s in LOGIC_SERVICES:
             used[s] += u[s] * dt
     _, err = lg.communicate(timeout=30)

@@ -104,7 +104,13 @@ def plot(path: str, pts: list[dict], title: str) -> None:
                         fontsize=7, color=c)
             if p["pareto"]:
                 ax.scatter([xi], [yi], s=160, facecolors="none", edgecolors="k", lw=0.8)
+    # limits from the points, not the bars: with 2 runs a t interval spans decades
+    xs = [p[LATENCY] * 1e3 for p in pts] or [1.0]
+    ys = [p[COST] for p in pts] or [1.0]
     ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(min(xs) / 3, max(xs) * 3)
+    ax.set_ylim(min(ys) / 2, max(ys) * 2)
     ax.set_xlabel("p99 response time (ms, geometric mean, 95% CI)")
     ax.set_ylabel("CPU core-seconds allocated (95% CI)")
     ax.set_title(title + "\n(ringed: on the Pareto front; lower-left is better)", fontsize=9)
