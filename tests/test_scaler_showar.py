@@ -203,8 +203,9 @@ def test_scale_in_waits_for_stabilisation() -> None:
         w = window(now=NOW + 3 * k, **_sig_kw(replicas=8, p95=T * 0.2))
         rec, st = showar.decide(w, cur(8), CFG, st, HP)
         decisions.append((3 * k, rec.recommended.replicas))
-    assert all(r == 8 for t, r in decisions if t < 120)
-    after = [r for t, r in decisions if t >= 120]
+    stab = Params().scale_in_stabilization_seconds
+    assert all(r == 8 for t, r in decisions if t < stab)
+    after = [r for t, r in decisions if t >= stab]
     assert after[0] < 8
     # bounded scale-in step: at most half
     assert after[0] >= 4

@@ -66,7 +66,7 @@ class Params:
     integral_limit: float = 1.0
     max_step_fraction: float = 1.0  # β
     max_scale_in_fraction: float = 0.5  # β_in
-    scale_in_stabilization_seconds: float = 120.0
+    scale_in_stabilization_seconds: float = 60.0
     cooldown_seconds: float = 6.0
     warmup_seconds: float = 6.0  # no action on a window shorter than this (start-up transients)
     signal: Literal["auto", "p95"] = "auto"  # auto: contention wait per request when known
@@ -321,12 +321,13 @@ def decide(
             limit_now is None or min(want, cap) > p.upper_hysteresis * limit_now
             or overflow > cur):
         size = min(want, cap)
-        replicas = config.clamp_replicas(max(cur, overflow, h_desired if above else cur))
+        # vertical first: the resize lands before the PID's next look at contention
+        replicas = config.clamp_replicas(max(cur, overflow))
         grow = "set" if limit_now is None else f"{limit_now:.3f} ->"
         reason = f"resize limit {grow} {size:.3f} cores: {vnote}"
         if replicas > cur:
-            reason += f"; past the {cap:g}-core per-replica maximum or {pid_note}: scale out " \
-                      f"{cur} -> {replicas}"
+            reason += f"; past the {cap:g}-core per-replica maximum: scale out {cur} -> " \
+                      f"{replicas}"
         return done(_sized(current, replicas, size), reason, state, True)
     if above:
         replicas = config.clamp_replicas(max(cur, h_desired, overflow))
