@@ -322,6 +322,19 @@ def test_contention_target_scales_with_cpu_per_request() -> None:
     assert rec.action == "scale_out", rec.reason
 
 
+def test_throttled_wait_within_a_request_cpu_time_does_not_hold_the_limit_up() -> None:
+    # 20 ms CPU per request learned; now throttled in 30 % of periods with 10 ms of throttled
+    # wait per request: under one request's CPU, so the size is demand x 1.3, not limit x growth
+    calm = window(n=10, **_sig_kw(per_replica_cpu=0.2, request_rate=40.0))
+    _, st = showar.decide(calm, cur(4, 1.0, 1.0), CFG, None)
+    hot = window(n=10, now=NOW + 30, **_sig_kw(
+        per_replica_cpu=0.2, request_rate=40.0, throttled_ratio=0.3, cpu_limit_cores=1.0,
+        runq_wait_seconds_per_second=0.5, throttled_seconds_per_second=0.4))
+    rec, _ = showar.decide(hot, cur(4, 1.0, 1.0), CFG, replace(st, last_action_ts=None))
+    assert rec.action == "resize" and rec.recommended.cpu_limit_cores == pytest.approx(0.26), \
+        rec.reason
+
+
 def test_outside_bounds_is_corrected_first() -> None:
     rec, _ = showar.decide(sig(replicas=30), cur(30), CFG, None)
     assert rec.recommended.replicas == 20 and rec.action == "scale_in"

@@ -158,9 +158,11 @@ def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerCon
     size = max(sizing.floor(cpu_per_request, config, p.sizing),
                sizing.with_margin(d.cores, p.sizing))
     if current.cpu_limit_cores and d.throttled:
-        grow = sizing.throttle_factor(waits.throttled, config.target_runq_p95_seconds,
-                                      p.throttle_gain)
-        size = max(size, current.cpu_limit_cores * grow)
+        # the same tolerance as for contention: a request may wait its own CPU time
+        target = max(config.target_runq_p95_seconds, p.wait_stretch * (cpu_per_request or 0.0))
+        grow = sizing.throttle_factor(waits.throttled, target, p.throttle_gain)
+        if grow > 1.0:  # throttled wait above target: at least the grown limit
+            size = max(size, current.cpu_limit_cores * grow)
     return size, d
 
 
