@@ -16,7 +16,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from functools import partial  # noqa: E402
 from typing import Any  # noqa: E402
@@ -273,12 +272,16 @@ def _fmt_host(host: str) -> str:
 
 
 def _since_process_start() -> float:
-    """Seconds since this process was started by the kernel (not since Python got going)."""
-    import psutil  # +1.8 MiB RSS in the agent, well inside its 96Mi request
-
+    """Seconds since this process was started by the kernel (not since Python got going).
+    Boot-relative on purpose (start ticks vs /proc/uptime): psutil's create_time() is wall
+    clock, and the agent reads no wall clock (a clock step would skew the figure)."""
     try:
-        return time.time() - psutil.Process().create_time()
-    except psutil.Error:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
         return float("nan")
 
 
