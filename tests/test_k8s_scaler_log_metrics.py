@@ -103,15 +103,19 @@ def test_scaler_k8s_log_extras_and_metrics(k8s_deployed, tmp_path):
                 return []
             return [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
 
+        def extras() -> set[str]:  # the log is appended line by line: wait for every kind
+            return {r["reason"].split(" ")[0] for r in logged() if r["action"] == "affinity"}
+
         wait_for(lambda: any(r["action"] == "scale_out" and r["applied"] for r in logged())
-                 and any(r["action"] == "affinity" for r in logged()), 60,
-                 what="an applied scale-out and an affinity recommendation in the log")
+                 and {"spread", "spread:"} <= extras(), 60,
+                 what="an applied scale-out, an affinity pair and a spread move in the log")
         recs = logged()
         out = next(r for r in recs if r["action"] == "scale_out")
         assert out["workload"] == {"namespace": NS, "kind": "Deployment", "name": "web"}
         assert out["dry_run"] is False and out["error"] is None
+        # applied for real (a later scale-out after the cool-down may have added more)
         assert cp.admin.get(path("Deployment", NS, "web"))["spec"]["replicas"] \
-            == out["recommended"]["replicas"] > 2
+            >= out["recommended"]["replicas"] > 2
         reasons = [r["reason"] for r in recs if r["action"] == "affinity"]
         pair = f"spread {NS}/api and {NS}/web: CPU usage Pearson"
         assert any(x.startswith(pair) for x in reasons), \
