@@ -2,8 +2,9 @@
 container is a real cgroup on this machine with a CPU-quota-throttled hog (0.1 core, so the test
 stays cheap for the machine); the real agent measures its run-queue latency and labels it with the
 pod's real name and uid from the API server; a real Prometheus scrapes the agent; the scaler reads
-Prometheus (the same PromQL as in production), decides, and scales the Deployment through the
-scale subresource as its ServiceAccount; a ScaleOut Event records why."""
+Prometheus (the same PromQL as in production), decides, and acts as its ServiceAccount. The hog
+waits behind its own quota (throttled), so showar v2 resizes it (in place, `pods/resize`) rather
+than adding replicas; a Resize Event records why."""
 
 from __future__ import annotations
 
@@ -70,11 +71,14 @@ def test_agent_to_prometheus_to_scaler_scales_the_deployment(k8s_deployed, prome
             elapsed = time.monotonic() - t0
         finally:
             agent.stop()
-    assert outcome is not None, "the scaler never scaled the hog's Deployment"
-    assert outcome.action == "scale_out" and outcome.replicas[0] == 1 < outcome.replicas[1]
-    print(f"hog started -> Deployment scaled {outcome.replicas[0]} -> {outcome.replicas[1]} in "
-          f"{elapsed:.1f} s: {outcome.message}")
-    assert cp.admin.get(path("Deployment", NS, "hog"))["spec"]["replicas"] == outcome.replicas[1]
+    assert outcome is not None, "the scaler never acted on the hog's Deployment"
+    assert outcome.action == "resize" and outcome.replicas == (1, 1), outcome.message
+    assert "throttled" in outcome.message and "in place" in outcome.message, outcome.message
+    print(f"hog started -> resized in {elapsed:.1f} s: {outcome.message}")
+    pods = cp.admin.get(f"/api/v1/namespaces/{NS}/pods", labelSelector="app=hog")["items"]
+    limits = [c["resources"]["limits"]["cpu"] for p in pods for c in p["spec"]["containers"]]
+    assert limits and all(lim not in ("200m", "0.2") for lim in limits), limits  # grown
     events = cp.admin.get(f"/api/v1/namespaces/{NS}/events",
-                          fieldSelector="involvedObject.name=hog,reason=ScaleOut")["items"]
+                          fieldSelector="involvedObject.kind=Deployment,involvedObject.name=hog,"
+                                        "reason=Resize")["items"]
     assert events and "showar" in events[0]["message"]
