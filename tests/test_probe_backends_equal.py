@@ -30,6 +30,7 @@ EVENT_SLACK = 0.10
 # update again before the switch (core, like schedstat), and its wall time by bcc's clock reads:
 # measured 5-15 us on an idle CPU, up to ~30 us on this shared 2-core machine under load.
 QUANTILE_SLOTS, WAKEUP_NS = 2, 50_000
+TAIL_EVENTS = 10
 # Wait sums per interval: the late slice moves up to one run slice of wait (the quota hog runs
 # up to its 50 ms quota before it waits again) across a boundary.
 WAIT_SLACK, WAIT_FLOOR_S = 0.15, 0.060
@@ -162,7 +163,11 @@ def test_bcc_and_core_print_the_same_probe_json(hier: Hierarchy) -> None:
             slack = threads[g.rel] + (EVENT_SLACK + apart) * a["events"]
             if abs(a["events"] - b["events"]) > slack:
                 bad.append(f"#{n} {g.name} events: core {a['events']} bcc {b['events']}")
-            for k in ("p50_seconds", "p95_seconds", "p99_seconds"):
+            for k, q in (("p50_seconds", 0.50), ("p95_seconds", 0.95), ("p99_seconds", 0.99)):
+                # a quantile resting on fewer than TAIL_EVENTS waits above it moves with one
+                # wait carried across the interval boundary (the light task: ~3 above its p99)
+                if (1 - q) * min(a["events"], b["events"]) < TAIL_EVENTS:
+                    continue
                 if not _quantile_close(a[k], b[k]):
                     bad.append(f"#{n} {g.name} {k}: core {a[k]} bcc {b[k]}")
             bad += _waits_differ(f"#{n} {g.name}", a, b)

@@ -79,4 +79,4 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
          / runs[("hpa", k)]["cpu_core_seconds_allocated"] for k in (0, 1)]
     assert comps[("hpa", "cpu_core_seconds_allocated")]["ratio"] == \
         pytest.approx(math.sqrt(a[0] * a[1]))
-    assert "ratio" in r.stdout and "95% CI" in r.stdout
+    assert "paired ratios" in r.stdout and "95 % CI" in r.stdout

@@ -13,7 +13,8 @@ from runqscale.validation.report import build_report
 def _run(policy: str, repeat: int, p95: float, penalty: float) -> dict:
     return {"policy": policy, "repeat": repeat, "requests": 1000, "failed": 3,
             "p50_seconds": 0.05, "p95_seconds": p95, "p99_seconds": 2 * p95,
-            "slo_violation_ratio": 0.02, "cpu_core_seconds_allocated": 120.0,
+            "slo_violation_ratio": 0.02, "cpu_core_seconds_requested": 100.0,
+            "cpu_core_seconds_allocated": 120.0,
             "cpu_core_seconds_used": 80.0, "mean_replicas": 2.5, "decisions": 7,
             "penalty": penalty, "penalty_terms": {"latency": 0.1, "failures": 0.0,
                                                   "replicas": 2.5}}
