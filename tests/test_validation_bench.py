@@ -43,7 +43,7 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
     # 20 s at <= 60x: the busiest 20 trace minutes; the exclusion rule is the default's, but
     # a shared CI machine is busy, so the threshold is lifted to check the comparisons' shape
     r = _cli("--trace", str(TRACE), "--policies", "showar,hpa", "--duration", "20s",
-             "--repeats", "2", "--max-foreign-cpu", "64", "--out", str(out))
+             "--repeats", "2", "--max-foreign-cpu", "64", "--max-steal", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:] + r.stdout[-2000:]
     rep = json.loads((out / "report.json").read_text())
     tr = rep["trace"]
