@@ -133,7 +133,8 @@ def test_scaler_k8s_log_extras_and_metrics(k8s_deployed, tmp_path):
             assert _keys(r) == _keys(twin), (r, twin)
             assert set(r["signals"]) <= set(twin["signals"]) | {"pearson_r",
                                                                  "node_runq_p95_seconds",
-                                                                 "dest_node_runq_p95_seconds"}
+                                                                 "dest_node_runq_p95_seconds",
+                                                                 "startup_delay_seconds"}
 
         # /metrics scraped by a real Prometheus; the dashboard's scaler panels return data
         wait_for(lambda: prom.query("runqscale_scaler_leader") and prom.value(
