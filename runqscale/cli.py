@@ -56,23 +56,27 @@ def main() -> None:
     """
 
 
-def run() -> None:
-    """The console entry point: every usage error of every subcommand is one line on stderr
-    (`runqscale <command>: error: <what and the fix>`), exit code 2; no usage block, no
-    traceback."""
+def run_one_line(group: click.Group, prog: str) -> None:
+    """Run a console entry point: every usage error of every subcommand is one line on stderr
+    (`<command>: error: <what and the fix>`), exit code 2; no usage block, no traceback."""
     try:
-        rv = main.main(standalone_mode=False)
+        rv = group.main(standalone_mode=False, prog_name=prog)
     except click.UsageError as e:
-        where = e.ctx.command_path if e.ctx else "runqscale"
+        where = e.ctx.command_path if e.ctx else prog
         click.echo(f"{where}: error: {e.format_message()}", err=True)
         sys.exit(2)
     except click.ClickException as e:
-        click.echo(f"runqscale: error: {e.format_message()}", err=True)
+        click.echo(f"{prog}: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
-        click.echo("runqscale: interrupted", err=True)
+        click.echo(f"{prog}: interrupted", err=True)
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def run() -> None:
+    """The `runqscale` console entry point (one-line usage errors, exit 2)."""
+    run_one_line(main, "runqscale")
 
 
 if __name__ == "__main__":

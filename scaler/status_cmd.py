@@ -102,13 +102,6 @@ kubectl_plugin.add_command(status)
 
 def kubectl_run() -> None:
     """Console entry point `kubectl-runqscale`: usage errors are one line, exit 2."""
-    try:
-        rv = kubectl_plugin.main(standalone_mode=False, prog_name="kubectl runqscale")
-    except click.UsageError as e:
-        where = e.ctx.command_path if e.ctx else "kubectl runqscale"
-        click.echo(f"{where}: error: {e.format_message()}", err=True)
-        sys.exit(2)
-    except click.ClickException as e:
-        click.echo(f"kubectl runqscale: error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    from runqscale.cli import run_one_line
+
+    run_one_line(kubectl_plugin, "kubectl runqscale")
