@@ -97,6 +97,7 @@ def test_scaler_k8s_log_extras_and_metrics(k8s_deployed, tmp_path):
     # Prometheus first: the decisions panel shows increase(), which needs the counters' growth
     prom = PrometheusServer([f"127.0.0.1:{port}"], job="runqscale-scaler")
     scaler = ScalerProcess(args, tmp_path / "scaler.log")
+    started = time.time()
     try:
         def logged() -> list[dict]:
             if not log_path.exists():
@@ -146,9 +147,11 @@ def test_scaler_k8s_log_extras_and_metrics(k8s_deployed, tmp_path):
         # the whole test in one rate window: the decisions panel shows increase() of actions,
         # and after the first scale-out and resize the later decisions are mostly "none"
         values = dict(rp.DEFAULT_VARS, namespace=NS, __rate_interval="5m")
+        # over the test's time range, as Grafana evaluates panels and annotations: the
+        # annotation counts actions within [1m] of each step, which "now" may be past
         for q in scaler_panels:
             expr = rp.promql(q, values)
-            result = prom.query(expr)
+            result = rp.query_range(prom.url, expr, started, time.time(), 1.0)
             assert result, f"scaler panel {q.title!r} has no data: {expr}"
         web = prom.value(f'runqscale_scaler_recommended_replicas{{namespace="{NS}",'
                          'workload="web"}')

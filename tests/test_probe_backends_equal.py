@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import pytest
 from probe_helpers import open_backend
 
@@ -33,7 +34,9 @@ EVENT_SLACK = 0.10
 # wakeup-to-switch clock reads add up to ~170 us there, so the absolute allowance is 250 us.
 QUANTILE_SLOTS, WAKEUP_NS = 2, 250_000
 TAIL_EVENTS = 10
-BCC_CLOCK_NS = 30_000  # per wait, in the sums: bcc reads its clocks (5-30 us measured)
+# per wait, in the sums: bcc times a wait from its own wakeup stamp (5-31 us measured; the
+# most on a quiet machine, whose idle CPUs take longest to switch a woken task in)
+BCC_CLOCK_NS = 50_000
 # Wait sums per interval: the late slice moves up to one run slice of wait (the quota hog runs
 # up to its 50 ms quota before it waits again) across a boundary.
 WAIT_SLACK, WAIT_FLOOR_S = 0.15, 0.060
@@ -108,6 +111,18 @@ def _quantile_close(a: float | None, b: float | None) -> bool:
     return abs(slot_of(ns_a) - slot_of(ns_b)) <= QUANTILE_SLOTS or abs(ns_a - ns_b) <= WAKEUP_NS
 
 
+def _rank_close(slots: np.ndarray, value: float, q: float, waits: float) -> bool:
+    """`value` is a q-quantile of `slots` give or take `waits` waits and QUANTILE_SLOTS slots.
+    Where the tail is sparse (the light task: a handful of waits spread over 1-2 ms), one wait
+    more or less on either side moves the interpolated quantile by several slots, while the
+    histograms still agree wait for wait."""
+    n = float(slots.sum())
+    s = slot_of(int(value * 1e9))
+    below = float(slots[: max(s - QUANTILE_SLOTS, 0)].sum())
+    up_to = float(slots[: s + QUANTILE_SLOTS + 1].sum())
+    return below <= q * n + waits and up_to >= q * n - waits
+
+
 def _waits_differ(where: str, a: dict, b: dict) -> list[str]:
     """wait_seconds, and its split by holder where both backends have one (core always; bcc
     does not measure it, see probes/bcc.py)."""
@@ -151,6 +166,7 @@ def test_bcc_and_core_print_the_same_probe_json(hier: Hierarchy) -> None:
     events = {g.rel: [0, 0] for g in groups}
     for n, (ia, ib, _) in enumerate(intervals):
         ra, rb = _rows(ia), _rows(ib)
+        deltas = [{c.path: c.delta.slots for c in iv.cgroups} for iv in (ia, ib)]
         apart = (skews[n] + skews[n + 1]) / ia.seconds  # share of the interval not shared
         for g in groups:
             a, b = ra.get(g.rel), rb.get(g.rel)
@@ -173,7 +189,11 @@ def test_bcc_and_core_print_the_same_probe_json(hier: Hierarchy) -> None:
                 # wait carried across the interval boundary (the light task: ~3 above its p99)
                 if (1 - q) * min(a["events"], b["events"]) < TAIL_EVENTS:
                     continue
-                if not _quantile_close(a[k], b[k]):
+                if _quantile_close(a[k], b[k]):
+                    continue
+                ha, hb = deltas[0][g.rel], deltas[1][g.rel]
+                waits = abs(a["events"] - b["events"]) + threads[g.rel] + TAIL_EVENTS / 2
+                if not (_rank_close(ha, b[k], q, waits) and _rank_close(hb, a[k], q, waits)):
                     bad.append(f"#{n} {g.name} {k}: core {a[k]} bcc {b[k]}")
             bad += _waits_differ(f"#{n} {g.name}", a, b)
     k1 = intervals[-1][2]
@@ -185,11 +205,12 @@ def test_bcc_and_core_print_the_same_probe_json(hier: Hierarchy) -> None:
             per_wait = BCC_CLOCK_NS * events[g.rel][1] if name == "bcc" else 0
             if abs(got * 1e9 - kernel_ns) > max(ORACLE_SLACK * kernel_ns, ORACLE_FLOOR_NS) \
                     + per_wait:
-                bad.append(f"{g.name} {name} wait {got:.4f} s vs schedstat {kernel_ns / 1e9:.4f} s")
+                bad.append(f"{g.name} {name} wait {got:.4f} s vs schedstat {kernel_ns / 1e9:.4f} s"
+                           f" ({(got * 1e9 - kernel_ns) / max(events[g.rel][1], 1) / 1e3:.1f} us"
+                           f" per wait over {events[g.rel][1]} waits)")
     busy = [g for g in groups if g.name != "idle"]
     hogs = [g for g in busy if g.name != "light"]  # the light task's waits depend on placement
     assert all(k1[g.rel] - k0[g.rel] > 20e6 for g in hogs), "the load did not create contention"
-    # The bug of issue 18: bcc's quantiles were null from the second interval on.
     # The bug of issue 18 was bcc's quantiles going null from the second interval on: the
     # comparison above catches it wherever core has waits, which must be most intervals.
     seen = [n for n, (ia, _, _) in enumerate(intervals) for g in busy
