@@ -18,6 +18,8 @@ T = 0.005  # target p95 (the default)
 CFG = ScalerConfig(min_replicas=1, max_replicas=20, max_cpu_per_replica=4.0)
 H_ONLY = State()
 HP = Params(vertical=False)  # isolates the horizontal rules
+P = Params()
+MARGIN = 1 + P.sizing.headroom  # limit = demand x MARGIN (the defaults, whatever they are tuned to)
 
 
 def sig(replicas: int = 4, p95: float = T, per_replica_cpu: float = 0.5, **kw):
@@ -90,7 +92,7 @@ def test_starved_by_neighbours_scales_out() -> None:
 
 def test_throttled_by_own_limit_resizes_from_per_request_cpu() -> None:
     # 10 req/s per replica at 50 ms CPU each (learned while unthrottled) = 0.5 cores of demand;
-    # now 20 req/s per replica and throttled: usage reads the 1.0 limit, demand is 1.0 -> 1.3
+    # now 20 req/s per replica and throttled: usage reads the 1.0 limit, demand is 1.0
     calm = window(**_sig_kw(per_replica_cpu=0.5, request_rate=40.0))
     _, st = showar.decide(calm, cur(), CFG, None)
     assert st.cpu_per_request == pytest.approx(0.05)
@@ -98,16 +100,32 @@ def test_throttled_by_own_limit_resizes_from_per_request_cpu() -> None:
                                          throttled_ratio=0.6))
     rec, _ = showar.decide(hot, cur(), CFG, replace(st, last_action_ts=None))
     assert rec.action == "resize" and rec.recommended.replicas == 4
-    assert rec.recommended.cpu_limit_cores == pytest.approx(1.0 * 1.3)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(1.0 * MARGIN)
     assert "per-request" in rec.reason and "throttled" in rec.reason
+
+
+def test_throttled_from_the_start_sizes_from_a_lower_bound_not_blind_growth() -> None:
+    # never unthrottled: usage/rate over throttled samples is a lower bound on CPU per request
+    # (0.35 cores at 10 req/s per replica: 35 ms); the limit is sized on it, not grown x1.5
+    w = window(n=4, **_sig_kw(per_replica_cpu=0.35, request_rate=40.0, throttled_ratio=0.5,
+                              cpu_limit_cores=0.4, cpu_request_cores=0.4))
+    rec, st = showar.decide(w, cur(4, 0.4, 0.4), CFG, None, replace(P, warmup_seconds=0))
+    assert st.cpu_per_request == pytest.approx(0.035) and not st.cpu_per_request_exact
+    assert rec.action == "resize" and "lower bound" in rec.reason
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.35 * MARGIN)
+    # the first unthrottled samples replace the bound; it is not blended in
+    calm = window(n=4, now=NOW + 12, **_sig_kw(per_replica_cpu=0.2, request_rate=40.0))
+    _, st = showar.decide(calm, cur(4, 0.44, 0.44), CFG, st)
+    assert st.cpu_per_request == pytest.approx(0.02) and st.cpu_per_request_exact
 
 
 def test_throttled_without_per_request_cpu_grows_the_limit() -> None:
     rec, _ = showar.decide(sig(throttled_ratio=0.4, per_replica_cpu=1.0), cur(), CFG, None)
     assert rec.action == "resize"
-    # throttled in 40 % of periods: demand = limit x (1 + 0.5 x 0.4) = 1.2; size x 1.3 headroom
-    assert rec.recommended.cpu_limit_cores == pytest.approx(1.56)
-    assert rec.recommended.cpu_request_cores == pytest.approx(0.78)  # ratio kept (QoS)
+    # throttled in 40 % of periods with no request rate to read CPU per request from:
+    # demand = limit x (1 + 0.5 x 0.4) = 1.2, with the margin
+    assert rec.recommended.cpu_limit_cores == pytest.approx(1.2 * MARGIN)
+    assert rec.recommended.cpu_request_cores == pytest.approx(0.6 * MARGIN)  # ratio kept (QoS)
 
 
 def test_throttled_past_max_cpu_scales_out() -> None:
@@ -127,22 +145,26 @@ def test_vertical_size_is_demand_plus_headroom() -> None:
     per = rng.normal(0.9, 0.05, 100)
     rec, _ = showar.decide(sig(cpu_usage_cores=per * 4), cur(), CFG, None)
     recent = per[-6:]  # the 15 s demand window at 3 s steps: now-15 .. now
-    expect = (recent.mean() + recent.std()) * 1.3
+    expect = (recent.mean() + P.sizing.demand_sigma_k * recent.std()) * MARGIN
     assert rec.action == "resize"
     assert rec.recommended.cpu_limit_cores == pytest.approx(expect, abs=1e-3)
     assert rec.recommended.cpu_request_cores == pytest.approx(expect / 2, abs=1e-3)
 
 
+UP, DOWN = P.upper_hysteresis / MARGIN, P.lower_hysteresis / MARGIN  # usage at the bounds
+
+
 @pytest.mark.parametrize(
     ("per_replica", "expect_resize"),
-    # limit 1.0: up above 1.05 (size = usage x 1.3), down below 0.8
-    [(0.80, False), (0.81, True), (0.62, False), (0.61, True), (0.7, False)],
+    # limit 1.0: up when usage x margin passes upper x limit, down below lower x limit
+    [(UP - 0.01, False), (UP + 0.01, True), (DOWN + 0.01, False), (DOWN - 0.01, True),
+     ((UP + DOWN) / 2, False)],
 )
 def test_vertical_hysteresis(per_replica: float, expect_resize: bool) -> None:
     rec, _ = showar.decide(sig(per_replica_cpu=per_replica), cur(), CFG, None)
     assert (rec.action == "resize") is expect_resize, rec.reason
     if expect_resize:
-        assert rec.recommended.cpu_limit_cores == pytest.approx(per_replica * 1.3)
+        assert rec.recommended.cpu_limit_cores == pytest.approx(per_replica * MARGIN)
 
 
 def test_vertical_floor_from_cpu_per_request() -> None:
@@ -169,9 +191,11 @@ def test_vertical_down_waits_for_the_largest_recent_size() -> None:
         rec, st = showar.decide(w, cur(4, limit, limit), CFG, st)
         limit = rec.recommended.cpu_limit_cores or limit
         sizes.append((3 * k, limit))
-    first_down = next(t for t, lim in sizes if lim < 0.9)
-    assert first_down >= 27 + 60 - 15  # the 0.91 size stays wanted for 60 s after the drop
-    assert sizes[-1][1] == pytest.approx(0.2 * 1.3)
+    first_down = next(t for t, lim in sizes if lim < 0.7 * MARGIN)
+    # the 0.7-per-replica size stays wanted for the stabilisation window after the last sample
+    # of 0.7 left the 15 s demand window
+    assert first_down >= 27 + P.vertical_down_stabilization_seconds - 15
+    assert sizes[-1][1] == pytest.approx(0.2 * MARGIN)
 
 
 def _sig_kw(replicas: int = 4, per_replica_cpu: float = 0.5, p95: float = T, **kw):
@@ -324,14 +348,14 @@ def test_contention_target_scales_with_cpu_per_request() -> None:
 
 def test_throttled_wait_within_a_request_cpu_time_does_not_hold_the_limit_up() -> None:
     # 20 ms CPU per request learned; now throttled in 30 % of periods with 10 ms of throttled
-    # wait per request: under one request's CPU, so the size is demand x 1.3, not limit x growth
+    # wait per request: under one request's CPU, so the size is demand x margin, not growth
     calm = window(n=10, **_sig_kw(per_replica_cpu=0.2, request_rate=40.0))
     _, st = showar.decide(calm, cur(4, 1.0, 1.0), CFG, None)
     hot = window(n=10, now=NOW + 30, **_sig_kw(
         per_replica_cpu=0.2, request_rate=40.0, throttled_ratio=0.3, cpu_limit_cores=1.0,
         runq_wait_seconds_per_second=0.5, throttled_seconds_per_second=0.4))
     rec, _ = showar.decide(hot, cur(4, 1.0, 1.0), CFG, replace(st, last_action_ts=None))
-    assert rec.action == "resize" and rec.recommended.cpu_limit_cores == pytest.approx(0.26), \
+    assert rec.action == "resize" and rec.recommended.cpu_limit_cores == pytest.approx(0.2 * MARGIN), \
         rec.reason
 
 

@@ -74,8 +74,8 @@ class Params:
     wait_stretch: float = 1.0  # contention wait per request tolerated, x CPU per request
     vertical: bool = True
     upper_hysteresis: float = 1.05
-    lower_hysteresis: float = 0.8
-    vertical_down_stabilization_seconds: float = 60.0
+    lower_hysteresis: float = 0.9
+    vertical_down_stabilization_seconds: float = 30.0
     throttle_gain: float = 0.5
     sizing: sizing.SizingParams = field(default_factory=sizing.SizingParams)
     account_startup_delay: bool = True
@@ -94,6 +94,7 @@ class State:
     desired_history: tuple[tuple[float, int], ...] = ()
     size_history: tuple[tuple[float, float], ...] = ()  # (ts, wanted per-replica size)
     cpu_per_request: float | None = None
+    cpu_per_request_exact: bool = False  # read from unthrottled samples (else a lower bound)
     pending_since: float | None = None
     startup_delay_seconds: float | None = None
     delay_samples: int = 0
@@ -190,8 +191,11 @@ def decide(
     now = window.now
     cur = current.replicas
     state = _startup_tracking(window, state, p)
-    state = replace(state, cpu_per_request=sizing.learn_cpu_per_request(
-        window, state.last_ts, state.cpu_per_request, p.sizing))
+    # a lower bound (from throttled samples) is re-read from each window until exact
+    cpr, exact = sizing.learn_cpu_per_request(
+        window, state.last_ts, state.cpu_per_request if state.cpu_per_request_exact else None,
+        p.sizing)
+    state = replace(state, cpu_per_request=cpr, cpu_per_request_exact=exact)
 
     def done(
         recommended: CurrentState, reason: str, new_state: State, acted: bool
@@ -306,7 +310,9 @@ def decide(
         cpr = state.cpu_per_request
         vnote = (f"demand {dem.cores:.3f} cores/replica ({dem.source}"
                  f"{', throttled' if dem.throttled else ''}; usage {dem.usage:.3f}"
-                 f"{f', {cpr * 1000:.1f} ms CPU/request' if cpr else ''}) -> size "
+                 f"{f', {cpr * 1000:.1f} ms CPU/request' if cpr else ''}"
+                 f"{' (a lower bound: throttled samples only)' if cpr and not exact else ''})"
+                 f" -> size "
                  f"{min(want, cap):.3f} (headroom {p.sizing.headroom:.0%}, floor {floor_c:.3f})")
         cut = now - p.vertical_down_stabilization_seconds
         state = replace(state, size_history=tuple(

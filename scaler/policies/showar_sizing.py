@@ -31,10 +31,12 @@ CFS_PERIOD_SECONDS = 0.1  # the kernel's default cpu.cfs_period_us / cpu.max per
 @dataclass(frozen=True)
 class SizingParams:
     demand_window_seconds: float = 15.0  # recent usage the demand is read from
-    demand_sigma_k: float = 1.0  # demand = mean + kσ of recent per-replica usage
+    demand_sigma_k: float = 0.0  # demand = mean + kσ of recent per-replica usage (one margin:
+    # v2's mean + 1σ, then x1.3, then the largest size of 60 s, then a 0.8 down-hysteresis
+    # stacked four margins and held 2x what the replicas used)
     throttled_threshold: float = 0.1  # throttled share of CFS periods that marks a throttled window
     cpu_per_request_smoothing: float = 0.2  # EWMA weight of each unthrottled sample
-    headroom: float = 0.3  # limit = demand × (1 + headroom)
+    headroom: float = 0.25  # limit = demand × (1 + headroom): the one margin
     throttle_growth: float = 1.5  # limit growth while throttled with no per-request CPU known
     min_cores: float = 0.02  # absolute floor (20 millicores)
     floor_requests: float = 1.0  # floor: this many requests' CPU within one CFS period
@@ -65,24 +67,36 @@ def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
 
 
 def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float | None,
-                          p: SizingParams) -> float | None:
-    """CPU seconds per request: Σ usage / Σ request rate over the window's samples that were
-    not throttled (throttled usage is capped by the quota and would under-read), blended into
-    the previous estimate with weight `cpu_per_request_smoothing` per new sample. A ratio of
-    sums, not a mean of ratios: one second's usage lags its requests, a window's does not."""
+                          p: SizingParams) -> tuple[float | None, bool]:
+    """CPU seconds per request and whether it was read from unthrottled samples.
+
+    Σ usage / Σ request rate over the window's samples that were not throttled (throttled usage
+    is capped by the quota and would under-read), blended into the previous (unthrottled)
+    estimate with weight `cpu_per_request_smoothing` per new sample. A ratio of sums, not a mean
+    of ratios: one second's usage lags its requests, a window's does not.
+
+    With no unthrottled sample yet (a container throttled from its start, as one sized at the
+    edge of its load is), the ratio over every sample is a lower bound, returned as not exact:
+    without it the first resize could only grow the limit blindly, and v2's blind growth
+    (0.4 -> 0.8 cores at the first decision) cost more than all its later decisions saved."""
     usage, rate = window.get("cpu_usage_cores"), window.get("request_rate")
     thr = window.get("throttled_ratio")
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0) \
-            & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
-    new = int((ok & (window.ts > since)).sum()) if since is not None else int(ok.sum())
-    if new == 0 or rate[ok].sum() <= 0:
-        return prev
+        seen = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0)
+        ok = seen & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
+    if prev is None and not ok.any():
+        if not seen.any():
+            return None, False
+        return float(usage[seen].sum() / rate[seen].sum()), False
+    new = int((ok & (window.ts > since)).sum()) if since is not None and prev is not None \
+        else int(ok.sum())
+    if new == 0:
+        return prev, prev is not None
     c = float(usage[ok].sum() / rate[ok].sum())
     if prev is None:
-        return c
+        return c, True
     keep = (1.0 - p.cpu_per_request_smoothing) ** new
-    return keep * prev + (1.0 - keep) * c
+    return keep * prev + (1.0 - keep) * c, True
 
 
 def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | None,
