@@ -355,8 +355,8 @@ def test_throttled_wait_within_a_request_cpu_time_does_not_hold_the_limit_up() -
         per_replica_cpu=0.2, request_rate=40.0, throttled_ratio=0.3, cpu_limit_cores=1.0,
         runq_wait_seconds_per_second=0.5, throttled_seconds_per_second=0.4))
     rec, _ = showar.decide(hot, cur(4, 1.0, 1.0), CFG, replace(st, last_action_ts=None))
-    assert rec.action == "resize" and rec.recommended.cpu_limit_cores == pytest.approx(0.2 * MARGIN), \
-        rec.reason
+    assert rec.action == "resize", rec.reason
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.2 * MARGIN), rec.reason
 
 
 def test_outside_bounds_is_corrected_first() -> None:
@@ -464,3 +464,21 @@ def test_scale_in_keeps_the_replicas_the_cpu_demand_needs() -> None:
         rec, st = showar.decide(w, cur(8, 3.5, 7.0), cfg, st, HP)
         reps.append(rec.recommended.replicas)
     assert min(reps) == 8
+
+
+@pytest.mark.parametrize(("limit", "grows"), [(0.45, False), (1.0, True)])
+def test_throttled_wait_grows_the_limit_only_past_the_demand_size(limit: float,
+                                                                  grows: bool) -> None:
+    # 20 ms CPU per request, 0.4 cores of demand per replica (size 0.4 x margin). Throttled with
+    # 100 ms of throttled wait per request: below the demand size the resize to it is the fix;
+    # at a limit that already covers it, the demand under-reads and the limit grows instead
+    calm = window(n=10, **_sig_kw(per_replica_cpu=0.4, request_rate=80.0))
+    _, st = showar.decide(calm, cur(4, limit, limit), CFG, None)
+    hot = window(n=10, now=NOW + 30, **_sig_kw(
+        per_replica_cpu=0.4, request_rate=80.0, throttled_ratio=0.5, cpu_limit_cores=limit,
+        runq_wait_seconds_per_second=8.0, throttled_seconds_per_second=8.0))
+    rec, _ = showar.decide(hot, cur(4, limit, limit), CFG, replace(st, last_action_ts=None))
+    assert rec.action == "resize", rec.reason
+    grown = limit * showar.sizing.throttle_factor(0.1, 0.02, P.throttle_gain)
+    want = grown if grows else 0.4 * MARGIN
+    assert rec.recommended.cpu_limit_cores == pytest.approx(want), rec.reason

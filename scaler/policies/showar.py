@@ -158,8 +158,11 @@ def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerCon
         return None
     size = max(sizing.floor(cpu_per_request, config, p.sizing),
                sizing.with_margin(d.cores, p.sizing))
-    if current.cpu_limit_cores and d.throttled:
-        # the same tolerance as for contention: a request may wait its own CPU time
+    if current.cpu_limit_cores and d.throttled and current.cpu_limit_cores >= size:
+        # throttled although the limit already covers the demand with its margin: the demand
+        # under-reads (bursts within CFS periods), so grow by the throttled wait. Below that
+        # size, resizing to it is the fix (v2 grew on top of it and doubled the margin).
+        # The same tolerance as for contention: a request may wait its own CPU time.
         target = max(config.target_runq_p95_seconds, p.wait_stretch * (cpu_per_request or 0.0))
         grow = sizing.throttle_factor(waits.throttled, target, p.throttle_gain)
         if grow > 1.0:  # throttled wait above target: at least the grown limit
