@@ -482,3 +482,16 @@ def test_throttled_wait_grows_the_limit_only_past_the_demand_size(limit: float,
     grown = limit * showar.sizing.throttle_factor(0.1, 0.02, P.throttle_gain)
     want = grown if grows else 0.4 * MARGIN
     assert rec.recommended.cpu_limit_cores == pytest.approx(want), rec.reason
+
+
+def test_waits_from_before_the_last_action_do_not_scale_out() -> None:
+    # 1 s samples: 80 ms of contention wait per request until a resize 8 s ago, 10 ms since
+    # (under the 20 ms of CPU per request tolerated): the old waits describe the old size
+    wait = np.r_[np.full(12, 3.2), np.full(8, 0.4)]
+    kw = dict(per_replica_cpu=0.2, request_rate=40.0, throttled_seconds_per_second=0.0)
+    w = window(n=20, step=1.0, **_sig_kw(runq_wait_seconds_per_second=wait, **kw))
+    st = State(last_action_ts=NOW - 8, last_ts=NOW - 1)
+    rec, _ = showar.decide(w, cur(), CFG, st, HP)
+    assert rec.action == "none", rec.reason
+    rec, _ = showar.decide(w, cur(), CFG, replace(st, last_action_ts=NOW - 30), HP)
+    assert rec.action == "scale_out", rec.reason  # the same waits with no action in between

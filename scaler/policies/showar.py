@@ -71,6 +71,7 @@ class Params:
     warmup_seconds: float = 6.0  # no action on a window shorter than this (start-up transients)
     signal: Literal["auto", "p95"] = "auto"  # auto: contention wait per request when known
     wait_window_seconds: float = 9.0  # the time-weighted signal's averaging window
+    settle_seconds: float = 3.0  # samples this soon after an action still show the old size
     wait_stretch: float = 1.0  # contention wait per request tolerated, x CPU per request
     vertical: bool = True
     upper_hysteresis: float = 1.05
@@ -138,11 +139,17 @@ def _error(p95: float, target: float, kind: str) -> float:
 
 
 def horizontal_signal(
-    window: SignalWindow, p: Params
+    window: SignalWindow, p: Params, last_action_ts: float | None = None
 ) -> tuple[float | None, str, sizing.Waits]:
     """The PID's signal: contention wait per request when the window carries the time-weighted
-    signals (and `signal="auto"`), else the last run-queue p95."""
-    waits = sizing.wait_per_request(window, p.wait_window_seconds)
+    signals (and `signal="auto"`), else the last run-queue p95. Averaged over samples taken
+    `settle_seconds` after the last action at the earliest: waits from before a resize describe
+    the old size (a throttled replica's queued tasks read as contention just after a resize, and
+    v2 scaled out on them)."""
+    seconds = p.wait_window_seconds
+    if last_action_ts is not None:
+        seconds = min(seconds, window.now - last_action_ts - p.settle_seconds)
+    waits = sizing.wait_per_request(window, max(seconds, 0.0))
     if p.signal == "auto" and waits.contention is not None:
         return waits.contention, "contention wait per request", waits
     return window.last("runq_p95_seconds"), "run-queue p95", waits
@@ -225,7 +232,7 @@ def decide(
 
     # --- signals
     target = config.target_runq_p95_seconds
-    signal, sname, waits = horizontal_signal(window, p)
+    signal, sname, waits = horizontal_signal(window, p, state.last_action_ts)
     thr = window.last("throttled_ratio")
     pressure = window.last("pressure")
     ready_f = window.last("ready_replicas")
