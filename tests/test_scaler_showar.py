@@ -3,6 +3,7 @@ affinity from Pearson r; node-pressure spreading."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +20,16 @@ CFG = ScalerConfig(min_replicas=1, max_replicas=20, max_cpu_per_replica=4.0)
 H_ONLY = State()
 HP = Params(vertical=False)  # isolates the horizontal rules
 P = Params()
-MARGIN = 1 + P.sizing.headroom  # limit = demand x MARGIN (the defaults, whatever they are tuned to)
+MARGIN = 1 + P.sizing.headroom  # relative margin on top (0 by default)
+K = P.sizing.sigma_k
+
+
+def sized(mean: float, cpu_per_request: float = 0.0, per_replica_rate: float = 0.0,
+          seen_sigma: float = 0.0) -> float:
+    """The limit for a per-replica demand: + k σ, σ the larger of the one seen and the Poisson
+    burst of the requests (CPU per request x sqrt(rate)), with the defaults' parameters."""
+    sigma = max(seen_sigma, cpu_per_request * np.sqrt(per_replica_rate))
+    return (mean + K * sigma) * MARGIN
 
 
 def sig(replicas: int = 4, p95: float = T, per_replica_cpu: float = 0.5, **kw):
@@ -100,7 +110,7 @@ def test_throttled_by_own_limit_resizes_from_per_request_cpu() -> None:
                                          throttled_ratio=0.6))
     rec, _ = showar.decide(hot, cur(), CFG, replace(st, last_action_ts=None))
     assert rec.action == "resize" and rec.recommended.replicas == 4
-    assert rec.recommended.cpu_limit_cores == pytest.approx(1.0 * MARGIN)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(sized(1.0, 0.05, 20))
     assert "per-request" in rec.reason and "throttled" in rec.reason
 
 
@@ -112,7 +122,7 @@ def test_throttled_from_the_start_sizes_from_a_lower_bound_not_blind_growth() ->
     rec, st = showar.decide(w, cur(4, 0.4, 0.4), CFG, None, replace(P, warmup_seconds=0))
     assert st.cpu_per_request == pytest.approx(0.035) and not st.cpu_per_request_exact
     assert rec.action == "resize" and "lower bound" in rec.reason
-    assert rec.recommended.cpu_limit_cores == pytest.approx(0.35 * MARGIN)
+    assert rec.recommended.cpu_limit_cores == pytest.approx(sized(0.35, 0.035, 10))
     # the first unthrottled samples replace the bound; it is not blended in
     calm = window(n=4, now=NOW + 12, **_sig_kw(per_replica_cpu=0.2, request_rate=40.0))
     _, st = showar.decide(calm, cur(4, 0.44, 0.44), CFG, st)
@@ -130,22 +140,22 @@ def test_throttled_without_per_request_cpu_grows_the_limit() -> None:
 
 def test_throttled_past_max_cpu_scales_out() -> None:
     cfg = replace(CFG, max_cpu_per_replica=1.0)
-    # throttled in half the periods at limit 1.0: demand 1.25, size 1.625 > max 1.0: stays 1.0,
-    # ceil(1.625 x 4) = 7
+    # throttled in half the periods at limit 1.0, no request rate: demand 1.25 > max 1.0: stays
+    # 1.0, ceil(1.25 x 4) = 5
     rec, _ = showar.decide(
         sig(p95=T * 3, throttled_ratio=0.5, per_replica_cpu=1.0), cur(4, 1.0, 1.0), cfg, None
     )
     assert rec.recommended.cpu_limit_cores == pytest.approx(1.0)
-    assert rec.recommended.replicas == 7
+    assert rec.recommended.replicas == math.ceil(sized(1.25) * 4)
     assert rec.action == "scale_out"
 
 
-def test_vertical_size_is_demand_plus_headroom() -> None:
+def test_vertical_size_is_demand_plus_k_sigma() -> None:
     rng = np.random.default_rng(3)
-    per = rng.normal(0.9, 0.05, 100)
+    per = rng.normal(1.0, 0.05, 100)
     rec, _ = showar.decide(sig(cpu_usage_cores=per * 4), cur(), CFG, None)
     recent = per[-6:]  # the 15 s demand window at 3 s steps: now-15 .. now
-    expect = (recent.mean() + P.sizing.demand_sigma_k * recent.std()) * MARGIN
+    expect = sized(recent.mean(), seen_sigma=recent.std())
     assert rec.action == "resize"
     assert rec.recommended.cpu_limit_cores == pytest.approx(expect, abs=1e-3)
     assert rec.recommended.cpu_request_cores == pytest.approx(expect / 2, abs=1e-3)
@@ -213,10 +223,10 @@ def _sig_kw(replicas: int = 4, per_replica_cpu: float = 0.5, p95: float = T, **k
 
 
 def test_vertical_past_max_scales_out_instead() -> None:
-    # size 6 x 1.3 = 7.8 cores per replica, max 4: size 4, replicas ceil(7.8 x 2 / 4) = 4
+    # size 6 (steady usage: no σ) per replica, max 4: size 4, replicas ceil(6 x 2 / 4) = 3
     rec, _ = showar.decide(sig(replicas=2, per_replica_cpu=6.0), cur(2, 4.0, 8.0), CFG, None)
     assert rec.recommended.cpu_limit_cores == pytest.approx(4.0)
-    assert rec.recommended.replicas == 4
+    assert rec.recommended.replicas == math.ceil(sized(6.0) * 2 / 4)
     assert rec.action == "scale_out"
 
 
@@ -308,7 +318,7 @@ def test_integral_unwinds_out_of_a_clip() -> None:
 
 
 def test_missing_p95_holds_horizontal_but_sizes_vertically() -> None:
-    w = sig(runq_p95_seconds=None, per_replica_cpu=0.9)  # size 1.17 > 1.05 x limit 1.0
+    w = sig(runq_p95_seconds=None, per_replica_cpu=1.1)  # size 1.1 > 1.05 x limit 1.0
     rec, _ = showar.decide(w, cur(), CFG, None)
     assert rec.action == "resize"
     assert rec.recommended.replicas == 4
@@ -356,7 +366,7 @@ def test_throttled_wait_within_a_request_cpu_time_does_not_hold_the_limit_up() -
         runq_wait_seconds_per_second=0.5, throttled_seconds_per_second=0.4))
     rec, _ = showar.decide(hot, cur(4, 1.0, 1.0), CFG, replace(st, last_action_ts=None))
     assert rec.action == "resize", rec.reason
-    assert rec.recommended.cpu_limit_cores == pytest.approx(0.2 * MARGIN), rec.reason
+    assert rec.recommended.cpu_limit_cores == pytest.approx(sized(0.2, 0.02, 10)), rec.reason
 
 
 def test_outside_bounds_is_corrected_first() -> None:
@@ -445,8 +455,7 @@ def test_no_spread_when_all_nodes_are_warm_or_cool() -> None:
 
 
 def test_scale_in_keeps_the_replicas_the_cpu_demand_needs() -> None:
-    # 8 replicas at 3.5 cores each (+30 % headroom), max 4 per replica: ceil(36.4 / 4) = 10 > 8:
-    # none may go
+    # 8 replicas at 3.9 cores each, max 4 per replica: ceil(31.2 / 4) = 8: none may go
     cfg = replace(CFG, max_cpu_per_replica=4.0)
     st: State | None = State()
     reps = []
@@ -455,7 +464,7 @@ def test_scale_in_keeps_the_replicas_the_cpu_demand_needs() -> None:
             now=NOW + 3 * k,
             **_sig_kw(
                 replicas=8,
-                per_replica_cpu=3.5,
+                per_replica_cpu=3.9,
                 p95=T * 0.2,
                 cpu_request_cores=3.5,
                 cpu_limit_cores=7.0,
@@ -480,7 +489,7 @@ def test_throttled_wait_grows_the_limit_only_past_the_demand_size(limit: float,
     rec, _ = showar.decide(hot, cur(4, limit, limit), CFG, replace(st, last_action_ts=None))
     assert rec.action == "resize", rec.reason
     grown = limit * showar.sizing.throttle_factor(0.1, 0.02, P.throttle_gain)
-    want = grown if grows else 0.4 * MARGIN
+    want = grown if grows else sized(0.4, 0.02, 20)
     assert rec.recommended.cpu_limit_cores == pytest.approx(want), rec.reason
 
 
@@ -495,3 +504,28 @@ def test_waits_from_before_the_last_action_do_not_scale_out() -> None:
     assert rec.action == "none", rec.reason
     rec, _ = showar.decide(w, cur(), CFG, replace(st, last_action_ts=NOW - 30), HP)
     assert rec.action == "scale_out", rec.reason  # the same waits with no action in between
+
+
+def test_no_scale_out_on_wait_while_throttled() -> None:
+    # 300 ms of wait per request beyond the throttled time, at a throttled ratio of 0.7 and a
+    # limit that covers the demand: the wait is the throttled cgroup's queue, not neighbours
+    kw = dict(per_replica_cpu=0.2, request_rate=40.0, cpu_limit_cores=1.0,
+              runq_wait_seconds_per_second=12.4, throttled_seconds_per_second=0.4)
+    rec, _ = showar.decide(window(n=10, **_sig_kw(throttled_ratio=0.7, **kw)), cur(4, 1.0, 1.0),
+                           CFG, None, HP)
+    assert rec.action == "none" and "no scale-out" in rec.reason, rec.reason
+    rec, _ = showar.decide(window(n=10, **_sig_kw(throttled_ratio=0.0, **kw)), cur(4, 1.0, 1.0),
+                           CFG, None, HP)
+    assert rec.action == "scale_out", rec.reason
+
+
+def test_a_resize_up_waits_only_for_the_samples_to_settle() -> None:
+    # usage at the limit and rising 2 s after the last action: cool-down; 4 s after: resize
+    w = sig(per_replica_cpu=1.2, throttled_ratio=0.0)
+    for ago, action in ((2.0, "none"), (P.settle_seconds + 1, "resize")):
+        st = State(last_action_ts=NOW - ago, last_ts=NOW - 1)
+        rec, _ = showar.decide(w, cur(), CFG, st)
+        assert rec.action == action, rec.reason
+    rec, _ = showar.decide(sig(per_replica_cpu=0.3), cur(), CFG,
+                           State(last_action_ts=NOW - 4, last_ts=NOW - 1))
+    assert rec.action == "none" and "cool-down" in rec.reason  # a resize down waits it out

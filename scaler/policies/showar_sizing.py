@@ -6,10 +6,14 @@ What the measurements of v1 showed, and what each estimator does about it:
 - v1 sized on mean + 3σ of *usage*, which the quota caps: it under-reads exactly when the
   container is throttled. `demand` reads usage only while unthrottled; while throttled it is
   CPU per request (learned while unthrottled) × the request rate, and never below usage.
-- v1 charged limit = 2 × (μ + 3σ) with a 0.128-core floor: most of its allocation was margin.
-  `with_margin` adds a relative headroom over demand (request = limit, so nothing else is
-  charged), and `floor` comes from per-request CPU: a replica must finish one request's CPU
-  within one CFS period (100 ms) or every request is throttled at least once.
+- v1 charged limit = 2 × (μ + 3σ) with a 0.128-core floor: most of its allocation was margin,
+  and v2's four stacked margins (mean + 1σ, × 1.3, the largest size of 60 s, a 0.8
+  down-hysteresis) still held 2× what the replicas used. `with_margin` adds one: k σ of
+  one-second usage over the mean demand, σ being the larger of the σ seen while unthrottled
+  and the Poisson burst of the request rate (CPU per request × √(requests per second per
+  replica)), which throttled usage cannot show. `floor` comes from per-request CPU: a replica
+  must finish one request's CPU within one CFS period (100 ms) or every request is throttled
+  at least once.
 - v1's p95 over events is diluted by short wakeups (a service throttled in 100 % of periods
   showed p95 1.1 ms). `wait_per_request` splits the time-weighted wait (the histogram's sum, per
   second) into throttled wait (CFS throttled time: the container's own limit, fixed by a resize)
@@ -31,12 +35,10 @@ CFS_PERIOD_SECONDS = 0.1  # the kernel's default cpu.cfs_period_us / cpu.max per
 @dataclass(frozen=True)
 class SizingParams:
     demand_window_seconds: float = 15.0  # recent usage the demand is read from
-    demand_sigma_k: float = 0.0  # demand = mean + kσ of recent per-replica usage (one margin:
-    # v2's mean + 1σ, then x1.3, then the largest size of 60 s, then a 0.8 down-hysteresis
-    # stacked four margins and held 2x what the replicas used)
+    sigma_k: float = 2.0  # limit = demand + kσ of one-second usage (the one margin)
     throttled_threshold: float = 0.1  # throttled share of CFS periods that marks a throttled window
     cpu_per_request_smoothing: float = 0.2  # EWMA weight of each unthrottled sample
-    headroom: float = 0.25  # limit = demand × (1 + headroom): the one margin
+    headroom: float = 0.0  # an optional relative margin on top (users' knob; not tuned)
     throttle_growth: float = 1.5  # limit growth while throttled with no per-request CPU known
     min_cores: float = 0.02  # absolute floor (20 millicores)
     floor_requests: float = 1.0  # floor: this many requests' CPU within one CFS period
@@ -46,8 +48,9 @@ class SizingParams:
 class Demand:
     """Per-replica CPU demand (cores) and how it was read."""
 
-    cores: float
+    cores: float  # mean
     usage: float  # per-replica usage, the lower bound of demand
+    sigma: float  # σ of one-second per-replica usage (seen, or the requests' Poisson burst)
     throttled: bool
     source: str  # usage | per-request | limit-growth
 
@@ -107,24 +110,28 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
     per = per[np.isfinite(per)]
     if per.size == 0:
         return None
-    usage = float(per.mean() + p.demand_sigma_k * per.std())
+    usage, seen_sigma = float(per.mean()), float(per.std())
     rate = w.last("request_rate")
     reps = per_replica(w, "request_rate")
-    per_req = None
+    per_req = burst = None
     if cpu_per_request is not None and rate is not None and np.isfinite(reps[-1]):
         per_req = cpu_per_request * float(reps[-1])
-    if not is_throttled(w, p):
+        burst = cpu_per_request * math.sqrt(max(float(reps[-1]), 0.0))
+    throttled = is_throttled(w, p)
+    # throttled usage is capped by the quota: its σ under-reads as its mean does
+    sigma = max(0.0 if throttled else seen_sigma, burst or 0.0)
+    if not throttled:
         if per_req is not None and per_req > usage:  # load rising faster than usage shows
-            return Demand(per_req, usage, False, "per-request")
-        return Demand(usage, usage, False, "usage")
+            return Demand(per_req, usage, sigma, False, "per-request")
+        return Demand(usage, usage, sigma, False, "usage")
     if per_req is not None:
-        return Demand(max(per_req, usage), usage, True, "per-request")
+        return Demand(max(per_req, usage), usage, sigma, True, "per-request")
     # throttled in a share of periods: grow in proportion (bursts within a period throttle a
     # replica whose mean usage is well under its limit; every period throttled: x growth)
     thr = w.get("throttled_ratio")
     share = float(np.nanmax(thr[-3:])) if np.isfinite(thr[-3:]).any() else 1.0
     grown = (limit or usage) * (1.0 + (p.throttle_growth - 1.0) * min(1.0, share))
-    return Demand(max(grown, usage), usage, True, "limit-growth")
+    return Demand(max(grown, usage), usage, 0.0, True, "limit-growth")
 
 
 def floor(cpu_per_request: float | None, config: ScalerConfig, p: SizingParams) -> float:
@@ -137,8 +144,8 @@ def floor(cpu_per_request: float | None, config: ScalerConfig, p: SizingParams) 
     return max(p.min_cores, per_req)
 
 
-def with_margin(cores: float, p: SizingParams) -> float:
-    return cores * (1.0 + p.headroom)
+def with_margin(d: Demand, p: SizingParams) -> float:
+    return (d.cores + p.sigma_k * d.sigma) * (1.0 + p.headroom)
 
 
 @dataclass(frozen=True)
