@@ -99,9 +99,9 @@ def plan_load(segment_rates: np.ndarray, capacity: float, peak: float = PEAK_FRA
     if not 0 <= trough <= peak:
         raise ValueError(f"the trough fraction {trough:g} must be within 0 and the peak {peak:g}")
     lo, hi = (float(np.quantile(segment_rates, q)) for q in (0.01, 0.99))
-    if hi <= 0:
+    if not hi > 1e-6:  # also denormal rates, whose spread and inverse overflow
         raise ValueError("the segment has no requests; choose another --segment")
-    if hi - lo < 1e-9 * hi:
+    if hi - lo <= 1e-9 * hi:
         return LoadPlan(capacity, peak, trough, peak * capacity / hi, 0.0, lo, hi)
     scale = (peak - trough) * capacity / (hi - lo)
     return LoadPlan(capacity, peak, trough, scale, trough * capacity - scale * lo, lo, hi)
