@@ -18,15 +18,16 @@ close to proportional to missing capacity; a public reimplementation's Kp 10/Kd 
 
 Vertical — every decision (resizes are in place and cheap), on per-replica **demand**: usage while
 unthrottled, CPU per request × request rate while throttled (usage is capped by the quota then),
-never below usage. limit = request = demand × (1 + headroom), at least a floor that lets one
-CFS period carry one request's CPU; grown further while the throttled wait per request is above
-the target. Up when the size passes `upper_hysteresis` × the current limit; down only to the
-highest size of the last `vertical_down_stabilization_seconds`, and only below
-`lower_hysteresis` × the limit.
+never below usage. limit = request = demand + k σ of one-second usage (the one margin; σ at
+least the requests' Poisson burst), at least a floor that lets one CFS period carry one
+request's CPU; grown while the throttled wait per request is above the target although the
+limit already covers that size. Up when the size passes `upper_hysteresis` × the current limit
+(`settle_seconds` after the last action); down only to the highest size of the last
+`vertical_down_stabilization_seconds`, and only below `lower_hysteresis` × the limit.
 
 Coordination — one action per `cooldown_seconds`; limits first: a throttled or under-sized
 container is resized; past `max_cpu_per_replica` the size stays there and the workload scales
-out to carry the rest; contention (not throttled) scales out; scale-in never goes below the
+out to carry the rest; contention scales out only while not throttled; scale-in never goes below the
 replicas the demand needs at the maximum size. Spreading pods across nodes is the node-pressure
 recommendation (runqscale.scaler.spread); affinity pairs are runqscale.scaler.affinity.
 
