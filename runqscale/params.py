@@ -26,9 +26,13 @@ def parse_duration(value: object, units: Collection[str] = tuple(_UNITS)) -> flo
 
 
 class Duration(click.ParamType):
-    """`500ms`, `1s`, `2.5s`, `5m`, `1h`, `100us`, or a plain number of seconds; must be > 0."""
+    """`500ms`, `1s`, `2.5s`, `5m`, `1h`, `100us`, or a plain number of seconds; must be > 0
+    (>= 0 with `allow_zero`, for options where 0 switches a step off)."""
 
     name = "duration"
+
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
 
     def convert(self, value, param, ctx) -> float:  # type: ignore[override]
         seconds = parse_duration(value)
@@ -37,12 +41,14 @@ class Duration(click.ParamType):
         if not math.isfinite(seconds) or seconds > MAX_SECONDS:
             self.fail(f"{value!r} must be a finite duration of at most {MAX_SECONDS:g}s",
                       param, ctx)
-        if seconds <= 0:
-            self.fail(f"{value!r} must be greater than zero", param, ctx)
+        if seconds < 0 or (seconds == 0 and not self.allow_zero):
+            self.fail(f"{value!r} must be greater than zero"
+                      f"{' (or 0 to skip)' if self.allow_zero else ''}", param, ctx)
         return seconds
 
 
 DURATION = Duration()
+DURATION_OR_ZERO = Duration(allow_zero=True)
 
 
 class ListenAddress(click.ParamType):

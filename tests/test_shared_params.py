@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runqscale.config import ConfigError, option_defaults
-from runqscale.params import DURATION, parse_duration
+from runqscale.params import DURATION, DURATION_OR_ZERO, parse_duration
 from runqscale.ports import free_port
 from runqscale.tokens import TokenFile
 
@@ -36,6 +36,15 @@ def test_duration_accepts_the_agent_and_scaler_spellings(text, seconds) -> None:
 def test_duration_rejects_with_the_reason(text, msg) -> None:
     with pytest.raises(click.BadParameter, match=msg):
         DURATION.convert(text, None, None)
+
+
+def test_duration_or_zero_takes_zero_as_off() -> None:
+    # `validate --affinity-seconds 0` skips the affinity experiment, as its help says
+    assert DURATION_OR_ZERO.convert("0", None, None) == 0.0
+    assert DURATION_OR_ZERO.convert("0s", None, None) == 0.0
+    assert DURATION_OR_ZERO.convert("20s", None, None) == 20.0
+    with pytest.raises(click.BadParameter, match="not a duration"):
+        DURATION_OR_ZERO.convert("-1s", None, None)
 
 
 @given(st.floats(1e-3, 1e5), st.sampled_from([("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("", 1.0)]))

@@ -14,7 +14,7 @@ from rich.live import Live
 from runqscale import tables
 from runqscale.agent.errors import fail
 from runqscale.data import REED98
-from runqscale.params import DURATION
+from runqscale.params import DURATION, DURATION_OR_ZERO
 from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
 from runqscale.scaler.model import ScalerConfig
@@ -81,7 +81,7 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False),
               default=str(REED98), show_default="data/deathstarbench/socfb-Reed98.edges",
               help="deathstarbench: the social graph (edge list) the stores are seeded from.")
-@click.option("--affinity-seconds", type=DURATION, default="30s", show_default=True,
+@click.option("--affinity-seconds", type=DURATION_OR_ZERO, default="30s", show_default=True,
               help="deathstarbench: seconds per placement per round of the affinity "
                    "experiment (0 skips it).")
 @click.option("--affinity-rounds", type=click.IntRange(1, 20), default=2, show_default=True,
