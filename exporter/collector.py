@@ -39,13 +39,21 @@ class BuildInfo:
 class _Rendered:
     """A container's escaped label string and window view, kept between scrapes."""
 
-    __slots__ = ("labels", "path", "values", "labelstr", "window")
+    __slots__ = ("labels", "path", "values", "labelstr", "window", "_by_holder")
 
     def __init__(self, node: str, labels: Labels, path: str) -> None:
         self.labels, self.path = labels, path
         self.values = (node, labels.namespace, labels.pod, labels.container, path)
         self.labelstr = label_string(m.CONTAINER_LABELS, self.values)
         self.window = EMPTY_VIEW
+        self._by_holder: tuple[tuple[tuple[str, ...], str], ...] | None = None
+
+    def by_holder(self) -> tuple[tuple[tuple[str, ...], str], ...]:
+        """(label values, label string) per holder: built on first use, kept with the labels."""
+        if self._by_holder is None:
+            self._by_holder = tuple(((*self.values, h), f'{self.labelstr},holder="{h}"')
+                                    for h in m.RUNQ_WAIT_HOLDERS)
+        return self._by_holder
 
 
 def _family(spec: m.Metric) -> RowFamily:
@@ -70,8 +78,8 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.snapshot()
-        hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi = map(_family,
-                                                                      m.CONTAINER_METRICS)
+        hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi, held = map(
+            _family, m.CONTAINER_METRICS)
         with self._lock:
             old, new = self._rendered, {}
             for c in snap.containers:
@@ -91,6 +99,9 @@ class AgentCollector(Collector):
             p95.add(lv, ls, q95 or 0.0)
             p99.add(lv, ls, q99 or 0.0)
             wait.add(lv, ls, wait_s)
+            if c.total.held_ns is not None:  # None: the backend cannot tell (bcc)
+                for (hv, hs), ns in zip(r.by_holder(), c.total.held_ns.tolist(), strict=True):
+                    held.add(hv, hs, ns / 1e9)
             cpu = snap.cpu_of(c)
             if cpu is None:
                 continue
@@ -104,7 +115,7 @@ class AgentCollector(Collector):
                 thr_s.add(lv, ls, cpu.throttled_seconds)
             if cpu.pressure_some_seconds is not None:
                 psi.add(lv, ls, cpu.pressure_some_seconds)
-        yield from (hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi)
+        yield from (hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi, held)
         ps = snap.probe
         for spec, value in ((m.AGENT_EVENTS, ps.events),
                             (m.AGENT_BPF_RUN_SECONDS, ps.bpf_run_time_ns / 1e9),

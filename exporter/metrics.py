@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from runqscale.probes.model import HOLDERS
+
 MetricType = Literal["counter", "gauge", "histogram"]
 
 
@@ -62,6 +64,13 @@ RUNQ_P99 = _c("runqscale_runqueue_latency_p99_seconds", "gauge",
               "99th percentile run-queue latency over the last window (0 if nothing waited).")
 RUNQ_WAIT = _c("runqscale_runqueue_wait_seconds", "counter",
                "Summed run-queue wait of the container's threads.")
+# The wait above split by what held the CPU longest while each wait lasted (probes/model.py
+# HOLDERS, the kernel's enum rq_holder order): one series per container and holder.
+RUNQ_WAIT_HOLDERS: tuple[str, ...] = HOLDERS
+RUNQ_WAIT_BY_HOLDER = Metric("runqscale_runqueue_wait_by_holder_seconds", "counter",
+                             "Summed run-queue wait of the container's threads, split by what held "
+                             "the CPU meanwhile: same_cgroup, other_cgroup, kernel or idle.",
+                             (*CONTAINER_LABELS, "holder"))
 CPU_USAGE = _c("runqscale_cpu_usage_seconds", "counter", "CPU time used.")
 CPU_PERIODS = _c("runqscale_cpu_periods", "counter", "CFS enforcement periods elapsed.")
 CPU_THROTTLED_PERIODS = _c("runqscale_cpu_throttled_periods", "counter",
@@ -72,7 +81,8 @@ CPU_PRESSURE_SOME = _c("runqscale_cpu_pressure_some_seconds", "counter",
                        "cpu.pressure 'some' total: time at least one thread waited for a CPU "
                        "(cgroup v2 only).")
 CONTAINER_METRICS = (RUNQ_LATENCY, RUNQ_P95, RUNQ_P99, RUNQ_WAIT, CPU_USAGE, CPU_PERIODS,
-                     CPU_THROTTLED_PERIODS, CPU_THROTTLED_SECONDS, CPU_PRESSURE_SOME)
+                     CPU_THROTTLED_PERIODS, CPU_THROTTLED_SECONDS, CPU_PRESSURE_SOME,
+                     RUNQ_WAIT_BY_HOLDER)
 
 # -- the agent: self-metrics (no per-container labels) ----------------------------------------
 

@@ -21,7 +21,16 @@ ACTIONS: tuple[str, ...] = ("scale_out", "scale_in", "resize", "affinity", "none
 # optional extensions: `pressure` (cpu.pressure "some" as a fraction, 0..1), and the time-weighted
 # run-queue signals: `runq_wait_seconds_per_second` (run-queue wait summed over the workload's
 # tasks, per second: the histogram's _sum rate) and `throttled_seconds_per_second` (CFS throttled
-# time summed over its replicas, per second: cpu.stat throttled_time/throttled_usec rate).
+# time summed over its replicas, per second: cpu.stat throttled_time/throttled_usec rate), and
+# that run-queue wait split by what held the CPU meanwhile (HOLDER_FIELDS: the agent's
+# runqscale_runqueue_wait_by_holder_seconds_total rate per holder; absent where the agents cannot
+# split, e.g. the bcc backend).
+HOLDER_FIELDS: dict[str, str] = {
+    "same_cgroup": "runq_wait_same_cgroup_seconds_per_second",
+    "other_cgroup": "runq_wait_other_cgroup_seconds_per_second",
+    "kernel": "runq_wait_kernel_seconds_per_second",
+    "idle": "runq_wait_idle_seconds_per_second",
+}
 SERIES_FIELDS: tuple[str, ...] = (
     "replicas",
     "ready_replicas",
@@ -34,6 +43,7 @@ SERIES_FIELDS: tuple[str, ...] = (
     "pressure",
     "runq_wait_seconds_per_second",
     "throttled_seconds_per_second",
+    *HOLDER_FIELDS.values(),
 )
 
 
@@ -103,6 +113,11 @@ class Sample:
     pressure: float | None = None
     runq_wait_seconds_per_second: float | None = None  # total over replicas
     throttled_seconds_per_second: float | None = None  # total over replicas
+    # runq_wait_seconds_per_second split by holder (HOLDER_FIELDS), totals over replicas
+    runq_wait_same_cgroup_seconds_per_second: float | None = None
+    runq_wait_other_cgroup_seconds_per_second: float | None = None
+    runq_wait_kernel_seconds_per_second: float | None = None
+    runq_wait_idle_seconds_per_second: float | None = None
     pods: tuple[PodSample, ...] = ()
 
 

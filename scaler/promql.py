@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runqscale.exporter import metrics as m
+from runqscale.scaler.model import HOLDER_FIELDS
 
 RATE = "1m"
 
@@ -59,6 +60,11 @@ class Queries:
     request_rate: str
     runq_wait_seconds_per_second: str
     throttled_seconds_per_second: str
+    # the run-queue wait split by what held the CPU meanwhile (model.HOLDER_FIELDS)
+    runq_wait_same_cgroup_seconds_per_second: str
+    runq_wait_other_cgroup_seconds_per_second: str
+    runq_wait_kernel_seconds_per_second: str
+    runq_wait_idle_seconds_per_second: str
     replicas: str
     ready_replicas: str
     cpu_request_cores: str
@@ -77,6 +83,10 @@ def queries(rate_window: str = RATE) -> Queries:
 
     def rate(metric: str) -> str:
         return f"rate({metric}[{rate_window}])"
+
+    def held(holder: str) -> str:
+        series = f'{m.RUNQ_WAIT_BY_HOLDER.series}{{holder="{holder}"}}'
+        return f"sum by ({GROUP}) ({by_workload(rate(series))})"
 
     return Queries(
         runq_p95_seconds=(
@@ -102,6 +112,7 @@ def queries(rate_window: str = RATE) -> Queries:
         throttled_seconds_per_second=(
             f"sum by ({GROUP}) ({by_workload(rate('runqscale_cpu_throttled_seconds_total'))})"
         ),
+        **{field: held(holder) for holder, field in HOLDER_FIELDS.items()},
         replicas=(
             f"max by ({GROUP}) ({_from_deployment('kube_deployment_spec_replicas')})"
             f" or count by ({GROUP}) (group by ({GROUP}, pod) ({by_workload(_P95_OF_PODS)}))"

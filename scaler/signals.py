@@ -2,9 +2,11 @@
 
 Signals file: one object per workload per sample, `{"ts", "workload": "<ns>/<name>", "replicas",
 "ready_replicas", "cpu_usage_cores" (total), "cpu_request_cores", "cpu_limit_cores" (per replica),
-"runq_p95_seconds", "throttled_ratio", "request_rate"}`; missing fields are null. Two optional
-extensions are read when present: "pressure" (cpu.pressure some, fraction 0..1) and "pods" (a list
-of per-pod objects with the PodSample field names, for HPA's per-pod rules and for spreading).
+"runq_p95_seconds", "throttled_ratio", "request_rate"}`; missing fields are null. Optional
+extensions are read when present: "pressure" (cpu.pressure some, fraction 0..1), the time-weighted
+run-queue fields (model.SERIES_FIELDS: runq_wait_seconds_per_second, throttled_seconds_per_second
+and the wait split by holder, runq_wait_<holder>_seconds_per_second) and "pods" (a list of per-pod
+objects with the PodSample field names, for HPA's per-pod rules and for spreading).
 Unknown fields are ignored. A bad value is a SignalsError naming the file line and field.
 
 Prometheus: the HTTP API's range queries (urllib, no extra dependency); queries are in
@@ -30,7 +32,7 @@ import numpy as np
 
 from runqscale.scaler import promql
 from runqscale.scaler.httpconfig import HttpClientConfig, HttpConfigError
-from runqscale.scaler.model import PodSample, Sample, SignalWindow, WorkloadRef
+from runqscale.scaler.model import HOLDER_FIELDS, PodSample, Sample, SignalWindow, WorkloadRef
 
 # field -> (integer?, lowest, highest) sane values; beyond them a value is bad input (file) or
 # dropped as missing (Prometheus).
@@ -46,6 +48,7 @@ LIMITS: dict[str, tuple[bool, float, float]] = {
     "pressure": (False, 0.0, 1.0),
     "runq_wait_seconds_per_second": (False, 0.0, 1e6),
     "throttled_seconds_per_second": (False, 0.0, 1e6),
+    **{f: (False, 0.0, 1e6) for f in HOLDER_FIELDS.values()},
 }
 # Floating-point slack for ratios computed from counters (e.g. 1.0000001)
 _RATIO_SLACK = 1e-6
@@ -99,6 +102,8 @@ def _fix(name: str) -> str:
         "pressure": "a fraction 0..1",
         "runq_wait_seconds_per_second": "run-queue wait seconds per second, summed over tasks",
         "throttled_seconds_per_second": "CFS throttled seconds per second, summed over replicas",
+        **{f: f"run-queue wait seconds per second while {h} held the CPU, summed over tasks"
+           for h, f in HOLDER_FIELDS.items()},
     }[name]
     return f"write {unit}, or null if unknown"
 

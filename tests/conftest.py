@@ -48,8 +48,9 @@ def prometheus():
         pytest.skip("no Prometheus binary (apt-get install prometheus, or set PROMETHEUS_BIN)")
     started: list[PrometheusServer] = []
 
-    def start(targets: list[str], scrape_interval: str = "1s") -> PrometheusServer:
-        srv = PrometheusServer(targets, scrape_interval)
+    def start(targets: list[str], scrape_interval: str = "1s",
+              rule_files: list[str] | None = None) -> PrometheusServer:
+        srv = PrometheusServer(targets, scrape_interval, rule_files=rule_files)
         started.append(srv)
         return srv
 

@@ -21,8 +21,10 @@ PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 
 class PrometheusServer:
     def __init__(self, targets: list[str], scrape_interval: str = "1s",
-                 job: str = "runqscale-agent", web_config: str | None = None) -> None:
-        """`web_config`: a --web.config.file (TLS, basic auth); the URL is then https."""
+                 job: str = "runqscale-agent", web_config: str | None = None,
+                 rule_files: list[str] | None = None) -> None:
+        """`web_config`: a --web.config.file (TLS, basic auth); the URL is then https.
+        `rule_files`: recording/alerting rule files to load (evaluated every second)."""
         self.dir = tempfile.mkdtemp(prefix="runqscale-prom-")
         self.port = free_port()
         self.web_config = web_config
@@ -34,6 +36,7 @@ class PrometheusServer:
                 f"  scrape_interval: {scrape_interval}\n"
                 f"  scrape_timeout: {scrape_interval}\n"
                 "  evaluation_interval: 1s\n"
+                f"rule_files: {json.dumps(rule_files or [])}\n"
                 "scrape_configs:\n"
                 f"  - job_name: {job}\n"
                 "    static_configs:\n"

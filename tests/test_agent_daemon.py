@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import numpy as np
+import pytest
 from agent_helpers import RUNQSCALE
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -17,8 +18,10 @@ from runqscale.agent.pods import PodSource
 from runqscale.agent.sampler import Sampler
 from runqscale.exporter.buckets import LE_STRINGS
 from runqscale.exporter.collector import AgentCollector, BuildInfo
+from runqscale.exporter.families import render
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.probes.model import (
+    HOLDERS,
     SLOTS,
     CgroupHistogram,
     Hierarchy,
@@ -36,13 +39,18 @@ class FakeProbe:
         self.hists: dict[int, CgroupHistogram] = {}
         self.fail_next = False
 
-    def add(self, cid: int, waits_ns: list[int]) -> None:
+    def add(self, cid: int, waits_ns: list[int], holder: str | None = "same_cgroup") -> None:
+        """Waits of cgroup `cid`, all behind `holder` (None: a backend that cannot tell)."""
         h = self.hists.get(cid) or CgroupHistogram(cid, np.zeros(SLOTS, np.uint64), 0, 0)
         slots = h.slots.copy()
         for w in waits_ns:
             slots[slot_of(w)] += 1
+        held = None
+        if holder is not None:
+            held = np.zeros(len(HOLDERS), np.uint64) if h.held_ns is None else h.held_ns.copy()
+            held[HOLDERS.index(holder)] += sum(waits_ns)
         self.hists[cid] = CgroupHistogram(cid, slots, h.sum_ns + sum(waits_ns),
-                                          h.count + len(waits_ns))
+                                          h.count + len(waits_ns), held)
 
     def read(self) -> ProbeReading:
         if self.fail_next:
@@ -112,6 +120,42 @@ def test_families_labels_buckets_and_window(tmp_path) -> None:
     s = _scrape(reg)
     assert s["runqscale_runqueue_latency_p95_seconds"][0].value == 0
     assert s["runqscale_runqueue_latency_seconds_count"][0].value == 100
+
+
+def test_wait_by_holder_series_split_the_wait_and_render_fast(tmp_path) -> None:
+    """Four counters per container, one per holder, adding up to the wait; the fast renderer
+    (what /metrics serves) and client_python's samples say the same."""
+    root, probe, agent, reg = _setup(tmp_path)
+    (root / "b").mkdir()
+    agent.sampler.index.walk()  # b is newer than the sampler's first walk
+    a, b = os.stat(root / "a").st_ino, os.stat(root / "b").st_ino
+    probe.add(a, [3_000_000] * 10, "other_cgroup")
+    probe.add(a, [1_000_000] * 5, "same_cgroup")
+    probe.add(a, [500_000] * 2, "idle")
+    probe.add(b, [7_000] * 3, None)  # its backend cannot split (bcc): no holder series
+    assert agent.step()
+    served = {}
+    for fam in text_string_to_metric_families(render(reg.collect()).decode()):
+        for smp in fam.samples:
+            served.setdefault(smp.name, []).append(smp)
+    assert _scrape(reg)["runqscale_runqueue_wait_by_holder_seconds_total"] == \
+        served["runqscale_runqueue_wait_by_holder_seconds_total"]
+    held = {smp.labels["holder"]: smp.value
+            for smp in served["runqscale_runqueue_wait_by_holder_seconds_total"]
+            if smp.labels["cgroup"] == "/a"}
+    assert held == {"same_cgroup": 0.005, "other_cgroup": 0.03, "kernel": 0.0, "idle": 0.001}
+    wait = {smp.labels["cgroup"]: smp.value
+            for smp in served["runqscale_runqueue_wait_seconds_total"]}
+    assert sum(held.values()) == pytest.approx(wait["/a"])
+    assert wait["/b"] == pytest.approx(21e-6)
+    assert all(smp.labels["cgroup"] == "/a"
+               for smp in served["runqscale_runqueue_wait_by_holder_seconds_total"])
+    # counters: the next interval's waits add to the same series
+    probe.add(a, [2_000_000] * 4, "other_cgroup")
+    assert agent.step()
+    later = {smp.labels["holder"]: smp.value for smp in
+             _scrape(reg)["runqscale_runqueue_wait_by_holder_seconds_total"]}
+    assert later["other_cgroup"] == pytest.approx(0.038) and later["same_cgroup"] == 0.005
 
 
 def test_removed_cgroup_kept_one_window_then_dropped(tmp_path) -> None:

@@ -246,6 +246,12 @@ def fake_exposition(t: float) -> str:
             ("runqscale_cpu_pressure_some_seconds_total", 0.6, 0.02)]:
         add("counter", name, [(lab, (per_s_slow if slow[lab] else per_s_fast) * t)
                               for lab in labs])
+    # the wait above split by what held the CPU (s/s; adds up to the wait counter's rate)
+    held = {"slow": {"same_cgroup": 0.2, "other_cgroup": 0.9, "kernel": 0.05, "idle": 0.05},
+            "fast": {"same_cgroup": 0.04, "other_cgroup": 0.01, "kernel": 0.0, "idle": 0.0}}
+    add("counter", "runqscale_runqueue_wait_by_holder_seconds_total",
+        [(f'{lab},holder="{h}"', v * t) for lab, shape, _ in FAKE_CONTAINERS
+         for h, v in held[shape].items()])
     events = sum(r for _, _, r in FAKE_CONTAINERS) * t
     add("counter", "runqscale_agent_events_total", [("", math.floor(events * 1.02))])
     add("counter", "runqscale_agent_bpf_run_seconds_total", [("", events * 2 * 350e-9)])

@@ -104,5 +104,6 @@ def test_expected_recording_rules_present() -> None:
                 names |= {r["record"] for r in g["rules"] if "record" in r}
     for want in ("workload:runqscale_runqueue_latency_seconds:p95_30s",
                  "workload:runqscale_runqueue_latency_seconds:p95_5m",
+                 "workload:runqscale_runqueue_wait_by_holder_seconds:other_cgroup_ratio_rate5m",
                  "runqscale:runqueue_latency_p95_target:seconds"):
         assert want in names

@@ -139,6 +139,16 @@ def test_signals_file_parses_and_nulls_are_missing(tmp_path: Path) -> None:
     assert db.last("cpu_usage_cores") is None
 
 
+def test_signals_file_carries_the_wait_split_by_holder(tmp_path: Path) -> None:
+    held = {"runq_wait_same_cgroup_seconds_per_second": 0.1,
+            "runq_wait_other_cgroup_seconds_per_second": 0.7,
+            "runq_wait_kernel_seconds_per_second": 0.0,
+            "runq_wait_idle_seconds_per_second": None}
+    p = _write(tmp_path, [json.dumps({**GOOD, **held})])
+    web = signals.windows_from_samples(signals.read_file(p))[WorkloadRef("shop", "web")]
+    assert {f: web.last(f) for f in held} == held
+
+
 BAD = [
     ("not json", "{oops", None, "not valid JSON"),
     ("not an object", "[1, 2]", None, "not a JSON object"),
@@ -182,6 +192,12 @@ BAD = [
         json.dumps({**GOOD, "runq_p95_seconds": "4ms"}),
         "runq_p95_seconds",
         "number or null",
+    ),
+    (
+        "wait by holder negative",
+        json.dumps({**GOOD, "runq_wait_other_cgroup_seconds_per_second": -0.1}),
+        "runq_wait_other_cgroup_seconds_per_second",
+        "other_cgroup held the CPU",
     ),
     ("pods not a list", json.dumps({**GOOD, "pods": {"a": 1}}), "pods", "list"),
     (

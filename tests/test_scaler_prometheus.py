@@ -26,6 +26,10 @@ from click.testing import CliRunner
 
 from runqscale.agent.cli import main as root
 from runqscale.ports import free_port
+from runqscale.scaler import promql
+from runqscale.scaler.model import HOLDER_FIELDS
+from runqscale.scaler.policies.attribution import attribute_window
+from runqscale.scaler.signals import PrometheusSource, windows_from_samples
 
 PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 T0 = time.time()
@@ -36,6 +40,11 @@ WORKLOADS = {
     ("shop", "web"): (["web-7d4b9c8f6d-x2k5p", "web-7d4b9c8f6d-q9z8w"], [0.018, 0.022], 0.45, 0.0),
     ("shop", "db"): (["db-0"], [0.001], 0.2, 0.0),
     ("shop", "batch"): (["batch-6c5f7b9d8c-hj2kt"], [float("nan")], 0.1, 0.0),
+}
+# workload -> per-pod run-queue wait (s/s) by what held the CPU; batch's agent cannot split
+HELD = {
+    ("shop", "web"): {"same_cgroup": 0.05, "other_cgroup": 0.3, "kernel": 0.01, "idle": 0.0},
+    ("shop", "db"): {"same_cgroup": 0.4, "other_cgroup": 0.02, "kernel": 0.0, "idle": 0.03},
 }
 
 
@@ -49,6 +58,9 @@ def _exposition() -> str:
             out.append(f"runqscale_cpu_usage_seconds_total{{{lbl}}} {cpu * elapsed:.6f}")
             out.append(f"runqscale_cpu_periods_total{{{lbl}}} {10 * elapsed:.3f}")
             out.append(f"runqscale_cpu_throttled_periods_total{{{lbl}}} {10 * thr * elapsed:.3f}")
+            for holder, rate in HELD.get((ns, wl), {}).items():
+                out.append(f'runqscale_runqueue_wait_by_holder_seconds_total{{{lbl},'
+                           f'holder="{holder}"}} {rate * elapsed:.6f}')
             out.append(
                 f'kube_pod_container_resource_requests{{namespace="{ns}",pod="{pod}",'
                 f'container="app",resource="cpu",unit="core"}} 0.5'
@@ -229,6 +241,24 @@ def test_hpa_against_real_prometheus(prometheus: str) -> None:
     expected = 2 if abs(1 - ratio) <= 0.1 else math.ceil(ratio * 2)
     assert rec["recommended"]["replicas"] == expected, rec["reason"]
     assert f"{pct}%" in rec["reason"]
+
+
+@pytest.mark.prometheus
+def test_wait_by_holder_reaches_the_signals_and_the_attribution(prometheus: str) -> None:
+    """The per-holder split, summed over a workload's pods by the scaler's own PromQL, arrives in
+    the signal samples, and the attribution reads web as crowded by neighbours, db by itself."""
+    src = PrometheusSource(prometheus, queries=promql.queries(f"{RATE_WINDOW}s"), pod_queries={})
+    fetched = src.fetch(time.time(), 20.0, 2.0)
+    windows = windows_from_samples(fetched.samples)
+    by = {ref.name: w for ref, w in windows.items()}
+    for name, pods in (("web", 2), ("db", 1)):
+        for holder, field in HOLDER_FIELDS.items():
+            got = by[name].last(field)
+            want = pods * HELD[("shop", name)][holder]
+            assert got == pytest.approx(want, rel=0.2, abs=2e-3), (name, holder, got)
+    assert by["batch"].last(HOLDER_FIELDS["other_cgroup"]) is None
+    verdicts = {name: attribute_window(by[name]).cause for name in ("web", "db", "batch")}
+    assert verdicts == {"web": "neighbours", "db": "own", "batch": "unknown"}
 
 
 def test_unreachable_prometheus_is_a_runtime_error() -> None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from runqscale.agent.sampler import CgroupSample
-from runqscale.probes.model import quantile_seconds
-from runqscale.scaler.model import Sample
+from runqscale.probes.model import HOLDERS, quantile_seconds
+from runqscale.scaler.model import HOLDER_FIELDS, Sample
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,20 @@ class Tally:
     used_seconds: float = 0.0  # CPU seconds used (filled by the loop)
     seconds: float = 0.0  # wall seconds of the tick (filled by the loop)
     sent: float = 0.0  # requests sent (filled by the loop)
+    # wait_seconds split by what held the CPU (probes HOLDERS order); None: the backend cannot
+    # tell (bcc), or no cgroup
+    held_seconds: np.ndarray | None = None
 
 
 def interval_totals(cgroups: Iterable[CgroupSample]) -> Tally:
     slots, wait, thr_n, thr_d, thr_s = None, 0.0, 0, 0, 0.0
     psi, psi_n = None, 0
+    held: np.ndarray | None = np.zeros(len(HOLDERS))
     for cs in cgroups:
         slots = cs.delta.slots.copy() if slots is None else slots + cs.delta.slots
         wait += cs.wait_seconds
+        h = cs.delta.held_ns
+        held = None if h is None or held is None else held + h / 1e9
         b, a = cs.cpu_before, cs.cpu
         if not (a and b):
             continue
@@ -48,7 +54,8 @@ def interval_totals(cgroups: Iterable[CgroupSample]) -> Tally:
         if a.pressure_some_seconds is not None and b.pressure_some_seconds is not None:
             psi = (psi or 0.0) + max(0.0, a.pressure_some_seconds - b.pressure_some_seconds)
             psi_n += 1
-    return Tally(slots, wait, thr_n, thr_d, thr_s, psi, psi_n)
+    return Tally(slots, wait, thr_n, thr_d, thr_s, psi, psi_n,
+                 held_seconds=held if slots is not None else None)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,9 @@ class WindowSignals:
     runq_wait_seconds_per_second: float  # Σ wait of all replicas' tasks per wall second
     throttled_seconds_per_second: float  # Σ throttled time of all replicas per wall second
     pressure: float | None  # mean over replicas of their cpu.pressure "some" share; None on v1
+    # runq_wait_seconds_per_second split by holder (HOLDER_FIELDS keys); None where a tick of
+    # the window could not split it
+    wait_by_holder_per_second: dict[str, float] | None = None
 
 
 def window_signals(win: Iterable[Tally]) -> WindowSignals:
@@ -75,11 +85,16 @@ def window_signals(win: Iterable[Tally]) -> WindowSignals:
     psi = [t for t in win if t.pressure_seconds is not None and t.pressure_cgroups]
     pressure = (sum(t.pressure_seconds / t.pressure_cgroups for t in psi)  # type: ignore[operator]
                 / max(1e-9, sum(t.seconds for t in psi))) if psi else None
+    split = [t.held_seconds for t in win if t.slots is not None]
+    by_holder = None
+    if split and all(h is not None for h in split):
+        per_s = sum(split) / wdt  # type: ignore[arg-type]
+        by_holder = {h: float(v) for h, v in zip(HOLDERS, per_s, strict=True)}
     return WindowSignals(
         quantile_seconds(total, 0.95) if total is not None else None,
         tn / td if td > 0 else 0.0, sum(t.used_seconds for t in win) / wdt,
         sum(t.sent for t in win) / wdt, sum(t.wait_seconds for t in win) / wdt,
-        sum(t.throttled_seconds for t in win) / wdt, pressure)
+        sum(t.throttled_seconds for t in win) / wdt, pressure, by_holder)
 
 
 _SAMPLE_FIELDS = frozenset(f.name for f in dataclasses.fields(Sample))
@@ -97,4 +112,5 @@ def signal_fields(sig: WindowSignals) -> dict:
             "throttled_ratio": sig.throttled_ratio, "request_rate": sig.request_rate,
             "runq_wait_seconds_per_second": sig.runq_wait_seconds_per_second,
             "throttled_seconds_per_second": sig.throttled_seconds_per_second,
-            "pressure": sig.pressure}
+            "pressure": sig.pressure,
+            **{f: (sig.wait_by_holder_per_second or {}).get(h) for h, f in HOLDER_FIELDS.items()}}
