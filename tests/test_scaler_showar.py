@@ -529,3 +529,20 @@ def test_a_resize_up_waits_only_for_the_samples_to_settle() -> None:
     rec, _ = showar.decide(sig(per_replica_cpu=0.3), cur(), CFG,
                            State(last_action_ts=NOW - 4, last_ts=NOW - 1))
     assert rec.action == "none" and "cool-down" in rec.reason  # a resize down waits it out
+
+
+@pytest.mark.parametrize(("split", "action"), [
+    # 2.4 s/s of wait (60 ms per request at 40 req/s), unthrottled, behind ...
+    ({"runq_wait_other_cgroup_seconds_per_second": 2.2,
+      "runq_wait_same_cgroup_seconds_per_second": 0.2}, "scale_out"),  # ... neighbours
+    ({"runq_wait_other_cgroup_seconds_per_second": 0.2,
+      "runq_wait_same_cgroup_seconds_per_second": 2.2}, "none"),  # ... its own threads
+    ({}, "scale_out"),  # no split (e.g. the bcc backend): contention as before
+])
+def test_who_held_the_cpu_decides_between_scale_out_and_holding(split: dict, action: str) -> None:
+    kw = dict(per_replica_cpu=0.2, request_rate=40.0, throttled_seconds_per_second=0.0,
+              runq_wait_seconds_per_second=2.4, **split)
+    rec, _ = showar.decide(window(n=10, **_sig_kw(**kw)), cur(), CFG, None, HP)
+    assert rec.action == action, rec.reason
+    if split:
+        assert "behind other cgroups" in rec.reason

@@ -27,9 +27,11 @@ limit already covers that size. Up when the size passes `upper_hysteresis` × th
 
 Coordination — one action per `cooldown_seconds`; limits first: a throttled or under-sized
 container is resized; past `max_cpu_per_replica` the size stays there and the workload scales
-out to carry the rest; contention scales out only while not throttled; scale-in never goes below the
-replicas the demand needs at the maximum size. Spreading pods across nodes is the node-pressure
-recommendation (runqscale.scaler.spread); affinity pairs are runqscale.scaler.affinity.
+out to carry the rest; contention scales out only while not throttled and not behind the
+workload's own threads (the agent's wait split by holder: runqscale.scaler.policies.attribution);
+scale-in never goes below the replicas the demand needs at the maximum size. Spreading pods
+across nodes is the node-pressure recommendation (runqscale.scaler.spread); affinity pairs are
+runqscale.scaler.affinity.
 
 Start-up delay (beyond SHOWAR) — the delay from "replicas > ready" to "ready = replicas" is
 measured from the signals (exponential average); pending replicas count as arriving capacity
@@ -51,6 +53,7 @@ from runqscale.scaler.model import (
     SignalWindow,
     classify,
 )
+from runqscale.scaler.policies import attribution
 from runqscale.scaler.policies import showar_sizing as sizing
 
 NAME = "showar"
@@ -362,10 +365,18 @@ def decide(
         # such "contention" at a throttled ratio of 0.72). The limit is fixed first.
         return done(current, f"throttled (ratio {thr:.2f}): no scale-out on wait until the "
                     f"limit stops the throttling; {pid_note}; {vnote}", state, False)
+    who = attribution.attribute_window(recent)
+    if above and who.cause == "own":
+        # behind its own threads or quota, not neighbours: another replica beside them would
+        # not help each one; the vertical size (demand + margin) is what covers it
+        return done(current, f"latency above target but no scale-out: {who.reason}; "
+                    f"{pid_note}; {vnote}", state, False)
     if above:
         replicas = config.clamp_replicas(max(cur, h_desired, overflow))
         cause = f"not throttled (ratio {thr:.2f})" if thr is not None else "throttling unknown"
         cause += f", CPU pressure {pressure:.2f}" if pressure is not None else ""
+        if who.cause not in ("unknown", "insufficient"):
+            cause += f"; {who.reason}"
         if replicas > cur:
             reason = f"starved by neighbours ({cause}): scale out {cur} -> {replicas}; {pid_note}"
         else:
