@@ -40,9 +40,17 @@ class ScalerMetrics:
         self.leader = Gauge(m.SCALER_LEADER.name, m.SCALER_LEADER.help, registry=r)
         for kind in ERROR_KINDS:
             self.errors.labels(kind)  # present at 0 from the start: rate() works at once
+        self._seen: set[tuple[str, str, str]] = set()
 
     def decided(self, rec: Recommendation, result: ApplyResult | None) -> None:
         wl = (rec.workload.namespace, rec.workload.name)
+        if (*wl, rec.policy) not in self._seen:
+            # every action's series at 0 from a workload's first decision: increase() cannot
+            # see a counter's first sample, so a series born at 1 hides the first scale-in
+            # (say) an hour later from the dashboard's decisions panel and annotations
+            self._seen.add((*wl, rec.policy))
+            for action in ACTIONS:
+                self.decisions.labels(*wl, rec.policy, action)
         if rec.action in ACTIONS:
             self.decisions.labels(*wl, rec.policy, rec.action).inc()
         if result is not None and result.error is not None:
