@@ -99,6 +99,17 @@ lint: deps
 clean:
 	rm -rf $(VENV) $(BPF_OBJ) probes/vmlinux.h build *.egg-info
 
+# -- The second kernel (tests/vm/): Debian's Linux 6.1 under qemu TCG, pure cgroup v2 -------------
+# build.sh installs qemu-system-x86/busybox-static/kmod/cpio if missing and caches the kernel and
+# initramfs in ~/.cache/runqscale/vm; test-vm boots it once and runs the CO-RE, cgroup v2 quota and
+# scaler-signal tests inside (tests/test_vm_kernel61.py).
+.PHONY: vm test-vm
+vm:
+	tests/vm/build.sh >/dev/null
+
+test-vm: vm $(VENV)/.installed $(BPF_OBJ)
+	CI=$${CI:-} $(PY) -m pytest -q -ra tests/test_vm_kernel61.py $(PYTEST_ARGS)
+
 # -- Kubernetes test control plane (k8s/): built once from source, cached outside the repo ---------
 K8S_VERSION := $(shell sed -n 's/^K8S_VERSION=//p' k8s/versions.env)
 K8S_BIN := $(HOME)/.cache/runqscale/k8s-$(K8S_VERSION)/bin
