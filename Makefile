@@ -51,7 +51,7 @@ bench-validate: demo-deps
 
 # What the demo runs (no Kubernetes); the tests also need the control plane built from source.
 demo-deps: system-deps kernel-headers tracefs $(VENV)/.installed $(BPF_OBJ)
-deps: demo-deps k8s-build node-deps
+deps: demo-deps k8s-build node-deps vm
 
 # Debian packages: the BPF toolchain, BCC and its tools, stress-ng, a real Prometheus, nginx.
 system-deps:
