@@ -60,7 +60,7 @@ def _junit(path) -> dict[str, tuple[str, str, float]]:
 
 
 @pytest.fixture(scope="module")
-def guest() -> GuestRun:
+def guest(tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
     try:
         vm = TestVM.build()
     except VmError as e:
@@ -70,7 +70,7 @@ def guest() -> GuestRun:
         "export CI=true PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg\n"
         ".venv/bin/python -m pytest -p no:cacheprovider -q -ra --color=no --durations=0 "
         "--junitxml=$RUNQSCALE_VM_OUT/junit.xml " + " ".join(map(shlex.quote, GUEST_TESTS)))
-    res = vm.run(script, timeout=TIMEOUT_S)
+    res = vm.run(script, timeout=TIMEOUT_S, share=tmp_path_factory.mktemp("vm"))
     print(f"VM {vm.release}: boot to power-off {res.seconds:.1f} s, exit {res.rc}; "
           f"console: {res.out / 'console.log'}")
     if res.rc is None or not (res.out / "junit.xml").exists():
