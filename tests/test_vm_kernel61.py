@@ -7,7 +7,8 @@ loaded on 6.18. One VM boot runs, inside, with CI=true (a skip is a failure ther
   enforced and read back as throttling, cpu.pressure as contention;
 - the host's quota and scaler-signal tests, which pick the hierarchy the way `--hierarchy auto`
   does (v1 here, cgroup2 there): quota starvation told from contention, the probe's JSON contract
-  with throttled_ratio, `validate stress`, the agent's detection time.
+  with throttled_ratio, `validate stress`, the agent's detection time, and the signals as the
+  scaler reads them from a real Prometheus (throttled periods and usage of a 0.5-core hog).
 Each becomes one test here, failing with the guest's own failure text. ~2 min under TCG
 (boot ~13 s; `validate stress` alone 34-44 s).
 """
@@ -33,6 +34,7 @@ GUEST_TESTS = [
     "tests/test_probe_kernel.py::test_probe_json_contract",
     "tests/test_validate_stress.py::test_validate_stress_end_to_end",
     "tests/test_agent_kernel.py::test_detection_hog_start_to_p95_over_10ms_within_2s",
+    "tests/test_exporter_prometheus.py::test_prometheus_quantile_agrees_with_gauge_and_labels",
 ]
 TIMEOUT_S = 900  # qemu is killed after this; a healthy run takes a fraction of it
 
