@@ -51,7 +51,7 @@ bench-validate: demo-deps
 
 # What the demo runs (no Kubernetes); the tests also need the control plane built from source.
 demo-deps: system-deps kernel-headers tracefs $(VENV)/.installed $(BPF_OBJ)
-deps: demo-deps k8s-build node-deps
+deps: demo-deps k8s-build node-deps vm
 
 # Debian packages: the BPF toolchain, BCC and its tools, stress-ng, a real Prometheus, nginx.
 system-deps:
@@ -98,6 +98,17 @@ lint: deps
 
 clean:
 	rm -rf $(VENV) $(BPF_OBJ) probes/vmlinux.h build *.egg-info
+
+# -- The second kernel (tests/vm/): Debian's Linux 6.1 under qemu TCG, pure cgroup v2 -------------
+# build.sh installs qemu-system-x86/busybox-static/kmod/cpio if missing and caches the kernel and
+# initramfs in ~/.cache/runqscale/vm; test-vm boots it once and runs the CO-RE, cgroup v2 quota and
+# scaler-signal tests inside (tests/test_vm_kernel61.py).
+.PHONY: vm test-vm
+vm:
+	tests/vm/build.sh >/dev/null
+
+test-vm: vm $(VENV)/.installed $(BPF_OBJ)
+	CI=$${CI:-} $(PY) -m pytest -q -ra tests/test_vm_kernel61.py $(PYTEST_ARGS)
 
 # -- Kubernetes test control plane (k8s/): built once from source, cached outside the repo ---------
 K8S_VERSION := $(shell sed -n 's/^K8S_VERSION=//p' k8s/versions.env)

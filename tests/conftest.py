@@ -1,8 +1,9 @@
 """Shared test policy: real-component tests never skip silently in CI.
 
-With CI=true, any skipped test marked kernel/bcc/prometheus/kubernetes/services/node turns into a
-failure, so a missing BPF toolchain, Prometheus, API server, redis, memcached, nginx or real node
-(containerd, kubelet) fails the run instead of passing it quietly.
+With CI=true, any skipped test marked kernel/bcc/prometheus/kubernetes/services/node/vm turns into
+a failure, so a missing BPF toolchain, Prometheus, API server, redis, memcached, nginx, real node
+(containerd, kubelet) or test VM (qemu, Debian's 6.1 kernel) fails the run instead of passing it
+quietly.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 import pytest
 
-REAL_COMPONENT_MARKERS = ("kernel", "bcc", "prometheus", "kubernetes", "services", "node")
+REAL_COMPONENT_MARKERS = ("kernel", "bcc", "prometheus", "kubernetes", "services", "node", "vm")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

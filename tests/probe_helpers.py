@@ -31,6 +31,24 @@ def open_backend(backend: str, hier: Hierarchy, **kw: object):
     return probe
 
 
+def quota_hierarchy() -> Hierarchy:
+    """Where CPU quotas apply, as `--hierarchy auto` picks it: the v1 cpu hierarchy on hybrid
+    nodes (this machine), else cgroup2 with the cpu controller (pure v2 nodes, tests/vm)."""
+    mounts = CgroupMounts.read()
+    hier, root = mounts.choose("auto")
+    if hier is Hierarchy.V2 and not v2_has_cpu(root):
+        pytest.skip(f"no cpu controller: neither a v1 cpu hierarchy nor cpu in {root}")
+    return hier
+
+
+def v2_has_cpu(root: str) -> bool:
+    try:
+        with open(os.path.join(root, "cgroup.subtree_control")) as f:
+            return "cpu" in f.read().split()
+    except OSError:
+        return False
+
+
 @dataclass
 class Comparison:
     name: str

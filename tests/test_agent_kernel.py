@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 from agent_helpers import AgentProcess, FakePod, one_value, pod_list, samples_for
 from conftest import require_root
+from probe_helpers import quota_hierarchy
 
 from runqscale.probes.model import Hierarchy
 from runqscale.validation.sandbox import Sandbox
@@ -34,7 +35,7 @@ def test_detection_hog_start_to_p95_over_10ms_within_2s(tmp_path) -> None:
     pods = [FakePod.make("det", f"hog-{i}", "app") for i in range(3)]
     pods_file = str(tmp_path / "pods.json")
     _write_json(pods_file, pod_list(pods))
-    with Sandbox(Hierarchy.V1_CPU, name="rqs-detect") as sb:
+    with Sandbox(quota_hierarchy(), name="rqs-detect") as sb:  # where the agent's auto looks
         groups = [sb.group(p.cgroup_name(), quota_cores=0.1) for p in pods]
         agent = AgentProcess("--pods-file", pods_file, "--cgroup", sb.base)
         try:

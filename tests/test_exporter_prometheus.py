@@ -12,9 +12,9 @@ import time
 import pytest
 from agent_helpers import AgentProcess, FakeKubelet, FakePod
 from conftest import require_root
+from probe_helpers import quota_hierarchy
 
 from runqscale.exporter.buckets import LE_SECONDS
-from runqscale.probes.model import Hierarchy
 from runqscale.validation.sandbox import PERIODIC, Sandbox
 
 pytestmark = [pytest.mark.kernel, pytest.mark.prometheus]
@@ -37,7 +37,7 @@ def test_prometheus_quantile_agrees_with_gauge_and_labels(prometheus) -> None:
     hog = FakePod.make("shop", "checkout-7d9f", "app")
     light = FakePod.make("shop", "frontend-5c4b", "web")
     kubelet = FakeKubelet([hog, light])
-    with Sandbox(Hierarchy.V1_CPU, name="rqs-prom") as sb:
+    with Sandbox(quota_hierarchy(), name="rqs-prom") as sb:  # v1 here, v2 in tests/vm
         g_hog = sb.group(hog.cgroup_name(), quota_cores=0.5)
         g_light = sb.group(light.cgroup_name("besteffort"))
         agent = AgentProcess("--kubelet-url", kubelet.url, "--cgroup", sb.base)

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from probe_helpers import measure, open_backend
+from probe_helpers import measure, open_backend, quota_hierarchy, v2_has_cpu
 
 from runqscale.agent.sampler import Sampler
 from runqscale.probes.cgroupfs import CgroupMounts
@@ -22,10 +22,11 @@ HIERARCHIES = [Hierarchy.V1_CPU, Hierarchy.V2]
 
 
 def _populate(sb: Sandbox) -> list:
-    """22 cgroups with different, known loads on a 2-core machine: quota-limited hogs (v1 only:
-    this node's cgroup2 has no cpu controller), unlimited hogs, light periodic tasks, idle."""
+    """22 cgroups with different, known loads on a 2-core machine: quota-limited hogs (where the
+    hierarchy has the cpu controller: not this node's cgroup2), unlimited hogs, light periodic
+    tasks, idle."""
     groups = []
-    quotas = [0.5, 0.3, 0.2] if sb.hierarchy is Hierarchy.V1_CPU else []
+    quotas = [0.5, 0.3, 0.2] if sb.hierarchy is Hierarchy.V1_CPU or v2_has_cpu(sb.root) else []
     for i, q in enumerate(quotas):
         g = sb.group(f"quota{i}", quota_cores=q)
         sb.spawn(g)
@@ -88,9 +89,10 @@ def _run_pair(sb: Sandbox, probe, quota: float | None, hogs: int) -> dict[str, o
 
 
 def test_quota_starvation_is_told_apart_from_contention() -> None:
-    probe = open_backend("core", Hierarchy.V1_CPU)
+    hier = quota_hierarchy()  # v1 here; cgroup2's cpu.max on pure v2 nodes (tests/vm)
+    probe = open_backend("core", hier)
     try:
-        with Sandbox(Hierarchy.V1_CPU, name="rq-quota") as sb:
+        with Sandbox(hier, name="rq-quota") as sb:
             limited = _run_pair(sb, probe, quota=0.5, hogs=1)
             contended = _run_pair(sb, probe, quota=None, hogs=4)  # 4 hogs on 2 cores, no quota
     finally:
@@ -152,9 +154,10 @@ def _cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
 
 
 def test_probe_json_contract() -> None:
-    probe = open_backend("core", Hierarchy.V1_CPU)  # checks root and BPF
+    hier = quota_hierarchy()  # the one `probe` measures by default (--hierarchy auto)
+    probe = open_backend("core", hier)  # checks root and BPF
     probe.close()
-    with Sandbox(Hierarchy.V1_CPU, name="rq-json") as sb:
+    with Sandbox(hier, name="rq-json") as sb:
         g = sb.group("hog", quota_cores=0.5)
         sb.spawn(g)
         res = _cli("probe", "--json", "--count", "2", "--interval", "0.5s", "--cgroup", sb.base)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import pytest
+from probe_helpers import quota_hierarchy
 
 pytestmark = [pytest.mark.kernel]
 
@@ -27,16 +28,17 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def test_validate_stress_end_to_end(tmp_path, root_required):
     out = tmp_path / "stress"
+    hier = quota_hierarchy().value  # v1 here, v2 on pure cgroup v2 nodes (tests/vm)
     load_before = os.getloadavg()[0]  # the light service's limit needs a quiet machine
     r = _cli("--out", str(out), "--json", "--duration", "4s", "--backend", "core",
-             "--hierarchy", "v1")
+             "--hierarchy", hier)
     lines = r.stdout.splitlines()
     printed = json.loads(lines[-1])
     saved = json.loads((out / "stress.json").read_text())
     assert printed == saved
     assert set(saved) == {"config", "backend", "hierarchy", "rows", "detection_s",
                           "light_p95_max", "passed", "verdict"}
-    assert saved["backend"] == "core" and saved["hierarchy"] == "v1"
+    assert saved["backend"] == "core" and saved["hierarchy"] == hier
     assert saved["config"]["quota_cores"] == 0.5 and saved["config"]["hog_s"] == 4.0
     # exit code, verdict line and JSON agree
     verdict = next(ln for ln in lines if ln.startswith(("PASS:", "FAIL:")))

@@ -71,14 +71,17 @@ def run_stress(probe: Probe, mounts: CgroupMounts, cfg: StressConfig,
         hog_started: float | None = None
         while True:
             time.sleep(cfg.interval_s)
-            now = time.monotonic()
-            if hog_started is None and now - start >= cfg.baseline_s:
+            if hog_started is None and time.monotonic() - start >= cfg.baseline_s:
                 sb.spawn(hog)
                 hog_started = time.monotonic()
             iv = sampler.sample()
+            # A row is stamped when its interval ends: the one that saw the hog start is after
+            # it (a slow spawn, e.g. on an emulated CPU, must not date the hog's first waits
+            # into the baseline).
+            now = time.monotonic()
             by = {s.path: s for s in iv.cgroups}
             lt, hg = by.get(light.rel), by.get(hog.rel)
-            t = now - (hog_started or now + 0.0) if hog_started else now - start - cfg.baseline_s
+            t = now - hog_started if hog_started else now - start - cfg.baseline_s
             row = StressRow(round(t, 2), lt.quantile(0.95) if lt else None,
                             hg.quantile(0.95) if hg else None, hg.throttled_ratio if hg else None)
             res.rows.append(row)

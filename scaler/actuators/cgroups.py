@@ -50,6 +50,8 @@ class Sandbox:
         self.groups: dict[str, Group] = {}
         for r in self.roots:
             os.makedirs(r + self.base, exist_ok=True)
+        if hierarchy is Hierarchy.V2:
+            _delegate_cpu(self.root + self.base)
 
     @property
     def root(self) -> str:
@@ -61,6 +63,12 @@ class Sandbox:
             return self.groups[rel_name]
         rel = f"{self.base}/{rel_name}"
         dirs = []
+        if self.hierarchy is Hierarchy.V2:
+            parent = self.root + self.base
+            for part in rel_name.split("/")[:-1]:  # intermediate directories first
+                parent = os.path.join(parent, part)
+                os.makedirs(parent, exist_ok=True)
+                _delegate_cpu(parent)
         for r in self.roots:
             os.makedirs(r + rel, exist_ok=True)
             dirs.append(r + rel)
@@ -115,6 +123,19 @@ class Sandbox:
         self.close()
 
 
+def _delegate_cpu(path: str) -> None:
+    """cgroup v2: children get cpu.max and cpu.weight only if their parent lists `cpu` in its
+    cgroup.subtree_control. Enabled wherever the parent itself has the controller (a hybrid
+    node's cgroup2 has none: nothing to do, and v2 groups there take no quota)."""
+    with open(os.path.join(path, "cgroup.controllers")) as f:
+        if "cpu" not in f.read().split():
+            return
+    with open(os.path.join(path, "cgroup.subtree_control")) as f:
+        if "cpu" in f.read().split():
+            return
+    _write(os.path.join(path, "cgroup.subtree_control"), "+cpu")
+
+
 def _write(path: str, value: str) -> None:
     with open(path, "w") as f:
         f.write(value)
@@ -165,10 +186,9 @@ def set_shares(sb: Sandbox, g: Group, cores: float | None) -> None:
     `cpu.weight` from those shares; None restores the default (1024 / 100)."""
     shares = 1024 if cores is None else max(2, int(round(cores * 1024)))
     if sb.hierarchy is Hierarchy.V2:
-        weight = 1 + ((shares - 2) * 9999) // 262142
         path = os.path.join(g.dirs[0], "cpu.weight")
         if os.path.exists(path):
-            _write(path, str(100 if cores is None else weight))
+            _write(path, str(100 if cores is None else _weight(shares)))
     else:
         _write(os.path.join(g.dirs[0], "cpu.shares"), str(shares))
 
@@ -179,3 +199,10 @@ def set_base_shares(sb: Sandbox, cores: float) -> None:
     shares = max(2, int(round(cores * 1024)))
     if sb.hierarchy is not Hierarchy.V2:
         _write(os.path.join(sb.roots[0] + sb.base, "cpu.shares"), str(shares))
+    elif os.path.exists(path := os.path.join(sb.roots[0] + sb.base, "cpu.weight")):
+        _write(path, str(_weight(shares)))
+
+
+def _weight(shares: int) -> int:
+    """v1 shares -> v2 cpu.weight, as the kubelet (runc) converts them."""
+    return 1 + ((shares - 2) * 9999) // 262142
