@@ -39,15 +39,17 @@ bench: deps
 
 # The benchmark (hours: prints progress, resumes where it stopped): on the day-25 trace, the
 # per-second 1998-06-25 trace and DeathStarBench, showar vs hpa, vpa, phpa-knn in ABBA pairs
-# (comparisons with 95 % CIs), and each policy's knob swept (showar 2/5/10/20 ms, hpa and
+# (comparisons with 95 % CIs), and each policy's knob swept (showar's margin 1/2/3 sigma, hpa and
 # phpa-knn 50/70/90 %) for the cost-vs-p99 Pareto plots. Results: out/bench-validate/.
+# BENCH_ARGS narrows it, e.g. BENCH_ARGS="--only day25 --cpu-policies hpa".
 TRACE_PER_SECOND ?= data/worldcup98/wc_1998-06-25_per_second.csv
 GRAPH ?= data/deathstarbench/socfb-Reed98.edges
 BENCH_DURATION ?= 150s
 BENCH_REPEATS ?= 3
 bench-validate: demo-deps
 	$(PY) -m runqscale.validation.bench --out out/bench-validate --duration $(BENCH_DURATION) \
-	  --repeats $(BENCH_REPEATS) --day25 $(TRACE) --per-second $(TRACE_PER_SECOND) --graph $(GRAPH)
+	  --repeats $(BENCH_REPEATS) --day25 $(TRACE) --per-second $(TRACE_PER_SECOND) --graph $(GRAPH) \
+	  $(BENCH_ARGS)
 
 # What the demo runs (no Kubernetes); the tests also need the control plane built from source.
 demo-deps: system-deps kernel-headers tracefs $(VENV)/.installed $(BPF_OBJ)

@@ -16,7 +16,7 @@ from typing import TextIO
 
 import click
 
-from runqscale.scaler import log, promql, signals
+from runqscale.scaler import log, prometheus_source, promql
 from runqscale.scaler.cliparams import (
     Duration,
     FiniteFloatRange,
@@ -269,7 +269,7 @@ def scaler(
         else:
             assert prometheus_url is not None
             queries = promql.queries(f"{max(1, round(rate_window))}s")
-            source = signals.PrometheusSource(prometheus_url, queries=queries,
+            source = prometheus_source.PrometheusSource(prometheus_url, queries=queries,
                                               pod_queries=promql.pods(
                                                   f"{max(1, round(rate_window))}s"),
                                               http=prometheus_http)
@@ -277,7 +277,7 @@ def scaler(
                                   window, warn=_warn)
             loop.run(once, iterations, on_error=lambda exc: _warn(
                 f"{exc}: no decision this round; retrying in {loop.period:g} s"))
-    except signals.PrometheusError as exc:
+    except prometheus_source.PrometheusError as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from runqscale.scaler import signals
+from runqscale.scaler import prometheus_source, signals
 from runqscale.scaler.model import (
     CurrentState,
     Recommendation,
@@ -69,7 +69,7 @@ class PrometheusLoop:
     workload's newest sample older than `max_signal_age` -> a one-line warning and no decision,
     never an exit (except with --once); wall-clock jumps go through the routine's guard."""
 
-    source: signals.PrometheusSource
+    source: prometheus_source.PrometheusSource
     routine: DecisionRoutine
     policy: Policy
     config: ScalerConfig
@@ -125,13 +125,13 @@ class PrometheusLoop:
         return out + extras
 
     def run(self, once: bool, iterations: int | None,
-            on_error: Callable[[signals.PrometheusError], None]) -> int:
+            on_error: Callable[[prometheus_source.PrometheusError], None]) -> int:
         done = total = 0
         while True:
             started = time.monotonic()
             try:
                 total += len(self.round(time.time(), started))
-            except signals.PrometheusError as exc:
+            except prometheus_source.PrometheusError as exc:
                 if once:
                     raise
                 on_error(exc)

@@ -24,7 +24,7 @@ from runqscale.scaler.k8s.client import path
 from runqscale.scaler.k8s.controller import Controller
 from runqscale.scaler.k8s.events import EventRecorder
 from runqscale.scaler.model import ScalerConfig
-from runqscale.scaler.signals import PrometheusSource
+from runqscale.scaler.prometheus_source import PrometheusSource
 from runqscale.validation.sandbox import Sandbox
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.kernel, pytest.mark.prometheus,

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from runqscale.agent import cli as agent_cli
 from runqscale.agent.pods import PodInfo, parse_pod_list
-from runqscale.scaler import log, signals
+from runqscale.scaler import log, prometheus_source, signals
 from runqscale.scaler.k8s import annotations as ann
 from runqscale.scaler.model import ScalerConfig
 from runqscale.scaler.policies import POLICIES
@@ -460,11 +460,11 @@ def _encode(answer: object) -> bytes:
 def test_prometheus_answers_raise_only_prometheus_error(answer, raw, monkeypatch):
     body = _encode(answer) if raw is None else raw
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: _Resp(body))
-    src = signals.PrometheusSource("http://prom.invalid:9090",
+    src = prometheus_source.PrometheusSource("http://prom.invalid:9090",
                                    queries={"runq_p95_seconds": "q", "replicas": "r"})
     try:
         fetched = src.fetch(NOW, 300.0, 15.0)
-    except signals.PrometheusError as e:
+    except prometheus_source.PrometheusError as e:
         assert "\n" not in str(e) and "prom.invalid" in str(e)
         return
     for s in fetched.samples:
@@ -481,7 +481,7 @@ def test_prometheus_nan_inf_stale_become_missing_with_warnings(monkeypatch):
                          [NOW - 5, "1e400"], [NOW - 1, "0.004"]]}
     answer = {"status": "success", "data": {"resultType": "matrix", "result": [series]}}
     monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: _Resp(_encode(answer)))
-    src = signals.PrometheusSource("http://p:9090", queries={"runq_p95_seconds": "q"})
+    src = prometheus_source.PrometheusSource("http://p:9090", queries={"runq_p95_seconds": "q"})
     f = src.fetch(NOW, 300.0, 15.0)
     got = {s.ts: s.runq_p95_seconds for s in f.samples}
     assert got == {NOW - 30: None, NOW - 20: None, NOW - 5: None, NOW - 1: 0.004}

@@ -33,8 +33,8 @@ from runqscale.scaler.k8s.leader import LeaderElector
 from runqscale.scaler.loops import PrometheusLoop
 from runqscale.scaler.model import Recommendation, Sample, ScalerConfig, WorkloadRef
 from runqscale.scaler.policies import get, showar
+from runqscale.scaler.prometheus_source import Fetched
 from runqscale.scaler.routine import DecisionRoutine
-from runqscale.scaler.signals import Fetched
 
 WL = WorkloadRef("shop", "web")
 STEP_S = 3.0

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from runqscale.agent.cli import main as root
-from runqscale.scaler import log, signals
+from runqscale.scaler import log, prometheus_source, signals
 from runqscale.scaler.model import CurrentState, Recommendation, SignalWindow, WorkloadRef
 
 CONTRACT_KEYS = {
@@ -290,7 +290,7 @@ def test_prometheus_answers_are_validated(fake_prom) -> None:
         "runqscale_cpu_throttled": _matrix((lbl, [[now, "1e300"]])),
         "kube_deployment_spec_replicas": _matrix((lbl, [[now, "3"], ["bad"]])),
     }
-    src = signals.PrometheusSource(url, staleness_seconds=120)
+    src = prometheus_source.PrometheusSource(url, staleness_seconds=120)
     got = src.fetch(now, 60, 3)
     by_ts = {s.ts: s for s in got.samples if s.workload.name == "web"}
     assert by_ts[now - 3].runq_p95_seconds == 0.004
@@ -316,13 +316,14 @@ def test_prometheus_answers_are_validated(fake_prom) -> None:
 def test_prometheus_errors_are_clear(fake_prom, answer, message) -> None:
     url, handler = fake_prom
     handler.answers = {"*": answer}
-    with pytest.raises(signals.PrometheusError, match=message):
-        signals.PrometheusSource(url).fetch(10_000.0, 60, 3)
+    with pytest.raises(prometheus_source.PrometheusError, match=message):
+        prometheus_source.PrometheusSource(url).fetch(10_000.0, 60, 3)
 
 
 def test_prometheus_unreachable() -> None:
-    with pytest.raises(signals.PrometheusError, match="cannot reach"):
-        signals.PrometheusSource("http://127.0.0.1:9", timeout_seconds=2).fetch(1e4, 60, 3)
+    with pytest.raises(prometheus_source.PrometheusError, match="cannot reach"):
+        src = prometheus_source.PrometheusSource("http://127.0.0.1:9", timeout_seconds=2)
+        src.fetch(1e4, 60, 3)
 
 
 # ------------------------------------------------------------------ CLI and report

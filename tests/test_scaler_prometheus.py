@@ -29,7 +29,8 @@ from runqscale.ports import free_port
 from runqscale.scaler import promql
 from runqscale.scaler.model import HOLDER_FIELDS
 from runqscale.scaler.policies.attribution import attribute_window
-from runqscale.scaler.signals import PrometheusSource, windows_from_samples
+from runqscale.scaler.prometheus_source import PrometheusSource
+from runqscale.scaler.signals import windows_from_samples
 
 PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus")
 T0 = time.time()

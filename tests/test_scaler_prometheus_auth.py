@@ -17,7 +17,7 @@ import pytest
 from prometheus_helpers import PrometheusServer, free_port, have_prometheus
 
 from runqscale.scaler.httpconfig import HttpClientConfig, HttpConfigError
-from runqscale.scaler.signals import PrometheusError, PrometheusSource
+from runqscale.scaler.prometheus_source import PrometheusError, PrometheusSource
 
 pytestmark = pytest.mark.prometheus
 

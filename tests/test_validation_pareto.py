@@ -43,9 +43,25 @@ def test_front_points_are_undominated_and_others_dominated(xy) -> None:
 
 def test_bench_settings_sweep_every_knob_once() -> None:
     names = [s.name for s in bench.settings()]
-    assert names == ["default", "showar-2ms", "showar-10ms", "showar-20ms", "hpa-50pct",
-                     "hpa-70pct", "hpa-90pct"]
+    assert names == ["default", "showar-k1", "showar-k3", "hpa-50pct", "hpa-70pct",
+                     "hpa-90pct"]
     assert bench.settings()[0].policies == ("showar", "hpa", "vpa", "phpa-knn")
+    some = bench.settings((1.0, 4.0), (0.5,), ("showar", "hpa"), ("hpa",), (5.0, 10.0))
+    assert [(s.name, s.policies, s.args) for s in some] == [
+        ("default", ("showar", "hpa"), ()),
+        ("showar-k1", ("showar",), ("--showar-margin", "1")),
+        ("showar-k4", ("showar",), ("--showar-margin", "4")),
+        ("showar-10ms", ("showar",), ("--target-runq-p95", "10ms")),
+        ("hpa-50pct", ("hpa",), ("--target-cpu", "0.5"))]
+
+
+def test_showar_points_are_labelled_by_margin_and_a_non_default_target() -> None:
+    a = _report(5, 0.7, [("showar", 10.0, 0.1), ("hpa", 20.0, 0.5)])
+    a["fairness"]["targets"]["showar_margin_sigma"] = 3.0
+    b = _report(10, 0.7, [("showar", 12.0, 0.1)])
+    b["fairness"]["targets"]["showar_margin_sigma"] = 2.0
+    pts = {(p["policy"], p["knob"]): p["knob_value"] for p in pareto.points([a, b])}
+    assert pts == {("showar", "3σ"): 3.0, ("showar", "2σ, 10 ms"): 2.0, ("hpa", "70%"): 0.7}
 
 
 def test_plot_renders(tmp_path) -> None:

@@ -5,7 +5,9 @@ emulated DeathStarBench social network on day 25), `runqscale validate` runs onc
 
 - `default`: showar, hpa, vpa, phpa-knn at the library's targets, in ABBA pairs: the
   `comparisons` (showar against each baseline and the best of them) come from this report;
-- `showar-<ms>`: showar alone at each other run-queue p95 target;
+- `showar-k<k>`: showar alone at each other margin (limit = demand + k sigma; the knob that
+  moves its cost: its contention target is stretched to one request's CPU time anyway), and
+  `showar-<ms>` at each run-queue p95 target given with `--showar-targets`;
 - `hpa-<pct>`: hpa and phpa-knn (ABBA) at each CPU utilisation target.
 
 Then `pareto.png`/`pareto.json` per workload (allocated core-seconds vs p99, one point per
@@ -18,6 +20,8 @@ its runs is not run again, so an interrupted sweep resumes.
 
     python -m runqscale.validation.bench --out out/bench-validate [--duration 150s]
         [--repeats 3] [--day25 FILE] [--per-second FILE] [--graph FILE] [--only day25]
+        [--policies showar,hpa] [--showar-margins 1,3] [--cpu-targets 0.5,0.9]
+        [--cpu-policies hpa] [--extra "--segment 19h,90m"]
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ import time
 from dataclasses import dataclass
 
 from runqscale import data
+from runqscale.scaler.model import ScalerConfig
+from runqscale.scaler.policies.showar_sizing import SizingParams
 from runqscale.validation import pareto
 from runqscale.validation.report import write_json
 
-SHOWAR_TARGETS_MS = (2.0, 5.0, 10.0, 20.0)
+SHOWAR_MARGINS = (1.0, 2.0, 3.0)  # 2: the library's (in the default setting)
 CPU_TARGETS = (0.5, 0.7, 0.9)
 DEFAULT_POLICIES = ("showar", "hpa", "vpa", "phpa-knn")
+CPU_POLICIES = ("hpa", "phpa-knn")
 
 
 @dataclass(frozen=True)
@@ -46,16 +53,34 @@ class Setting:
     args: tuple[str, ...]
 
 
-def settings(showar_ms: tuple[float, ...] = SHOWAR_TARGETS_MS,
-             cpu: tuple[float, ...] = CPU_TARGETS) -> list[Setting]:
-    """The default comparison, then each policy's knob (the default target is not run twice:
-    the library's 5 ms is in the default setting)."""
-    out = [Setting("default", DEFAULT_POLICIES, ())]
+def settings(margins: tuple[float, ...] = SHOWAR_MARGINS,
+             cpu: tuple[float, ...] = CPU_TARGETS,
+             policies: tuple[str, ...] = DEFAULT_POLICIES,
+             cpu_policies: tuple[str, ...] = CPU_POLICIES,
+             showar_ms: tuple[float, ...] = ()) -> list[Setting]:
+    """The default comparison, then each policy's knob (the library's defaults are not run
+    twice: its margin and target are in the default setting)."""
+    lib = ScalerConfig()
+    out = [Setting("default", policies, ())]
+    out += [Setting(f"showar-k{k:g}", ("showar",), ("--showar-margin", f"{k:g}"))
+            for k in margins if k != SizingParams.sigma_k]
     out += [Setting(f"showar-{ms:g}ms", ("showar",), ("--target-runq-p95", f"{ms:g}ms"))
-            for ms in showar_ms if ms != 5.0]
-    out += [Setting(f"hpa-{u:.0%}".replace("%", "pct"), ("hpa", "phpa-knn"),
+            for ms in showar_ms if ms != lib.target_runq_p95_seconds * 1e3]
+    out += [Setting(f"hpa-{u:.0%}".replace("%", "pct"), cpu_policies,
                     ("--target-cpu", f"{u:g}")) for u in cpu]
     return out
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated numbers, e.g. 1,3") \
+            from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def workloads(a: argparse.Namespace) -> dict[str, tuple[str, ...]]:
@@ -97,11 +122,23 @@ def main(argv: list[str] | None = None) -> int:
                                                         "deathstarbench"),
                     help="Run only these workloads (repeatable).")
     ap.add_argument("--extra", default="", help="More `runqscale validate` options, one string.")
+    ap.add_argument("--policies", type=_names, default=DEFAULT_POLICIES,
+                    help="The default setting's policies (comma-separated).")
+    ap.add_argument("--showar-margins", type=_floats, default=SHOWAR_MARGINS,
+                    help="showar's margins k (sigmas) to sweep, e.g. 1,2,3.")
+    ap.add_argument("--showar-targets", type=_floats, default=(),
+                    help="showar's run-queue p95 targets (ms) to sweep too, e.g. 2,10,20.")
+    ap.add_argument("--cpu-targets", type=_floats, default=CPU_TARGETS,
+                    help="The HPA family's CPU utilisation targets, e.g. 0.5,0.7,0.9.")
+    ap.add_argument("--cpu-policies", type=_names, default=CPU_POLICIES,
+                    help="The HPA-family policies swept over --cpu-targets.")
     a = ap.parse_args(argv)
     if a.repeats < 1:
         ap.error("--repeats must be >= 1")
     wls = {k: v for k, v in workloads(a).items() if not a.only or k in a.only}
-    plan = [(w, s) for w in wls for s in settings()]
+    sweep = settings(a.showar_margins, a.cpu_targets, a.policies, a.cpu_policies,
+                     a.showar_targets)
+    plan = [(w, s) for w in wls for s in sweep]
     summary: dict = {}
     started = time.monotonic()
     for i, (w, s) in enumerate(plan, start=1):
@@ -124,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
     for w in wls:
         by_name = {}
-        for s in settings():
+        for s in sweep:
             try:
                 with open(os.path.join(a.out, w, s.name, "report.json")) as f:
                     by_name[s.name] = json.load(f)

@@ -18,6 +18,7 @@ from runqscale.params import DURATION, DURATION_OR_ZERO
 from runqscale.probes.backends import BACKENDS, HIERARCHIES
 from runqscale.probes.errors import ProbeError
 from runqscale.scaler.model import ScalerConfig
+from runqscale.scaler.policies.showar_sizing import SizingParams
 from runqscale.validation.summary import print_summary, summary
 
 
@@ -119,6 +120,9 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--target-cpu", type=click.FloatRange(0.05, 1.0), default=None,
               help="HPA-family CPU utilisation target (default: the library's, "
                    f"{ScalerConfig.target_cpu_utilization:g}).")
+@click.option("--showar-margin", type=click.FloatRange(0, 10), default=None, metavar="K",
+              help="showar's vertical margin: limit = demand + K sigma of one-second usage "
+                   f"(default: the library's, {SizingParams.sigma_k:g}; SHOWAR's paper uses 3).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True,
@@ -133,7 +137,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
              baselines: tuple[str, ...], max_foreign_cpu: float, max_steal: float,
              min_replicas: int, max_replicas: int, initial_replicas: int,
              replica_cpu: float | None, max_cpu_per_replica: float,
-             target_runq_p95: float | None, target_cpu: float | None, seed: int, backend: str,
+             target_runq_p95: float | None, target_cpu: float | None,
+             showar_margin: float | None, seed: int, backend: str,
              hierarchy: str) -> None:
     """Prove the signal and the decisions on this machine, with real processes.
 
@@ -187,7 +192,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
     targets = dict(
         target_cpu_utilization=lib.target_cpu_utilization if target_cpu is None else target_cpu,
         target_runq_p95_seconds=lib.target_runq_p95_seconds if target_runq_p95 is None
-        else target_runq_p95)
+        else target_runq_p95,
+        showar_margin=SizingParams.sigma_k if showar_margin is None else showar_margin)
     if app == "deathstarbench":
         _validate_dsb(common, targets, graph_path, affinity_seconds, affinity_rounds,
                       probe_rate, min_replicas, max_replicas, replica_cpu,

@@ -153,7 +153,8 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
                                   lc.max_replicas, "max_cpu_per_replica":
                                   lc.max_cpu_per_replica},
                                  {"runq_p95_seconds": lc.target_runq_p95_seconds,
-                                  "cpu_utilization": lc.target_cpu_utilization}),
+                                  "cpu_utilization": lc.target_cpu_utilization,
+                                  "showar_margin_sigma": lc.showar_margin}),
         }
         details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())
 

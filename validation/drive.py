@@ -16,12 +16,19 @@ from runqscale.scaler import policies
 from runqscale.scaler.actuators.base import ApplyResult
 from runqscale.scaler.actuators.local import LocalActuator
 from runqscale.scaler.model import CurrentState, Recommendation
-from runqscale.scaler.policies import Policy, static
+from runqscale.scaler.policies import Policy, showar, showar_sizing, static
 
 
-def policy_for(name: str, static_state: CurrentState | None = None) -> Policy:
-    """The named policy; `static` holds `static_state` (its params as a partial)."""
+def policy_for(name: str, static_state: CurrentState | None = None,
+               showar_margin: float | None = None) -> Policy:
+    """The named policy; `static` holds `static_state` and showar sizes with `showar_margin`
+    sigmas (None: the library's), each as a partial of its params."""
     pol = policies.get(name)
+    if name == "showar" and showar_margin is not None \
+            and showar_margin != showar_sizing.SizingParams.sigma_k:
+        params = showar.Params(sizing=showar_sizing.SizingParams(sigma_k=showar_margin))
+        return Policy(pol.name, functools.partial(showar.decide, params=params),
+                      pol.period_seconds, pol.summary)
     if name == "static" and static_state is not None:
         params = static.Params(replicas=static_state.replicas,
                                cpu_request_cores=static_state.cpu_request_cores,

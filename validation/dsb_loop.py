@@ -29,6 +29,7 @@ from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, STORES, C
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import read_cpu_stat
 from runqscale.scaler.model import CurrentState, ScalerConfig, SignalWindow, WorkloadRef
+from runqscale.scaler.policies.showar_sizing import SizingParams
 from runqscale.scaler.routine import DecisionRoutine
 from runqscale.validation.drive import LocalApply, policy_for
 from runqscale.validation.loadgen import Records
@@ -52,6 +53,7 @@ class DsbLoopConfig:
     max_cpu_per_replica: float = 1.0
     target_cpu_utilization: float = ScalerConfig.target_cpu_utilization
     target_runq_p95_seconds: float = ScalerConfig.target_runq_p95_seconds
+    showar_margin: float = SizingParams.sigma_k  # showar's limit = demand + this many sigma
     tick_seconds: float = 1.0
     signal_window_seconds: float = 3.0
     request_timeout_seconds: float = 10.0
@@ -176,7 +178,7 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
                on_tick: Callable[[DsbTick], None] | None = None) -> DsbRun:
     """One run: the schedule replayed while `policy` scales every logic service (None: nothing
     is decided, the replica set stays as it is)."""
-    pol = policy_for(policy) if policy else None
+    pol = policy_for(policy, showar_margin=cfg.showar_margin) if policy else None
     scfg = cfg.scaler_config()
     meter = ServiceMeter(cluster, probe)
     tag = policy or "fixed"

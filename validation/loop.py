@@ -36,6 +36,7 @@ from runqscale.probes.model import Hierarchy
 from runqscale.scaler.actuators.cgroups import Sandbox, set_base_shares, set_shares
 from runqscale.scaler.actuators.local import LocalActuator
 from runqscale.scaler.model import CurrentState, ScalerConfig, SignalWindow, WorkloadRef
+from runqscale.scaler.policies.showar_sizing import SizingParams
 from runqscale.scaler.routine import DecisionRoutine
 from runqscale.validation.drive import LocalApply, policy_for
 from runqscale.validation.host import OwnCpu
@@ -65,6 +66,7 @@ class LoopConfig:
     # one default for every caller: the library's (ScalerConfig)
     target_cpu_utilization: float = ScalerConfig.target_cpu_utilization
     target_runq_p95_seconds: float = ScalerConfig.target_runq_p95_seconds
+    showar_margin: float = SizingParams.sigma_k  # showar's limit = demand + this many sigma
     tick_seconds: float = 1.0
     signal_window_seconds: float = 3.0
     request_timeout_seconds: float = 10.0
@@ -258,7 +260,7 @@ class Environment:
 def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seconds: float,
                out_dir: str, on_tick: Callable[[Tick], None] | None = None) -> RunResult:
     cfg = env.cfg
-    pol = policy_for(policy, cfg.initial_state("static"))
+    pol = policy_for(policy, cfg.initial_state("static"), cfg.showar_margin)
     scfg = cfg.scaler_config()
     env.reset(cfg.initial_state(policy))
     time.sleep(cfg.settle_seconds)

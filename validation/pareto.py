@@ -4,8 +4,9 @@ has both lower allocated core-seconds and lower p99).
 
 A point's value is the geometric mean over its kept runs (excluded runs left out) and its bars
 the t interval of the mean log (runqscale.validation.stats.log_mean_ci). The knob is read from
-the report's `fairness.targets`: the run-queue p95 target for showar, the CPU utilisation target
-for the HPA family; other policies have no swept knob ("default").
+the report's `fairness.targets`: showar's margin (k sigma) and its run-queue p95 target when that
+is not the library's (reports from before the margin was a knob: the target alone), the CPU
+utilisation target for the HPA family; other policies have no swept knob ("default").
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from runqscale.scaler.model import ScalerConfig
 from runqscale.validation import stats
 
 COST = "cpu_core_seconds_allocated"
@@ -22,6 +24,12 @@ LATENCY = "p99_seconds"
 def knob(policy: str, report: Mapping) -> tuple[str, float | None]:
     """(label, value) of the policy's swept knob in this report."""
     t = report.get("fairness", {}).get("targets", {})
+    if policy == "showar" and t.get("showar_margin_sigma") is not None:
+        k, ms = float(t["showar_margin_sigma"]), t.get("runq_p95_seconds")
+        label = f"{k:g}σ"
+        if ms is not None and float(ms) != ScalerConfig.target_runq_p95_seconds:
+            label += f", {float(ms) * 1e3:g} ms"
+        return label, k
     if policy == "showar" and t.get("runq_p95_seconds") is not None:
         v = float(t["runq_p95_seconds"])
         return f"{v * 1e3:g} ms", v

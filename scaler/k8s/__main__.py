@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from runqscale.scaler import signals
+from runqscale.scaler import prometheus_source, signals
 from runqscale.scaler.actuators.kubernetes import KubernetesActuator
 from runqscale.scaler.httpconfig import HttpClientConfig, prometheus_http_options
 from runqscale.scaler.k8s.client import ApiClient, RetryPolicy
@@ -133,7 +133,7 @@ def main(prometheus_url: str | None, signals_file: str | None, dry_run: bool,
             raise click.BadParameter(f"{metrics_listen}: cannot listen ({exc.strerror}); "
                                      "choose a free port", param_hint="--metrics-listen") from None
     if prometheus_url:
-        prom = signals.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age,
+        prom = prometheus_source.PrometheusSource(prometheus_url, staleness_seconds=max_signal_age,
                                         http=prometheus_http)
         step = min(15.0, max(1.0, window / 60))
 

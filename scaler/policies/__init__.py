@@ -31,7 +31,7 @@ POLICIES: dict[str, Policy] = {
             "showar",
             showar.decide,
             showar.PERIOD_SECONDS,
-            "PID on run-queue p95 + mean+3σ vertical, coordinated (SHOWAR)",
+            "PID on contention wait per request + demand+kσ vertical, coordinated (SHOWAR)",
         ),
         Policy("hpa", hpa.decide, hpa.PERIOD_SECONDS, "Kubernetes HPA v2 on CPU utilisation"),
         Policy("vpa", vpa.decide, vpa.PERIOD_SECONDS, "Kubernetes VPA recommender + updater rule"),

@@ -55,6 +55,7 @@ from runqscale.scaler.model import (
 )
 from runqscale.scaler.policies import attribution
 from runqscale.scaler.policies import showar_sizing as sizing
+from runqscale.scaler.policies import showar_startup as startup
 
 NAME = "showar"
 PERIOD_SECONDS = 3.0
@@ -110,29 +111,13 @@ def initial_state() -> State:
 
 
 def _startup_tracking(window: SignalWindow, state: State, p: Params) -> State:
-    """Advance the pending-since mark and the measured start-up delay with the newest sample
-    (once per decision: its replicas and ready replicas may come from the API object, which
-    older samples of the window do not carry)."""
+    """Advance the pending-since mark and the measured start-up delay (once per decision)."""
     if state.last_ts is not None and window.now <= state.last_ts:
         return state
-    reps, ready = window.last("replicas"), window.last("ready_replicas")
-    if reps is None or ready is None:
-        return state
-    pending_since = state.pending_since
-    delay = state.startup_delay_seconds
-    count = state.delay_samples
-    if reps > ready:
-        if pending_since is None:
-            pending_since = window.now
-    elif pending_since is not None:
-        observed = window.now - pending_since
-        a = p.startup_delay_smoothing
-        delay = observed if delay is None else (1 - a) * delay + a * observed
-        count += 1
-        pending_since = None
-    return replace(
-        state, pending_since=pending_since, startup_delay_seconds=delay, delay_samples=count
-    )
+    t = startup.Tracking(state.pending_since, state.startup_delay_seconds, state.delay_samples)
+    t = startup.advance(t, window, p.startup_delay_smoothing)
+    return replace(state, pending_since=t.pending_since, startup_delay_seconds=t.delay_seconds,
+                   delay_samples=t.samples)
 
 
 def _error(p95: float, target: float, kind: str) -> float:
