@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import (
@@ -28,10 +29,15 @@ class CgroupSample:
 
     cgroup_id: int
     path: str  # relative to the measured hierarchy's root
-    delta: CgroupHistogram  # waits in this interval
     total: CgroupHistogram  # cumulative since the probe was loaded
+    before: CgroupHistogram | None  # ... at the previous sample (None: first sight)
     cpu: CpuStat | None  # cumulative accounting now
     cpu_before: CpuStat | None  # ... and at the previous sample
+
+    @cached_property
+    def delta(self) -> CgroupHistogram:
+        """Waits in this interval; computed on first use (the agent only keeps `total`)."""
+        return self.total.minus(self.before)
 
     @property
     def events(self) -> int:
@@ -81,12 +87,14 @@ class Sampler:
         unresolved, gone = 0, []
         for cid, total in reading.histograms.items():
             before = prev.histograms.get(cid) if prev else None
-            delta = total.minus(before)
+            waits = total.count - before.count if before else total.count
+            if waits < 0:  # the kernel entry was re-created: its counts started over
+                waits = total.count
             path = self.index.path_of(cid)
             if path is None:
                 if not os.path.exists(self.index.root) or self._is_gone(cid):
                     gone.append(cid)
-                unresolved += int(delta.count)
+                unresolved += waits
                 continue
             if self.only is not None and not self._selected(path):
                 continue
@@ -94,14 +102,14 @@ class Sampler:
                 else None
             # Without cpu.stat, a cgroup that waited exists; an idle one is checked with one
             # stat(), so its series leave exactly one window after it is removed.
-            if cpu is None and not (not self.read_cpu and delta.count) \
+            if cpu is None and not (not self.read_cpu and waits) \
                     and not os.path.isdir(self.index.abspath(path)):
                 gone.append(cid)
-                if delta.count:  # its last waits still belong to it: report them once
+                if waits:  # its last waits still belong to it: report them once
                     last = self._cpu.get(cid)
-                    out.append(CgroupSample(cid, path, delta, total, last, last))
+                    out.append(CgroupSample(cid, path, total, before, last, last))
                 continue
-            out.append(CgroupSample(cid, path, delta, total, cpu, self._cpu.get(cid)))
+            out.append(CgroupSample(cid, path, total, before, cpu, self._cpu.get(cid)))
             self._cpu[cid] = cpu
         if gone:
             self.probe.forget(gone)

@@ -54,3 +54,10 @@ _STARTS = np.concatenate([[0], SLOT_END]).astype(np.intp)
 def cumulative_buckets(slots: np.ndarray) -> np.ndarray:
     """Per-slot counts (uint64[SLOTS]) -> cumulative bucket counts, one per LE_STRINGS entry."""
     return np.add.reduceat(slots, _STARTS).cumsum()
+
+
+def cumulative_buckets_rows(slots: np.ndarray) -> list[list[int]]:
+    """cumulative_buckets for every row of a (rows, SLOTS) matrix, as Python ints."""
+    if not len(slots):
+        return []
+    return np.add.reduceat(slots, _STARTS, axis=1).cumsum(axis=1).tolist()

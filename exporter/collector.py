@@ -15,14 +15,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runqscale.agent.attribution import Labels
 from runqscale.agent.snapshot import AgentSnapshot
-from runqscale.agent.window import EMPTY_VIEW
+from runqscale.agent.window import EMPTY_VIEW, fill_quantiles
 from runqscale.exporter import metrics as m
-from runqscale.exporter.buckets import LE_STRINGS, cumulative_buckets
+from runqscale.exporter.buckets import LE_STRINGS, cumulative_buckets_rows
 from runqscale.exporter.families import RowFamily, label_string
 
 QUANTILES = (0.95, 0.99)
@@ -90,11 +91,17 @@ class AgentCollector(Collector):
                     r.window = c.window
                 new[c.cgroup_id] = r
             self._rendered = new  # containers gone from the snapshot leave the cache too
-        for c in snap.containers:
+        # Vectorised over containers: every bucket row in one call, the quantiles of every
+        # window that moved since the last scrape in another.
+        fill_quantiles((r.window for r in new.values()), QUANTILES)
+        buckets = cumulative_buckets_rows(
+            np.stack([c.total.slots for c in snap.containers]) if snap.containers
+            else np.zeros((0, 0)))
+        for c, cum in zip(snap.containers, buckets, strict=True):
             r = new[c.cgroup_id]
             lv, ls = r.values, r.labelstr
             wait_s = c.total.sum_ns / 1e9
-            hist.add(lv, ls, (cumulative_buckets(c.total.slots).tolist(), wait_s))
+            hist.add(lv, ls, (cum, wait_s))
             q95, q99 = r.window.quantiles(QUANTILES)
             p95.add(lv, ls, q95 or 0.0)
             p99.add(lv, ls, q99 or 0.0)

@@ -108,29 +108,38 @@ class CpuStat:
     pressure_some_seconds: float | None  # cpu.pressure "some" total
 
 
+def _read(path: str) -> bytes | None:
+    """A small cgroupfs file in one read() (they fit in a page), without a buffered text file:
+    the agent reads two or three per container per scrape. None when absent or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 16384)
+    except OSError:
+        return None  # e.g. cpu.pressure with PSI disabled: EOPNOTSUPP
+    finally:
+        os.close(fd)
+
+
 def _keyvals(path: str) -> dict[str, int]:
     out: dict[str, int] = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) == 2 and parts[1].lstrip("-").isdigit():
-                    out[parts[0]] = int(parts[1])
-    except OSError:
-        pass
+    for line in (_read(path) or b"").splitlines():
+        key, _, value = line.partition(b" ")
+        if value.isdigit() or (value[:1] == b"-" and value[1:].isdigit()):
+            out[key.decode()] = int(value)
     return out
 
 
 def _pressure_some_seconds(path: str) -> float | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("some "):
-                    total = line.rsplit("total=", 1)[-1]
-                    return int(total) / 1e6
-    except (OSError, ValueError):
-        return None  # absent, or PSI disabled (reads fail with EOPNOTSUPP)
-    return None
+    for line in (_read(path) or b"").splitlines():
+        if line.startswith(b"some "):
+            try:
+                return int(line.rsplit(b"total=", 1)[-1]) / 1e6
+            except ValueError:
+                return None
+    return None  # absent, or PSI disabled
 
 
 def read_cpu_stat(mounts: CgroupMounts, hierarchy: Hierarchy, rel: str) -> CpuStat | None:
@@ -154,10 +163,10 @@ def read_cpu_stat(mounts: CgroupMounts, hierarchy: Hierarchy, rel: str) -> CpuSt
         return None
     usage = None
     if mounts.v1_cpuacct:
+        raw = _read(os.path.join(mounts.v1_cpuacct, rel, "cpuacct.usage"))
         try:
-            with open(os.path.join(mounts.v1_cpuacct, rel, "cpuacct.usage")) as f:
-                usage = int(f.read()) / 1e9
-        except (OSError, ValueError):
+            usage = int(raw) / 1e9 if raw else None
+        except ValueError:
             usage = None
     return CpuStat(
         usage_seconds=usage,

@@ -25,8 +25,9 @@ from runqscale.probes.privileges import check_privileges
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 STATS = ("map_full", "no_cgroup")  # enum rq_stat order
-FAST_PATH = ("rq_switch",)
-FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped")
+FAST_PATH = ("rq_switch", "rq_fork")
+FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped", "rq_fork")
+SEED = "rq_seed"  # task iterator: task storage for the tasks alive at load (runqlat.bpf.c)
 SCHED_INFO = "/proc/self/schedstat"  # present iff CONFIG_SCHED_INFO
 
 
@@ -82,6 +83,7 @@ class CoreProbe:
                         "BTF-enabled tracepoints (tp_btf, Linux >= 5.5); try --backend bcc"
                     )
                 self._links.append(link)
+            self._seed_task_storage()
             if bpf_stats:
                 # Held open, this fd keeps kernel.bpf_stats_enabled on for as long as we run.
                 self._stats_fd = enable_bpf_stats()
@@ -92,6 +94,7 @@ class CoreProbe:
         self._hists = HistMap(self._hists_fd, VALUE_WORDS, self._ncpu)  # a per-CPU hash
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
         self._last_counts: dict[int, int] = {}
+        self._prev_hists: dict[int, CgroupHistogram] = {}
 
     def _configure(self, max_cgroups: int) -> None:
         lib = self.bpf.lib
@@ -113,14 +116,38 @@ class CoreProbe:
         ctypes.memmove(ro, struct.pack("<II", hier, int(self.sched_info)), 8)  # struct rq_config
         wanted = FAST_PATH if self.sched_info else FALLBACK
         for prog, name in self.bpf.iter_programs(self.obj):
-            lib.bpf_program__set_autoload(prog, name in wanted)
+            lib.bpf_program__set_autoload(prog, name in wanted or name == SEED)
         lib.bpf_map__set_max_entries(self._maps["hists"], max_cgroups)
+
+    def _seed_task_storage(self) -> None:
+        """Run the task iterator once, after rq_fork is attached (so no task is missed between
+        the two): it creates the task storage of every task alive now, outside the scheduler."""
+        lib = self.bpf.lib
+        prog = next(p for p, n in self.bpf.iter_programs(self.obj) if n == SEED)
+        link = lib.bpf_program__attach(prog)
+        if not link:
+            raise ProbeError(f"attaching the task iterator {SEED} failed "
+                             f"({os.strerror(self.bpf.errno())}): the kernel needs BPF task "
+                             "iterators (Linux >= 5.8); try --backend bcc")
+        try:
+            fd = lib.bpf_iter_create(lib.bpf_link__fd(link))
+            if fd < 0:
+                raise ProbeError(f"running the task iterator failed: {os.strerror(-fd)}")
+            try:
+                while os.read(fd, 4096):  # the program prints nothing: this just drives it
+                    pass
+            finally:
+                os.close(fd)
+        finally:
+            lib.bpf_link__destroy(link)
 
     # -- reading -------------------------------------------------------------------------------
 
     def read(self) -> ProbeReading:
         now = time.monotonic()
-        hists = {k: CgroupHistogram.from_row(k, v) for k, v in self._hists.read().items()}
+        keys, rows = self._hists.read_rows()
+        hists = CgroupHistogram.from_rows(keys, rows, self._prev_hists)
+        self._prev_hists = hists
         self._last_counts = {cid: h.count for cid, h in hists.items()}
         events = self._forgotten_events + sum(self._last_counts.values())
         return ProbeReading(now, self.hierarchy, hists, self._read_stats(len(hists), events))

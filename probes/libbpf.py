@@ -69,6 +69,8 @@ class LibBpf:
                 "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
                 "bpf_program__attach": (c_void_p, [c_void_p]),
                 "bpf_link__destroy": (c_int, [c_void_p]),
+                "bpf_link__fd": (c_int, [c_void_p]),
+                "bpf_iter_create": (c_int, [c_int]),
                 "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
                 "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
                 "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),

@@ -30,14 +30,22 @@ class HistMap:
         self._batch_ok = True
 
     def read(self) -> dict[int, np.ndarray]:
+        keys, rows = self.read_rows()
+        return dict(zip(keys, rows, strict=True))
+
+    def read_rows(self) -> tuple[list[int], np.ndarray]:
+        """Every entry: its keys, and a fresh (entries, words) matrix of the values summed over
+        CPUs (one array for the whole map, nothing allocated per entry)."""
         out = self._read_batch() if self._batch_ok else None
         if out is None:
             self._batch_ok = False
             out = self._read_iter()
-        return out
+        keys, parts = out
+        rows = np.concatenate(parts) if parts else np.zeros((0, self.words), dtype=np.uint64)
+        return keys, rows
 
-    def _read_batch(self) -> dict[int, np.ndarray] | None:
-        lib, out = self._lib, {}
+    def _read_batch(self) -> tuple[list[int], list[np.ndarray]] | None:
+        lib, keys, parts = self._lib, [], []
         in_tok, out_tok = ctypes.c_uint32(0), ctypes.c_uint32(0)  # htab batch token: a bucket
         first = True
         while True:
@@ -48,15 +56,16 @@ class HistMap:
             err = ctypes.get_errno() if rc else 0
             if rc and err != errno.ENOENT:
                 return None  # no batch ops here (or a bucket larger than a batch): iterate
-            sums = self._vals[:count.value].sum(axis=1, dtype=np.uint64)  # fresh: one per read
-            for i in range(count.value):
-                out[int(self._keys[i])] = sums[i]
+            n = count.value
+            if n:
+                parts.append(self._vals[:n].sum(axis=1, dtype=np.uint64))  # fresh per batch
+                keys.extend(self._keys[:n].tolist())
             if rc:  # ENOENT: that was the last batch
-                return out
+                return keys, parts
             in_tok.value, first = out_tok.value, False
 
-    def _read_iter(self) -> dict[int, np.ndarray]:
-        lib, out = self._lib, {}
+    def _read_iter(self) -> tuple[list[int], list[np.ndarray]]:
+        lib, keys, rows = self._lib, [], []
         key, nxt = ctypes.c_uint64(), ctypes.c_uint64()
         val = np.zeros((self.ncpu, self.words), dtype=np.uint64)
         prev = None
@@ -64,8 +73,9 @@ class HistMap:
             key.value = nxt.value
             prev = ctypes.byref(key)
             if lib.bpf_map_lookup_elem(self.fd, prev, val.ctypes.data) == 0:
-                out[key.value] = val.sum(axis=0, dtype=np.uint64)
-        return out
+                keys.append(key.value)
+                rows.append(val.sum(axis=0, dtype=np.uint64))
+        return keys, ([np.stack(rows)] if rows else [])
 
     def delete(self, keys: list[int]) -> None:
         key = ctypes.c_uint64()

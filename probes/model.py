@@ -67,6 +67,27 @@ def quantile_seconds(slots: np.ndarray, q: float) -> float | None:
     return float(lo + (hi - lo) * min(max(frac, 0.0), 1.0)) / 1e9
 
 
+def quantiles_rows(slots: np.ndarray, qs: tuple[float, ...]) -> np.ndarray:
+    """quantile_seconds for every row of a (rows, SLOTS) matrix and every q at once: a
+    (rows, len(qs)) array of seconds, NaN where a row is empty. Same interpolation."""
+    n = len(slots)
+    cum = np.cumsum(slots, axis=1, dtype=np.float64)
+    total = cum[:, -1] if n else np.zeros(0)
+    rows = np.arange(n)
+    out = np.full((n, len(qs)), np.nan)
+    for j, q in enumerate(qs):
+        rank = q * total
+        i = np.minimum((cum < rank[:, None]).sum(axis=1), SLOTS - 1)  # searchsorted, left
+        before = np.where(i > 0, cum[rows, i - 1], 0.0)
+        inside = slots[rows, i].astype(np.float64)
+        lo = SLOT_LOW_NS[i]
+        hi = np.where(np.isfinite(SLOT_HIGH_NS[i]), SLOT_HIGH_NS[i], lo * 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.clip(np.where(inside > 0, (rank - before) / inside, 0.0), 0.0, 1.0)
+        out[:, j] = np.where(total > 0, (lo + (hi - lo) * frac) / 1e9, np.nan)
+    return out
+
+
 class Hierarchy(StrEnum):
     V2 = "v2"
     V1_CPU = "v1"
@@ -91,6 +112,27 @@ class CgroupHistogram:
         slots = row[:SLOTS]  # views: the map reader hands out one fresh row per entry
         held_ns = row[SLOTS + 1:VALUE_WORDS] if held and len(row) >= VALUE_WORDS else None
         return cls(cgroup_id, slots, int(row[SLOTS]), int(slots.sum()), held_ns)
+
+    @classmethod
+    def from_rows(cls, keys: list[int], rows: np.ndarray,
+                  previous: dict[int, CgroupHistogram]) -> dict[int, CgroupHistogram]:
+        """A whole map read at once (rows: one kernel value per key). Counts and sums come
+        from one vectorised pass; an entry that did not change since `previous` (most, on an
+        idle node) is that very object, so consumers can tell "no new waits" by identity."""
+        if not len(keys):
+            return {}
+        counts = rows[:, :SLOTS].sum(axis=1, dtype=np.uint64).tolist()
+        sums = rows[:, SLOTS].tolist()
+        held = rows.shape[1] >= VALUE_WORDS
+        out = {}
+        for i, (k, n, total) in enumerate(zip(keys, counts, sums, strict=True)):
+            old = previous.get(k)
+            if old is not None and old.count == n and old.sum_ns == total:
+                out[k] = old
+                continue
+            row = rows[i].copy()  # its own array: a view would keep the whole read alive
+            out[k] = cls(k, row[:SLOTS], total, n, row[SLOTS + 1:VALUE_WORDS] if held else None)
+        return out
 
     def minus(self, earlier: CgroupHistogram | None) -> CgroupHistogram:
         if earlier is None or self.count < earlier.count or self.sum_ns < earlier.sum_ns:

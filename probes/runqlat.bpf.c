@@ -16,6 +16,13 @@
  * Fallback (no sched_info): stamp the start in task-local storage from wakeup/wakeup_new and
  * preempting switches, like libbpf-tools' runqlat, but without a hash insert/delete per event.
  *
+ * Task storage is never created under the run-queue lock: before 6.4 the kernel allocates it
+ * with kmalloc(GFP_ATOMIC), which can wake kswapd (or a memcg worker) and so take a run-queue
+ * lock again. Every task gets its storage where no scheduler lock is held: at fork
+ * (sched_process_fork, before the child is first woken) and, for tasks that existed before the
+ * probe, from a task iterator the loader runs once after attaching; the scheduler hooks only
+ * look it up.
+ *
  * The per-cgroup histogram entry is created once per cgroup; each CPU updates its own copy.
  */
 #include "vmlinux.h"
@@ -223,7 +230,7 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	/* A waiting task moved between CPUs (load balancing, affinity changes) has its earlier
 	 * queued segments folded into run_delay at dequeue and is restamped on the new CPU, so the
 	 * whole wait is run_delay's growth since this task last ran. */
-	seen = bpf_task_storage_get(&run_delay_seen, next, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	seen = bpf_task_storage_get(&run_delay_seen, next, 0, 0); /* created at fork / seed */
 	if (seen && *seen) {
 		delta = total - (*seen - 1);
 		if (!queued && !delta)
@@ -247,7 +254,7 @@ static __always_inline void mark_runnable(struct task_struct *t, __u64 now)
 
 	if (!t->pid) /* the idle task never waits */
 		return;
-	since = bpf_task_storage_get(&runnable_since, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	since = bpf_task_storage_get(&runnable_since, t, 0, 0); /* created at fork / seed */
 	if (since)
 		*since = now;
 }
@@ -285,6 +292,37 @@ int BPF_PROG(rq_switch_stamped, bool preempt, struct task_struct *prev, struct t
 		return 0;
 	account_wait(next, now - *since, now, r);
 	*since = 0;
+	return 0;
+}
+
+/* ---- task storage, created outside the scheduler ---- */
+
+/* The storage the chosen program set reads (cfg is constant at load: the other branch is
+ * dead code to the verifier). */
+static __always_inline void create_storage(struct task_struct *t)
+{
+	if (cfg.sched_info)
+		bpf_task_storage_get(&run_delay_seen, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	else
+		bpf_task_storage_get(&runnable_since, t, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+
+/* Every new task and thread, in kernel_clone() before wake_up_new_task(): no rq lock held. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(rq_fork, struct task_struct *parent, struct task_struct *child)
+{
+	create_storage(child);
+	return 0;
+}
+
+/* Run once by the loader after the programs above are attached: every task alive then. */
+SEC("iter/task")
+int rq_seed(struct bpf_iter__task *ctx)
+{
+	struct task_struct *t = ctx->task;
+
+	if (t)
+		create_storage(t);
 	return 0;
 }
 

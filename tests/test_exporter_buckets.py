@@ -6,7 +6,13 @@ import math
 
 import numpy as np
 
-from runqscale.exporter.buckets import BOUNDS_NS, LE_SECONDS, LE_STRINGS, cumulative_buckets
+from runqscale.exporter.buckets import (
+    BOUNDS_NS,
+    LE_SECONDS,
+    LE_STRINGS,
+    cumulative_buckets,
+    cumulative_buckets_rows,
+)
 from runqscale.probes.model import SLOT_LOW_NS, SLOTS, slot_of
 
 
@@ -37,3 +43,13 @@ def test_rebucketing_is_exact() -> None:
     got = cumulative_buckets(slots)
     want = [int((waits < b).sum()) for b in BOUNDS_NS] + [len(waits)]
     assert got.tolist() == want
+
+
+def test_rows_rebucket_like_one_row_each() -> None:
+    """The collector re-buckets all containers in one call: row by row the same counts."""
+    rng = np.random.default_rng(5)
+    m = rng.integers(0, 1000, size=(7, SLOTS)).astype(np.uint64)
+    m[2] = 0
+    got = cumulative_buckets_rows(m)
+    assert got == [cumulative_buckets(row).tolist() for row in m]
+    assert cumulative_buckets_rows(np.zeros((0, SLOTS), dtype=np.uint64)) == []

@@ -205,3 +205,36 @@ def test_missing_btf_is_named_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(core, "BTF_PATH", "/nonexistent/vmlinux")
     with pytest.raises(ProbeError, match="no BTF.*--backend bcc"):
         core.check_preconditions()
+
+
+@pytest.mark.parametrize("path", ["sched_info", "stamped"])
+def test_tasks_alive_before_the_probe_and_forked_after_are_both_counted(
+        path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Task storage is created outside the scheduler (runqlat.bpf.c): by the loader's task
+    iterator for tasks that existed at load, at fork for the rest. A task of either kind that
+    is missed has no storage, and its waits vanish; both must match schedstat."""
+    from runqscale.probes import core
+
+    if path == "stamped":  # force the fallback program set (wakeup stamps) on this kernel
+        monkeypatch.setattr(core, "SCHED_INFO", "/nonexistent/schedstat")
+    hier = quota_hierarchy()
+    with Sandbox(hier, name=f"rq-seed-{path}") as sb:
+        before = sb.group("before")
+        for _ in range(2):
+            sb.spawn(before)
+        time.sleep(0.3)
+        probe = open_backend("core", hier)
+        try:
+            assert probe.sched_info == (path == "sched_info")
+            after = sb.group("after")
+            for _ in range(2):
+                sb.spawn(after)
+            time.sleep(2.0)  # Python starts slowly under TCG (tests/test_vm_kernel61.py)
+            rows, _, _ = measure(probe, sb, [before, after], seconds=2.0)
+        finally:
+            probe.close()
+    for r in rows:
+        assert r.kernel_wait_ns > 50e6, f"{r.name}: no contention ({r.kernel_wait_ns} ns)"
+        assert abs(r.bpf_wait_ns - r.kernel_wait_ns) <= 0.10 * r.kernel_wait_ns, (
+            f"{r.name}: bpf {r.bpf_wait_ns / 1e6:.1f} ms vs schedstat "
+            f"{r.kernel_wait_ns / 1e6:.1f} ms")

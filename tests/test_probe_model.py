@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runqscale.probes.model import SLOT_HIGH_NS, SLOT_LOW_NS, SLOTS, quantile_seconds, slot_of
+from runqscale.probes.model import (
+    SLOT_HIGH_NS,
+    SLOT_LOW_NS,
+    SLOTS,
+    quantile_seconds,
+    quantiles_rows,
+    slot_of,
+)
 
 
 @given(st.integers(min_value=0, max_value=2**33 - 1))
@@ -58,3 +66,21 @@ def test_holder_split_is_read_after_the_sum_and_subtracts_like_the_histogram() -
     assert d.held_seconds() == dict(zip(HOLDERS, [0.0, 7e-7, 1e-7, 2e-7], strict=True))
     assert h1.minus(h1).held_seconds() == dict.fromkeys(HOLDERS, 0.0)  # an idle interval
     assert CgroupHistogram.from_row(7, row1, held=False).minus(None).held_seconds() is None
+
+
+@given(st.lists(st.lists(st.integers(min_value=0, max_value=50), min_size=SLOTS, max_size=SLOTS)
+                .map(lambda r: [v if v > 40 else 0 for v in r]), min_size=1, max_size=12),
+       st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=4))
+def test_the_vectorised_quantiles_equal_the_one_row_quantile(rows: list[list[int]],
+                                                             qs: list[float]) -> None:
+    """The exporter computes every container's window quantiles in one call (quantiles_rows);
+    each must be what quantile_seconds gives for that row alone, empty rows included."""
+    m = np.array(rows, dtype=np.uint64)
+    got = quantiles_rows(m, tuple(qs))
+    for r, row in enumerate(m):
+        for j, q in enumerate(qs):
+            want = quantile_seconds(row, q)
+            if want is None:
+                assert np.isnan(got[r, j])
+            else:
+                assert got[r, j] == pytest.approx(want, rel=1e-12, abs=1e-15)

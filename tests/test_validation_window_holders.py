@@ -21,7 +21,7 @@ def _cg(cid: int, held_ms: list[int] | None) -> CgroupSample:
     slots[100] = 3
     held = None if held_ms is None else np.array(held_ms, np.uint64) * 1_000_000
     h = CgroupHistogram(cid, slots, total_ns, 3, held)
-    return CgroupSample(cid, f"/r{cid}", h, h, None, None)
+    return CgroupSample(cid, f"/r{cid}", h, None, None, None)
 
 
 def test_replicas_splits_add_up_per_wall_second_and_feed_the_attribution() -> None:

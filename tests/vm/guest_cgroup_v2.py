@@ -93,7 +93,8 @@ def test_core_probe_loads_and_agrees_with_schedstat_on_61(
         lib = probe.bpf.lib
         loaded = sorted(n for p, n in probe.bpf.iter_programs(probe.obj)
                         if lib.bpf_program__fd(p) >= 0)
-        assert loaded == sorted(core.FAST_PATH if path == "sched_info" else core.FALLBACK)
+        assert loaded == sorted((*(core.FAST_PATH if path == "sched_info" else core.FALLBACK),
+                                 core.SEED))
         if path == "sched_info":
             # the default choice on this kernel, for the report
             _record(sched_info=os.path.exists("/proc/self/schedstat"), default_programs=loaded)
