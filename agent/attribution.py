@@ -56,6 +56,12 @@ class Attributor:
             self.unknown_pods += 1
         return e.labels
 
+    def settled(self, cgroup_id: int) -> bool:
+        """Whether this cgroup's labels are final: labels() would keep returning the same
+        object whatever the pod table does, so a caller may skip asking every interval."""
+        e = self._cache.get(cgroup_id)
+        return e is not None and e.final
+
     def _resolve(self, path: str) -> tuple[Labels, bool, str | None]:
         ident = parse(path)
         if ident is None:

@@ -5,8 +5,10 @@ probe, once per interval: a cgroup created and removed between two reads (a shor
 loop, a churn of exec probes) would never be seen alive, and its waits would be attribution
 misses. Here a background thread watches every directory of the hierarchy for IN_CREATE, stats
 each new directory at once, and keeps what it learned for `retain` seconds after learning it, so
-those ids resolve to the path they had. Where inotify is unavailable (or its watch limit is
-reached) it degrades to the walk-only behaviour and says so once.
+those ids resolve to the path they had. It also sees directories removed (IN_DELETE), so whether
+an idle container's cgroup still exists is known without a stat() per container per interval.
+Where inotify is unavailable (or its watch limit is reached) it degrades to the walk-only
+behaviour and says so once.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import time
 
 from runqscale.probes.cgroupfs import CgroupIndex
 
-IN_CREATE, IN_DELETE_SELF, IN_IGNORED, IN_ISDIR, IN_Q_OVERFLOW = \
-    0x100, 0x400, 0x8000, 0x40000000, 0x4000
+IN_CREATE, IN_DELETE, IN_IGNORED, IN_ISDIR, IN_Q_OVERFLOW = \
+    0x100, 0x200, 0x8000, 0x40000000, 0x4000
 IN_ONLYDIR, IN_NONBLOCK, IN_CLOEXEC = 0x01000000, 0o4000, 0o2000000
 _EVENT = struct.Struct("iIII")
 
@@ -32,6 +34,10 @@ class WatchedCgroupIndex(CgroupIndex):
     def __init__(self, root: str, retain: float = 10.0) -> None:
         self.retain = retain
         self._learned: dict[int, tuple[str, float]] = {}  # id -> (rel, learned at)
+        # rel -> when its directory was removed (IN_DELETE on the parent): exists() answers from
+        # here, so an idle container costs no stat() per interval
+        self._removed: dict[str, float] = {}
+        self._overflowed = False  # events were lost: exists() falls back to stat() for good
         self._lock = threading.Lock()
         self._wd: dict[int, str] = {}  # watch descriptor -> rel
         self._watched: set[str] = set()
@@ -65,6 +71,11 @@ class WatchedCgroupIndex(CgroupIndex):
         with self._lock:
             self._learned.pop(cgroup_id, None)
 
+    def exists(self, rel: str) -> bool:
+        if self._fd < 0 or self._overflowed or rel not in self._watched:
+            return super().exists(rel)  # not watched (or events lost): ask the filesystem
+        return rel not in self._removed
+
     def walk(self) -> None:
         super().walk()
         if self._fd >= 0:
@@ -78,6 +89,8 @@ class WatchedCgroupIndex(CgroupIndex):
             old = [k for k, (_, t) in self._learned.items() if t < edge]
             for k in old:
                 del self._learned[k]
+            for rel in [r for r, t in self._removed.items() if t < edge]:
+                del self._removed[rel]
 
     # -- inotify --------------------------------------------------------------------------------
 
@@ -85,7 +98,7 @@ class WatchedCgroupIndex(CgroupIndex):
         if self._fd < 0 or rel in self._watched:
             return True
         wd = self._libc.inotify_add_watch(self._fd, self.abspath(rel).encode(),
-                                          IN_CREATE | IN_ONLYDIR)
+                                          IN_CREATE | IN_DELETE | IN_ONLYDIR)
         if wd < 0:
             err = ctypes.get_errno()
             if err == errno.ENOSPC:
@@ -125,6 +138,7 @@ class WatchedCgroupIndex(CgroupIndex):
             if ino not in self._learned:
                 self.learned_total += 1
             self._learned[ino] = (rel, now)
+            self._removed.pop(rel, None)  # the same name made again
 
     def _run(self) -> None:
         last_prune = time.monotonic()
@@ -153,12 +167,20 @@ class WatchedCgroupIndex(CgroupIndex):
             off += _EVENT.size + length
             if mask & IN_Q_OVERFLOW:
                 self._last_walk = -1e9  # lost events: the next miss walks at once
+                self._overflowed = True
                 continue
-            if mask & IN_IGNORED:
+            if mask & IN_IGNORED:  # the watched directory itself is gone
                 with self._lock:
                     rel = self._wd.pop(wd, None)
                     if rel is not None:
                         self._watched.discard(rel)
+                        self._removed[rel] = now
+                continue
+            if mask & IN_DELETE and mask & IN_ISDIR:
+                with self._lock:
+                    parent = self._wd.get(wd)
+                    if parent is not None:
+                        self._removed[parent.rstrip("/") + "/" + os.fsdecode(name)] = now
                 continue
             if mask & IN_CREATE and mask & IN_ISDIR:
                 with self._lock:

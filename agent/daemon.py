@@ -1,9 +1,10 @@
 """The node agent's state and loop: sample every interval, keep a window per container.
 
-`Agent.step()` takes one `Sampler` interval, folds it into the per-container state, and
-publishes an immutable `AgentSnapshot` (agent/snapshot.py) of it: the exporter renders only
-that. A failed sample is counted and logged, and the loop (and the HTTP server) carries on.
-Containers whose cgroup vanished keep their series for one window, then are dropped.
+`Agent.step()` takes one `Sampler` interval as a matrix (`Sampler.sample_rows`), gives each
+container a row of the cumulative matrices (agent/cumulative.py), and publishes an immutable
+`AgentSnapshot` (agent/snapshot.py) of it: the exporter renders only that. A failed sample is
+counted and logged, and the loop (and the HTTP server) carries on. Containers whose cgroup
+vanished keep their series for one window, then are dropped.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from runqscale.agent.attribution import Attributor, Labels
+from runqscale.agent.cumulative import CumulativeTable
 from runqscale.agent.pods import PodSource
 from runqscale.agent.sampler import Sampler
-from runqscale.agent.snapshot import EMPTY, AgentSnapshot, ContainerSnapshot
-from runqscale.agent.window import SlidingWindow
-from runqscale.probes.cgroupfs import CpuStat, read_cpu_stat
-from runqscale.probes.model import CgroupHistogram, ProbeStats
+from runqscale.agent.snapshot import EMPTY, AgentSnapshot, ContainerRow
+from runqscale.probes.cgroupfs import read_cpu_stat
+from runqscale.probes.model import ProbeStats
 
 
 @dataclass
@@ -29,9 +30,9 @@ class Container:
     cgroup_id: int
     path: str
     labels: Labels
-    window: SlidingWindow
-    total: CgroupHistogram  # cumulative since the agent (and its probe) started
-    cpu: CpuStat | None = None
+    row: int  # in the cumulative matrices (agent/cumulative.py)
+    held: bool  # whether the backend splits its wait by holder
+    settled: bool = False  # its labels are final (agent/attribution.py): no lookup per interval
     last_seen: float = 0.0  # time of the last sample that listed this cgroup
 
 
@@ -50,16 +51,16 @@ class Agent:
                  clock: Callable[[], float] = time.monotonic,
                  attributor: Attributor | None = None) -> None:
         self.sampler, self.pods = sampler, pods
-        # With a sampler that skips cpu.stat, the snapshot reads it at scrape time.
-        self._cpu_reader: Callable[[str], CpuStat | None] | None = None
-        if not getattr(sampler, "read_cpu", True):
-            self._cpu_reader = functools.partial(read_cpu_stat, sampler.mounts,
-                                                 sampler.probe.hierarchy)
+        # cpu.stat is read at scrape time (agent/snapshot.py), never per interval
+        self._cpu_reader = functools.partial(read_cpu_stat, sampler.mounts,
+                                             sampler.probe.hierarchy)
         self.interval, self.window = interval, window
         self.clock = clock
         self.attr = attributor or Attributor(pods)
         self.lock = threading.Lock()
         self.containers: dict[int, Container] = {}
+        self.table = CumulativeTable(window)
+        self._rows: tuple[ContainerRow, ...] = ()
         self.stats = AgentStats()
         self._snapshot = EMPTY
         self._stop = threading.Event()
@@ -72,7 +73,7 @@ class Agent:
         t0 = self.clock()
         try:
             self.pods.poll()
-            iv = self.sampler.sample()
+            iv = self.sampler.sample_rows()
         except Exception as e:  # noqa: BLE001 - one bad interval must not stop the agent
             with self.lock:
                 self.stats.sample_errors += 1
@@ -80,28 +81,39 @@ class Agent:
             print(f"runqscale agent: sample failed: {type(e).__name__}: {e}", file=sys.stderr,
                   flush=True)
             return False
-        now = iv.reading.monotonic_s
+        now = iv.monotonic_s
         with self.lock:
-            seen = set()
-            for s in iv.cgroups:
-                seen.add(s.cgroup_id)
-                c = self.containers.get(s.cgroup_id)
-                labels = self.attr.labels(s.cgroup_id, s.path, now)
+            table, containers, labels_of = self.table, self.containers, self.attr.labels
+            changed = False
+            rows: list[int] = []
+            for cid, path, held in zip(iv.ids, iv.paths, iv.held, strict=True):
+                c = containers.get(cid)
                 if c is None:
-                    c = Container(s.cgroup_id, s.path, labels, SlidingWindow(self.window), s.total)
-                    self.containers[s.cgroup_id] = c
-                c.labels, c.total, c.cpu, c.last_seen = labels, s.total, s.cpu, now
-                c.window.add(now, s.total.slots, s.total.count)
-            for cid in [k for k in self.containers if k not in seen]:
-                c = self.containers[cid]
-                c.window.expire(now)
-                if now - c.last_seen >= self.window:
-                    del self.containers[cid]
+                    c = containers[cid] = Container(cid, path, labels_of(cid, path, now),
+                                                    table.allocate(), held)
+                    c.settled, changed = self.attr.settled(cid), True
+                elif not c.settled or c.path is not path and c.path != path:
+                    labels = labels_of(cid, path, now)
+                    if c.labels is not labels or c.path != path:
+                        c.labels, c.path, changed = labels, path, True
+                    c.settled = self.attr.settled(cid)
+                c.last_seen = now
+                rows.append(c.row)
+            released = []
+            if len(containers) != len(rows):  # some were not listed: drop those gone a window
+                for cid in [k for k, c in containers.items() if now - c.last_seen >= self.window]:
+                    released.append(containers.pop(cid).row)
+                    table.release(released[-1], now)
                     self.attr.forget(cid)
+                    changed = True
+            table.update(now, rows, iv.rows, released)
+            if changed:
+                self._rows = tuple(ContainerRow(c.cgroup_id, c.path, c.labels, c.row, c.held)
+                                   for c in containers.values())
             st = self.stats
             st.samples += 1
             st.attribution_misses += iv.unresolved_events
-            st.probe = iv.reading.stats
+            st.probe = iv.stats
             st.last_sample_at = now
             self._publish(now)
             st.last_sample_seconds = self.clock() - t0
@@ -111,11 +123,8 @@ class Agent:
         """Swap in the snapshot of this interval (one reference: readers never see a mix)."""
         st = self.stats
         self._snapshot = AgentSnapshot(
-            now, tuple(ContainerSnapshot(c.cgroup_id, c.path, c.labels, c.total, c.window.newest,
-                                         c.window.start, c.cpu)
-                       for c in self.containers.values()),
-            st.probe, st.samples, st.sample_errors, st.attribution_misses,
-            self.attr.unknown_pods, self._cpu_reader)
+            now, self._rows, st.probe, st.samples, st.sample_errors, st.attribution_misses,
+            self.attr.unknown_pods, self._cpu_reader, self.table.current, self.table.start)
 
     def snapshot(self) -> AgentSnapshot:
         """The newest interval, immutable: what the exporter renders."""

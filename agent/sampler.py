@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import (
     CgroupIndex,
@@ -20,7 +22,15 @@ from runqscale.probes.cgroupfs import (
     read_cpu_stat,
     throttled_ratio,
 )
-from runqscale.probes.model import CgroupHistogram, ProbeReading, quantile_seconds
+from runqscale.probes.model import (
+    SLOTS,
+    CgroupHistogram,
+    ProbeReading,
+    ProbeStats,
+    RowsReading,
+    quantile_seconds,
+    rows_reading,
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,21 @@ class Interval:
     removed: int  # cgroups dropped because they vanished
 
 
+@dataclass(frozen=True)
+class RowsInterval:
+    """One interval as the agent takes it: the cumulative rows of the cgroups it keeps (resolved,
+    selected, alive), no object per cgroup."""
+
+    monotonic_s: float
+    stats: ProbeStats
+    ids: list[int]
+    paths: list[str]
+    rows: np.ndarray  # uint64 (len(ids), VALUE_WORDS), cumulative since the probe was loaded
+    held: list[bool]  # per row: whether the backend splits the wait by holder
+    unresolved_events: int
+    removed: int
+
+
 class Sampler:
     def __init__(self, probe: Probe, mounts: CgroupMounts, root: str,
                  only: list[str] | None = None, read_cpu: bool = True,
@@ -76,6 +101,7 @@ class Sampler:
         self.index.walk()
         self.only = {"/" + p.strip("/") for p in only} if only else None
         self._prev: ProbeReading | None = None
+        self._prev_counts: dict[int, int] = {}  # sample_rows(): each id's count last time
         self._cpu: dict[int, CpuStat | None] = {}
         self._missing_since: dict[int, int] = {}
 
@@ -119,6 +145,46 @@ class Sampler:
                 self.index.forget(cid)
         self._prev = reading
         return Interval(seconds, reading, out, unresolved, len(gone))
+
+    def sample_rows(self) -> RowsInterval:
+        """sample() for the agent, which reads cpu.stat at scrape time (read_cpu=False) and
+        keeps cumulative rows: the same selection, unresolved count and removal, with only
+        dict lookups per cgroup (a cgroup with waits exists; an idle one costs one stat())."""
+        read = getattr(self.probe, "read_rows", None)
+        reading: RowsReading = read() if read else rows_reading(self.probe.read())
+        counts = reading.rows[:, :SLOTS].sum(axis=1, dtype=np.uint64).tolist()
+        prev, path_of, only = self._prev_counts, self.index.path_of, self.only
+        keep: list[int] = []
+        ids: list[int] = []
+        paths: list[str] = []
+        unresolved, gone = 0, []
+        for i, (cid, n) in enumerate(zip(reading.keys, counts, strict=True)):
+            before = prev.get(cid, 0)
+            waits = n - before if n >= before else n  # fewer: the entry was re-created
+            path = path_of(cid)
+            if path is None:
+                if not os.path.exists(self.index.root) or self._is_gone(cid):
+                    gone.append(cid)
+                unresolved += waits
+                continue
+            if only is not None and not self._selected(path):
+                continue
+            if not waits and not self.index.exists(path):
+                gone.append(cid)
+                continue
+            keep.append(i)
+            ids.append(cid)
+            paths.append(path)
+        self._prev_counts = dict(zip(reading.keys, counts, strict=True))
+        if gone:
+            self.probe.forget(gone)
+            for cid in gone:
+                self._prev_counts.pop(cid, None)
+                self._missing_since.pop(cid, None)
+                self.index.forget(cid)
+        rows = reading.rows if len(keep) == len(reading.keys) else reading.rows[keep]
+        return RowsInterval(reading.monotonic_s, reading.stats, ids, paths, rows,
+                            [reading.held[i] for i in keep], unresolved, len(gone))
 
     def _selected(self, path: str) -> bool:
         assert self.only is not None

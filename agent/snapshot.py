@@ -2,59 +2,75 @@
 
 The sampling loop builds a new `AgentSnapshot` after every interval (and after a failed one, to
 count it) and swaps a single reference to it; a scrape takes that reference and renders it, with
-no lock and no access to the agent's working state. Everything in it is immutable: the probe's
-cumulative histograms, each container's window (the two cumulative arrays it spans:
-agent/window.py), its labels and CPU accounting. Building it allocates one small object per
-container per interval (the agent is a guest on every node: CPU and GC pressure count).
+no lock and no access to the agent's working state. Everything in it is immutable: the
+interval's cumulative matrix and the window's start matrix (agent/cumulative.py, read-only
+arrays), and one `ContainerRow` per container (its row, labels and path), a tuple rebuilt only
+when a container comes, goes or changes labels. So an interval allocates two matrices, not an
+object per container.
 
-CPU accounting is the one thing read at render time when the sampler skips it (the agent's
-default): cgroup counters are cumulative and exact whenever read, and reading cpu.stat for every
-container every interval would cost more than the rest of the interval together. The snapshot
-then carries `cpu_reader` (a pure function of the cgroup path) and `cpu_of` calls it.
+CPU accounting is read at render time: cgroup counters are cumulative and exact whenever read,
+and reading cpu.stat for every container every interval would cost more than the rest of the
+interval together. The snapshot carries `cpu_reader` (a pure function of the cgroup path).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from runqscale.agent.attribution import Labels
-from runqscale.agent.window import WindowView
+from runqscale.agent.cumulative import window_slots
 from runqscale.probes.cgroupfs import CpuStat
-from runqscale.probes.model import CgroupHistogram, ProbeStats
+from runqscale.probes.model import SLOTS, VALUE_WORDS, CgroupHistogram, ProbeStats
+
+_NO_ROWS = np.zeros((0, VALUE_WORDS), dtype=np.uint64)
+_NO_ROWS.flags.writeable = False
 
 
 @dataclass(frozen=True, slots=True)
-class ContainerSnapshot:
+class ContainerRow:
     cgroup_id: int
     path: str  # relative to the measured hierarchy's root
     labels: Labels
-    total: CgroupHistogram  # cumulative since the agent (and its probe) started
-    window_newest: np.ndarray | None  # the last `--window`'s waits: newest cumulative slots
-    window_start: np.ndarray  # ... minus these (agent/window.py)
-    cpu: CpuStat | None  # as sampled (None: not sampled, see AgentSnapshot.cpu_of)
-
-    @property
-    def window(self) -> WindowView:
-        return WindowView(self.window_newest, self.window_start)
+    row: int  # in the snapshot's matrices
+    held: bool  # whether the backend splits its wait by holder
 
 
 @dataclass(frozen=True)
 class AgentSnapshot:
     taken_at: float  # monotonic time of the sample
-    containers: tuple[ContainerSnapshot, ...]
+    containers: tuple[ContainerRow, ...]
     probe: ProbeStats
     samples: int  # intervals sampled so far
     sample_errors: int
     attribution_misses: int  # waits whose cgroup id did not resolve to a path
     unknown_pods: int
     cpu_reader: Callable[[str], CpuStat | None] | None = None
+    # since the agent (and its probe) started, per row; and as of the window's start
+    cumulative: np.ndarray = field(default_factory=lambda: _NO_ROWS)
+    window_start: np.ndarray = field(default_factory=lambda: _NO_ROWS)
 
-    def cpu_of(self, c: ContainerSnapshot) -> CpuStat | None:
-        """The container's CPU accounting: sampled, or read now when the sampler skips it."""
-        return self.cpu_reader(c.path) if self.cpu_reader is not None else c.cpu
+    def cpu_of(self, c: ContainerRow) -> CpuStat | None:
+        """The container's CPU accounting, read now."""
+        return self.cpu_reader(c.path) if self.cpu_reader is not None else None
+
+    def rows(self) -> np.ndarray:
+        """The containers' rows, in `containers` order (for vectorised rendering)."""
+        return np.fromiter((c.row for c in self.containers), dtype=np.intp,
+                           count=len(self.containers))
+
+    def window(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """Slot counts of the waits inside the window, one row per container."""
+        return window_slots(self.cumulative, self.window_start,
+                            self.rows() if rows is None else rows)
+
+    def total(self, c: ContainerRow) -> CgroupHistogram:
+        """One container's cumulative histogram (tests, tools; the exporter uses matrices)."""
+        v = self.cumulative[c.row]
+        return CgroupHistogram(c.cgroup_id, v[:SLOTS], int(v[SLOTS]), int(v[:SLOTS].sum()),
+                               v[SLOTS + 1:] if c.held else None)
 
 
 EMPTY = AgentSnapshot(0.0, (), ProbeStats(), 0, 0, 0, 0)

@@ -1,12 +1,12 @@
 """The Prometheus collector: metric families rendered at scrape time from the agent's snapshot.
 
 Nothing here runs between scrapes, and nothing reaches into the agent: a scrape takes the newest
-immutable `AgentSnapshot` (agent/snapshot.py), turns each container's cumulative probe histogram
-into the exported buckets, reads its window's quantiles, its CPU accounting, and emits the
-agent's self-metrics. Names, types, help and labels come from exporter/metrics.py. Per-container
-families are `RowFamily`s (exporter/families.py): ordinary client_python Metrics that also render
-the text format fast; each container's escaped label string is cached here until its labels
-change.
+immutable `AgentSnapshot` (agent/snapshot.py), turns the containers' cumulative rows into the
+exported buckets and their windows into quantiles (one numpy call each for all containers), reads
+each container's CPU accounting, and emits the agent's self-metrics. Names, types, help and
+labels come from exporter/metrics.py. Per-container families are `RowFamily`s
+(exporter/families.py): ordinary client_python Metrics that also render the text format fast;
+each container's escaped label string is cached here until its labels change.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runqscale.agent.attribution import Labels
 from runqscale.agent.snapshot import AgentSnapshot
-from runqscale.agent.window import EMPTY_VIEW, fill_quantiles
 from runqscale.exporter import metrics as m
 from runqscale.exporter.buckets import LE_STRINGS, cumulative_buckets_rows
 from runqscale.exporter.families import RowFamily, label_string
+from runqscale.probes.model import SLOTS, VALUE_WORDS, quantiles_rows
 
 QUANTILES = (0.95, 0.99)
 
@@ -38,15 +37,14 @@ class BuildInfo:
 
 
 class _Rendered:
-    """A container's escaped label string and window view, kept between scrapes."""
+    """A container's escaped label string, kept between scrapes until its labels change."""
 
-    __slots__ = ("labels", "path", "values", "labelstr", "window", "_by_holder")
+    __slots__ = ("labels", "path", "values", "labelstr", "_by_holder")
 
     def __init__(self, node: str, labels: Labels, path: str) -> None:
         self.labels, self.path = labels, path
         self.values = (node, labels.namespace, labels.pod, labels.container, path)
         self.labelstr = label_string(m.CONTAINER_LABELS, self.values)
-        self.window = EMPTY_VIEW
         self._by_holder: tuple[tuple[tuple[str, ...], str], ...] | None = None
 
     def by_holder(self) -> tuple[tuple[tuple[str, ...], str], ...]:
@@ -87,28 +85,28 @@ class AgentCollector(Collector):
                 r = old.get(c.cgroup_id)
                 if r is None or r.labels is not c.labels or r.path != c.path:
                     r = _Rendered(self.node, c.labels, c.path)
-                if not r.window.of(c.window_newest, c.window_start):
-                    r.window = c.window
                 new[c.cgroup_id] = r
             self._rendered = new  # containers gone from the snapshot leave the cache too
-        # Vectorised over containers: every bucket row in one call, the quantiles of every
-        # window that moved since the last scrape in another.
-        fill_quantiles((r.window for r in new.values()), QUANTILES)
-        buckets = cumulative_buckets_rows(
-            np.stack([c.total.slots for c in snap.containers]) if snap.containers
-            else np.zeros((0, 0)))
-        for c, cum in zip(snap.containers, buckets, strict=True):
+        # Vectorised over containers (agent/cumulative.py): every bucket row in one call, every
+        # window quantile in another; per container only the text is Python's.
+        rows = snap.rows()
+        totals = snap.cumulative[rows]
+        buckets = cumulative_buckets_rows(totals[:, :SLOTS])
+        quantiles = quantiles_rows(snap.window(rows), QUANTILES).tolist()
+        wait_seconds = (totals[:, SLOTS] / 1e9).tolist()
+        held_seconds = (totals[:, SLOTS + 1:VALUE_WORDS] / 1e9).tolist()
+        for i, c in enumerate(snap.containers):
             r = new[c.cgroup_id]
             lv, ls = r.values, r.labelstr
-            wait_s = c.total.sum_ns / 1e9
-            hist.add(lv, ls, (cum, wait_s))
-            q95, q99 = r.window.quantiles(QUANTILES)
-            p95.add(lv, ls, q95 or 0.0)
-            p99.add(lv, ls, q99 or 0.0)
+            wait_s = wait_seconds[i]
+            hist.add(lv, ls, (buckets[i], wait_s))
+            q95, q99 = quantiles[i]
+            p95.add(lv, ls, 0.0 if q95 != q95 else q95)  # NaN: nothing waited in the window
+            p99.add(lv, ls, 0.0 if q99 != q99 else q99)
             wait.add(lv, ls, wait_s)
-            if c.total.held_ns is not None:  # None: the backend cannot tell (bcc)
-                for (hv, hs), ns in zip(r.by_holder(), c.total.held_ns.tolist(), strict=True):
-                    held.add(hv, hs, ns / 1e9)
+            if c.held:  # else the backend cannot tell (bcc)
+                for (hv, hs), s in zip(r.by_holder(), held_seconds[i], strict=True):
+                    held.add(hv, hs, s)
             cpu = snap.cpu_of(c)
             if cpu is None:
                 continue

@@ -93,6 +93,10 @@ class CgroupIndex:
     def abspath(self, rel: str) -> str:
         return os.path.join(self.root, rel.lstrip("/"))
 
+    def exists(self, rel: str) -> bool:
+        """Whether the cgroup at rel is still there (one stat(); a watching index knows)."""
+        return os.path.isdir(self.abspath(rel))
+
     def forget(self, cgroup_id: int) -> None:
         self._by_id.pop(cgroup_id, None)
 

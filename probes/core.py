@@ -15,11 +15,13 @@ from runqscale.probes.errors import ProbeError
 from runqscale.probes.libbpf import LibBpf, explain_load_failure
 from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
 from runqscale.probes.model import (
+    SLOTS,
     VALUE_WORDS,
     CgroupHistogram,
     Hierarchy,
     ProbeReading,
     ProbeStats,
+    RowsReading,
 )
 from runqscale.probes.privileges import check_privileges
 
@@ -151,6 +153,16 @@ class CoreProbe:
         self._last_counts = {cid: h.count for cid, h in hists.items()}
         events = self._forgotten_events + sum(self._last_counts.values())
         return ProbeReading(now, self.hierarchy, hists, self._read_stats(len(hists), events))
+
+    def read_rows(self) -> RowsReading:
+        """The map as one matrix, no object per cgroup (the agent's interval)."""
+        now = time.monotonic()
+        keys, rows = self._hists.read_rows()
+        counts = rows[:, :SLOTS].sum(axis=1, dtype=np.uint64).tolist()
+        self._last_counts = dict(zip(keys, counts, strict=True))
+        events = self._forgotten_events + sum(counts)
+        return RowsReading(now, self.hierarchy, keys, rows, [True] * len(keys),
+                           self._read_stats(len(keys), events))
 
     def _read_stats(self, entries: int, events: int) -> ProbeStats:
         lib = self.bpf.lib

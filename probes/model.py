@@ -173,3 +173,32 @@ class ProbeReading:
     hierarchy: Hierarchy
     histograms: dict[int, CgroupHistogram] = field(default_factory=dict)
     stats: ProbeStats = field(default_factory=ProbeStats)
+
+
+@dataclass(frozen=True)
+class RowsReading:
+    """A probe reading as one matrix (what the agent consumes every interval): row i holds the
+    cumulative kernel value of cgroup keys[i] (SLOTS counters, sum_ns, held_ns[HOLDERS])."""
+
+    monotonic_s: float
+    hierarchy: Hierarchy
+    keys: list[int]
+    rows: np.ndarray  # uint64 (len(keys), VALUE_WORDS)
+    held: list[bool]  # per row: whether held_ns is known (False: a backend that cannot tell)
+    stats: ProbeStats
+
+
+def rows_reading(reading: ProbeReading) -> RowsReading:
+    """Any backend's reading as a RowsReading (the core backend reads its map this way
+    directly; this is for the others)."""
+    keys = list(reading.histograms)
+    rows = np.zeros((len(keys), VALUE_WORDS), dtype=np.uint64)
+    held = []
+    for i, h in enumerate(reading.histograms.values()):
+        rows[i, :SLOTS] = h.slots
+        rows[i, SLOTS] = h.sum_ns
+        if h.held_ns is not None:
+            rows[i, SLOTS + 1:] = h.held_ns
+        held.append(h.held_ns is not None)
+    return RowsReading(reading.monotonic_s, reading.hierarchy, keys, rows, held, reading.stats)
+

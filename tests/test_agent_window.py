@@ -1,12 +1,21 @@
-"""Sliding-window math: sums, expiry at the window edge, quantiles from the finer slots."""
+"""The agent's window over cumulative matrices (agent/cumulative.py): sums, expiry at the window
+edge, quantiles from the finer slots, counter resets, and rows handed to a new container only once
+no kept matrix remembers the old one."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from runqscale.agent.window import SlidingWindow
-from runqscale.probes.model import SLOT_HIGH_NS, SLOT_LOW_NS, SLOTS, slot_of
+from runqscale.agent.cumulative import CumulativeTable, window_slots
+from runqscale.probes.model import (
+    SLOT_HIGH_NS,
+    SLOT_LOW_NS,
+    SLOTS,
+    VALUE_WORDS,
+    quantile_seconds,
+    slot_of,
+)
 
 
 def _slots(waits_ns: list[int]) -> np.ndarray:
@@ -17,97 +26,114 @@ def _slots(waits_ns: list[int]) -> np.ndarray:
 
 
 class Feed:
-    """Turns per-interval waits into the cumulative snapshots the window is given."""
+    """Per-interval waits of one container turned into the cumulative rows the table gets."""
 
-    def __init__(self, w: SlidingWindow) -> None:
-        self.w, self.cum = w, np.zeros(SLOTS, dtype=np.uint64)
+    def __init__(self, table: CumulativeTable) -> None:
+        self.table, self.row = table, table.allocate()
+        self.cum = np.zeros(VALUE_WORDS, dtype=np.uint64)
 
     def add(self, t: float, delta: np.ndarray) -> None:
-        self.cum = self.cum + delta
-        self.w.add(t, self.cum, int(self.cum.sum()))
+        self.cum[:SLOTS] += delta
+        self.table.update(t, [self.row], self.cum[None, :].copy(), [])
+
+    def window(self) -> np.ndarray:
+        return window_slots(self.table.current, self.table.start, np.array([self.row]))[0]
+
+    @property
+    def count(self) -> int:
+        return int(self.window().sum())
 
 
 def test_empty_window_has_no_quantile() -> None:
-    w = SlidingWindow(10)
-    assert w.count == 0
-    assert w.quantiles((0.95,)) == [None]
+    f = Feed(CumulativeTable(10))
+    f.add(0.0, _slots([]))
+    assert f.count == 0
+    assert quantile_seconds(f.window(), 0.95) is None
 
 
 def test_sum_and_expiry_at_the_edge() -> None:
-    w = SlidingWindow(10)
-    f = Feed(w)
+    f = Feed(CumulativeTable(10))
     f.add(1.0, _slots([1000] * 5))
     f.add(2.0, _slots([2000] * 3))
-    assert w.count == 8
-    f.add(11.0, _slots([]))  # interval ending at 1.0 is now exactly one window old: out
-    assert w.count == 3
-    w.expire(11.999)
-    assert w.count == 3
-    assert int(w.slots.sum()) == 3
-    w.expire(12.0)
-    assert w.count == 0
-    assert not w.slots.any()
+    assert f.count == 8
+    f.add(11.0, _slots([]))  # the interval ending at 1.0 is now exactly one window old: out
+    assert f.count == 3
+    f.add(11.999, _slots([]))
+    assert f.count == 3
+    f.add(12.0, _slots([]))
+    assert f.count == 0 and not f.window().any()
 
 
 def test_quantile_within_the_slot_of_the_true_value() -> None:
     rng = np.random.default_rng(7)
     waits = rng.lognormal(mean=np.log(200_000), sigma=1.0, size=5000).astype(np.int64)
-    w = SlidingWindow(10)
-    f = Feed(w)
+    f = Feed(CumulativeTable(10))
     for i, chunk in enumerate(np.array_split(waits, 10)):
         f.add(float(i), _slots([int(x) for x in chunk]))
     for q in (0.5, 0.95, 0.99):
-        got = w.quantiles((q,))[0]
+        got = quantile_seconds(f.window(), q)
         true = float(np.quantile(waits, q))
         s = slot_of(int(true))
         assert SLOT_LOW_NS[s] / 1e9 * 0.99 <= got <= SLOT_HIGH_NS[s] / 1e9 * 1.01, (q, got, true)
 
 
 def test_old_intervals_stop_counting_for_the_quantile() -> None:
-    w = SlidingWindow(3)
-    f = Feed(w)
+    f = Feed(CumulativeTable(3))
     f.add(0.0, _slots([50_000_000] * 100))  # a 50 ms storm
     f.add(1.0, _slots([10_000] * 100))
-    assert w.quantiles((0.95,))[0] > 0.04
+    assert quantile_seconds(f.window(), 0.95) > 0.04
     for t in (2.0, 3.0):
         f.add(t, _slots([10_000] * 100))
-    assert w.quantiles((0.95,))[0] < 20e-6  # the storm left the window
-
-
-def test_quantiles_cached_until_change() -> None:
-    w = SlidingWindow(10)
-    f = Feed(w)
-    f.add(0.0, _slots([1000]))
-    a = w.quantiles((0.95, 0.99))
-    assert w.quantiles((0.95, 0.99)) is a
-    f.add(1.0, _slots([5000]))
-    assert w.quantiles((0.95, 0.99)) is not a
+    assert quantile_seconds(f.window(), 0.95) < 20e-6  # the storm left the window
 
 
 def test_rejects_non_positive_window() -> None:
     with pytest.raises(ValueError):
-        SlidingWindow(0)
+        CumulativeTable(0)
 
 
-def test_idle_container_stores_nothing() -> None:
-    w = SlidingWindow(10)
-    f = Feed(w)
-    f.add(0.0, _slots([1000]))
-    for t in range(1, 30):
-        f.add(float(t), _slots([]))
-    assert w.count == 0 and len(w._snaps) == 0
+def test_memory_is_one_window_of_matrices_and_published_ones_are_read_only() -> None:
+    table = CumulativeTable(10)
+    f = Feed(table)
+    for t in range(60):
+        f.add(float(t), _slots([1000]))
+    assert len(table._ring) <= 11
+    with pytest.raises(ValueError):
+        table.current[0, 0] = 5
 
 
 def test_a_counter_reset_starts_the_window_over_instead_of_wrapping() -> None:
-    w = SlidingWindow(10.0)
-    first = np.zeros(SLOTS, dtype=np.uint64)
-    first[50] = 100
-    w.add(1.0, first, 100)
+    table = CumulativeTable(10.0)
+    row = table.allocate()
+    first = np.zeros((1, VALUE_WORDS), dtype=np.uint64)
+    first[0, 50] = 100
+    table.update(1.0, [row], first, [])
     later = first.copy()
-    later[50] = 150
-    w.add(12.0, later, 150)  # the first snapshot expires and becomes the window's base
-    reset = np.zeros(SLOTS, dtype=np.uint64)
-    reset[40] = 3
-    w.add(13.0, reset, 3)  # the kernel entry was deleted and re-created
-    assert w.count == 3
-    assert int(w.slots.sum()) == 3 and int(w.slots.max()) == 3
+    later[0, 50] = 150
+    table.update(12.0, [row], later, [])  # the first matrix becomes the window's start
+    reset = np.zeros((1, VALUE_WORDS), dtype=np.uint64)
+    reset[0, 40] = 3
+    table.update(13.0, [row], reset, [])  # the kernel entry was deleted and re-created
+    w = window_slots(table.current, table.start, np.array([row]))[0]
+    assert int(w.sum()) == 3 and int(w.max()) == 3
+
+
+def test_a_released_row_is_reused_only_once_no_window_can_see_its_old_owner() -> None:
+    table = CumulativeTable(5.0)
+    old = Feed(table)
+    for t in range(5):
+        old.add(float(t), _slots([1000] * 100))
+    table.release(old.row, 5.0)
+    table.update(5.0, [], np.zeros((0, VALUE_WORDS), np.uint64), [old.row])
+    assert not table.current[old.row].any()  # its counters left the newest matrix at once
+    fresh = table.allocate()
+    assert fresh != old.row  # kept matrices still hold the old owner's counts
+    for t in range(6, 12):
+        table.update(float(t), [], np.zeros((0, VALUE_WORDS), np.uint64), [])
+    reused = table.allocate()
+    assert reused == old.row
+    mine = np.zeros((1, VALUE_WORDS), dtype=np.uint64)
+    mine[0, 30] = 2
+    table.update(12.0, [reused], mine, [])
+    w = window_slots(table.current, table.start, np.array([reused]))[0]
+    assert int(w.sum()) == 2  # its own waits only

@@ -13,6 +13,7 @@ from test_agent_daemon import _setup
 
 from runqscale.exporter import metrics
 from runqscale.exporter.families import render
+from runqscale.probes.model import quantile_seconds
 from runqscale.scaler import promql
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,10 +86,13 @@ def test_snapshot_is_immutable_and_a_scrape_renders_its_interval(tmp_path) -> No
     probe.add(cid, [40_000_000] * 10)
     agent.step()
     # the old snapshot still says what it said; the agent's next one has the new waits
-    assert snap.containers[0].total.count == 10 and snap.samples == 1
-    assert agent.snapshot().containers[0].total.count == 20
-    assert snap.containers[0].window.quantiles((0.95,))[0] < 1e-3
-    assert agent.snapshot().containers[0].window.quantiles((0.95,))[0] > 30e-3
+    new = agent.snapshot()
+    assert snap.total(snap.containers[0]).count == 10 and snap.samples == 1
+    assert new.total(new.containers[0]).count == 20
+    assert quantile_seconds(snap.window()[0], 0.95) < 1e-3
+    assert quantile_seconds(new.window()[0], 0.95) > 30e-3
+    with pytest.raises(ValueError):  # the interval's matrices are read-only too
+        snap.cumulative[0, 0] = 1
     after = render(reg.collect())
     assert before != after and b"runqscale_agent_events_total 20.0" in after
 

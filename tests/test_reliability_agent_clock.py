@@ -1,7 +1,7 @@
 """Wall-clock jumps and the agent's windows (issue 10).
 
 The agent's window and expiry logic runs on the monotonic clock (the probe stamps each reading
-with time.monotonic(); Agent, SlidingWindow, the cgroup watcher and the pod sources compare
+with time.monotonic(); Agent, its cumulative window, the cgroup watcher and the pod sources compare
 monotonic times only). Shown two ways:
 
 - by structure: no module the agent runs reads the wall clock, except the `ts` field `runqscale
@@ -97,9 +97,10 @@ def test_wall_clock_jumps_neither_expire_live_nor_keep_dead_series(monkeypatch) 
                 time.sleep(interval)
                 assert agent.step()
                 assert agent.healthy()
-                with agent.lock:
-                    return {paths[c.path]: c.window.count for c in agent.containers.values()
-                            if c.path in paths}
+                snap = agent.snapshot()
+                counts = snap.window().sum(axis=1).tolist()
+                return {paths[c.path]: n for c, n in zip(snap.containers, counts, strict=True)
+                        if c.path in paths}
 
             for _ in range(3 * int(window / interval)):  # three windows, both alive
                 seen = tick()

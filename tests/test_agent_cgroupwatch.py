@@ -1,0 +1,51 @@
+"""The agent's inotify-fed cgroup index on the real cgroupfs: a cgroup that lives between two
+reads still resolves, and whether an idle container's cgroup exists is known without a stat()
+per container per interval, yet turns false as soon as the directory is removed."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from conftest import require_root
+
+from runqscale.agent.cgroupwatch import WatchedCgroupIndex
+from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.validation.sandbox import Sandbox
+
+
+def _until(cond, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_short_lived_cgroups_resolve_and_removal_is_seen_without_stat(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    hier, root = CgroupMounts.read().choose("auto")
+    with Sandbox(hier, name="rq-watch") as sb:
+        index = WatchedCgroupIndex(root, retain=10)
+        try:
+            live = sb.group("live")
+            brief = sb.group("brief")
+            brief_id = os.stat(brief.dirs[0]).st_ino
+            sb.remove(brief)  # created and removed before anyone read an id
+            assert _until(lambda: index._learned.get(brief_id) is not None)
+            assert index.path_of(brief_id) == brief.rel
+            assert _until(lambda: live.rel in index._watched)
+
+            stats = []
+            real_isdir = os.path.isdir
+            monkeypatch.setattr(os.path, "isdir",
+                                lambda p: stats.append(p) or real_isdir(p))
+            assert all(index.exists(live.rel) for _ in range(100))
+            assert stats == [], "a watched, live cgroup must not cost a stat()"
+            sb.remove(live)
+            assert _until(lambda: not index.exists(live.rel)), "removal not seen in 3 s"
+        finally:
+            index.close()
