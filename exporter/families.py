@@ -35,6 +35,11 @@ def fmt(v: float) -> str:
     return repr(float(v))
 
 
+def _fmt(v: float) -> str:
+    """fmt, with finite numbers (nearly all) on the fast path: repr is the text format's."""
+    return repr(v) if v - v == 0 else fmt(v)
+
+
 class RowFamily(Metric):
     """One family; each row is (label values, pre-escaped label string, value or histogram)."""
 
@@ -83,7 +88,7 @@ class RowFamily(Metric):
                 out.append("".join([f"{pre}{t}{c}\n" for t, c in zip(le_tail, cum, strict=True)]))
                 out.append(f"{name}_count{{{lbl}}} {cum[-1]}\n{name}_sum{{{lbl}}} {fmt(total)}\n")
         else:
-            out.append("".join([f"{head}{{{lbl}}} {fmt(v)}\n"  # type: ignore[arg-type]
+            out.append("".join([f"{head}{{{lbl}}} {_fmt(v)}\n"  # type: ignore[arg-type]
                                 for _, lbl, v in self.rows]))
 
 
