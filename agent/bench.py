@@ -8,7 +8,8 @@ Needs root (BPF, cgroups). Measures, on this machine:
 - RSS of the agent after it has run with the 500 cgroups (VmRSS, and the peak VmHWM);
 - bcc's runqlat (`/usr/sbin/runqlat-bpfcc`): spawn to "Tracing..." (programs compiled and attached),
   and its RSS while tracing;
-- with 500 live cgroups (one process, 500 threads, each in its own cgroup, waking twice a second):
+- with 500 live cgroups (one process, 500 threads, each in its own cgroup, waking twice a second,
+  each a pod's container named in a pods file as the kubelet would list it):
   the agent's CPU (utime+stime over --seconds, scraped every --scrape-every seconds as Prometheus
   would) and /metrics scrape time (client wall time, median and max of 10, and the agent's own
   scrape-duration gauge).
@@ -24,6 +25,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -145,18 +147,34 @@ time.sleep(1e6)
 """
 
 
-def bench_cgroups(n: int, seconds: float, scrape_every: float) -> dict:
+def _pod_list(n: int) -> dict:
+    """The pods of the bench's cgroups, as the kubelet would list them: on a node every
+    container's labels resolve (and stay resolved), so the bench's should too."""
+    return {"kind": "PodList", "apiVersion": "v1", "items": [
+        {"metadata": {"name": f"bench-{i}", "namespace": "bench", "uid": _uid(i)},
+         "spec": {"containers": [{"name": "main"}]},
+         "status": {"containerStatuses": [{"name": "main",
+                                           "containerID": f"containerd://{i:064x}"}]}}
+        for i in range(n)]}
+
+
+def _uid(i: int) -> str:
+    return f"{i:08d}-0000-0000-0000-000000000000"
+
+
+def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -> dict:
     from runqscale.probes.model import Hierarchy
     from runqscale.scaler.actuators.cgroups import Sandbox
 
+    with open(pods_file, "w") as f:
+        json.dump(_pod_list(n), f)
     with Sandbox(Hierarchy.V1_CPU, name="rqs-bench") as sb:
-        groups = [sb.group(f"kubepods/burstable/pod{i:08d}-0000-0000-0000-000000000000/"
-                           f"{i:064x}") for i in range(n)]
+        groups = [sb.group(f"kubepods/burstable/pod{_uid(i)}/{i:064x}") for i in range(n)]
         args = [",".join(g.dirs) for g in groups]
         worker = subprocess.Popen([sys.executable, "-S", "-c", WORKER, *args],
                                   stdout=subprocess.PIPE, text=True)
         assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-        a = Agent()
+        a = Agent("--pods-file", pods_file)
         try:
             time.sleep(3)
             _, body = a.scrape()
@@ -233,7 +251,9 @@ def main() -> None:
     res["agent_start"] = bench_start(a.starts)
     res["agent_idle"] = idle_rss()
     res["runqlat_bpfcc"] = bench_runqlat()
-    res["agent_500_cgroups"] = bench_cgroups(a.cgroups, a.seconds, a.scrape_every)
+    with tempfile.TemporaryDirectory() as tmp:
+        res["agent_500_cgroups"] = bench_cgroups(a.cgroups, a.seconds, a.scrape_every,
+                                                 os.path.join(tmp, "pods.json"))
     res["machine"]["loadavg_at_end"] = loadavg()
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

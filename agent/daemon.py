@@ -61,6 +61,9 @@ class Agent:
         self.containers: dict[int, Container] = {}
         self.table = CumulativeTable(window)
         self._rows: tuple[ContainerRow, ...] = ()
+        self._last_ids: list[int] | None = None  # the sampler's list of the last interval
+        self._last_rows: list[int] = []
+        self._all_settled = False
         self.stats = AgentStats()
         self._snapshot = EMPTY
         self._stop = threading.Event()
@@ -86,7 +89,15 @@ class Agent:
             table, containers, labels_of = self.table, self.containers, self.attr.labels
             changed = False
             rows: list[int] = []
-            for cid, path, held in zip(iv.ids, iv.paths, iv.held, strict=True):
+            # The sampler's steady state (the very list of cgroups of the last interval, all of
+            # them tracked) with every label final: only the counters changed.
+            steady = iv.ids is self._last_ids and len(containers) == len(iv.ids) \
+                and self._all_settled
+            if steady:
+                for c in containers.values():
+                    c.last_seen = now
+                rows = self._last_rows
+            for cid, path, held in () if steady else zip(iv.ids, iv.paths, iv.held, strict=True):
                 c = containers.get(cid)
                 if c is None:
                     c = containers[cid] = Container(cid, path, labels_of(cid, path, now),
@@ -107,6 +118,9 @@ class Agent:
                     self.attr.forget(cid)
                     changed = True
             table.update(now, rows, iv.rows, released)
+            if not steady:
+                self._last_ids, self._last_rows = iv.ids, rows
+                self._all_settled = all(c.settled for c in containers.values())
             if changed:
                 self._rows = tuple(ContainerRow(c.cgroup_id, c.path, c.labels, c.row, c.held)
                                    for c in containers.values())

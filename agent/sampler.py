@@ -101,7 +101,11 @@ class Sampler:
         self.index.walk()
         self.only = {"/" + p.strip("/") for p in only} if only else None
         self._prev: ProbeReading | None = None
-        self._prev_counts: dict[int, int] = {}  # sample_rows(): each id's count last time
+        # sample_rows(): the previous map read's keys and counts, and its outcome when nothing
+        # needed a decision (every id resolved, none gone): the steady state, see _unchanged()
+        self._prev_keys: list[int] = []
+        self._prev_counts = np.zeros(0, dtype=np.uint64)
+        self._settled: tuple[np.ndarray | None, list[int], list[str], list[bool]] | None = None
         self._cpu: dict[int, CpuStat | None] = {}
         self._missing_since: dict[int, int] = {}
 
@@ -149,16 +153,23 @@ class Sampler:
     def sample_rows(self) -> RowsInterval:
         """sample() for the agent, which reads cpu.stat at scrape time (read_cpu=False) and
         keeps cumulative rows: the same selection, unresolved count and removal, with only
-        dict lookups per cgroup (a cgroup with waits exists; an idle one costs one stat())."""
+        dict lookups per cgroup (a cgroup with waits exists; an idle one is asked of the index,
+        which knows without a stat() when it watches the tree)."""
         read = getattr(self.probe, "read_rows", None)
         reading: RowsReading = read() if read else rows_reading(self.probe.read())
-        counts = reading.rows[:, :SLOTS].sum(axis=1, dtype=np.uint64).tolist()
-        prev, path_of, only = self._prev_counts, self.index.path_of, self.only
+        counts = reading.rows[:, :SLOTS].sum(axis=1, dtype=np.uint64)
+        fast = self._unchanged(reading.keys, counts)
+        if fast is not None:
+            return RowsInterval(reading.monotonic_s, reading.stats, fast[1], fast[2],
+                                reading.rows if fast[0] is None else reading.rows[fast[0]],
+                                fast[3], 0, 0)
+        prev = dict(zip(self._prev_keys, self._prev_counts.tolist(), strict=True))
+        path_of, only = self.index.path_of, self.only
         keep: list[int] = []
         ids: list[int] = []
         paths: list[str] = []
-        unresolved, gone = 0, []
-        for i, (cid, n) in enumerate(zip(reading.keys, counts, strict=True)):
+        unresolved, undecided, gone = 0, 0, []
+        for i, (cid, n) in enumerate(zip(reading.keys, counts.tolist(), strict=True)):
             before = prev.get(cid, 0)
             waits = n - before if n >= before else n  # fewer: the entry was re-created
             path = path_of(cid)
@@ -166,6 +177,7 @@ class Sampler:
                 if not os.path.exists(self.index.root) or self._is_gone(cid):
                     gone.append(cid)
                 unresolved += waits
+                undecided += 1
                 continue
             if only is not None and not self._selected(path):
                 continue
@@ -175,16 +187,40 @@ class Sampler:
             keep.append(i)
             ids.append(cid)
             paths.append(path)
-        self._prev_counts = dict(zip(reading.keys, counts, strict=True))
+        self._prev_keys, self._prev_counts = reading.keys, counts
+        held = [reading.held[i] for i in keep]
+        all_kept = len(keep) == len(reading.keys)
+        keep_idx = None if all_kept else np.asarray(keep, dtype=np.intp)
+        # Remember the outcome only when every id was decided for good (resolved, not gone).
+        self._settled = (keep_idx, ids, paths, held) if not undecided and not gone else None
         if gone:
             self.probe.forget(gone)
             for cid in gone:
-                self._prev_counts.pop(cid, None)
                 self._missing_since.pop(cid, None)
                 self.index.forget(cid)
-        rows = reading.rows if len(keep) == len(reading.keys) else reading.rows[keep]
-        return RowsInterval(reading.monotonic_s, reading.stats, ids, paths, rows,
-                            [reading.held[i] for i in keep], unresolved, len(gone))
+        return RowsInterval(reading.monotonic_s, reading.stats, ids, paths,
+                            reading.rows if keep_idx is None else reading.rows[keep_idx], held,
+                            unresolved, len(gone))
+
+    def _unchanged(self, keys: list[int], counts: np.ndarray
+                   ) -> tuple[np.ndarray | None, list[int], list[str], list[bool]] | None:
+        """The previous outcome, when this read has the very same ids in the same order (the
+        hash map's order holds while nothing is inserted or deleted), no count went down, and
+        every kept cgroup that did not wait still exists: then nothing needs a decision and the
+        interval costs no Python per cgroup. None: decide id by id."""
+        settled = self._settled
+        if settled is None or keys != self._prev_keys:
+            return None
+        prev = self._prev_counts
+        if (counts < prev).any():
+            return None
+        keep_idx, _, paths, _ = settled
+        idle = counts == prev if keep_idx is None else (counts == prev)[keep_idx]
+        for j in np.flatnonzero(idle).tolist():
+            if not self.index.exists(paths[j]):
+                return None
+        self._prev_counts = counts
+        return settled
 
     def _selected(self, path: str) -> bool:
         assert self.only is not None

@@ -178,6 +178,43 @@ def test_removed_cgroup_kept_one_window_then_dropped(tmp_path) -> None:
     assert "runqscale_runqueue_latency_seconds_count" not in _scrape(reg)
 
 
+def test_the_steady_state_shortcut_still_sees_waits_newcomers_and_removals(tmp_path) -> None:
+    """Once an interval lists the same cgroups as the last, the sampler and the agent skip all
+    per-cgroup work (agent/sampler.py _unchanged): new waits must still show, a new cgroup must
+    end the shortcut and be tracked, and an idle cgroup removed in it must still be noticed."""
+    root, probe, agent, reg = _setup(tmp_path)
+    (root / "b").mkdir()
+    agent.sampler.index.walk()
+    a, b = os.stat(root / "a").st_ino, os.stat(root / "b").st_ino
+    probe.add(a, [10_000])
+    probe.add(b, [10_000])
+    agent.step()
+    agent.step()  # the same cgroups again: from here on the shortcut holds
+    ids = agent.sampler.sample_rows().ids
+    assert agent.sampler.sample_rows().ids is ids, "the steady state is not taken"
+
+    def counts() -> dict[str, float]:
+        return {x.labels["cgroup"]: x.value
+                for x in _scrape(reg)["runqscale_runqueue_latency_seconds_count"]}
+
+    probe.add(a, [20_000_000] * 50)
+    assert agent.step()
+    assert counts() == {"/a": 51, "/b": 1}
+    p95 = {x.labels["cgroup"]: x.value
+           for x in _scrape(reg)["runqscale_runqueue_latency_p95_seconds"]}
+    assert p95["/a"] > 10e-3
+    (root / "c").mkdir()
+    agent.sampler.index.walk()
+    probe.add(os.stat(root / "c").st_ino, [5_000] * 3)
+    assert agent.step()
+    assert counts() == {"/a": 51, "/b": 1, "/c": 3}
+    agent.step()
+    (root / "b").rmdir()  # idle: only the existence check can tell
+    for _ in range(4):  # one window (3 s) and the interval that notices
+        agent.step()
+    assert set(counts()) == {"/a", "/c"}
+
+
 def test_failed_sample_is_counted_and_the_agent_carries_on(tmp_path) -> None:
     root, probe, agent, reg = _setup(tmp_path)
     probe.fail_next = True
