@@ -236,7 +236,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="JSON file to write")
     ap.add_argument("--cgroups", type=int, default=500)
-    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--scrape-every", type=float, default=15.0)
     ap.add_argument("--starts", type=int, default=5)
     a = ap.parse_args()

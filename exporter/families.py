@@ -10,7 +10,7 @@ directly. Its `samples` are still materialised on demand, so any client_python c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client.core import Metric
 from prometheus_client.exposition import generate_latest
@@ -75,21 +75,24 @@ class RowFamily(Metric):
     def add(self, values: Sequence[str], labelstr: str, payload: object) -> None:
         self.rows.append((values, labelstr, payload))
 
-    def render(self, out: list[str]) -> None:
+    def render(self, out: list[str], start: int = 0, stop: int | None = None) -> None:
+        """Rows [start, stop) as text, after the HELP/TYPE header when start is 0."""
         name = self.name
         head = name + "_total" if self.type == "counter" else name
-        doc = self.documentation.replace("\\", "\\\\").replace("\n", "\\n")
-        out.append(f"# HELP {head} {doc}\n# TYPE {head} {self.type}\n")
+        if start == 0:
+            doc = self.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+            out.append(f"# HELP {head} {doc}\n# TYPE {head} {self.type}\n")
+        rows = self.rows[start:stop]
         if self.type == "histogram":
             le_tail = [f'le="{le}"}} ' for le in self.le]
-            for _, lbl, payload in self.rows:
+            for _, lbl, payload in rows:
                 cum, total = payload  # type: ignore[misc]
                 pre = f"{name}_bucket{{{lbl},"
                 out.append("".join([f"{pre}{t}{c}\n" for t, c in zip(le_tail, cum, strict=True)]))
                 out.append(f"{name}_count{{{lbl}}} {cum[-1]}\n{name}_sum{{{lbl}}} {fmt(total)}\n")
         else:
             out.append("".join([f"{head}{{{lbl}}} {_fmt(v)}\n"  # type: ignore[arg-type]
-                                for _, lbl, v in self.rows]))
+                                for _, lbl, v in rows]))
 
 
 class _One:
@@ -100,22 +103,19 @@ class _One:
         return [self.fam]
 
 
-def render_chunks(families: Iterable[Metric]) -> list[bytes]:
-    """Text format 0.0.4 for these families (RowFamily fast, others via client_python), as
-    chunks: the server writes them one by one, never holding the body twice in memory."""
-    out: list[str] = []
+def iter_chunks(families: Iterable[Metric], rows_per_chunk: int = 100) -> Iterator[bytes]:
+    """Text format 0.0.4 for these families (RowFamily fast, others via client_python), a
+    piece at a time: a large family is rendered `rows_per_chunk` rows per piece, so a scrape of
+    hundreds of containers never holds its whole body (megabytes) in memory."""
     for fam in families:
         if isinstance(fam, RowFamily):
-            if fam.rows:
-                fam.render(out)
+            for start in range(0, len(fam.rows), rows_per_chunk):
+                out: list[str] = []
+                fam.render(out, start, start + rows_per_chunk)
+                yield "".join(out).encode()
         else:
-            out.append(generate_latest(_One(fam)).decode())  # type: ignore[arg-type]
-    chunks: list[bytes] = []
-    while out:  # encode from the end so each str is freed as its bytes appear
-        chunks.append(out.pop().encode())
-    chunks.reverse()
-    return chunks
+            yield generate_latest(_One(fam))  # type: ignore[arg-type]
 
 
 def render(families: Iterable[Metric]) -> bytes:
-    return b"".join(render_chunks(families))
+    return b"".join(iter_chunks(families))

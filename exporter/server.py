@@ -9,6 +9,7 @@ restart).
 from __future__ import annotations
 
 import hmac
+import itertools
 import socket
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import CollectorRegistry
 
-from runqscale.exporter.families import render_chunks
+from runqscale.exporter.families import iter_chunks
 from runqscale.tokens import TokenFile
 
 __all__ = ["MetricsServer", "TokenFile", "tls_context"]
@@ -68,12 +69,21 @@ class _Handler(BaseHTTPRequestHandler):
                            {"WWW-Authenticate": 'Bearer realm="runqscale"'})
                 return
             t0 = time.perf_counter()
-            chunks = render_chunks(self.server.registry.collect())
+            chunks = iter_chunks(self.server.registry.collect())
+            # The collectors run for the first piece, before the status line: a collector that
+            # fails fails the request, it does not send a 200 and a truncated body.
+            first = next(chunks, b"")
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
+            # Chunked: the body is written as it is rendered, never held whole (megabytes at
+            # hundreds of containers); a scrape cut off mid-way is an incomplete body to
+            # Prometheus, never a silently short one.
+            self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.writelines(chunks)
+            for chunk in itertools.chain((first,), chunks):
+                if chunk:
+                    self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
             if self.server.on_scrape:
                 self.server.on_scrape(time.perf_counter() - t0)
         else:
