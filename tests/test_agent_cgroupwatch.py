@@ -1,5 +1,6 @@
 """The agent's inotify-fed cgroup index on the real cgroupfs: a cgroup that lives between two
-reads still resolves, and whether an idle container's cgroup exists is known without a stat()
+reads still resolves (if it lived long enough for the watcher to stat it: a cgroup removed
+within microseconds of its creation is not seen), and whether an idle container's cgroup exists is known without a stat()
 per container per interval, yet turns false as soon as the directory is removed."""
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def test_short_lived_cgroups_resolve_and_removal_is_seen_without_stat(
             live = sb.group("live")
             brief = sb.group("brief")
             brief_id = os.stat(brief.dirs[0]).st_ino
-            sb.remove(brief)  # created and removed before anyone read an id
+            time.sleep(0.2)  # a short job: it lives for a fraction of one 1 s interval
+            sb.remove(brief)  # ... and is gone before any read of the probe
             assert _until(lambda: index._learned.get(brief_id) is not None)
             assert index.path_of(brief_id) == brief.rel
             assert _until(lambda: live.rel in index._watched)
