@@ -1,7 +1,8 @@
 """The agent's inotify-fed cgroup index on the real cgroupfs: a cgroup that lives between two
 reads still resolves (if it lived long enough for the watcher to stat it: a cgroup removed
-within microseconds of its creation is not seen), and whether an idle container's cgroup exists is known without a stat()
-per container per interval, yet turns false as soon as the directory is removed."""
+within microseconds of its creation is not seen), and whether an idle container's cgroup
+exists is known without a stat() per container per interval, yet turns false as soon as the
+directory is removed."""
 
 from __future__ import annotations
 

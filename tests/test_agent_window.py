@@ -137,3 +137,23 @@ def test_a_released_row_is_reused_only_once_no_window_can_see_its_old_owner() ->
     table.update(12.0, [reused], mine, [])
     w = window_slots(table.current, table.start, np.array([reused]))[0]
     assert int(w.sum()) == 2  # its own waits only
+
+
+def test_matrices_shrink_back_after_a_burst_of_short_lived_containers() -> None:
+    """A burst of 300 cgroups that all go away: once no kept matrix remembers them, the
+    matrices are as small as the containers still alive (not as the largest burst ever)."""
+    table = CumulativeTable(3.0)
+    keep = table.allocate()
+    burst = [table.allocate() for _ in range(300)]
+    one = np.ones((301, VALUE_WORDS), dtype=np.uint64)
+    table.update(0.0, [keep, *burst], one, [])
+    for r in burst:
+        table.release(r, 1.0)
+    table.update(1.0, [keep], one[:1], burst)
+    assert table.current.shape[0] == 301  # still remembered by the matrix at 0.0
+    for t in (2.0, 3.0, 4.0, 5.0):
+        table.update(t, [keep], one[:1], [])
+    assert table.current.shape[0] == 1
+    assert table.allocate() == 1
+    w = window_slots(table.current, table.start, np.array([keep]))[0]
+    assert not w.any()  # its counters did not move in the window
