@@ -75,7 +75,7 @@ class TestVM:
             "-serial", "stdio",
             "-kernel", str(self.kernel_dir / "vmlinuz"),
             "-initrd", str(self.kernel_dir / "initramfs.gz"),
-            "-append", CMDLINE,
+            "-append", f"{CMDLINE} runqscale_repo={REPO}",
             # multidevs=remap: / spans several host filesystems; keep their inodes apart
             "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,"
                        "multidevs=remap",
