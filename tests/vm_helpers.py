@@ -30,7 +30,10 @@ SHARE_IN_GUEST = "/run/runqscale-vm"  # where the guest sees a run's writable di
 EXIT_MARKER = re.compile(r"^runqscale-vm: exit (\d+)\s*$", re.M)
 # Booted with pure cgroup v2 (no v1 controller may be mounted anywhere), quiet, and a panic
 # (init exiting) powers off instead of hanging: -no-reboot turns the reboot into qemu's exit.
-CMDLINE = "console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=4"
+# loglevel=5 and all-CPU backtraces: a soft lockup or RCU stall prints its call traces on the
+# console (at loglevel 4 only the one-line headers appeared, which left a hang undiagnosable).
+CMDLINE = ("console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=5 "
+           "softlockup_all_cpu_backtrace=1")
 
 
 @dataclass(frozen=True)
