@@ -16,6 +16,8 @@ from runqscale.agent.cgroupwatch import WatchedCgroupIndex
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.validation.sandbox import Sandbox
 
+pytestmark = pytest.mark.kernel  # root and the real cgroupfs: a skip fails the run in CI
+
 
 def _until(cond, timeout: float = 3.0) -> bool:
     deadline = time.monotonic() + timeout
