@@ -9,7 +9,7 @@ resolve are counted as attribution misses, never guessed.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -89,6 +89,15 @@ class RowsInterval:
     removed: int
 
 
+@dataclass
+class _Decisions:
+    """What one read's per-cgroup decisions add up to."""
+
+    unresolved: int = 0  # waits in ids that did not resolve to a path
+    undecided: int = 0  # ids left for a later read to decide (unresolved, not yet gone)
+    gone: list[int] = field(default_factory=list)
+
+
 class Sampler:
     def __init__(self, probe: Probe, mounts: CgroupMounts, root: str,
                  only: list[str] | None = None, read_cpu: bool = True,
@@ -114,41 +123,28 @@ class Sampler:
         prev = self._prev
         seconds = reading.monotonic_s - prev.monotonic_s if prev else 0.0
         out: list[CgroupSample] = []
-        unresolved, gone = 0, []
+        d = _Decisions()
         for cid, total in reading.histograms.items():
             before = prev.histograms.get(cid) if prev else None
             waits = total.count - before.count if before else total.count
             if waits < 0:  # the kernel entry was re-created: its counts started over
                 waits = total.count
-            path = self.index.path_of(cid)
+            path = self._decide(cid, waits, d)
             if path is None:
-                if not os.path.exists(self.index.root) or self._is_gone(cid):
-                    gone.append(cid)
-                unresolved += waits
-                continue
-            if self.only is not None and not self._selected(path):
                 continue
             cpu = read_cpu_stat(self.mounts, self.probe.hierarchy, path) if self.read_cpu \
                 else None
-            # Without cpu.stat, a cgroup that waited exists; an idle one is checked with one
-            # stat(), so its series leave exactly one window after it is removed.
-            if cpu is None and not (not self.read_cpu and waits) \
-                    and not os.path.isdir(self.index.abspath(path)):
-                gone.append(cid)
-                if waits:  # its last waits still belong to it: report them once
-                    last = self._cpu.get(cid)
-                    out.append(CgroupSample(cid, path, total, before, last, last))
+            if self.read_cpu and cpu is None and not self.index.exists(path):
+                # removed since it waited: its last waits still belong to it, reported once
+                d.gone.append(cid)
+                last = self._cpu.get(cid)
+                out.append(CgroupSample(cid, path, total, before, last, last))
                 continue
             out.append(CgroupSample(cid, path, total, before, cpu, self._cpu.get(cid)))
             self._cpu[cid] = cpu
-        if gone:
-            self.probe.forget(gone)
-            for cid in gone:
-                self._cpu.pop(cid, None)
-                self._missing_since.pop(cid, None)
-                self.index.forget(cid)
+        self._forget(d.gone)
         self._prev = reading
-        return Interval(seconds, reading, out, unresolved, len(gone))
+        return Interval(seconds, reading, out, d.unresolved, len(d.gone))
 
     def sample_rows(self) -> RowsInterval:
         """sample() for the agent, which reads cpu.stat at scrape time (read_cpu=False) and
@@ -164,25 +160,15 @@ class Sampler:
                                 reading.rows if fast[0] is None else reading.rows[fast[0]],
                                 fast[3], 0, 0)
         prev = dict(zip(self._prev_keys, self._prev_counts.tolist(), strict=True))
-        path_of, only = self.index.path_of, self.only
         keep: list[int] = []
         ids: list[int] = []
         paths: list[str] = []
-        unresolved, undecided, gone = 0, 0, []
+        d = _Decisions()
         for i, (cid, n) in enumerate(zip(reading.keys, counts.tolist(), strict=True)):
             before = prev.get(cid, 0)
             waits = n - before if n >= before else n  # fewer: the entry was re-created
-            path = path_of(cid)
+            path = self._decide(cid, waits, d)
             if path is None:
-                if not os.path.exists(self.index.root) or self._is_gone(cid):
-                    gone.append(cid)
-                unresolved += waits
-                undecided += 1
-                continue
-            if only is not None and not self._selected(path):
-                continue
-            if not waits and not self.index.exists(path):
-                gone.append(cid)
                 continue
             keep.append(i)
             ids.append(cid)
@@ -192,15 +178,11 @@ class Sampler:
         all_kept = len(keep) == len(reading.keys)
         keep_idx = None if all_kept else np.asarray(keep, dtype=np.intp)
         # Remember the outcome only when every id was decided for good (resolved, not gone).
-        self._settled = (keep_idx, ids, paths, held) if not undecided and not gone else None
-        if gone:
-            self.probe.forget(gone)
-            for cid in gone:
-                self._missing_since.pop(cid, None)
-                self.index.forget(cid)
+        self._settled = (keep_idx, ids, paths, held) if not d.undecided and not d.gone else None
+        self._forget(d.gone)
         return RowsInterval(reading.monotonic_s, reading.stats, ids, paths,
                             reading.rows if keep_idx is None else reading.rows[keep_idx], held,
-                            unresolved, len(gone))
+                            d.unresolved, len(d.gone))
 
     def _unchanged(self, keys: list[int], counts: np.ndarray
                    ) -> tuple[np.ndarray | None, list[int], list[str], list[bool]] | None:
@@ -221,6 +203,36 @@ class Sampler:
                 return None
         self._prev_counts = counts
         return settled
+
+    def _decide(self, cid: int, waits: int, d: _Decisions) -> str | None:
+        """The one decision both reads make per cgroup: its path when this interval keeps it,
+        else None — an id that does not resolve (its waits count as unresolved; it is gone
+        once it is missing from two walks, or when the root itself went), one outside the
+        `only` filter, or an idle one that no longer exists (gone). A cgroup that waited this
+        interval exists: no stat() for it."""
+        path = self.index.path_of(cid)
+        if path is None:
+            if not os.path.exists(self.index.root) or self._is_gone(cid):
+                d.gone.append(cid)
+            d.unresolved += waits
+            d.undecided += 1
+            return None
+        if self.only is not None and not self._selected(path):
+            return None
+        if not waits and not self.index.exists(path):
+            d.gone.append(cid)
+            return None
+        return path
+
+    def _forget(self, gone: list[int]) -> None:
+        """Drop removed cgroups from the BPF map and from every per-cgroup state here."""
+        if not gone:
+            return
+        self.probe.forget(gone)
+        for cid in gone:
+            self._cpu.pop(cid, None)
+            self._missing_since.pop(cid, None)
+            self.index.forget(cid)
 
     def _selected(self, path: str) -> bool:
         assert self.only is not None

@@ -146,13 +146,11 @@ class CoreProbe:
     # -- reading -------------------------------------------------------------------------------
 
     def read(self) -> ProbeReading:
-        now = time.monotonic()
-        keys, rows = self._hists.read_rows()
-        hists = CgroupHistogram.from_rows(keys, rows, self._prev_hists)
+        """The map as one histogram object per cgroup (the CLI and the validation loop)."""
+        r = self.read_rows()
+        hists = CgroupHistogram.from_rows(r.keys, r.rows, self._prev_hists)
         self._prev_hists = hists
-        self._last_counts = {cid: h.count for cid, h in hists.items()}
-        events = self._forgotten_events + sum(self._last_counts.values())
-        return ProbeReading(now, self.hierarchy, hists, self._read_stats(len(hists), events))
+        return ProbeReading(r.monotonic_s, self.hierarchy, hists, r.stats)
 
     def read_rows(self) -> RowsReading:
         """The map as one matrix, no object per cgroup (the agent's interval)."""
