@@ -107,9 +107,19 @@ def test_scaler_k8s_log_extras_and_metrics(k8s_deployed, tmp_path):
         def extras() -> set[str]:  # the log is appended line by line: wait for every kind
             return {r["reason"].split(" ")[0] for r in logged() if r["action"] == "affinity"}
 
-        wait_for(lambda: any(r["action"] == "scale_out" and r["applied"] for r in logged())
-                 and {"spread", "spread:"} <= extras(), 60,
-                 what="an applied scale-out, an affinity pair and a spread move in the log")
+        def seen() -> str:  # what the log held, for the failure message
+            return ", ".join(sorted({f"{r['action']}{'(applied)' if r.get('applied') else ''}"
+                                     for r in logged()})) or "nothing"
+
+        try:
+            # ~15 s on an idle machine; a loaded CI machine once needed more than 60
+            wait_for(lambda: any(r["action"] == "scale_out" and r["applied"] for r in logged())
+                     and {"spread", "spread:"} <= extras(), 120,
+                     what="an applied scale-out, an affinity pair and a spread move in the log")
+        except TimeoutError as e:
+            events = [e.get("event") for _, e in scaler.lines[-8:]]
+            raise AssertionError(f"{e}; the log held: {seen()}; leader: {scaler.is_leader()}; "
+                                 f"last scaler events: {events}") from e
         recs = logged()
         out = next(r for r in recs if r["action"] == "scale_out")
         assert out["workload"] == {"namespace": NS, "kind": "Deployment", "name": "web"}

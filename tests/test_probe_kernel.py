@@ -160,7 +160,7 @@ def test_probe_json_contract() -> None:
     with Sandbox(hier, name="rq-json") as sb:
         g = sb.group("hog", quota_cores=0.5)
         sb.spawn(g)
-        res = _cli("probe", "--json", "--count", "2", "--interval", "0.5s", "--cgroup", sb.base)
+        res = _cli("probe", "--json", "--count", "2", "--interval", "1s", "--cgroup", sb.base)
     assert res.returncode == 0, res.stderr
     lines = [json.loads(line) for line in res.stdout.splitlines()]
     assert len(lines) == 2
@@ -171,7 +171,12 @@ def test_probe_json_contract() -> None:
     assert set(row) == {"cgroup", "namespace", "pod", "container", "events", "p50_seconds",
                         "p95_seconds", "p99_seconds", "wait_seconds", "throttled_ratio",
                         "wait_seconds_by_holder"}
-    assert row["p95_seconds"] >= 0.010 and row["throttled_ratio"] > 0.5
+    # throttled half of each 100 ms period: about half of every second is spent waiting, and
+    # the throttled waits (~50 ms each) are the tail. Not p95: on a loaded machine the hog is
+    # also preempted often, and those short waits outnumbered the throttled ones (p95 3 ms).
+    assert row["throttled_ratio"] > 0.5, row
+    assert row["wait_seconds"] >= 0.25 * lines[-1]["interval_seconds"], row
+    assert row["p99_seconds"] >= 0.010, row
 
 
 def test_probe_errors_are_one_line() -> None:
