@@ -7,6 +7,13 @@ relative to no probe (stats off). Both are measured in every round, rounds inter
 on a shared machine hits every tracer alike; medians and ranges are reported. Writes JSON and
 prints a table.
 
+bpf_stats times each program run between two clock reads, and those reads cost more than a
+small program does (an empty one reads ~50 ns on a VM). That cost is the measurement's, not
+the tracer's (production nodes run with stats off), and it is charged once per program run, so
+a tracer that runs two programs per switch pays it twice. An empty program on sched_switch
+("empty-program") measures it in the same rounds; each tracer's ns per switch is also given net
+of it (runs per switch x the empty program's ns per run): the work the tracer's code adds.
+
     python -m runqscale.probes.bench --out bench-results/probes.json
 """
 
@@ -34,10 +41,14 @@ class Tracer:
         return self.argv is None or os.path.exists(self.argv[0]) or self.argv[0] == sys.executable
 
 
+EMPTY = "empty-program"
+
+
 def tracers() -> list[Tracer]:
     me = [sys.executable, "-m", "runqscale.agent.cli", "probe", "--json", "--interval", "1s"]
     return [
         Tracer("none", None),
+        Tracer(EMPTY, [sys.executable, "-m", "runqscale.probes.bench", "--hold-empty-program"]),
         Tracer("runqscale-core", [*me, "--backend", "core"]),
         Tracer("runqscale-bcc", [*me, "--backend", "bcc"]),
         Tracer("bcc-runqlat", ["/usr/sbin/runqlat-bpfcc", "1"]),
@@ -141,6 +152,33 @@ def _cost(ids: set[int]) -> tuple[float | None, float | None]:
     return (ns / cnt if cnt else None), (ns / (ctxt1 - ctxt0) if ctxt1 > ctxt0 else None)
 
 
+def hold_empty_program() -> None:
+    """`r0 = 0; exit` as a raw tracepoint program on sched_switch, held until killed: what
+    bpf_stats reads for a program that does nothing."""
+    import ctypes
+    import signal
+
+    from runqscale.probes.libbpf import LibBpf
+
+    lib = LibBpf.load()
+    load, attach = lib.bpf_prog_load, lib.bpf_raw_tracepoint_open
+    load.restype, attach.restype = ctypes.c_int, ctypes.c_int
+    load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p,
+                     ctypes.c_size_t, ctypes.c_void_p]
+    attach.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"), 16)
+    raw_tracepoint = 17  # BPF_PROG_TYPE_RAW_TRACEPOINT
+    fd = load(raw_tracepoint, b"rq_empty", b"GPL", insns, 2, None)
+    if fd < 0:
+        raise SystemExit(f"empty program refused: {os.strerror(-fd)}")
+    link = attach(b"sched_switch", fd)
+    if link < 0:
+        raise SystemExit(f"cannot attach to sched_switch: {os.strerror(-link)}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        signal.pause()
+
+
 def _spread(values: list[float]) -> dict[str, float] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} \
         if values else None
@@ -195,25 +233,50 @@ def run(rounds: int) -> dict:
             "ns_per_context_switch_range": [sw["min"], sw["max"]] if sw else None,
             "start_to_attached_s": startup.get(t.name),
         }
-    ref = results.get("bcc-runqlat", {}).get("ns_per_context_switch")
+    floor = results.get(EMPTY, {}).get("ns_per_bpf_run")
     for r in results.values():
-        if ref and r.get("ns_per_context_switch"):
-            r["ns_per_switch_vs_bcc_runqlat"] = r["ns_per_context_switch"] / ref
+        run_ns, switch_ns = r.get("ns_per_bpf_run"), r.get("ns_per_context_switch")
+        if floor and run_ns and switch_ns:
+            runs = switch_ns / run_ns  # program runs per context switch
+            r["runs_per_context_switch"] = runs
+            r["ns_per_context_switch_net"] = max(0.0, switch_ns - runs * floor)
+    for r in results.values():
+        # what the tracer adds to each switch with stats off, as a share of a bare switch: a
+        # throughput loss L means each switch took 1 / (1 - L) as long
+        loss = r.get("throughput_loss_pct")
+        if loss is not None and loss < 100:
+            r["added_time_per_switch_pct"] = 100 * (loss / 100) / (1 - loss / 100)
+    ref = results.get("bcc-runqlat", {})
+    for r in results.values():
+        if ref.get("added_time_per_switch_pct", 0) > 0 and "added_time_per_switch_pct" in r:
+            r["added_time_vs_bcc_runqlat"] = \
+                r["added_time_per_switch_pct"] / ref["added_time_per_switch_pct"]
+        if ref.get("ns_per_context_switch") and r.get("ns_per_context_switch"):
+            r["ns_per_switch_vs_bcc_runqlat"] = \
+                r["ns_per_context_switch"] / ref["ns_per_context_switch"]
+        if ref.get("ns_per_context_switch_net") and r.get("ns_per_context_switch_net") is not None:
+            r["ns_per_switch_net_vs_bcc_runqlat"] = \
+                r["ns_per_context_switch_net"] / ref["ns_per_context_switch_net"]
     return {"kernel": os.uname().release, "cpus": os.cpu_count(), "rounds": rounds,
-            "stress": f"stress-ng --switch 2 -t {STRESS_SECONDS}", "tracers": results}
+            "stress": f"stress-ng --switch 2 -t {STRESS_SECONDS}",
+            "stats_cost_ns_per_run": floor, "tracers": results}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench-results/probes.json")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--hold-empty-program", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.hold_empty_program:
+        hold_empty_program()
+        return
     res = run(a.rounds)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
     print(f"\n{'tracer':<24}{'ns/run':>8}{'ns/switch':>11}{'(range)':>13}{'vs bcc':>8}"
-          f"{'loss %':>8}{'(range)':>14}{'start s':>9}")
+          f"{'net':>6}{'vs bcc':>8}{'loss %':>8}{'(range)':>14}{'vs bcc':>8}{'start s':>9}")
     for name, r in res["tracers"].items():
         if "error" in r:
             print(f"{name:<24} error: {r['error'][:60]}")
@@ -221,10 +284,20 @@ def main() -> None:
         ns, sw = r.get("ns_per_bpf_run"), r.get("ns_per_context_switch")
         rel = r.get("ns_per_switch_vs_bcc_runqlat")
         swr, lr = r.get("ns_per_context_switch_range"), r["throughput_loss_pct_range"]
+        net, nrel = r.get("ns_per_context_switch_net"), r.get("ns_per_switch_net_vs_bcc_runqlat")
+        trel = r.get("added_time_vs_bcc_runqlat")
         print(f"{name:<24}{(f'{ns:.0f}' if ns else '-'):>8}{(f'{sw:.0f}' if sw else '-'):>11}"
               f"{(f'{swr[0]:.0f}-{swr[1]:.0f}' if swr else ''):>13}"
-              f"{(f'{rel:.2f}x' if rel else '-'):>8}{r['throughput_loss_pct']:>8.1f}"
-              f"{f'{lr[0]:.1f}..{lr[1]:.1f}':>14}{(r['start_to_attached_s'] or 0):>9.2f}")
+              f"{(f'{rel:.2f}x' if rel else '-'):>8}{(f'{net:.0f}' if net is not None else '-'):>6}"
+              f"{(f'{nrel:.2f}x' if nrel is not None else '-'):>8}{r['throughput_loss_pct']:>8.1f}"
+              f"{f'{lr[0]:.1f}..{lr[1]:.1f}':>14}"
+              f"{(f'{trel:.2f}x' if trel is not None else '-'):>8}"
+              f"{(r['start_to_attached_s'] or 0):>9.2f}")
+    print("\nthe second 'vs bcc' after the loss: the time added to each switch with stats off,"
+          " loss / (1 - loss), against bcc runqlat's")
+    if res.get("stats_cost_ns_per_run"):
+        print(f"\nnet: ns per switch minus runs per switch x {res['stats_cost_ns_per_run']:.0f} ns "
+              "(what bpf_stats reads for an empty program: the measurement's own cost per run)")
     print(f"\nwritten to {a.out}")
 
 
