@@ -42,12 +42,6 @@ class SizingParams:
     throttle_growth: float = 1.5  # limit growth while throttled with no per-request CPU known
     min_cores: float = 0.02  # absolute floor (20 millicores)
     floor_requests: float = 1.0  # floor: this many requests' CPU within one CFS period
-    # the CFS tail: a request that meets a throttled period waits up to the period's end, so
-    # a p99 needs throttled periods rarer than ~1 % (chosen by that reasoning, not swept)
-    max_throttled_share: float = 0.01
-    tail_growth: float = 1.25  # the tail factor's step while periods are throttled too often
-    tail_decay: float = 0.97  # ... and per decision once they are rare (÷4 of the maximum)
-    tail_max: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -148,32 +142,6 @@ def floor(cpu_per_request: float | None, config: ScalerConfig, p: SizingParams) 
     per_req = 0.0 if cpu_per_request is None else \
         cpu_per_request * p.floor_requests / CFS_PERIOD_SECONDS
     return max(p.min_cores, per_req)
-
-
-def throttled_share(window: SignalWindow) -> float | None:
-    """Mean share of CFS periods throttled over the window's samples; None without any."""
-    thr = window.get("throttled_ratio")
-    thr = thr[np.isfinite(thr)]
-    return float(thr.mean()) if thr.size else None
-
-
-def next_tail_factor(factor: float, share: float | None, limit: float | None, wanted: float,
-                     p: SizingParams) -> float:
-    """The margin the one-second σ misses, learned from throttling: CPU arrives in bursts
-    within 100 ms periods that one-second usage cannot show (DeathStarBench's services sat at
-    demand + 2σ while throttled in 14-30 % of their periods, and their p99 was 15-85× hpa's).
-    Grows while the throttled share is above `max_throttled_share` although the limit already
-    is the size wanted or more (an under-sized limit is resized to that size first; a limit
-    above it that is still throttled is not cut below itself), by `tail_growth`; decays slowly
-    once the share is a quarter of that, so it is not unlearned by the first quiet minute."""
-    if share is None or not limit:
-        return factor
-    if share > p.max_throttled_share and limit >= wanted / 1.05:
-        # throttled at this limit: the size needed is above it, whatever the size wanted was
-        return min(p.tail_max, factor * max(1.0, limit / wanted) * p.tail_growth)
-    if share < p.max_throttled_share / 4:
-        return max(1.0, factor * p.tail_decay)
-    return factor
 
 
 def with_margin(d: Demand, p: SizingParams) -> float:
