@@ -129,16 +129,17 @@ class Sampler:
             waits = total.count - before.count if before else total.count
             if waits < 0:  # the kernel entry was re-created: its counts started over
                 waits = total.count
-            path = self._decide(cid, waits, d)
+            # reading cpu.stat already tells whether the cgroup exists: no stat() before it
+            path = self._decide(cid, waits, d, check_idle=not self.read_cpu)
             if path is None:
                 continue
             cpu = read_cpu_stat(self.mounts, self.probe.hierarchy, path) if self.read_cpu \
                 else None
             if self.read_cpu and cpu is None and not self.index.exists(path):
-                # removed since it waited: its last waits still belong to it, reported once
                 d.gone.append(cid)
-                last = self._cpu.get(cid)
-                out.append(CgroupSample(cid, path, total, before, last, last))
+                if waits:  # removed since it waited: its last waits still belong to it, once
+                    last = self._cpu.get(cid)
+                    out.append(CgroupSample(cid, path, total, before, last, last))
                 continue
             out.append(CgroupSample(cid, path, total, before, cpu, self._cpu.get(cid)))
             self._cpu[cid] = cpu
@@ -204,12 +205,14 @@ class Sampler:
         self._prev_counts = counts
         return settled
 
-    def _decide(self, cid: int, waits: int, d: _Decisions) -> str | None:
+    def _decide(self, cid: int, waits: int, d: _Decisions, check_idle: bool = True
+                ) -> str | None:
         """The one decision both reads make per cgroup: its path when this interval keeps it,
         else None — an id that does not resolve (its waits count as unresolved; it is gone
         once it is missing from two walks, or when the root itself went), one outside the
-        `only` filter, or an idle one that no longer exists (gone). A cgroup that waited this
-        interval exists: no stat() for it."""
+        `only` filter, or an idle one that no longer exists (gone; `check_idle=False` leaves
+        that to a caller whose own read tells it). A cgroup that waited this interval exists:
+        no stat() for it."""
         path = self.index.path_of(cid)
         if path is None:
             if not os.path.exists(self.index.root) or self._is_gone(cid):
@@ -219,7 +222,7 @@ class Sampler:
             return None
         if self.only is not None and not self._selected(path):
             return None
-        if not waits and not self.index.exists(path):
+        if check_idle and not waits and not self.index.exists(path):
             d.gone.append(cid)
             return None
         return path
