@@ -285,6 +285,31 @@ def test_startup_delay_is_measured_from_ready_transitions() -> None:
     assert rec.signals["startup_delay_seconds"] == pytest.approx(45.0)  # logged per decision
 
 
+def test_a_startup_shorter_than_one_decision_period_is_measured_from_the_decision() -> None:
+    # showar scales 4 -> 5 at NOW; the new pod is Ready before the next decision 3 s later, so
+    # no window ever shows replicas > ready: the delay is timed from the scale-out decision
+    rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, State(), HP)
+    assert rec.action == "scale_out" and rec.recommended.replicas == 5
+    w = window(n=5, now=NOW + 3, **_sig_kw(replicas=5, ready_replicas=5))
+    rec, st = showar.decide(w, cur(5), CFG, st, HP)
+    assert st.delay_samples == 1 and st.startup_delay_seconds == pytest.approx(3.0)
+    assert rec.signals["startup_delay_seconds"] == pytest.approx(3.0)
+
+
+def test_a_scale_out_that_was_never_applied_times_no_startup() -> None:
+    # dry run: showar wants 5, the workload stays at 4 (all ready); nothing is timed, and the
+    # next real start-up is timed from when it is seen, not from the unapplied decision
+    rec, st = showar.decide(sig(p95=T * 1.5), cur(), CFG, State(), HP)
+    assert rec.action == "scale_out"
+    w = window(n=5, now=NOW + 3, **_sig_kw(replicas=4, ready_replicas=4))
+    _, st = showar.decide(w, cur(4), CFG, st, HP)
+    assert st.delay_samples == 0 and st.pending_since is None and st.pending_target is None
+    for t, ready in ((60, 4), (63, 4), (70, 6)):  # someone else scales to 6 at t=60
+        w = window(n=5, now=NOW + t, **_sig_kw(replicas=6, ready_replicas=ready))
+        _, st = showar.decide(w, cur(6), CFG, st, HP)
+    assert st.delay_samples == 1 and st.startup_delay_seconds == pytest.approx(10.0)
+
+
 def test_overdue_pending_replicas_are_not_counted() -> None:
     st = State(pending_since=NOW - 500, startup_delay_seconds=30.0)
     w = sig(replicas=6, ready_replicas=3, p95=T * 1.6, cpu_usage_cores=1.5)

@@ -104,6 +104,7 @@ class State:
     pending_since: float | None = None
     startup_delay_seconds: float | None = None
     delay_samples: int = 0
+    pending_target: int | None = None  # showar's own scale-out whose start-up is being timed
 
 
 def initial_state() -> State:
@@ -114,10 +115,18 @@ def _startup_tracking(window: SignalWindow, state: State, p: Params) -> State:
     """Advance the pending-since mark and the measured start-up delay (once per decision)."""
     if state.last_ts is not None and window.now <= state.last_ts:
         return state
-    t = startup.Tracking(state.pending_since, state.startup_delay_seconds, state.delay_samples)
-    t = startup.advance(t, window, p.startup_delay_smoothing)
+    t = startup.advance(_tracking(state), window, p.startup_delay_smoothing)
+    return _with_tracking(state, t)
+
+
+def _tracking(state: State) -> startup.Tracking:
+    return startup.Tracking(state.pending_since, state.startup_delay_seconds,
+                            state.delay_samples, state.pending_target)
+
+
+def _with_tracking(state: State, t: startup.Tracking) -> State:
     return replace(state, pending_since=t.pending_since, startup_delay_seconds=t.delay_seconds,
-                   delay_samples=t.samples)
+                   delay_samples=t.samples, pending_target=t.target)
 
 
 def _error(p95: float, target: float, kind: str) -> float:
@@ -203,6 +212,9 @@ def decide(
     ) -> tuple[Recommendation, State]:
         if acted and classify(current, recommended) != "none":
             new_state = replace(new_state, last_action_ts=now)
+            if recommended.replicas > current.replicas:  # time its start-up from here
+                new_state = _with_tracking(
+                    new_state, startup.started(_tracking(new_state), now, recommended.replicas))
         rec = Recommendation.decided(window, NAME, current, recommended, reason)
         if new_state.delay_samples:  # the measured start-up delay, logged with each decision
             rec = replace(rec, signals={**rec.signals,
