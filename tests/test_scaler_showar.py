@@ -394,6 +394,91 @@ def test_throttled_wait_within_a_request_cpu_time_does_not_hold_the_limit_up() -
     assert rec.recommended.cpu_limit_cores == pytest.approx(sized(0.2, 0.02, 10)), rec.reason
 
 
+def test_throttled_periods_of_a_tiny_request_service_grow_its_limit() -> None:
+    # 0.2 ms CPU per request (100 req/s per replica at 0.02 core); throttled in 30 % of
+    # periods, each standing 25 ms: the mean throttled wait per request (0.75 ms) is under the
+    # 5 ms target, but every request that meets such a period waits up to 125x its CPU time
+    # (DeathStarBench's p99, stop 22): the limit is not cut to demand x margin, it grows
+    calm = window(n=10, **_sig_kw(per_replica_cpu=0.02, request_rate=400.0,
+                                  cpu_limit_cores=0.05, cpu_request_cores=0.05))
+    _, st = showar.decide(calm, cur(4, 0.05, 0.05), CFG, None)
+    assert st.cpu_per_request == pytest.approx(0.0002)
+    hot = window(n=10, now=NOW + 30, **_sig_kw(
+        per_replica_cpu=0.02, request_rate=400.0, throttled_ratio=0.3, cpu_limit_cores=0.05,
+        cpu_request_cores=0.05, runq_wait_seconds_per_second=0.4,
+        throttled_seconds_per_second=0.3))
+    rec, st2 = showar.decide(hot, cur(4, 0.05, 0.05), CFG, replace(st, last_action_ts=None))
+    assert rec.action == "resize", rec.reason
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.05 * P.sizing.tail_growth)
+    assert "CFS tail" in rec.reason and "25.00 ms: a tail" in rec.reason
+    assert st2.tail_factor > 1
+
+
+@pytest.mark.parametrize(
+    ("share", "limit", "factor", "matters", "expect"),
+    [
+        (0.20, 0.50, 1.0, True, 1.25),  # throttled at the wanted size: one step up
+        (0.20, 1.00, 1.0, True, 2.50),  # throttled at twice the wanted size: past that limit
+        (0.20, 0.30, 1.0, True, 1.00),  # under-sized: the resize to the wanted size comes first
+        (0.20, 0.50, 3.9, True, 4.00),  # bounded
+        (0.20, 0.50, 1.5, False, 1.50),  # a stall within the request's tolerance: held
+        (0.005, 0.50, 2.0, True, 2.00),  # between a quarter of the maximum and it: held
+        (0.001, 0.50, 2.0, True, 1.94),  # rare: decays slowly
+        (0.001, 0.50, 2.0, False, 1.94),  # ... whether or not the stall mattered
+        (0.001, 0.50, 1.0, True, 1.00),  # never below 1
+        (None, 0.50, 2.0, True, 2.00),  # no throttling signal: held
+    ],
+)
+def test_cfs_tail_factor_steps(share: float | None, limit: float, factor: float,
+                               matters: bool, expect: float) -> None:
+    got = showar.sizing.next_tail_factor(factor, share, limit, 0.5, P.sizing, matters)
+    assert got == pytest.approx(expect)
+
+
+@pytest.mark.parametrize(
+    ("stall", "cpr", "matters"),
+    [
+        (0.030, 0.0002, True),  # DeathStarBench: 30 ms stall, 0.2 ms requests (150x)
+        (0.006, 0.0001, True),  # past the 5 ms target although 60x is small in absolute terms
+        (0.004, 0.0001, False),  # under the target
+        (0.096, 0.011, False),  # runlang: 96 ms stall, 11 ms requests (9x): metered, no tail
+        (0.300, 0.011, True),  # ... but past 20x it is a tail again
+        (None, 0.0002, True),  # unknown stall: a whole period
+        (None, 0.011, False),
+        (0.030, None, True),  # unknown CPU per request: the target alone
+    ],
+)
+def test_tail_matters_by_stall_against_the_request_own_cpu(
+        stall: float | None, cpr: float | None, matters: bool) -> None:
+    assert showar.sizing.tail_matters(stall, cpr, T, P.sizing) is matters
+
+
+def test_throttle_stall_is_throttled_time_per_throttled_period_per_replica() -> None:
+    # 4 replicas, 30 % of periods throttled (3 per second each), 0.3 s/s throttled in all:
+    # 75 ms per replica-second over 3 periods = 25 ms each
+    w = window(n=5, **_sig_kw(throttled_ratio=0.3, throttled_seconds_per_second=0.3))
+    assert showar.sizing.throttle_stall(w) == pytest.approx(0.025)
+    assert showar.sizing.throttle_stall(window(n=5, **_sig_kw())) is None  # never throttled
+
+
+def test_cfs_tail_is_learned_then_unlearned_slowly() -> None:
+    # a replica at its wanted size, throttled in 20 % of its periods for 30 s, then in none
+    st: State | None = None
+    limit = sized(0.3)
+    limits = []
+    for k in range(80):
+        thr = 0.2 if k < 10 else 0.0
+        w = window(now=NOW + 3 * k, **_sig_kw(per_replica_cpu=0.3, cpu_limit_cores=limit,
+                                               cpu_request_cores=limit, throttled_ratio=thr))
+        rec, st = showar.decide(w, cur(4, limit, limit), CFG, st)
+        limit = rec.recommended.cpu_limit_cores or limit
+        limits.append(limit)
+    top = max(limits)
+    assert top >= 1.5 * sized(0.3)  # grew past the one-second margin while throttled
+    assert limits[-1] < top  # given back once throttling stopped ...
+    assert limits[15] == pytest.approx(top)  # ... but not within the first quiet 15 s
+
+
 def test_outside_bounds_is_corrected_first() -> None:
     rec, _ = showar.decide(sig(replicas=30), cur(30), CFG, None)
     assert rec.recommended.replicas == 20 and rec.action == "scale_in"

@@ -101,6 +101,7 @@ class State:
     size_history: tuple[tuple[float, float], ...] = ()  # (ts, wanted per-replica size)
     cpu_per_request: float | None = None
     cpu_per_request_exact: bool = False  # read from unthrottled samples (else a lower bound)
+    tail_factor: float = 1.0  # sizing.next_tail_factor: the CFS-period margin learned so far
     pending_since: float | None = None
     startup_delay_seconds: float | None = None
     delay_samples: int = 0
@@ -154,15 +155,16 @@ def horizontal_signal(
 
 
 def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerConfig,
-                  cpu_per_request: float | None, waits: sizing.Waits, p: Params
-                  ) -> tuple[float, sizing.Demand] | None:
-    """The per-replica size wanted (cores, before the max-per-replica cap): demand with margin,
-    at least the floor, grown while the throttled wait per request is above the target."""
+                  cpu_per_request: float | None, waits: sizing.Waits, p: Params,
+                  tail_factor: float = 1.0) -> tuple[float, sizing.Demand] | None:
+    """The per-replica size wanted (cores, before the max-per-replica cap): demand with margin
+    times the learned CFS-tail factor, at least the floor, grown while the throttled wait per
+    request is above the target."""
     d = sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
     if d is None:
         return None
     size = max(sizing.floor(cpu_per_request, config, p.sizing),
-               sizing.with_margin(d, p.sizing))
+               sizing.with_margin(d, p.sizing) * tail_factor)
     if current.cpu_limit_cores and d.throttled \
             and p.upper_hysteresis * current.cpu_limit_cores >= size:
         # throttled although the limit already covers the demand with its margin (no resize up
@@ -307,8 +309,26 @@ def decide(
         )
 
     # --- vertical size wanted, its cap, and what it means for the replica count
-    sized = vertical_size(window, current, config, state.cpu_per_request, waits, p)
     limit_now = current.cpu_limit_cores or current.cpu_request_cores
+    tail_note = ""
+    if p.vertical:  # the CFS-tail factor, from samples that show the current limit
+        settled = window.since(max(now - p.wait_window_seconds,
+                                   (state.last_action_ts or -math.inf) + p.settle_seconds))
+        base = vertical_size(window, current, config, state.cpu_per_request, waits, p,
+                             state.tail_factor)
+        if base is not None and settled.ts.size:
+            stall = sizing.throttle_stall(settled)
+            matters = sizing.tail_matters(stall, state.cpu_per_request,
+                                          config.target_runq_p95_seconds, p.sizing)
+            share = sizing.throttled_share(settled)
+            if stall is not None and share and share > p.sizing.max_throttled_share:
+                tail_note = (f"; throttled periods stall {_ms(stall)}: "
+                             f"{'a tail' if matters else 'metered, not a tail'}")
+            state = replace(state, tail_factor=sizing.next_tail_factor(
+                state.tail_factor, sizing.throttled_share(settled), limit_now, base[0],
+                p.sizing, matters))
+    sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
+                          state.tail_factor)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
     cap = max(config.max_cpu_per_replica, floor_c)
     required = config.min_replicas
@@ -326,8 +346,9 @@ def decide(
                  f"{f', {cpr * 1000:.1f} ms CPU/request' if cpr else ''}"
                  f"{' (a lower bound: throttled samples only)' if cpr and not exact else ''})"
                  f" -> size "
-                 f"{min(want, cap):.3f} (+{p.sizing.sigma_k:g}σ, σ {dem.sigma:.3f}; floor "
-                 f"{floor_c:.3f})")
+                 f"{min(want, cap):.3f} (+{p.sizing.sigma_k:g}σ, σ {dem.sigma:.3f}"
+                 f"{f', x{state.tail_factor:.2f} CFS tail' if state.tail_factor > 1 else ''}"
+                 f"; floor {floor_c:.3f}){tail_note}")
         cut = now - p.vertical_down_stabilization_seconds
         state = replace(state, size_history=tuple(
             h for h in state.size_history if h[0] > cut) + ((now, want),))
