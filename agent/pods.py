@@ -5,8 +5,9 @@
   `refresh` seconds and sooner (at most once per `min_gap`) when a cgroup names an unknown pod;
 - the API server: one list + watch of this node's pods (`fieldSelector=spec.nodeName=<node>`).
 
-Plain urllib/json, never the kubernetes package (its import alone costs more memory than the whole
-agent's budget), and never a request per scrape: the loop only reads the latest table. Fetching
+Plain http.client/json, never the kubernetes package (its import alone costs more memory than the
+whole agent's budget) nor urllib.request (0.9 MB more than http.client, which the exporter's HTTP
+server loads anyway), and never a request per scrape: the loop only reads the latest table. Fetching
 runs on a background thread, so a slow kubelet never stalls sampling.
 """
 
@@ -18,9 +19,9 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request  # not `kubernetes`: importing it adds 28 MiB RSS, 30 % of the 96Mi request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
 from typing import Any
 
 from runqscale.agent.identity import container_id_of
@@ -209,9 +210,51 @@ def _url_secrets(url: str) -> list[str]:
     return [parts.password] if parts.password else []
 
 
-def _open(url: str, auth: HttpAuth, timeout: float) -> Any:
-    req = urllib.request.Request(url, headers=auth.headers())
-    return urllib.request.urlopen(req, timeout=timeout, context=auth.context(url))
+class HttpError(OSError):
+    """A non-2xx answer: its status, reason and the start of its body (what the server said)."""
+
+    def __init__(self, status: int, reason: str, body: str) -> None:
+        super().__init__(f"HTTP {status} {reason}" + (f": {body}" if body else ""))
+        self.status = status
+
+
+class _Response:
+    """One GET's response; closing it closes its connection."""
+
+    def __init__(self, conn: HTTPConnection, resp: HTTPResponse) -> None:
+        self._conn, self._resp = conn, resp
+
+    def read(self, n: int = -1) -> bytes:
+        return self._resp.read(n)
+
+    def readline(self) -> bytes:
+        return self._resp.readline()
+
+    def __enter__(self) -> _Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.close()
+
+
+def _open(url: str, auth: HttpAuth, timeout: float) -> _Response:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{redact_url(url)}: not an http(s) URL")
+    conn = (HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                            context=auth.context(url)) if parts.scheme == "https"
+            else HTTPConnection(parts.hostname, parts.port, timeout=timeout))
+    try:
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                     headers=auth.headers())
+        resp = conn.getresponse()
+        if not 200 <= resp.status < 300:
+            body = resp.read(300).decode("utf-8", "replace").strip()
+            raise HttpError(resp.status, resp.reason, " ".join(body.split()))
+    except BaseException:
+        conn.close()
+        raise
+    return _Response(conn, resp)
 
 
 class KubeletPodSource(PodSource):
