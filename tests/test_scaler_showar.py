@@ -409,7 +409,9 @@ def test_throttled_periods_of_a_tiny_request_service_grow_its_limit() -> None:
         throttled_seconds_per_second=0.3))
     rec, st2 = showar.decide(hot, cur(4, 0.05, 0.05), CFG, replace(st, last_action_ts=None))
     assert rec.action == "resize", rec.reason
-    assert rec.recommended.cpu_limit_cores == pytest.approx(0.05 * P.sizing.tail_growth)
+    step = showar.sizing.tail_step(0.3, P.sizing)
+    assert step == pytest.approx(P.sizing.tail_growth ** (1 + math.log10(30)))
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.05 * step)
     assert "CFS tail" in rec.reason and "25.00 ms: a tail" in rec.reason
     assert st2.tail_factor > 1
 
@@ -417,8 +419,9 @@ def test_throttled_periods_of_a_tiny_request_service_grow_its_limit() -> None:
 @pytest.mark.parametrize(
     ("share", "limit", "factor", "matters", "expect"),
     [
-        (0.20, 0.50, 1.0, True, 1.25),  # throttled at the wanted size: one step up
-        (0.20, 1.00, 1.0, True, 2.50),  # throttled at twice the wanted size: past that limit
+        (0.015, 0.50, 1.0, True, 1.25 ** 1.176),  # throttled at the wanted size: one step up
+        (0.20, 0.50, 1.0, True, 1.25 ** 2.301),  # ... a larger one further from 1 %
+        (0.20, 1.00, 1.0, True, 2 * 1.25 ** 2.301),  # throttled at twice the wanted size
         (0.20, 0.30, 1.0, True, 1.00),  # under-sized: the resize to the wanted size comes first
         (0.20, 0.50, 3.9, True, 4.00),  # bounded
         (0.20, 0.50, 1.5, False, 1.50),  # a stall within the request's tolerance: held
@@ -432,7 +435,13 @@ def test_throttled_periods_of_a_tiny_request_service_grow_its_limit() -> None:
 def test_cfs_tail_factor_steps(share: float | None, limit: float, factor: float,
                                matters: bool, expect: float) -> None:
     got = showar.sizing.next_tail_factor(factor, share, limit, 0.5, P.sizing, matters)
-    assert got == pytest.approx(expect)
+    assert got == pytest.approx(expect, rel=1e-3)
+
+
+@pytest.mark.parametrize(("share", "step"), [(0.01, 1.25), (0.1, 1.5625), (1.0, 1.953125),
+                                             (0.5, 1.25 ** 2.69897), (0.001, 1.25)])
+def test_tail_step_grows_by_decade_of_throttled_share(share: float, step: float) -> None:
+    assert showar.sizing.tail_step(share, P.sizing) == pytest.approx(step)
 
 
 @pytest.mark.parametrize(

@@ -183,6 +183,15 @@ def tail_matters(stall: float | None, cpu_per_request: float | None, target: flo
     return (CFS_PERIOD_SECONDS if stall is None else stall) > tolerance
 
 
+def tail_step(share: float, p: SizingParams) -> float:
+    """One growth step: `tail_growth` per decade of throttled share above the maximum (x1.25
+    just above 1 %, x1.56 at 10 %, x1.74 at 30 %, at most three steps' worth). Every request
+    that meets a throttled period stands up to the period's end: DSB's services start 14-30 %
+    throttled, and one x1.25 per decision left them in their tail for a third of a run."""
+    decades = 1.0 + math.log10(max(share, p.max_throttled_share) / p.max_throttled_share)
+    return float(p.tail_growth ** min(3.0, decades))
+
+
 def next_tail_factor(factor: float, share: float | None, limit: float | None, wanted: float,
                      p: SizingParams, matters: bool = True) -> float:
     """The margin the one-second σ misses, learned from throttling: CPU arrives in bursts
@@ -190,14 +199,14 @@ def next_tail_factor(factor: float, share: float | None, limit: float | None, wa
     demand + 2σ while throttled in 14-30 % of their periods, and their p99 was 15-85× hpa's).
     Grows while the throttled share is above `max_throttled_share` although the limit already
     is the size wanted or more (an under-sized limit is resized to that size first; a limit
-    above it that is still throttled is not cut below itself), by `tail_growth`; decays slowly
+    above it that is still throttled is not cut below itself), by `tail_step`; decays slowly
     once the share is a quarter of that, so it is not unlearned by the first quiet minute.
     Held where the stall does not matter (`tail_matters`)."""
     if share is None or not limit:
         return factor
     if share > p.max_throttled_share and limit >= wanted / 1.05 and matters:
         # throttled at this limit: the size needed is above it, whatever the size wanted was
-        return min(p.tail_max, factor * max(1.0, limit / wanted) * p.tail_growth)
+        return min(p.tail_max, factor * max(1.0, limit / wanted) * tail_step(share, p))
     if share < p.max_throttled_share / 4:
         return max(1.0, factor * p.tail_decay)
     return factor
