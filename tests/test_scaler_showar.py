@@ -20,6 +20,7 @@ CFG = ScalerConfig(min_replicas=1, max_replicas=20, max_cpu_per_replica=4.0)
 H_ONLY = State()
 HP = Params(vertical=False)  # isolates the horizontal rules
 P = Params()
+ONE_STEP = replace(P, max_down_step=1.0)  # a resize down straight to the size wanted
 MARGIN = 1 + P.sizing.headroom  # relative margin on top (0 by default)
 K = P.sizing.sigma_k
 
@@ -180,14 +181,32 @@ def test_vertical_hysteresis(per_replica: float, expect_resize: bool) -> None:
 def test_vertical_floor_from_cpu_per_request() -> None:
     # 5 ms of CPU per request: one CFS period (100 ms) must carry one request -> 0.05 core
     w = sig(per_replica_cpu=0.005, request_rate=4.0)
-    rec, st = showar.decide(w, cur(4, 1.0, 2.0), CFG, None)
+    rec, st = showar.decide(w, cur(4, 1.0, 2.0), CFG, None, ONE_STEP)
     assert st.cpu_per_request == pytest.approx(0.005)
     assert rec.recommended.cpu_limit_cores == pytest.approx(0.05)
-    rec, _ = showar.decide(sig(per_replica_cpu=0.001), cur(4, 1.0, 2.0), CFG, None)
+    rec, _ = showar.decide(sig(per_replica_cpu=0.001), cur(4, 1.0, 2.0), CFG, None, ONE_STEP)
     assert rec.recommended.cpu_limit_cores == pytest.approx(0.02)  # absolute floor
     rec, _ = showar.decide(sig(per_replica_cpu=0.001), cur(4, 1.0, 2.0),
-                           replace(CFG, min_cpu_per_replica=0.3), None)
+                           replace(CFG, min_cpu_per_replica=0.3), None, ONE_STEP)
     assert rec.recommended.cpu_limit_cores == pytest.approx(0.3)  # the user's floor
+
+
+def test_a_resize_down_cuts_at_most_a_step_of_the_limit() -> None:
+    # demand + 2σ is 0.02 core, the limit 0.1: 0.1 -> 0.07 -> 0.049 -> 0.0343 -> 0.024 -> 0.02,
+    # one step per decision once the cool-down has passed
+    st: State | None = None
+    limit, limits = 0.1, []
+    for k in range(30):
+        w = window(now=NOW + 3 * k, **_sig_kw(per_replica_cpu=0.001, cpu_limit_cores=limit,
+                                               cpu_request_cores=limit))
+        rec, st = showar.decide(w, cur(4, limit, limit), CFG, st)
+        if rec.action == "resize":
+            assert rec.recommended.cpu_limit_cores >= 0.7 * limit - 1e-9, rec.reason
+            limit = rec.recommended.cpu_limit_cores
+            limits.append(limit)
+    assert limits == pytest.approx([0.07, 0.049, 0.034, 0.024, 0.02], abs=1e-3)
+    assert "30% at most per resize, toward 0.020" in \
+        showar.decide(sig(per_replica_cpu=0.001), cur(4, 1.0, 1.0), CFG, None)[0].reason
 
 
 def test_vertical_down_waits_for_the_largest_recent_size() -> None:
@@ -389,7 +408,8 @@ def test_throttled_wait_within_a_request_cpu_time_does_not_hold_the_limit_up() -
     hot = window(n=10, now=NOW + 30, **_sig_kw(
         per_replica_cpu=0.2, request_rate=40.0, throttled_ratio=0.3, cpu_limit_cores=1.0,
         runq_wait_seconds_per_second=0.5, throttled_seconds_per_second=0.4))
-    rec, _ = showar.decide(hot, cur(4, 1.0, 1.0), CFG, replace(st, last_action_ts=None))
+    rec, _ = showar.decide(hot, cur(4, 1.0, 1.0), CFG, replace(st, last_action_ts=None),
+                           ONE_STEP)
     assert rec.action == "resize", rec.reason
     assert rec.recommended.cpu_limit_cores == pytest.approx(sized(0.2, 0.02, 10)), rec.reason
 
@@ -417,7 +437,7 @@ def test_throttled_periods_of_a_tiny_request_service_grow_its_limit() -> None:
 
 
 @pytest.mark.parametrize(
-    ("share", "limit", "factor", "matters", "expect"),
+    ("share", "limit", "factor", "matters", "expect"),  # 600 s since the last decision
     [
         (0.015, 0.50, 1.0, True, 1.25 ** 1.176),  # throttled at the wanted size: one step up
         (0.20, 0.50, 1.0, True, 1.25 ** 2.301),  # ... a larger one further from 1 %
@@ -426,15 +446,15 @@ def test_throttled_periods_of_a_tiny_request_service_grow_its_limit() -> None:
         (0.20, 0.50, 3.9, True, 4.00),  # bounded
         (0.20, 0.50, 1.5, False, 1.50),  # a stall within the request's tolerance: held
         (0.005, 0.50, 2.0, True, 2.00),  # between a quarter of the maximum and it: held
-        (0.001, 0.50, 2.0, True, 1.94),  # rare: decays slowly
-        (0.001, 0.50, 2.0, False, 1.94),  # ... whether or not the stall mattered
+        (0.001, 0.50, 2.0, True, 1.50),  # rare: the excess over 1 halves in 10 minutes
+        (0.001, 0.50, 2.0, False, 1.50),  # ... whether or not the stall mattered
         (0.001, 0.50, 1.0, True, 1.00),  # never below 1
         (None, 0.50, 2.0, True, 2.00),  # no throttling signal: held
     ],
 )
 def test_cfs_tail_factor_steps(share: float | None, limit: float, factor: float,
                                matters: bool, expect: float) -> None:
-    got = showar.sizing.next_tail_factor(factor, share, limit, 0.5, P.sizing, matters)
+    got = showar.sizing.next_tail_factor(factor, share, limit, 0.5, P.sizing, matters, 600.0)
     assert got == pytest.approx(expect, rel=1e-3)
 
 

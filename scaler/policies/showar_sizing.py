@@ -46,7 +46,10 @@ class SizingParams:
     # a p99 needs throttled periods rarer than ~1 % (chosen by that reasoning, not swept)
     max_throttled_share: float = 0.01
     tail_growth: float = 1.25  # the tail factor's step while periods are throttled too often
-    tail_decay: float = 0.97  # ... and per decision once they are rare (÷4 of the maximum)
+    # ... and once they are rare (a quarter of the maximum) its excess over 1 halves in this
+    # long: bursts are a trait of the service, and a per-decision decay (3 % every 3-4 s)
+    # gave DSB's learned margin back within a minute and throttled them again
+    tail_half_life_seconds: float = 600.0
     tail_max: float = 4.0
     # ... and it grows only where a throttled period costs a request far more than its own CPU:
     # where the stall a throttled replica stands per period exceeds max(target, tail_stretch x
@@ -193,14 +196,15 @@ def tail_step(share: float, p: SizingParams) -> float:
 
 
 def next_tail_factor(factor: float, share: float | None, limit: float | None, wanted: float,
-                     p: SizingParams, matters: bool = True) -> float:
+                     p: SizingParams, matters: bool = True, elapsed: float = 0.0) -> float:
     """The margin the one-second σ misses, learned from throttling: CPU arrives in bursts
     within 100 ms periods that one-second usage cannot show (DeathStarBench's services sat at
     demand + 2σ while throttled in 14-30 % of their periods, and their p99 was 15-85× hpa's).
     Grows while the throttled share is above `max_throttled_share` although the limit already
     is the size wanted or more (an under-sized limit is resized to that size first; a limit
-    above it that is still throttled is not cut below itself), by `tail_step`; decays slowly
-    once the share is a quarter of that, so it is not unlearned by the first quiet minute.
+    above it that is still throttled is not cut below itself), by `tail_step`; decays with
+    `tail_half_life_seconds` over the `elapsed` seconds since the last decision once the share
+    is a quarter of that, so it is not unlearned by the first quiet minutes.
     Held where the stall does not matter (`tail_matters`)."""
     if share is None or not limit:
         return factor
@@ -208,7 +212,7 @@ def next_tail_factor(factor: float, share: float | None, limit: float | None, wa
         # throttled at this limit: the size needed is above it, whatever the size wanted was
         return min(p.tail_max, factor * max(1.0, limit / wanted) * tail_step(share, p))
     if share < p.max_throttled_share / 4:
-        return max(1.0, factor * p.tail_decay)
+        return 1.0 + (factor - 1.0) * 0.5 ** (elapsed / p.tail_half_life_seconds)
     return factor
 
 
