@@ -327,8 +327,7 @@ def decide(
                              f"{'a tail' if matters else 'metered, not a tail'}")
             elapsed = 0.0 if state.last_ts is None else max(0.0, now - state.last_ts)
             state = replace(state, tail_factor=sizing.next_tail_factor(
-                state.tail_factor, sizing.throttled_share(settled), limit_now, base[0],
-                p.sizing, matters, elapsed))
+                state.tail_factor, share, limit_now, base[0], p.sizing, matters, elapsed))
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
                           state.tail_factor)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)

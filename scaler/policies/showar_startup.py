@@ -16,7 +16,7 @@ from runqscale.scaler.model import SignalWindow
 
 @dataclass(frozen=True)
 class Tracking:
-    pending_since: float | None = None  # when replicas > ready was first seen
+    pending_since: float | None = None  # showar's scale-out, else replicas > ready first seen
     delay_seconds: float | None = None  # the smoothed start-up delay measured so far
     samples: int = 0  # how many start-ups it has seen
     target: int | None = None  # the replica count of showar's own scale-out being timed
