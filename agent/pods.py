@@ -224,8 +224,10 @@ class _Response:
     def __init__(self, conn: HTTPConnection, resp: HTTPResponse) -> None:
         self._conn, self._resp = conn, resp
 
-    def read(self, n: int = -1) -> bytes:
-        return self._resp.read(n)
+    def read(self, n: int | None = None) -> bytes:
+        # json.load() calls read() with no size: HTTPResponse must get None then, not -1,
+        # which reads to EOF and so hangs on a kept-alive connection (kubelet, API server)
+        return self._resp.read(None if n is None or n < 0 else n)
 
     def readline(self) -> bytes:
         return self._resp.readline()

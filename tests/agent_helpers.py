@@ -51,17 +51,21 @@ def pod_list(pods: list[FakePod]) -> dict[str, Any]:
 
 
 class FakeKubelet:
-    """Serves GET /pods like the kubelet's read-only port; counts requests."""
+    """Serves GET /pods like the kubelet's read-only port; counts requests. HTTP/1.1 with
+    keep-alive, as the kubelet and the API server answer: a client that reads to EOF hangs."""
 
     def __init__(self, pods: list[FakePod], token: str | None = None) -> None:
         self.pods, self.token, self.requests = list(pods), token, 0
         outer = self
 
         class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def do_GET(self) -> None:  # noqa: N802
                 outer.requests += 1
                 if outer.token and self.headers.get("Authorization") != f"Bearer {outer.token}":
                     self.send_response(401)
+                    self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 body = json.dumps(pod_list(outer.pods)).encode()
