@@ -6,8 +6,10 @@
 - the API server: one list + watch of this node's pods (`fieldSelector=spec.nodeName=<node>`).
 
 Plain http.client/json, never the kubernetes package (its import alone costs more memory than the
-whole agent's budget) nor urllib.request (0.9 MB more than http.client, which the exporter's HTTP
-server loads anyway), and never a request per scrape: the loop only reads the latest table. Fetching
+whole agent's budget); not urllib.request either, which adds 0.9 MB over http.client (the
+exporter's HTTP server loads that anyway) — although prometheus_client still imports it today,
+so the saving counts only once the exporter renders without that package. Never a request per
+scrape: the loop only reads the latest table. Fetching
 runs on a background thread, so a slow kubelet never stalls sampling.
 """
 
