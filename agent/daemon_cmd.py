@@ -188,9 +188,9 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
 
     # Bind before loading the probe: a taken port fails in milliseconds, not after BPF load.
     # Serving starts after the capability drop, so no thread ever holds the load-time set.
-    from prometheus_client.registry import CollectorRegistry
+    from runqscale.exporter.server import Registry
 
-    registry = CollectorRegistry(auto_describe=False)
+    registry = Registry()
     holder: dict[str, Agent] = {}
     try:
         server = MetricsServer(listen, registry, healthy=lambda: "a" in holder and
@@ -255,15 +255,14 @@ def open_probe_for_agent(backend: str, hierarchy: str, max_cgroups: int, mounts:
 
 
 def _register(registry: Any, ag: Any, node: str, probe: Any) -> Any:
-    from prometheus_client import ProcessCollector
-
     from runqscale import __version__
     from runqscale.exporter.collector import AgentCollector, BuildInfo
+    from runqscale.exporter.process import ProcessCollector
 
     build = BuildInfo(__version__, probe.backend, os.uname().release, probe.hierarchy.value)
     collector = AgentCollector(ag.snapshot, node, build)
     registry.register(collector)
-    ProcessCollector(registry=registry)  # the agent's own CPU and memory: product features
+    registry.register(ProcessCollector())  # the agent's own CPU and memory: product features
     return collector
 
 

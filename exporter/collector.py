@@ -4,9 +4,9 @@ Nothing here runs between scrapes, and nothing reaches into the agent: a scrape 
 immutable `AgentSnapshot` (agent/snapshot.py), turns the containers' cumulative rows into the
 exported buckets and their windows into quantiles (one numpy call each for all containers), reads
 each container's CPU accounting, and emits the agent's self-metrics. Names, types, help and
-labels come from exporter/metrics.py. Per-container families are `RowFamily`s
-(exporter/families.py): ordinary client_python Metrics that also render the text format fast;
-each container's escaped label string is cached here until its labels change.
+labels come from exporter/metrics.py. Every family is a `RowFamily` (exporter/families.py),
+which renders the text format fast and still looks like a client_python Metric; each
+container's escaped label string is cached here until its labels change.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from runqscale.agent.attribution import Labels
 from runqscale.agent.snapshot import AgentSnapshot
 from runqscale.exporter import metrics as m
 from runqscale.exporter.buckets import LE_STRINGS, cumulative_buckets_rows
-from runqscale.exporter.families import RowFamily, label_string
+from runqscale.exporter.families import RowFamily, label_string, single
 from runqscale.probes.model import SLOTS, VALUE_WORDS, quantiles_rows
 
 QUANTILES = (0.95, 0.99)
@@ -60,7 +57,7 @@ def _family(spec: m.Metric) -> RowFamily:
                      LE_STRINGS if spec.type == "histogram" else ())
 
 
-class AgentCollector(Collector):
+class AgentCollector:
     def __init__(self, snapshot: Callable[[], AgentSnapshot], node: str, build: BuildInfo) -> None:
         self.snapshot, self.node, self.build = snapshot, node, build
         self.scrape_seconds = 0.0  # the previous scrape's duration (set by the HTTP server)
@@ -72,10 +69,10 @@ class AgentCollector(Collector):
     def record_scrape(self, seconds: float) -> None:
         self.scrape_seconds = seconds
 
-    def describe(self) -> list[Metric]:
+    def describe(self) -> list[RowFamily]:
         return []  # families depend on state; nothing to pre-declare (keeps registration cheap)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterator[RowFamily]:
         snap = self.snapshot()
         hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi, held = map(
             _family, m.CONTAINER_METRICS)
@@ -133,16 +130,10 @@ class AgentCollector(Collector):
                             (m.AGENT_SAMPLE_ERRORS, snap.sample_errors),
                             (m.AGENT_SCRAPE_SECONDS, self.scrape_seconds),
                             (m.AGENT_CONTAINERS, len(snap.containers))):
-            yield _single(spec, value)
+            yield single(spec.name, spec.help, spec.type, value)
         spec = m.AGENT_BUILD_INFO
-        info = GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+        info = RowFamily(spec.name, spec.help, spec.type, spec.labels)
         b = self.build
-        info.add_metric([b.version, b.backend, b.kernel, b.hierarchy], 1)
+        values = (b.version, b.backend, b.kernel, b.hierarchy)
+        info.add(values, label_string(spec.labels, values), 1.0)
         yield info
-
-
-def _single(spec: m.Metric, value: float) -> Metric:
-    """An unlabelled counter or gauge."""
-    if spec.type == "counter":
-        return CounterMetricFamily(spec.name, spec.help, value=value)
-    return GaugeMetricFamily(spec.name, spec.help, value=value)

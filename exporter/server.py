@@ -13,24 +13,40 @@ import itertools
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from prometheus_client.registry import CollectorRegistry
-
-from runqscale.exporter.families import iter_chunks
+from runqscale.exporter.families import CONTENT_TYPE, RowFamily, iter_chunks
 from runqscale.tokens import TokenFile
 
 __all__ = ["MetricsServer", "TokenFile", "tls_context"]
+
+
+class Collector(Protocol):
+    def collect(self) -> Iterable[RowFamily]: ...
+
+
+class Registry:
+    """The collectors a scrape renders, in registration order (client_python's registry,
+    without the package: see exporter/families.py)."""
+
+    def __init__(self) -> None:
+        self._collectors: list[Collector] = []
+
+    def register(self, collector: Collector) -> None:
+        self._collectors.append(collector)
+
+    def collect(self) -> Iterator[RowFamily]:
+        for c in self._collectors:
+            yield from c.collect()
 
 
 class MetricsServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, addr: tuple[str, int], registry: CollectorRegistry,
+    def __init__(self, addr: tuple[str, int], registry: Registry,
                  healthy: Callable[[], bool], on_scrape: Callable[[float], None] | None = None,
                  ssl_context: Any = None, token: TokenFile | None = None) -> None:
         host = addr[0]
@@ -74,7 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
             # fails fails the request, it does not send a 200 and a truncated body.
             first = next(chunks, b"")
             self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Type", CONTENT_TYPE)
             # Chunked: the body is written as it is rendered, never held whole (megabytes at
             # hundreds of containers); a scrape cut off mid-way is an incomplete body to
             # Prometheus, never a silently short one.
