@@ -7,9 +7,7 @@
 
 Plain http.client/json, never the kubernetes package (its import alone costs more memory than the
 whole agent's budget); not urllib.request either, which adds 0.9 MB over http.client (the
-exporter's HTTP server loads that anyway) — although prometheus_client still imports it today,
-so the saving counts only once the exporter renders without that package. Never a request per
-scrape: the loop only reads the latest table. Fetching
+exporter's HTTP server loads that anyway). Never a request per scrape: the loop only reads the latest table. Fetching
 runs on a background thread, so a slow kubelet never stalls sampling.
 """
 
