@@ -7,8 +7,8 @@
 
 Plain http.client/json, never the kubernetes package (its import alone costs more memory than the
 whole agent's budget); not urllib.request either, which adds 0.9 MB over http.client (the
-exporter's HTTP server loads that anyway). Never a request per scrape: the loop only reads the latest table. Fetching
-runs on a background thread, so a slow kubelet never stalls sampling.
+exporter's HTTP server loads that anyway). Never a request per scrape: the loop only reads the
+latest table. Fetching runs on a background thread, so a slow kubelet never stalls sampling.
 """
 
 from __future__ import annotations
