@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterator
 
 from runqscale.exporter.families import RowFamily, single
@@ -17,13 +18,9 @@ def _boot_time() -> float:
     return 0.0
 
 
-def _max_fds() -> float | None:
-    with open("/proc/self/limits", "rb") as f:
-        for line in f:
-            if line.startswith(b"Max open files"):
-                soft = line.split()[3]
-                return float("inf") if soft == b"unlimited" else float(soft)
-    return None
+def _max_fds() -> float:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # a syscall, not a file to parse
+    return float("inf") if soft == resource.RLIM_INFINITY else float(soft)
 
 
 class ProcessCollector:
@@ -56,6 +53,5 @@ class ProcessCollector:
                      "counter", (utime + stime) / self._ticks)
         yield single("process_open_fds", "Number of open file descriptors.", "gauge",
                      float(fds))
-        if max_fds is not None:
-            yield single("process_max_fds", "Maximum number of open file descriptors.",
-                         "gauge", max_fds)
+        yield single("process_max_fds", "Maximum number of open file descriptors.", "gauge",
+                     max_fds)
