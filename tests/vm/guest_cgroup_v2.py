@@ -21,7 +21,7 @@ from probe_helpers import open_backend
 from runqscale.probes import core
 from runqscale.probes.cgroupfs import CgroupMounts, read_cpu_stat, throttled_ratio
 from runqscale.probes.model import Hierarchy
-from runqscale.validation.sandbox import PERIODIC, Sandbox, thread_run_delay_ns
+from runqscale.validation.sandbox import HOG, PERIODIC, Sandbox, thread_run_delay_ns
 
 pytestmark = pytest.mark.kernel
 
@@ -100,13 +100,16 @@ def test_core_probe_loads_and_agrees_with_schedstat_on_61(
             _record(sched_info=os.path.exists("/proc/self/schedstat"), default_programs=loaded)
             assert probe.sched_info, "Debian's 6.1 has CONFIG_SCHED_INFO: the fast path"
         with Sandbox(Hierarchy.V2, name=f"rq-61-{path}") as sb:
+            # All on CPU 0, so every hog waits: unpinned, one unlimited hog can hold a vCPU of
+            # its own for the whole interval (CI saw 35 ms of wait in 3 s) and compare nothing.
+            pin = "import os\nos.sched_setaffinity(0, {0})\n"
             groups = []
             for i, q in enumerate([0.3, None, None]):  # a quota hog, two unlimited hogs
                 g = sb.group(f"hog{i}", quota_cores=q)
-                sb.spawn(g)
+                sb.spawn(g, code=pin + HOG)
                 groups.append(g)
             light = sb.group("light")
-            sb.spawn(light, code=PERIODIC.format(busy=0.0002, sleep=0.005))
+            sb.spawn(light, code=pin + PERIODIC.format(busy=0.0002, sleep=0.005))
             groups.append(light)
             time.sleep(1.0)
             k0, b0 = _frozen_snapshot(probe, sb, groups)
