@@ -55,8 +55,12 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
         ("showar", 0), ("hpa", 0), ("hpa", 1), ("showar", 1)]
     load = rep["load"]
     assert load["cpu_seconds_per_request"] > 0 and load["capacity_given"] is False
-    assert load["capacity_rps"] == pytest.approx(load["allocated_cores"]
-                                                 / load["cpu_seconds_per_request"])
+    assert 0 <= load["idle_cores"] < load["allocated_cores"]
+    assert load["capacity_rps"] == pytest.approx(
+        (load["allocated_cores"] - load["idle_cores"]) / load["cpu_seconds_per_request"])
+    # idle CPU separated: a light rate alone would have charged it to the requests
+    assert load["capacity_rps"] >= 0.9 * load["single_rate_capacity_rps"]
+    assert load["loaded_probe_rate_rps"] > load["probe_rate_rps"]
     assert load["peak_fraction"] == 1.4 and load["trough_fraction"] == 0.3
     assert rep["fairness"]["targets"]["runq_p95_seconds"] == 0.005  # the library's default
     for run in rep["runs"]:

@@ -164,3 +164,64 @@ def test_load_plan_maps_trough_and_peak_onto_the_capacity() -> None:
         assert (q >= 0).all() and (np.diff(q) >= -1e-9).all()
 
     never_negative_and_ordered()
+
+
+def _measured(rate: float, seconds: float, cores: dict[str, float]) -> dict:
+    """A measure_cpu_per_request result: `rate` answered for `seconds`, `cores` used per key."""
+    ok = int(round(rate * seconds))
+    return {"seconds": seconds, "ok": ok, "cpu_seconds": {k: c * seconds for k, c in cores.items()},
+            "cpu_seconds_per_request": {k: c * seconds / ok for k, c in cores.items()}}
+
+
+def test_two_rates_separate_idle_cpu_from_cpu_per_request() -> None:
+    """DeathStarBench's case: a service burning CPU with no requests looks 2x as costly per
+    request at a light rate, which halved the load the benchmark meant to plan."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from runqscale.validation.capacity import capacity_rps, fit_cpu_model
+
+    def cores(idle: float, per_req: float, rate: float) -> float:
+        return idle + per_req * rate
+
+    light = _measured(10.0, 10.0, {"a": cores(0.004, 0.0004, 10.0), "b": cores(0.0, 1e-4, 10.0)})
+    loaded = _measured(130.0, 10.0, {"a": cores(0.004, 0.0004, 130.0),
+                                     "b": cores(0.0, 1e-4, 130.0)})
+    m = fit_cpu_model(light, loaded)
+    assert m.idle_cores == pytest.approx({"a": 0.004, "b": 0.0}, abs=1e-12)
+    assert m.cpu_seconds_per_request == pytest.approx({"a": 0.0004, "b": 1e-4})
+    rps, key = m.capacity({"a": 0.1, "b": 0.1})
+    assert key == "a" and rps == pytest.approx((0.1 - 0.004) / 0.0004)  # 240 req/s
+    # the single light rate would have planned for 125 req/s
+    assert capacity_rps(light["cpu_seconds_per_request"], {"a": 0.1, "b": 0.1}) == \
+        pytest.approx(125.0)
+
+    # a quiet service whose measured use fell with load (noise): its loaded average, no idle
+    noisy = fit_cpu_model(_measured(10.0, 10.0, {"q": 0.002}), _measured(100.0, 10.0,
+                                                                          {"q": 0.001}))
+    assert noisy.idle_cores["q"] == 0 and noisy.cpu_seconds_per_request["q"] == \
+        pytest.approx(1e-5)
+    # rates too close to fit a line: the loaded average
+    close = fit_cpu_model(_measured(10.0, 10.0, {"a": 0.005}), _measured(12.0, 10.0,
+                                                                         {"a": 0.0052}))
+    assert close.idle_cores["a"] == 0 and close.cpu_seconds_per_request["a"] == \
+        pytest.approx(0.0052 / 12.0)
+    # idle CPU that fills the whole allocation: a clear error naming the service and the fix
+    with pytest.raises(RuntimeError, match="a uses .* raise --replica-cpu"):
+        m.capacity({"a": 0.003, "b": 0.1})
+
+    @given(st.floats(0.0, 0.05), st.floats(1e-5, 0.02), st.floats(1.0, 20.0),
+           st.floats(2.0, 20.0))
+    def recovered_and_never_below_the_single_rate(idle: float, per_req: float, r1: float,
+                                                  spread: float) -> None:
+        r2 = r1 * spread
+        a = fit_cpu_model(_measured(r1, 10.0, {"s": cores(idle, per_req, r1)}),
+                          _measured(r2, 10.0, {"s": cores(idle, per_req, r2)}))
+        # the rates are whole requests over 10 s: allow their rounding
+        assert a.cpu_seconds_per_request["s"] == pytest.approx(per_req, rel=0.1)
+        alloc = {"s": idle + per_req * 50.0}
+        single = capacity_rps(_measured(r1, 10.0, {"s": cores(idle, per_req, r1)})[
+            "cpu_seconds_per_request"], alloc)
+        assert a.capacity(alloc)[0] >= single * (1 - 0.1)
+
+    recovered_and_never_below_the_single_rate()

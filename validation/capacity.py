@@ -1,11 +1,15 @@
 """Capacity from CPU per request, measured open loop, and the load plan that follows from it.
 
 Closed-loop throughput underestimates capacity (clients wait on each other, the generator's own
-CPU competes) and says nothing about where the CPU goes. Instead: send a known light open-loop
-rate to the *starting* deployment, read the CPU seconds its cgroups used (cpuacct), and divide by
-the requests answered. Capacity = the allocated cores / CPU seconds per request; for a
-deployment of several services, the service that runs out first (min over services of its
-allocation / its CPU per request).
+CPU competes) and says nothing about where the CPU goes. Instead: send known open-loop rates to
+the *starting* deployment and read the CPU seconds its cgroups used (cpuacct). One light rate is
+not enough: a service also burns CPU with no requests (timers, keep-alives, its runtime), which
+a light rate divides over few requests. DeathStarBench measured 1.41 ms per request at 10 req/s
+and used 0.75-0.87 ms per request in the runs, so a load planned to peak at 1.4x its capacity
+peaked at ~0.8x and no CPU-utilisation policy ever had to act. So two rates, light and ~half the
+capacity the light one implies, fit per service: CPU cores = idle + marginal CPU per request x
+rate. Capacity = (allocated - idle) / marginal; for a deployment of several services, the
+service that runs out first.
 
 The trace segment is then mapped affinely onto real rates: its 1st-percentile step rate to
 `trough` × capacity and its 99th-percentile to `peak` × capacity (defaults 0.3 and 1.4), so the
@@ -60,6 +64,73 @@ def measure_cpu_per_request(start: Callable[[list[str]], subprocess.Popen],
     return {"rate_rps": rate_rps, "seconds": dt, "requests": int(rec.ok.size), "ok": ok,
             "cpu_seconds": used,
             "cpu_seconds_per_request": {k: v / ok for k, v in used.items()}}
+
+
+LOADED_FRACTION = 0.5  # the second rate, as a fraction of the capacity the light rate implies
+MIN_SPREAD = 1.5  # the loaded rate must answer at least this many times the light one's rate
+
+
+@dataclass(frozen=True)
+class CpuModel:
+    """Per key: CPU cores used with no requests, and CPU seconds per added request."""
+    idle_cores: dict[str, float]
+    cpu_seconds_per_request: dict[str, float]
+
+    def capacity(self, allocated: Mapping[str, float]) -> tuple[float, str]:
+        """(req/s, bottleneck key): the rate at which the first key's allocation runs out."""
+        caps = {k: (allocated[k] - self.idle_cores[k]) / m
+                for k, m in self.cpu_seconds_per_request.items() if k in allocated and m > 0}
+        if not caps:
+            raise RuntimeError("no CPU was measured per request; cannot size the load")
+        key = min(caps, key=caps.__getitem__)
+        if caps[key] <= 0:
+            raise RuntimeError(f"{key} uses {self.idle_cores[key]:.3g} core with no requests, "
+                               f"all of its {allocated[key]:g} core: raise --replica-cpu")
+        return caps[key], key
+
+
+def fit_cpu_model(light: Mapping, loaded: Mapping) -> CpuModel:
+    """The line through two measurements (measure_cpu_per_request's results) per key. Where the
+    two rates are too close to fit or the slope is not positive (noise on a quiet service), the
+    loaded measurement's plain average, with no idle; where the line crosses below 0 at no load
+    (CPU per request grows with the rate), its slope with no idle: the larger, safe side."""
+    x1, x2 = (m["ok"] / m["seconds"] for m in (light, loaded))
+    idle: dict[str, float] = {}
+    marginal: dict[str, float] = {}
+    for k, c2 in loaded["cpu_seconds"].items():
+        u1 = light["cpu_seconds"].get(k, 0.0) / light["seconds"]
+        u2 = c2 / loaded["seconds"]
+        avg = u2 / x2 if x2 > 0 else 0.0
+        slope = (u2 - u1) / (x2 - x1) if x2 >= MIN_SPREAD * x1 else -1.0
+        base = u1 - slope * x1
+        if slope <= 0:
+            idle[k], marginal[k] = 0.0, avg
+        else:
+            idle[k], marginal[k] = max(0.0, base), slope
+    return CpuModel(idle, marginal)
+
+
+def measure_capacity(start: Callable[[list[str]], subprocess.Popen],
+                     usage: Callable[[], Mapping[str, float]], allocated: Mapping[str, float],
+                     rate_rps: float, seconds: float, seed: int = 12345,
+                     loaded_fraction: float = LOADED_FRACTION,
+                     say: Callable[[str], None] = lambda _m: None) -> dict:
+    """Capacity of the starting deployment from a light and a loaded open-loop rate."""
+    light = measure_cpu_per_request(start, usage, rate_rps, seconds, seed=seed)
+    first = capacity_rps(light["cpu_seconds_per_request"], allocated)
+    loaded_rate = max(2.0 * rate_rps, loaded_fraction * first)
+    say(f"  {rate_rps:g} req/s: {first:.1f} req/s if all CPU were per request; "
+        f"now {loaded_rate:.1f} req/s to separate the idle CPU ...")
+    loaded = measure_cpu_per_request(start, usage, loaded_rate, seconds, seed=seed + 1)
+    model = fit_cpu_model(light, loaded)
+    rps, bottleneck = model.capacity(allocated)
+    say(f"  capacity {rps:.1f} req/s (bottleneck {bottleneck}: "
+        f"{model.cpu_seconds_per_request[bottleneck] * 1e3:.3g} ms per request, "
+        f"{model.idle_cores[bottleneck] * 1e3:.3g} millicores idle)")
+    return {"rps": rps, "bottleneck": bottleneck, "rate_rps": rate_rps,
+            "loaded_rate_rps": loaded_rate, "light": light, "loaded": loaded,
+            "single_rate_rps": first, "idle_cores": model.idle_cores,
+            "cpu_seconds_per_request": model.cpu_seconds_per_request}
 
 
 def capacity_rps(cpu_per_request: Mapping[str, float], allocated: Mapping[str, float]) -> float:

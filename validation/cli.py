@@ -94,8 +94,9 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--trough", "trough_fraction", type=click.FloatRange(0, 5), default=0.3,
               show_default=True, help="... and its p01 step rate to this x the capacity.")
 @click.option("--probe-rate", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="The light open-loop req/s CPU per request is measured at "
-                   "(runlang 3, deathstarbench 10).")
+              help="The light open-loop req/s idle CPU and CPU per request are measured "
+                   "at (runlang 3, deathstarbench 10); the second rate is half the capacity "
+                   "it implies.")
 @click.option("--capacity", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Skip the measurement: req/s the starting deployment serves.")
 @click.option("--baselines", default=",".join(("hpa", "vpa", "phpa-knn")), show_default=True,

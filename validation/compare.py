@@ -128,14 +128,13 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
         own = env.own_cpu()
         if cfg.capacity_rps is None:
             pr.say(f"measuring CPU per request of {start.replicas} replicas x "
-                   f"{lc.replica_cpu:g} core (open loop, {cfg.probe_rate_rps:g} req/s for "
-                   f"{cfg.probe_seconds:g} s)...")
+                   f"{lc.replica_cpu:g} core (open loop, {cfg.probe_rate_rps:g} req/s, then "
+                   f"about half the capacity, {cfg.probe_seconds:g} s each)...")
             env.reset(start)
-            cap = capmod.measure_cpu_per_request(
+            cap = capmod.measure_capacity(
                 env.loadgen, lambda: {"replicas": env.usage()["replicas"]},
-                cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919)
-            cap["rps"] = capmod.capacity_rps(cap["cpu_seconds_per_request"],
-                                             {"replicas": alloc})
+                {"replicas": alloc}, cfg.probe_rate_rps, cfg.probe_seconds,
+                seed=cfg.seed + 7919, say=pr.say)
         else:
             cap = {"rps": cfg.capacity_rps, "given": True}
         plan = plan_replay(trace, cfg.trace_path, cap["rps"],
@@ -146,7 +145,11 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
         extra = {
             "load": {**plan.plan.to_json(), "allocated_cores": alloc,
                      "cpu_seconds_per_request": cap.get("cpu_seconds_per_request", {}).get(
-                         "replicas"), "probe_rate_rps": cap.get("rate_rps"),
+                         "replicas"),
+                     "idle_cores": cap.get("idle_cores", {}).get("replicas"),
+                     "probe_rate_rps": cap.get("rate_rps"),
+                     "loaded_probe_rate_rps": cap.get("loaded_rate_rps"),
+                     "single_rate_capacity_rps": cap.get("single_rate_rps"),
                      "capacity_given": bool(cap.get("given"))},
             "fairness": fairness(cfg, start.to_json(),
                                  {"min_replicas": lc.min_replicas, "max_replicas":

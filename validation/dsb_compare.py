@@ -106,7 +106,7 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
         c.reset()
         alloc = {s: cfg.cluster.state(s).replicas * (cfg.cluster.state(s).cpu_limit_cores or 0)
                  for s in LOGIC_SERVICES}
-        cap = _capacity(c, cfg, alloc) if cfg.capacity_rps is None else \
+        cap = _capacity(c, cfg, alloc, pr.say) if cfg.capacity_rps is None else \
             {"rps": cfg.capacity_rps, "given": True}
         plan = plan_replay(trace, cfg.trace_path, cap["rps"],
                            f"of the mix with 1 replica x {cfg.cluster.cpu:g} core per service "
@@ -116,6 +116,9 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
                f"{plan.scaling}")
         extra = {"load": {**plan.plan.to_json(), "allocated_cores": sum(alloc.values()),
                           "cpu_seconds_per_request": cap.get("cpu_seconds_per_request"),
+                          "idle_cores": cap.get("idle_cores"),
+                          "loaded_probe_rate_rps": cap.get("loaded_rate_rps"),
+                          "single_rate_capacity_rps": cap.get("single_rate_rps"),
                           "bottleneck": cap.get("bottleneck"),
                           "probe_rate_rps": cap.get("rate_rps"),
                           "capacity_given": bool(cap.get("given"))},
@@ -183,7 +186,8 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
     return report
 
 
-def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float]) -> dict:
+def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
+              say: Callable[[str], None]) -> dict:
     """CPU per request of every logic service at a light open-loop rate; the deployment's
     capacity is that of the service that runs out first."""
     def usage() -> dict[str, float]:
@@ -193,14 +197,10 @@ def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float]) -> dic
             out[s] = (st.usage_seconds or 0.0) if st else 0.0
         return out
 
-    res = capmod.measure_cpu_per_request(
+    return capmod.measure_capacity(
         lambda args: start_loadgen(c, [*args, "--users", str(cfg.loop.users)],
                                    cfg.loop.request_timeout_seconds),
-        usage, cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919)
-    cpr = res["cpu_seconds_per_request"]
-    res["rps"] = capmod.capacity_rps(cpr, alloc)
-    res["bottleneck"] = min((s for s in cpr if cpr[s] > 0), key=lambda s: alloc[s] / cpr[s])
-    return res
+        usage, alloc, cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919, say=say)
 
 
 def _line(pol: str, rep: int, s, res: DsbRun) -> str:  # noqa: ANN001
