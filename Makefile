@@ -34,6 +34,7 @@ test: deps
 bench: deps
 	mkdir -p bench-results
 	$(PY) -m runqscale.probes.bench --out bench-results/probes.json
+	$(PY) -m runqscale.probes.bench_breakdown --out bench-results/probe-breakdown.json
 	$(PY) -m runqscale.agent.bench --out bench-results/agent.json
 	$(PY) -m runqscale.scaler.bench --out bench-results/scaler.json
 

@@ -24,6 +24,10 @@
  * look it up.
  *
  * The per-cgroup histogram entry is created once per cgroup; each CPU updates its own copy.
+ *
+ * RQ_ABLATE_HOLDERS / _HASH / _TASK_STORAGE: benchmark-only builds that drop one part of the
+ * fast path each (probes/bench_breakdown.py measures what each part costs per switch); the
+ * product is never built with them.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -79,6 +83,15 @@ struct {
 	__type(key, __u32);
 	__type(value, struct rq_holders);
 } holders SEC(".maps");
+
+#ifdef RQ_ABLATE_HASH
+struct { /* one histogram for every cgroup: the per-cgroup hash lookup's cost, measured */
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rq_hist);
+} ablated_hist SEC(".maps");
+#endif
 
 static struct rq_hist zero_hist; /* .bss: too large for the 512-byte BPF stack */
 
@@ -176,7 +189,11 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta, __u
 		count_stat(RQ_STAT_NO_CGROUP);
 		return;
 	}
+#ifdef RQ_ABLATE_HASH
+	h = bpf_map_lookup_elem(&ablated_hist, &(__u32){0});
+#else
 	h = bpf_map_lookup_elem(&hists, &cgid);
+#endif
 	if (!h) {
 		/* First wait seen in this cgroup: the only insert it will ever need (from a program,
 		 * it sets this CPU's copy and zeroes the others). */
@@ -187,7 +204,11 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta, __u
 			return;
 		}
 	}
+#ifdef RQ_ABLATE_HOLDERS
+	rq_hist_add(h, delta, RQ_HELD_SAME);
+#else
 	rq_hist_add(h, delta, holder_of(r, cgrp, now - delta));
+#endif
 }
 
 /* ---- fast path: the scheduler's own run-queue accounting ---- */
@@ -215,7 +236,9 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	if (!cfs || !r)
 		return 0;
 	now = cfs->rq->clock;
+#ifndef RQ_ABLATE_HOLDERS
 	note_holder(r, prev, now);
+#endif
 	if (!next->pid)
 		return 0;
 	/* The current queued segment; sched_info_arrive() adds it to run_delay right after this
@@ -230,7 +253,11 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	/* A waiting task moved between CPUs (load balancing, affinity changes) has its earlier
 	 * queued segments folded into run_delay at dequeue and is restamped on the new CPU, so the
 	 * whole wait is run_delay's growth since this task last ran. */
+#ifdef RQ_ABLATE_TASK_STORAGE
+	seen = 0; /* every wait is its last queued segment: waits split by migration are cut */
+#else
 	seen = bpf_task_storage_get(&run_delay_seen, next, 0, 0); /* created at fork / seed */
+#endif
 	if (seen && *seen) {
 		delta = total - (*seen - 1);
 		if (!queued && !delta)
