@@ -150,6 +150,7 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
             for order, pol in enumerate(abba_order(cfg.policies, rep)):
                 pr.say(f"repeat {rep + 1}/{cfg.repeats}: {pol} ({sched.size} requests, "
                        f"{cfg.duration_s:g} s)")
+                c.reseed()  # the same data for every run, not what earlier runs composed
                 before, own0 = host.snapshot(), own.read()
                 c.reset()
                 time.sleep(cfg.loop.settle_seconds)
