@@ -100,13 +100,11 @@ def fit_cpu_model(light: Mapping, loaded: Mapping) -> CpuModel:
     for k, c2 in loaded["cpu_seconds"].items():
         u1 = light["cpu_seconds"].get(k, 0.0) / light["seconds"]
         u2 = c2 / loaded["seconds"]
-        avg = u2 / x2 if x2 > 0 else 0.0
-        slope = (u2 - u1) / (x2 - x1) if x2 >= MIN_SPREAD * x1 else -1.0
-        base = u1 - slope * x1
-        if slope <= 0:
-            idle[k], marginal[k] = 0.0, avg
+        if x2 >= MIN_SPREAD * x1 and u2 > u1:  # a line that rises with the rate
+            marginal[k] = (u2 - u1) / (x2 - x1)
+            idle[k] = max(0.0, u1 - marginal[k] * x1)
         else:
-            idle[k], marginal[k] = max(0.0, base), slope
+            idle[k], marginal[k] = 0.0, (u2 / x2 if x2 > 0 else 0.0)
     return CpuModel(idle, marginal)
 
 

@@ -189,8 +189,9 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
 
 def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
               say: Callable[[str], None]) -> dict:
-    """CPU per request of every logic service at a light open-loop rate; the deployment's
-    capacity is that of the service that runs out first."""
+    """Idle CPU and CPU per request of every logic service from two open-loop rates
+    (capacity.measure_capacity); the deployment's capacity is that of the service that runs
+    out first."""
     def usage() -> dict[str, float]:
         out = {}
         for s in LOGIC_SERVICES:

@@ -30,7 +30,7 @@ import psutil
 from runqscale.deathstarbench.emulation.callgraph import LOGIC, SERVICES, STORE
 from runqscale.deathstarbench.emulation.mesh import Mesh
 from runqscale.deathstarbench.emulation.socialgraph import SocialGraph
-from runqscale.deathstarbench.emulation.storeclient import Redis
+from runqscale.deathstarbench.emulation.storeclient import Memcached, Redis
 from runqscale.ports import free_port
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.probes.model import Hierarchy
@@ -230,24 +230,14 @@ def _set_affinity(pid: int, cpus: set[int]) -> None:
 async def _flush(ports: Mapping[str, int]) -> None:
     """Empty every store: FLUSHALL on the redis ones, flush_all on memcached."""
     for st in STORES:
-        if st.store == "memcached":
-            r, w = await asyncio.open_connection("127.0.0.1", ports[st.name])
-            try:
-                w.write(b"flush_all\r\n")
-                await w.drain()
-                line = await r.readline()
-                if line != b"OK\r\n":
-                    raise RuntimeError(f"{st.name}: flush_all answered {line[:40]!r}")
-            finally:
-                w.close()
-        else:
-            db = Redis("127.0.0.1", ports[st.name])
-            try:
-                reply = await db.call("FLUSHALL")
-            finally:
-                db._drop()
-            if reply != "OK":
+        db = (Memcached if st.store == "memcached" else Redis)("127.0.0.1", ports[st.name])
+        try:
+            if isinstance(db, Memcached):
+                await db.flush_all()
+            elif (reply := await db.call("FLUSHALL")) != "OK":
                 raise RuntimeError(f"{st.name}: FLUSHALL answered {reply!r}")
+        finally:
+            db._drop()
 
 
 def seed(ports: Mapping[str, int], graph: SocialGraph, posts_per_user: int,

@@ -121,6 +121,20 @@ class Memcached(_Conn):
                         raise StoreError(f"memcached {self.host}:{self.port}: {e}") from e
         raise AssertionError("unreachable")
 
+    async def flush_all(self) -> None:
+        """Drop every item (the benchmark's reseed between runs)."""
+        async with self.lock:
+            try:
+                r, w = await self._ensure()
+                w.write(b"flush_all\r\n")
+                await w.drain()
+                line = await r.readline()
+            except OSError as e:
+                self._drop()
+                raise StoreError(f"memcached {self.host}:{self.port}: {e}") from e
+            if line != b"OK\r\n":
+                raise StoreError(f"memcached: flush_all answered {line[:40]!r}")
+
     async def set_multi(self, items: dict[str, bytes], expire_s: int = 0) -> None:
         """`set` each item with `noreply`, in one write (as DSB's services fire and forget)."""
         if not items:
