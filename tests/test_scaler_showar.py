@@ -8,6 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_scaler_helpers import NOW, window
 
 from runqscale.scaler import affinity, spread
@@ -685,3 +687,57 @@ def test_who_held_the_cpu_decides_between_scale_out_and_holding(split: dict, act
     assert rec.action == action, rec.reason
     if split:
         assert "behind other cgroups" in rec.reason
+
+
+def test_per_request_demand_reads_the_rate_since_the_last_decision_not_the_last_second() -> None:
+    # one-second samples, 10 ms per request, one replica; the load ramps from 20 req/s to
+    # 30/50 req/s alternating over the last 4 s and ends on a 50: demand is 10 ms x the mean
+    # rate of the last decision period (40 req/s), where the last second alone read 50 (v2.1
+    # kept the draws above the mean)
+    rate = np.array([20.0] * 26 + [30.0, 50.0, 30.0, 50.0])
+    w = window(n=30, step=1.0, replicas=1, ready_replicas=1, request_rate=rate,
+               cpu_usage_cores=rate * 0.01, throttled_ratio=0.0, cpu_limit_cores=1.0)
+    d = showar.sizing.demand(w, 1.0, 0.01, P.sizing)
+    assert d is not None
+    recent = rate[-4:]  # now-3 .. now: the samples of the last 3 s, bounds included
+    assert d.source == "per-request" and d.usage < d.cores  # ramping faster than usage shows
+    assert d.cores == pytest.approx(0.01 * recent.mean()) and d.cores < 0.01 * rate[-1]
+    assert d.period_sigma == pytest.approx(0.01 * math.sqrt(recent.mean() / 0.1))
+
+
+@pytest.mark.parametrize(
+    ("cpr", "rate", "period_margin"),
+    [(0.0003, 300.0, True),  # DeathStarBench-like: 0.3 ms requests, a whole period is a tail
+     (0.013, 30.0, False)],  # runlang-like: 13 ms requests, a throttled period meters them
+)
+def test_short_requests_get_the_cfs_period_margin(cpr: float, rate: float,
+                                                  period_margin: bool) -> None:
+    usage = cpr * rate
+    w = window(n=10, replicas=1, ready_replicas=1, request_rate=rate, cpu_usage_cores=usage,
+               throttled_ratio=0.0, cpu_limit_cores=usage, cpu_request_cores=usage)
+    rec, st = showar.decide(w, cur(1, usage, usage), CFG, None)
+    assert st.cpu_per_request == pytest.approx(cpr)
+    z = showar.sizing.period_z(P.sizing)
+    assert z == pytest.approx(2.326, abs=1e-3)  # 1 % of periods above
+    period = usage + z * cpr * math.sqrt(rate / 0.1)
+    expect = period if period_margin else sized(usage, cpr, rate)
+    assert rec.action == "resize", rec.reason
+    assert rec.recommended.cpu_limit_cores == pytest.approx(expect, rel=1e-6)
+    assert ("CFS-period σ" in rec.reason) and (period > sized(usage, cpr, rate))
+
+
+@settings(max_examples=30, deadline=None)
+@given(cpr=st.floats(0.00005, 0.002), per_period=st.floats(20.0, 200.0),
+       seed=st.integers(0, 2**31))
+def test_period_margin_leaves_about_one_percent_of_poisson_periods_throttled(
+        cpr: float, per_period: float, seed: int) -> None:
+    # requests of cost cpr arriving as a Poisson process, `per_period` per 100 ms on average:
+    # at the limit sized with the period margin, a period's CPU exceeds its quota in about
+    # max_throttled_share (1 %) of periods: not many more (a tail), nor far fewer (waste)
+    rate = per_period / 0.1
+    d = showar.sizing.Demand(cpr * rate, cpr * rate, 0.0, False, "per-request",
+                             cpr * math.sqrt(rate / 0.1))
+    limit = showar.sizing.with_margin(d, P.sizing, tail=True)
+    counts = np.random.default_rng(seed).poisson(per_period, 40_000)
+    share = float((counts * cpr > limit * 0.1 + 1e-12).mean())
+    assert 0.002 <= share <= 0.02, (share, limit / d.cores)

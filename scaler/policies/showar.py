@@ -164,8 +164,11 @@ def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerCon
     d = sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
     if d is None:
         return None
+    # a priori (before any throttling is seen): is a whole throttled period a tail for requests
+    # this short? Then the limit covers the period-scale burst, not only the one-second one
+    tail = sizing.tail_matters(None, cpu_per_request, config.target_runq_p95_seconds, p.sizing)
     size = max(sizing.floor(cpu_per_request, config, p.sizing),
-               sizing.with_margin(d, p.sizing) * tail_factor)
+               sizing.with_margin(d, p.sizing, tail) * tail_factor)
     if current.cpu_limit_cores and d.throttled \
             and p.upper_hysteresis * current.cpu_limit_cores >= size:
         # throttled although the limit already covers the demand with its margin (no resize up
@@ -348,6 +351,7 @@ def decide(
                  f"{' (a lower bound: throttled samples only)' if cpr and not exact else ''})"
                  f" -> size "
                  f"{min(want, cap):.3f} (+{p.sizing.sigma_k:g}σ, σ {dem.sigma:.3f}"
+                 f"{f', CFS-period σ {dem.period_sigma:.3f}' if dem.period_sigma else ''}"
                  f"{f', x{state.tail_factor:.2f} CFS tail' if state.tail_factor > 1 else ''}"
                  f"; floor {floor_c:.3f}){tail_note}")
         cut = now - p.vertical_down_stabilization_seconds
