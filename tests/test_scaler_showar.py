@@ -378,6 +378,14 @@ def test_no_action_while_warming_up() -> None:
     rec, _ = showar.decide(window(n=3, **_sig_kw(p95=T * 10, throttled_ratio=0.9)), cur(), CFG,
                            None)
     assert rec.action != "none"
+    # one-second samples whose times jitter: 6 s of signals read as 5.99 s are 6 s (stop 25's
+    # runlang runs waited a further 4 s for the next decision)
+    jittered = window(n=7, step=0.9983, **_sig_kw(p95=T * 10, throttled_ratio=0.9))
+    rec, _ = showar.decide(jittered, cur(), CFG, None)
+    assert rec.action != "none", rec.reason
+    early = window(n=6, step=1.0, **_sig_kw(p95=T * 10, throttled_ratio=0.9))  # 5 s
+    rec, _ = showar.decide(early, cur(), CFG, None)
+    assert rec.action == "none" and "warming up" in rec.reason
 
 
 def test_cpu_per_request_is_a_ratio_of_sums_over_unthrottled_samples() -> None:
