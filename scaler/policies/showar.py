@@ -103,7 +103,7 @@ class State:
     size_history: tuple[tuple[float, float], ...] = ()  # (ts, wanted per-replica size)
     cpu_per_request: float | None = None
     cpu_per_request_exact: bool = False  # read from unthrottled samples (else a lower bound)
-    tail_factor: float = 1.0  # sizing.next_tail_factor: the CFS-period margin learned so far
+    tail_factor: float = 1.0  # sizing.next_tail_factor: the margin's learned CFS-tail factor
     pending_since: float | None = None
     startup_delay_seconds: float | None = None
     delay_samples: int = 0
@@ -159,8 +159,8 @@ def horizontal_signal(
 def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerConfig,
                   cpu_per_request: float | None, waits: sizing.Waits, p: Params,
                   tail_factor: float = 1.0) -> tuple[float, sizing.Demand] | None:
-    """The per-replica size wanted (cores, before the max-per-replica cap): demand with margin
-    times the learned CFS-tail factor, at least the floor, grown while the throttled wait per
+    """The per-replica size wanted (cores, before the max-per-replica cap): demand plus its
+    margin times the learned CFS-tail factor, at least the floor, grown while the throttled wait per
     request is above the target."""
     d = sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
     if d is None:
@@ -169,7 +169,7 @@ def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerCon
     # this short? Then the limit covers the period-scale burst, not only the one-second one
     tail = sizing.tail_matters(None, cpu_per_request, config.target_runq_p95_seconds, p.sizing)
     size = max(sizing.floor(cpu_per_request, config, p.sizing),
-               sizing.with_margin(d, p.sizing, tail) * tail_factor)
+               sizing.with_margin(d, p.sizing, tail, tail_factor))
     if current.cpu_limit_cores and d.throttled \
             and p.upper_hysteresis * current.cpu_limit_cores >= size:
         # throttled although the limit already covers the demand with its margin (no resize up
@@ -332,8 +332,12 @@ def decide(
                 tail_note = (f"; throttled periods stall {_ms(stall)}: "
                              f"{'a tail' if matters else 'metered, not a tail'}")
             elapsed = 0.0 if state.last_ts is None else max(0.0, now - state.last_ts)
+            d = base[1]
+            margin = sizing.margin(d, p.sizing, sizing.tail_matters(
+                None, state.cpu_per_request, config.target_runq_p95_seconds, p.sizing))
             state = replace(state, tail_factor=sizing.next_tail_factor(
-                state.tail_factor, share, limit_now, base[0], p.sizing, matters, elapsed))
+                state.tail_factor, share, limit_now, d.cores, margin, p.sizing, matters,
+                elapsed))
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
                           state.tail_factor)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
@@ -355,7 +359,7 @@ def decide(
                  f" -> size "
                  f"{min(want, cap):.3f} (+{p.sizing.sigma_k:g}σ, σ {dem.sigma:.3f}"
                  f"{f', CFS-period σ {dem.period_sigma:.3f}' if dem.period_sigma else ''}"
-                 f"{f', x{state.tail_factor:.2f} CFS tail' if state.tail_factor > 1 else ''}"
+                 f"{f', margin x{state.tail_factor:.2f} CFS tail' if state.tail_factor > 1 else ''}"
                  f"; floor {floor_c:.3f}){tail_note}")
         cut = now - p.vertical_down_stabilization_seconds
         state = replace(state, size_history=tuple(
