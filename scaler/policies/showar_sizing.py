@@ -228,8 +228,8 @@ def next_tail_factor(factor: float, share: float | None, limit: float | None, me
     if share > p.max_throttled_share and limit >= wanted / 1.05 and matters:
         if limit <= mean or margin <= 0:
             return factor  # at or under the mean: the resize to demand comes first
-        # a share of a half or more puts the limit at the mean, where the spread is unreadable:
-        # read it as 40 % (z 0.25, a x9 step at most, bounded by tail_max)
+        # a share near a half puts the limit near the mean, where the spread is unreadable:
+        # shares above 40 % read as 40 % (z 0.25: a x9 step at most, bounded by tail_max)
         z_seen = NormalDist().inv_cdf(1.0 - min(share, 0.4))
         spread = (limit - mean) / z_seen
         return min(p.tail_max, max(factor, spread * period_z(p) / margin))
