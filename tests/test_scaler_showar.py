@@ -372,7 +372,8 @@ def test_missing_p95_holds_horizontal_but_sizes_vertically() -> None:
 
 
 def test_no_action_while_warming_up() -> None:
-    # two samples 3 s apart: start-up transients, not a signal
+    # two samples 3 s apart, throttled with no request rate: the limit would grow blindly on
+    # start-up transients (a resize up on measured demand may act this soon: below)
     w = window(n=2, **_sig_kw(p95=T * 10, throttled_ratio=0.9))
     rec, st = showar.decide(w, cur(), CFG, None)
     assert rec.action == "none" and "warming up" in rec.reason
@@ -386,6 +387,34 @@ def test_no_action_while_warming_up() -> None:
     assert rec.action != "none", rec.reason
     early = window(n=6, step=1.0, **_sig_kw(p95=T * 10, throttled_ratio=0.9))  # 5 s
     rec, _ = showar.decide(early, cur(), CFG, None)
+    assert rec.action == "none" and "warming up" in rec.reason
+
+
+def test_an_outgrown_limit_is_resized_up_before_the_warm_up_ends() -> None:
+    # one second-sampled replica at its 0.1-core limit, throttled in 60 % of periods, 300 req/s
+    # at 0.3 ms: its demand (0.09 cores) plus margin has outgrown the limit. A resize up acts
+    # after one decision period of signal; a cut waits for the full warm-up
+    kw = dict(replicas=1, ready_replicas=1, cpu_usage_cores=0.1, cpu_request_cores=0.1,
+              cpu_limit_cores=0.1, throttled_ratio=0.6, request_rate=300.0,
+              runq_p95_seconds=0.02)
+    small = cur(1, 0.1, 0.1)
+    rec, _ = showar.decide(window(n=3, step=1.0, **kw), small, CFG, None)  # 2 s: too soon
+    assert rec.action == "none" and "warming up" in rec.reason
+    rec, st = showar.decide(window(n=4, step=1.0, **kw), small, CFG, None)  # 3 s
+    assert rec.action == "resize" and rec.recommended.cpu_limit_cores > 0.105, rec.reason
+    assert st.last_action_ts == NOW
+    # the same 3 s of a replica far below its limit: no cut yet, and the reason says why
+    idle = dict(kw, cpu_usage_cores=0.02, throttled_ratio=0.0, request_rate=60.0,
+                runq_p95_seconds=0.0005, cpu_limit_cores=1.0, cpu_request_cores=1.0)
+    big = cur(1, 1.0, 1.0)
+    rec, st = showar.decide(window(n=4, step=1.0, **idle), big, CFG, None)
+    assert rec.action == "none" and "only a resize up acts sooner" in rec.reason
+    assert st.integral == 0.0 and st.last_action_ts is None
+    rec, _ = showar.decide(window(n=7, step=1.0, **idle), big, CFG, None)  # 6 s: the cut
+    assert rec.action == "resize" and rec.recommended.cpu_limit_cores < 1.0, rec.reason
+    # with the growth warm-up as long as the warm-up, the outgrown limit waits too (v2.3)
+    v23 = replace(P, growth_warmup_seconds=P.warmup_seconds)
+    rec, _ = showar.decide(window(n=4, step=1.0, **kw), small, CFG, None, v23)
     assert rec.action == "none" and "warming up" in rec.reason
 
 
@@ -495,8 +524,11 @@ def test_learned_tail_factor_brings_bursty_periods_to_about_one_percent_throttle
     # requests arrive in clusters (fan-out): a Poisson number of bursts per 100 ms period,
     # each of a geometric number of requests (mean `burst`), so periods spread wider than the
     # Poisson margin assumes and it is throttled in several % of them. One learning step
-    # brings that to 0.5-3 % (the normal model under-reads a skewed tail, never overshoots to
-    # waste), a second to about the 1 % maximum
+    # brings that to 0.5-4 % (the normal model under-reads a skewed tail, never overshoots to
+    # waste), a second to about the 1 % maximum. The bounds hold the grid's extremes with
+    # room (1-3.2 % after one step, 0.9-1.5 % after two, at 5 clusters of 4 per period; the
+    # 3 % and 1.5 % bounds of stop 26 failed there); twice the step gives at most 0.4 % and no
+    # learning at least 5 %, both outside them
     rate = per_period / 0.1
     d = showar.sizing.Demand(cpr * rate, cpr * rate, 0.0, False, "per-request",
                              cpr * math.sqrt(rate / 0.1))
@@ -517,8 +549,8 @@ def test_learned_tail_factor_brings_bursty_periods_to_about_one_percent_throttle
                                                 P.sizing)
     final = throttled(showar.sizing.with_margin(d, P.sizing, True, factor))
     assert shares[0] > 0.02, shares  # the Poisson margin misses clustered requests
-    assert 0.005 <= shares[1] <= 0.03, shares
-    assert 0.005 <= final <= 0.015, (shares, final)
+    assert 0.005 <= shares[1] <= 0.04, shares
+    assert 0.005 <= final <= 0.0175, (shares, final)
 
 
 @pytest.mark.parametrize(
