@@ -14,15 +14,24 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 MAX_SECONDS = 1e9  # ~31 years: beyond it time.sleep() overflows (and nothing means it)
 
 
+_PART = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]*)"
+
+
 def parse_duration(value: object, units: Collection[str] = tuple(_UNITS)) -> float | None:
-    """Seconds in `value` ('5ms', '2.5s', '1e-3', '5m', 7), or None if it is not a duration
-    with one of `units` ("" = plain seconds). Not checked: sign, size, finiteness."""
+    """Seconds in `value` ('5ms', '2.5s', '1e-3', '5m', '2h30m', 7), or None if it is not a
+    duration with one of `units` ("" = plain seconds; a compound needs a unit on every part).
+    Not checked: sign, size, finiteness."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value) if "" in units else None
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]*)\s*", str(value))
-    if not m or m.group(2) not in _UNITS or m.group(2) not in units:
+    text = str(value)
+    if not re.fullmatch(rf"(?:\s*{_PART})+\s*", text):
         return None
-    return float(m.group(1)) * _UNITS[m.group(2)]
+    parts = re.findall(_PART, text)
+    if len(parts) > 1 and any(not unit for _, unit in parts):
+        return None  # "1 30" is not a duration
+    if any(unit not in _UNITS or unit not in units for _, unit in parts):
+        return None
+    return sum(float(n) * _UNITS[unit] for n, unit in parts)
 
 
 class Duration(click.ParamType):

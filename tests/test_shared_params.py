@@ -53,6 +53,23 @@ def test_duration_scales_by_its_unit(x, unit) -> None:
     assert parse_duration(f"{x!r}{u}") == pytest.approx(x * factor)
 
 
+def test_compound_durations_add_their_parts() -> None:
+    # `validate --segment 9h,2h30m` is the help's own example: it failed until stop 27
+    assert parse_duration("2h30m") == 9000.0 and parse_duration("1m30s") == 90.0
+    assert parse_duration("2h 30m") == 9000.0 and parse_duration("1min 500ms") == 60.5
+    for bad in ("2h30", "1 30", "30m2", "2hx", ""):
+        assert parse_duration(bad) is None, bad
+    assert parse_duration("1s500ms", ("s", "ms")) == 1.5
+    assert parse_duration("1m30s", ("s", "ms")) is None  # every part's unit must be allowed
+
+
+def test_segment_takes_compound_offsets() -> None:
+    from runqscale.validation.cli import _Segment
+
+    assert _Segment().convert("9h,2h30m", None, None) == (32400.0, 9000.0)
+    assert _Segment().convert("20h30m+90m", None, None) == (73800.0, 5400.0)
+
+
 def test_parse_duration_limited_units() -> None:
     units = ("ns", "us", "µs", "ms", "s")
     assert parse_duration("5ms", units) == pytest.approx(5e-3)
