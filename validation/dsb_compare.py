@@ -110,7 +110,8 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
             {"rps": cfg.capacity_rps, "given": True}
         plan = plan_replay(trace, cfg.trace_path, cap["rps"],
                            f"of the mix with 1 replica x {cfg.cluster.cpu:g} core per service "
-                           f"(bottleneck {cap.get('bottleneck', '?')})", cfg)
+                           + ("(given by --capacity)" if cap.get("given") else
+                              f"(bottleneck {cap.get('bottleneck', '?')})"), cfg)
         seg, rates, info = plan.seg, plan.rates, plan.info
         pr.say(f"trace {cfg.trace_path} {info.segment['start']} .. {info.segment['end']}: "
                f"{plan.scaling}")
