@@ -29,7 +29,9 @@ Coordination — one action per `cooldown_seconds`; limits first: a throttled or
 container is resized; past `max_cpu_per_replica` the size stays there and the workload scales
 out to carry the rest; contention scales out only while not throttled and not behind the
 workload's own threads (the agent's wait split by holder: runqscale.scaler.policies.attribution);
-scale-in never goes below the replicas the demand needs at the maximum size. Spreading pods
+scale-in never goes below the replicas the demand needs at the maximum size; no action on less
+than `warmup_seconds` of signals except a resize up on measured demand, which may act after
+`growth_warmup_seconds` (v2.4). Spreading pods
 across nodes is the node-pressure recommendation (runqscale.scaler.spread); affinity pairs are
 runqscale.scaler.affinity.
 
