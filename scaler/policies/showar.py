@@ -76,7 +76,7 @@ class Params:
     max_scale_in_fraction: float = 0.5  # β_in
     scale_in_stabilization_seconds: float = 60.0
     cooldown_seconds: float = 6.0
-    warmup_seconds: float = 6.0  # no cut or scale-out on a window shorter than this
+    warmup_seconds: float = 6.0  # no cut or PID scale-out on a window shorter than this
     growth_warmup_seconds: float = PERIOD_SECONDS  # a resize up may act after this much signal
     signal: Literal["auto", "p95"] = "auto"  # auto: contention wait per request when known
     wait_window_seconds: float = 9.0  # the time-weighted signal's averaging window
