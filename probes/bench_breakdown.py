@@ -5,6 +5,8 @@ switches; the product is never built with them) and measures each build like pro
 does: ns per context switch from bpf_stats under `stress-ng --switch`, rounds interleaved with
 the full program, bcc's runqlat and an empty program (what bpf_stats itself reads per run). A
 part's cost is the full program's ns minus the build without it; "all three" drops the lot.
+"hash-only" is the program as it was before stop 28 (every wait through the per-cgroup hash):
+its negative "saves" is what the slotted histograms save per switch.
 
     python -m runqscale.probes.bench_breakdown --out bench-results/probe-breakdown.json
 """
@@ -26,14 +28,17 @@ from runqscale.probes import bench
 # build name -> the parts it drops
 BUILDS: dict[str, tuple[str, ...]] = {
     "full": (),
+    "hash-only": ("SLOTS",),
     "no-holder-ring": ("HOLDERS",),
-    "no-cgroup-hash": ("HASH",),
+    "no-cgroup-lookup": ("HASH",),
     "no-task-storage": ("TASK_STORAGE",),
     "all-three-dropped": ("HOLDERS", "HASH", "TASK_STORAGE"),
 }
-WHAT = {"HOLDERS": "who held the CPU (holder ring + holder_of)",
-        "HASH": "per-cgroup per-CPU hash lookup",
-        "TASK_STORAGE": "task storage (waits split by migration)"}
+WHAT = {"SLOTS": "slotted histograms (every wait through the per-cgroup hash, as before stop 28)",
+        "HOLDERS": "who held the CPU (holder ring + holder_of)",
+        "HASH": "per-cgroup histogram lookup (slot or hash): one histogram for all",
+        "TASK_STORAGE": "task storage (waits split by migration, and the slot cache: without "
+                        "it every wait looks its slot up)"}
 
 
 def build(out_dir: str, parts: tuple[str, ...]) -> str:

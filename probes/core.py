@@ -13,7 +13,13 @@ import numpy as np
 
 from runqscale.probes.errors import ProbeError
 from runqscale.probes.libbpf import LibBpf, explain_load_failure
-from runqscale.probes.maps import HistMap, enable_bpf_stats, program_run_stats
+from runqscale.probes.maps import (
+    HistMap,
+    SlotArray,
+    enable_bpf_stats,
+    program_run_stats,
+    push_free_slots,
+)
 from runqscale.probes.model import (
     SLOTS,
     VALUE_WORDS,
@@ -31,6 +37,21 @@ FAST_PATH = ("rq_switch", "rq_fork")
 FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped", "rq_fork")
 SEED = "rq_seed"  # task iterator: task storage for the tasks alive at load (runqlat.bpf.c)
 SCHED_INFO = "/proc/self/schedstat"  # present iff CONFIG_SCHED_INFO
+# The slotted histograms are preallocated for every possible CPU: at most this much kernel
+# memory, between these slot counts; cgroups beyond them use the hash (one lookup per wait).
+SLOT_BUDGET_BYTES = 8 << 20
+MIN_SLOTS, MAX_SLOTS = 128, 1024
+# A dead cgroup's slot is zeroed and handed out again only this long after it was forgotten:
+# a task still exiting in it (or a CPU mid-update) cannot write into its next owner.
+SLOT_QUARANTINE_S = 10.0
+
+
+def slot_count(ncpu: int, max_cgroups: int) -> int:
+    """How many of `max_cgroups` get a slotted histogram on a machine with `ncpu` possible CPUs
+    (at most half: the hash holds the rest, and --max-cgroups stays the total)."""
+    per_slot = max(1, ncpu) * VALUE_WORDS * 8
+    budget = max(MIN_SLOTS, min(MAX_SLOTS, SLOT_BUDGET_BYTES // per_slot))
+    return max(1, min(budget, max_cgroups // 2))
 
 
 def object_path() -> str:
@@ -55,7 +76,9 @@ class CoreProbe:
     backend = "core"
 
     def __init__(self, hierarchy: Hierarchy, max_cgroups: int = 8192,
-                 bpf_stats: bool = True) -> None:
+                 bpf_stats: bool = True, slots: int | None = None) -> None:
+        """`slots`: how many cgroups get a slotted histogram (default: slot_count()); tests set
+        it to exercise the hash path."""
         check_preconditions()
         self.hierarchy = hierarchy
         self.bpf = LibBpf()
@@ -66,13 +89,17 @@ class CoreProbe:
         if not self.obj:
             raise ProbeError(f"cannot open {object_path()}: {os.strerror(self.bpf.errno())}")
         try:
-            self._configure(max_cgroups)
+            self._configure(max(2, max_cgroups), slots)
             if lib.bpf_object__load(self.obj) != 0:
                 raise explain_load_failure(self.bpf.errno() or errno.EINVAL,
                                            self.bpf.last_message())
             self._hists_fd = lib.bpf_map__fd(self._maps["hists"])
             self._stats_map_fd = lib.bpf_map__fd(self._maps["stats"])
-            self.capacity = lib.bpf_map__max_entries(self._maps["hists"])
+            self._slot_of_fd = lib.bpf_map__fd(self._maps["cgroup_slot"])
+            self._free_slots_fd = lib.bpf_map__fd(self._maps["free_slots"])
+            # highest first: the stack hands out slot 0 first, so the used range stays compact
+            push_free_slots(self._free_slots_fd, list(range(self.slots - 1, -1, -1)))
+            self.capacity = lib.bpf_map__max_entries(self._maps["hists"]) + self.slots
             progs = [(p, n) for p, n in self.bpf.iter_programs(self.obj)
                      if n in (FAST_PATH if self.sched_info else FALLBACK)]
             self._prog_fds = [lib.bpf_program__fd(p) for p, _ in progs]
@@ -94,17 +121,23 @@ class CoreProbe:
             raise
         self._ncpu = lib.libbpf_num_possible_cpus()
         self._hists = HistMap(self._hists_fd, VALUE_WORDS, self._ncpu)  # a per-CPU hash
+        self._slot_of = HistMap(self._slot_of_fd, 1)  # cgroup id -> slot
+        self._slot_hists = SlotArray(lib.bpf_map__fd(self._maps["slot_hists"]), VALUE_WORDS,
+                                     self._ncpu, self.slots)
+        self._cgroup_slots: dict[int, int] = {}  # as of the last read
+        self._quarantine: list[tuple[float, int]] = []  # (forgotten at, slot)
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
         self._last_counts: dict[int, int] = {}
         self._prev_hists: dict[int, CgroupHistogram] = {}
 
-    def _configure(self, max_cgroups: int) -> None:
+    def _configure(self, max_cgroups: int, slots: int | None) -> None:
         lib = self.bpf.lib
         self._maps = {}
         for m, name in self.bpf.iter_maps(self.obj):
             short = name.split(".")[-1] if name.startswith(("runqlat.", ".")) else name
             self._maps[short] = m
-        missing = {"hists", "stats", "rodata"} - self._maps.keys()
+        missing = {"hists", "stats", "rodata", "slot_hists", "cgroup_slot",
+                   "free_slots"} - self._maps.keys()
         if missing:
             raise ProbeError(f"{object_path()} lacks maps {sorted(missing)}: rebuild with make bpf")
         size = ctypes.c_size_t()
@@ -119,7 +152,11 @@ class CoreProbe:
         wanted = FAST_PATH if self.sched_info else FALLBACK
         for prog, name in self.bpf.iter_programs(self.obj):
             lib.bpf_program__set_autoload(prog, name in wanted or name == SEED)
-        lib.bpf_map__set_max_entries(self._maps["hists"], max_cgroups)
+        self.slots = min(max_cgroups - 1, slots) if slots else \
+            slot_count(lib.libbpf_num_possible_cpus(), max_cgroups)
+        for name in ("slot_hists", "cgroup_slot", "free_slots"):
+            lib.bpf_map__set_max_entries(self._maps[name], self.slots)
+        lib.bpf_map__set_max_entries(self._maps["hists"], max_cgroups - self.slots)
 
     def _seed_task_storage(self) -> None:
         """Run the task iterator once, after rq_fork is attached (so no task is missed between
@@ -155,12 +192,42 @@ class CoreProbe:
     def read_rows(self) -> RowsReading:
         """The map as one matrix, no object per cgroup (the agent's interval)."""
         now = time.monotonic()
-        keys, rows = self._hists.read_rows()
+        self._release_slots(now)
+        keys, rows = self._read_merged()
         counts = rows[:, :SLOTS].sum(axis=1, dtype=np.uint64).tolist()
         self._last_counts = dict(zip(keys, counts, strict=True))
         events = self._forgotten_events + sum(counts)
         return RowsReading(now, self.hierarchy, keys, rows, [True] * len(keys),
                            self._read_stats(len(keys), events))
+
+    def _read_merged(self) -> tuple[list[int], np.ndarray]:
+        """Slotted and hashed histograms as one matrix. A cgroup is in both only if it got a
+        slot after its first waits went to the hash (slots were all taken then): its rows add."""
+        slot_keys, slot_rows = self._slot_of.read_rows()
+        self._cgroup_slots = dict(zip(slot_keys, slot_rows[:, 0].tolist(), strict=True))
+        rows = self._slot_hists.read(slot_rows[:, 0].astype(np.int64))
+        hkeys, hrows = self._hists.read_rows()
+        if not hkeys:
+            return slot_keys, rows
+        if not slot_keys:
+            return hkeys, hrows
+        at = {k: i for i, k in enumerate(slot_keys)}
+        extra = [i for i, k in enumerate(hkeys) if k not in at]
+        for i, k in enumerate(hkeys):
+            if k in at:
+                rows[at[k]] += hrows[i]
+        return slot_keys + [hkeys[i] for i in extra], np.concatenate([rows, hrows[extra]])
+
+    def _release_slots(self, now: float) -> None:
+        """Zero the slots of cgroups forgotten a quarantine ago and give them back to the BPF
+        side."""
+        ready = [s for t, s in self._quarantine if now - t >= SLOT_QUARANTINE_S]
+        if not ready:
+            return
+        self._quarantine = [(t, s) for t, s in self._quarantine if now - t < SLOT_QUARANTINE_S]
+        for slot in ready:
+            self._slot_hists.zero(slot)
+        push_free_slots(self._free_slots_fd, sorted(ready, reverse=True))
 
     def _read_stats(self, entries: int, events: int) -> ProbeStats:
         lib = self.bpf.lib
@@ -176,9 +243,13 @@ class CoreProbe:
 
     def forget(self, cgroup_ids: list[int]) -> None:
         """Drop histograms of cgroups that no longer exist, so the map never fills with ghosts."""
+        now = time.monotonic()
         for cid in cgroup_ids:
             self._forgotten_events += self._last_counts.pop(cid, 0)
         self._hists.delete(cgroup_ids)
+        slotted = [cid for cid in cgroup_ids if cid in self._cgroup_slots]
+        self._slot_of.delete(slotted)
+        self._quarantine.extend((now, self._cgroup_slots.pop(cid)) for cid in slotted)
 
     def close(self) -> None:
         for link in self._links:

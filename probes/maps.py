@@ -84,6 +84,67 @@ class HistMap:
             self._lib.bpf_map_delete_elem(self.fd, ctypes.byref(key))
 
 
+class SlotArray:
+    """A per-CPU array of `words` u64 values per slot (the slotted histograms), read for a given
+    set of slots: batch lookups over the range they span (the BPF side hands out low slots
+    first, so that range stays about as long as the number of slots in use)."""
+
+    def __init__(self, fd: int, words: int, ncpu: int, size: int) -> None:
+        self.fd, self.words, self.ncpu, self.size = fd, words, max(1, ncpu), size
+        self._lib = LibBpf.load()
+        self.batch = max(1, min(BATCH, BATCH_BYTES // (self.ncpu * words * 8)))
+        self._keys = np.zeros(self.batch, dtype=np.uint32)
+        self._vals = np.zeros((self.batch, self.ncpu, words), dtype=np.uint64)
+
+    def read(self, slots: np.ndarray) -> np.ndarray:
+        """(len(slots), words): each slot's values summed over CPUs."""
+        out = np.zeros((len(slots), self.words), dtype=np.uint64)
+        if not len(slots):
+            return out
+        end = int(slots.max()) + 1
+        span = np.zeros((end, self.words), dtype=np.uint64)
+        start = 0
+        while start < end:
+            n = min(self.batch, end - start)
+            self._read_range(start, n, span[start:start + n])
+            start += n
+        out[:] = span[slots]
+        return out
+
+    def _read_range(self, start: int, n: int, into: np.ndarray) -> None:
+        lib = self._lib
+        # the batch token is the key read last (the kernel resumes at its next key)
+        in_tok, out_tok = ctypes.c_uint32(max(0, start - 1)), ctypes.c_uint32(0)
+        count = ctypes.c_uint32(n)
+        rc = lib.bpf_map_lookup_batch(self.fd, ctypes.byref(in_tok) if start else None,
+                                      ctypes.byref(out_tok), self._keys.ctypes.data,
+                                      self._vals.ctypes.data, ctypes.byref(count), None)
+        if rc == 0 or ctypes.get_errno() == errno.ENOENT:
+            into[:count.value] = self._vals[:count.value].sum(axis=1, dtype=np.uint64)
+            return
+        key = ctypes.c_uint32()  # no batch ops on this kernel: one lookup per slot
+        val = np.zeros((self.ncpu, self.words), dtype=np.uint64)
+        for i in range(n):
+            key.value = start + i
+            if lib.bpf_map_lookup_elem(self.fd, ctypes.byref(key), val.ctypes.data) == 0:
+                into[i] = val.sum(axis=0, dtype=np.uint64)
+
+    def zero(self, slot: int) -> None:
+        key = ctypes.c_uint32(slot)
+        zeros = np.zeros((self.ncpu, self.words), dtype=np.uint64)
+        if self._lib.bpf_map_update_elem(self.fd, ctypes.byref(key), zeros.ctypes.data, 0):
+            raise OSError(ctypes.get_errno(), f"zeroing histogram slot {slot} failed")
+
+
+def push_free_slots(fd: int, slots: list[int]) -> None:
+    """Hand slots to the BPF side's free stack (popped in the reverse order)."""
+    lib, v = LibBpf.load(), ctypes.c_uint32()
+    for s in slots:
+        v.value = s
+        if lib.bpf_map_update_elem(fd, None, ctypes.byref(v), 0):
+            raise OSError(ctypes.get_errno(), f"pushing free histogram slot {s} failed")
+
+
 def enable_bpf_stats() -> int:
     """Turn on the kernel's per-program run-time accounting for as long as the returned fd is
     open; it costs two clock reads per program run, system-wide. The kernel wants

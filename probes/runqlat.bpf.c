@@ -23,11 +23,16 @@
  * probe, from a task iterator the loader runs once after attaching; the scheduler hooks only
  * look it up.
  *
- * The per-cgroup histogram entry is created once per cgroup; each CPU updates its own copy.
+ * Per-cgroup histograms live in a per-CPU array ("slots"; each CPU updates its own copy). A
+ * cgroup gets a slot at its first wait, popped from a stack of free slots that user space fills
+ * at load and refills as cgroups die; each task caches (cgroup id, slot) in its task storage,
+ * so the common switch reaches its histogram with no hash lookup. When the slots run out, a
+ * cgroup's histogram goes to a per-CPU hash instead (one lookup per wait, as before stop 28).
  *
- * RQ_ABLATE_HOLDERS / _HASH / _TASK_STORAGE: benchmark-only builds that drop one part of the
- * fast path each (probes/bench_breakdown.py measures what each part costs per switch); the
- * product is never built with them.
+ * RQ_ABLATE_HOLDERS / _HASH / _TASK_STORAGE / _SLOTS: benchmark-only builds that drop one part
+ * of the fast path each (probes/bench_breakdown.py measures what each part costs per switch;
+ * _SLOTS sends every wait through the hash, as before stop 28); the product is never built
+ * with them.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -47,8 +52,9 @@ struct {
 	__type(value, __u64);
 } runnable_since SEC(".maps");
 
-/* Per CPU: each CPU adds to its own copy (no atomics, no cache line bouncing between CPUs on
- * every switch); user space sums the copies. Entries are allocated on first use only. */
+/* The overflow for cgroups without a slot. Per CPU like the slots: each CPU adds to its own
+ * copy (no atomics, no cache line bouncing between CPUs on every switch); user space sums the
+ * copies. Entries are allocated on first use only. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -56,6 +62,30 @@ struct {
 	__type(key, __u64);        /* cgroup id (kernfs node id = inode of the cgroup directory) */
 	__type(value, struct rq_hist);
 } hists SEC(".maps");
+
+/* The slotted histograms (sized by the loader: max_entries x CPUs x sizeof(struct rq_hist) is
+ * preallocated, so it is bounded by a memory budget), the slot of each slotted cgroup, and the
+ * free slots (a stack: freed low slots are reused first, so the used range stays compact for
+ * the reader). Only programs take slots; only user space frees them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 256); /* the loader sets it */
+	__type(key, __u32);
+	__type(value, struct rq_hist);
+} slot_hists SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256); /* = slot_hists' */
+	__type(key, __u64);   /* cgroup id */
+	__type(value, __u64); /* its slot */
+} cgroup_slot SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK);
+	__uint(max_entries, 256); /* = slot_hists' */
+	__type(value, __u32);
+} free_slots SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -176,9 +206,81 @@ static __always_inline struct rq_holders *this_cpu_holders(void)
 	return bpf_map_lookup_elem(&holders, &zero);
 }
 
-/* `t` waited `delta` ns until `now` and is being switched in (`r`: this CPU's holders). */
+/* The hash path: this CPU's copy of the cgroup's histogram in `hists`, created on its first
+ * wait (the only insert it will ever need: from a program, it sets this CPU's copy and zeroes
+ * the others). */
+static __always_inline struct rq_hist *hashed_hist(__u64 cgid)
+{
+	struct rq_hist *h;
+
+	h = bpf_map_lookup_elem(&hists, &cgid);
+	if (h)
+		return h;
+	bpf_map_update_elem(&hists, &cgid, &zero_hist, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&hists, &cgid);
+}
+
+/* The cgroup's slot: the one it has, else one popped from the free stack (user space zeroed
+ * it), else RQ_NO_SLOT (all taken: the hash path). */
+static __always_inline __u32 slot_for(__u64 cgid)
+{
+	__u64 *have, v;
+	__u32 slot;
+
+	have = bpf_map_lookup_elem(&cgroup_slot, &cgid);
+	if (have)
+		return *have;
+	if (bpf_map_pop_elem(&free_slots, &slot))
+		return RQ_NO_SLOT;
+	v = slot;
+	if (bpf_map_update_elem(&cgroup_slot, &cgid, &v, BPF_NOEXIST)) {
+		/* Another CPU slotted this cgroup first: give ours back and use its slot. */
+		bpf_map_push_elem(&free_slots, &slot, 0);
+		have = bpf_map_lookup_elem(&cgroup_slot, &cgid);
+		return have ? *have : RQ_NO_SLOT;
+	}
+	return slot;
+}
+
+/* Per task (fast path): the run_delay already accounted and the histogram slot of the cgroup
+ * it was last seen in, so a switch usually needs no per-cgroup lookup at all. */
+struct rq_task {
+	__u64 seen; /* sched_info.run_delay + 1 after the last wait accounted; 0 = never seen */
+	__u64 cgid; /* the cgroup `slot` belongs to; 0 = nothing cached */
+	__u32 slot; /* its slot in slot_hists, or RQ_NO_SLOT: its histogram is in the hash */
+	__u32 pad;
+};
+
+/* This CPU's copy of the histogram of cgroup `cgid`, through the task's cache `c` (NULL on
+ * the fallback path, which keeps no cache). */
+static __always_inline struct rq_hist *hist_of(__u64 cgid, struct rq_task *c)
+{
+	__u32 slot;
+
+#ifdef RQ_ABLATE_HASH
+	return bpf_map_lookup_elem(&ablated_hist, &(__u32){0}); /* no per-cgroup lookup at all */
+#endif
+#ifdef RQ_ABLATE_SLOTS
+	return hashed_hist(cgid);
+#endif
+	if (c && c->cgid == cgid) {
+		slot = c->slot;
+	} else {
+		slot = slot_for(cgid);
+		if (c) {
+			c->cgid = cgid;
+			c->slot = slot;
+		}
+	}
+	if (slot == RQ_NO_SLOT)
+		return hashed_hist(cgid);
+	return bpf_map_lookup_elem(&slot_hists, &slot);
+}
+
+/* `t` waited `delta` ns until `now` and is being switched in (`r`: this CPU's holders; `c`:
+ * its slot cache, or NULL). */
 static __always_inline void account_wait(struct task_struct *t, __u64 delta, __u64 now,
-					 struct rq_holders *r)
+					 struct rq_holders *r, struct rq_task *c)
 {
 	struct cgroup *cgrp = cgroup_of(t);
 	struct rq_hist *h;
@@ -189,20 +291,10 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta, __u
 		count_stat(RQ_STAT_NO_CGROUP);
 		return;
 	}
-#ifdef RQ_ABLATE_HASH
-	h = bpf_map_lookup_elem(&ablated_hist, &(__u32){0});
-#else
-	h = bpf_map_lookup_elem(&hists, &cgid);
-#endif
+	h = hist_of(cgid, c);
 	if (!h) {
-		/* First wait seen in this cgroup: the only insert it will ever need (from a program,
-		 * it sets this CPU's copy and zeroes the others). */
-		bpf_map_update_elem(&hists, &cgid, &zero_hist, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&hists, &cgid);
-		if (!h) {
-			count_stat(RQ_STAT_MAP_FULL);
-			return;
-		}
+		count_stat(RQ_STAT_MAP_FULL);
+		return;
 	}
 #ifdef RQ_ABLATE_HOLDERS
 	rq_hist_add(h, delta, RQ_HELD_SAME);
@@ -213,12 +305,11 @@ static __always_inline void account_wait(struct task_struct *t, __u64 delta, __u
 
 /* ---- fast path: the scheduler's own run-queue accounting ---- */
 
-/* Per task: its sched_info.run_delay (+1; 0 = never seen) after the last wait we accounted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u64);
+	__type(value, struct rq_task);
 } run_delay_seen SEC(".maps");
 
 SEC("tp_btf/sched_switch")
@@ -227,7 +318,8 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 {
 	struct rq_holders *r = this_cpu_holders();
 	struct cfs_rq *cfs;
-	__u64 queued, now, segment = 0, total, *seen, delta;
+	__u64 queued, now, segment = 0, total, delta;
+	struct rq_task *seen;
 
 	/* This CPU's rq, reached through a cfs_rq (set for tasks of every class by set_task_rq();
 	 * the per-CPU `runqueues` symbol is not in kallsyms without KALLSYMS_ALL); next is idle
@@ -258,8 +350,8 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 #else
 	seen = bpf_task_storage_get(&run_delay_seen, next, 0, 0); /* created at fork / seed */
 #endif
-	if (seen && *seen) {
-		delta = total - (*seen - 1);
+	if (seen && seen->seen) {
+		delta = total - (seen->seen - 1);
 		if (!queued && !delta)
 			return 0; /* switched in without having queued: no wait happened */
 	} else {
@@ -268,8 +360,8 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 		delta = segment; /* first sighting: only the current segment is known */
 	}
 	if (seen)
-		*seen = total + 1;
-	account_wait(next, delta, now, r);
+		seen->seen = total + 1;
+	account_wait(next, delta, now, r, seen);
 	return 0;
 }
 
@@ -317,7 +409,7 @@ int BPF_PROG(rq_switch_stamped, bool preempt, struct task_struct *prev, struct t
 	since = bpf_task_storage_get(&runnable_since, next, 0, 0);
 	if (!since || !*since)
 		return 0;
-	account_wait(next, now - *since, now, r);
+	account_wait(next, now - *since, now, r, 0);
 	*since = 0;
 	return 0;
 }

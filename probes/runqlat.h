@@ -34,6 +34,8 @@ struct rq_config {
 	__u32 sched_info; /* 1: read the scheduler's own enqueue stamp (CONFIG_SCHED_INFO) */
 };
 
+#define RQ_NO_SLOT 0xFFFFFFFFu /* a cgroup without a histogram slot (runqlat.bpf.c) */
+
 #define RQ_HIER_V2 0
 #define RQ_HIER_V1_CPU 1
 

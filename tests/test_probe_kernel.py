@@ -9,12 +9,14 @@ import sys
 import time
 
 import pytest
-from probe_helpers import measure, open_backend, quota_hierarchy, v2_has_cpu
+from probe_helpers import measure, open_backend, quota_hierarchy, require_root, v2_has_cpu
 
 from runqscale.agent.sampler import Sampler
+from runqscale.probes import core
 from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.probes.core import CoreProbe
 from runqscale.probes.model import Hierarchy
-from runqscale.validation.sandbox import IDLE, PERIODIC, Sandbox
+from runqscale.validation.sandbox import IDLE, PERIODIC, Sandbox, thread_run_delay_ns
 
 pytestmark = pytest.mark.kernel
 BACKENDS = ["core", pytest.param("bcc", marks=pytest.mark.bcc)]
@@ -144,6 +146,74 @@ def test_map_full_is_counted_not_fatal() -> None:
     assert r.stats.map_full > 0
     assert len(r.histograms) <= 4
     assert r.stats.map_capacity == 4
+
+
+def test_cgroups_past_the_slots_are_counted_in_the_hash_and_still_match_schedstat() -> None:
+    """Only 4 slotted histograms: most of the 22 cgroups (and every other cgroup that waits on
+    this machine) overflow to the per-CPU hash, and a cgroup that gets a slot later has counts in
+    both. Every cgroup's sum must still match the kernel's run_delay."""
+    require_root()
+    probe = CoreProbe(Hierarchy.V1_CPU, slots=4)
+    try:
+        with Sandbox(Hierarchy.V1_CPU, name="rq-slots") as sb:
+            groups = _populate(sb)
+            time.sleep(0.8)
+            rows, _, _ = measure(probe, sb, groups, seconds=3.0)
+            ids = {os.stat(g.dirs[0]).st_ino for g in groups}
+            hashed = ids & set(probe._hists.read().keys())
+    finally:
+        probe.close()
+    assert probe.slots == 4
+    assert len(hashed) >= len(groups) - 4, "the sandbox's cgroups did not reach the hash"
+    bad = [f"{r.name}: bpf {r.bpf_wait_ns / 1e6:.2f} ms vs schedstat {r.kernel_wait_ns / 1e6:.2f}"
+           for r in rows if abs(r.bpf_wait_ns - r.kernel_wait_ns)
+           > max(0.10 * r.kernel_wait_ns, 1_000_000)]
+    assert not bad, "\n".join(bad)
+
+
+def test_a_removed_cgroups_slot_is_zeroed_before_a_new_cgroup_gets_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four hogs on two cores pile up waits in four cgroups; they are removed, their slots
+    handed back after the quarantine, and new light cgroups take them. A new cgroup's histogram
+    holds only its own waits: never more than its threads' whole run_delay."""
+    require_root()
+    monkeypatch.setattr(core, "SLOT_QUARANTINE_S", 0.5)
+    probe = CoreProbe(Hierarchy.V1_CPU)
+    try:
+        with Sandbox(Hierarchy.V1_CPU, name="rq-reuse") as sb:
+            old = [sb.group(f"old{i}") for i in range(4)]
+            for g in old:
+                sb.spawn(g)  # a CPU hog
+            sampler = Sampler(probe, sb.mounts, sb.root)
+            time.sleep(1.5)
+            sampler.sample()
+            old_ids = {os.stat(g.dirs[0]).st_ino for g in old}
+            old_slots = {probe._cgroup_slots[i] for i in old_ids if i in probe._cgroup_slots}
+            assert len(old_slots) == 4, "the hogs' cgroups did not get slots"
+            for g in old:
+                sb.remove(g)
+            for _ in range(4):  # an id must miss two walks in a row before it is dropped
+                time.sleep(0.3)
+                sampler.sample()
+            assert not old_ids & probe._cgroup_slots.keys()
+            time.sleep(0.6)
+            probe.read()  # past the quarantine: zeroed and back on the free stack
+            new = [sb.group(f"new{i}") for i in range(4)]
+            for g in new:
+                sb.spawn(g, code=PERIODIC.format(busy=0.0002, sleep=0.005))
+            time.sleep(1.0)
+            reading = probe.read()
+            new_ids = {g.name: os.stat(g.dirs[0]).st_ino for g in new}
+            new_slots = {probe._cgroup_slots.get(i) for i in new_ids.values()}
+            kernel = {g.name: sum(thread_run_delay_ns(g.pids).values()) for g in new}
+    finally:
+        probe.close()
+    assert new_slots & old_slots, f"no slot reused: old {old_slots}, new {new_slots}"
+    for name, cid in new_ids.items():
+        got = reading.histograms[cid].sum_ns
+        assert got <= kernel[name] + max(0.1 * kernel[name], 1_000_000), (
+            f"{name}: {got / 1e6:.1f} ms counted vs {kernel[name] / 1e6:.1f} ms run_delay: "
+            "a reused slot kept its last owner's waits")
 
 
 def _cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
