@@ -100,6 +100,8 @@ struct {
 #define RQ_WHO_KERNEL 1
 struct rq_holders {
 	__u64 since;          /* when the current holder got the CPU */
+	__u64 cur;            /* the current holder, as in who[] (noted when it was switched in,
+			       * where its cgroup is looked up anyway for its wait) */
 	__u64 pos;            /* ring position of the next entry */
 	__u64 who[RQ_RING];   /* a user task's struct cgroup * (compared, never dereferenced),
 			       * or RQ_WHO_IDLE / RQ_WHO_KERNEL */
@@ -153,22 +155,24 @@ static __always_inline struct cgroup *cgroup_of(struct task_struct *t)
 	return css ? css->cgroup : 0;
 }
 
-/* Called at every switch, with this CPU's ring: prev leaves the CPU now. */
-static __always_inline void note_holder(struct rq_holders *r, struct task_struct *prev,
-					__u64 now)
+/* Called at every switch, with this CPU's ring: the current holder (prev) leaves the CPU now
+ * and `next` (of cgroup `cgrp`) gets it. */
+static __always_inline void note_holder(struct rq_holders *r, struct task_struct *next,
+					struct cgroup *cgrp, __u64 now)
 {
 	__u32 i = r->pos & (RQ_RING - 1);
 
-	if (!prev->pid)
-		r->who[i] = RQ_WHO_IDLE;
-	else if (prev->flags & PF_KTHREAD)
-		r->who[i] = RQ_WHO_KERNEL;
-	else
-		r->who[i] = (__u64)cgroup_of(prev);
+	r->who[i] = r->cur;
 	r->until[i] = now;
 	r->held[i] = now - r->since;
 	r->since = now;
 	r->pos++;
+	if (!next->pid)
+		r->cur = RQ_WHO_IDLE;
+	else if (next->flags & PF_KTHREAD)
+		r->cur = RQ_WHO_KERNEL;
+	else
+		r->cur = (__u64)cgrp;
 }
 
 /* What kept a task of `cgrp` waiting from `since` until now: of this CPU's last RQ_RING
@@ -277,12 +281,11 @@ static __always_inline struct rq_hist *hist_of(__u64 cgid, struct rq_task *c)
 	return bpf_map_lookup_elem(&slot_hists, &slot);
 }
 
-/* `t` waited `delta` ns until `now` and is being switched in (`r`: this CPU's holders; `c`:
- * its slot cache, or NULL). */
-static __always_inline void account_wait(struct task_struct *t, __u64 delta, __u64 now,
+/* A task of `cgrp` waited `delta` ns until `now` and is being switched in (`r`: this CPU's
+ * holders; `c`: the task's slot cache, or NULL). */
+static __always_inline void account_wait(struct cgroup *cgrp, __u64 delta, __u64 now,
 					 struct rq_holders *r, struct rq_task *c)
 {
-	struct cgroup *cgrp = cgroup_of(t);
 	struct rq_hist *h;
 	__u64 cgid;
 
@@ -317,6 +320,7 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	     unsigned int prev_state)
 {
 	struct rq_holders *r = this_cpu_holders();
+	struct cgroup *cgrp;
 	struct cfs_rq *cfs;
 	__u64 queued, now, segment = 0, total, delta;
 	struct rq_task *seen;
@@ -328,8 +332,9 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	if (!cfs || !r)
 		return 0;
 	now = cfs->rq->clock;
+	cgrp = next->pid ? cgroup_of(next) : 0;
 #ifndef RQ_ABLATE_HOLDERS
-	note_holder(r, prev, now);
+	note_holder(r, next, cgrp, now);
 #endif
 	if (!next->pid)
 		return 0;
@@ -361,7 +366,7 @@ int BPF_PROG(rq_switch, bool preempt, struct task_struct *prev, struct task_stru
 	}
 	if (seen)
 		seen->seen = total + 1;
-	account_wait(next, delta, now, r, seen);
+	account_wait(cgrp, delta, now, r, seen);
 	return 0;
 }
 
@@ -398,10 +403,11 @@ int BPF_PROG(rq_switch_stamped, bool preempt, struct task_struct *prev, struct t
 {
 	__u64 now = bpf_ktime_get_ns(), *since;
 	struct rq_holders *r = this_cpu_holders();
+	struct cgroup *cgrp = next->pid ? cgroup_of(next) : 0;
 
 	if (!r)
 		return 0;
-	note_holder(r, prev, now);
+	note_holder(r, next, cgrp, now);
 
 	/* Preempted (or woken before it could sleep): still on the run queue, so it waits again. */
 	if (preempt || prev_state == TASK_RUNNING)
@@ -409,7 +415,7 @@ int BPF_PROG(rq_switch_stamped, bool preempt, struct task_struct *prev, struct t
 	since = bpf_task_storage_get(&runnable_since, next, 0, 0);
 	if (!since || !*since)
 		return 0;
-	account_wait(next, now - *since, now, r, 0);
+	account_wait(cgrp, now - *since, now, r, 0);
 	*since = 0;
 	return 0;
 }
