@@ -123,7 +123,7 @@ class CoreProbe:
         self._hists = HistMap(self._hists_fd, VALUE_WORDS, self._ncpu)  # a per-CPU hash
         self._slot_of = HistMap(self._slot_of_fd, 1)  # cgroup id -> slot
         self._slot_hists = SlotArray(lib.bpf_map__fd(self._maps["slot_hists"]), VALUE_WORDS,
-                                     self._ncpu, self.slots)
+                                     self._ncpu)
         self._cgroup_slots: dict[int, int] = {}  # as of the last read
         self._quarantine: list[tuple[float, int]] = []  # (forgotten at, slot)
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
@@ -212,10 +212,12 @@ class CoreProbe:
         if not slot_keys:
             return hkeys, hrows
         at = {k: i for i, k in enumerate(slot_keys)}
-        extra = [i for i, k in enumerate(hkeys) if k not in at]
+        extra = []
         for i, k in enumerate(hkeys):
             if k in at:
                 rows[at[k]] += hrows[i]
+            else:
+                extra.append(i)
         return slot_keys + [hkeys[i] for i in extra], np.concatenate([rows, hrows[extra]])
 
     def _release_slots(self, now: float) -> None:

@@ -89,8 +89,8 @@ class SlotArray:
     set of slots: batch lookups over the range they span (the BPF side hands out low slots
     first, so that range stays about as long as the number of slots in use)."""
 
-    def __init__(self, fd: int, words: int, ncpu: int, size: int) -> None:
-        self.fd, self.words, self.ncpu, self.size = fd, words, max(1, ncpu), size
+    def __init__(self, fd: int, words: int, ncpu: int) -> None:
+        self.fd, self.words, self.ncpu = fd, words, max(1, ncpu)
         self._lib = LibBpf.load()
         self.batch = max(1, min(BATCH, BATCH_BYTES // (self.ncpu * words * 8)))
         self._keys = np.zeros(self.batch, dtype=np.uint32)
@@ -98,9 +98,8 @@ class SlotArray:
 
     def read(self, slots: np.ndarray) -> np.ndarray:
         """(len(slots), words): each slot's values summed over CPUs."""
-        out = np.zeros((len(slots), self.words), dtype=np.uint64)
         if not len(slots):
-            return out
+            return np.zeros((0, self.words), dtype=np.uint64)
         end = int(slots.max()) + 1
         span = np.zeros((end, self.words), dtype=np.uint64)
         start = 0
@@ -108,8 +107,7 @@ class SlotArray:
             n = min(self.batch, end - start)
             self._read_range(start, n, span[start:start + n])
             start += n
-        out[:] = span[slots]
-        return out
+        return span[slots]  # a fresh array (fancy indexing copies)
 
     def _read_range(self, start: int, n: int, into: np.ndarray) -> None:
         lib = self._lib
