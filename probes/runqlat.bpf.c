@@ -181,9 +181,14 @@ static __always_inline void note_holder(struct rq_holders *r, struct task_struct
  * behind; a wait longer than RQ_RING slices is judged by its end. */
 static __always_inline __u32 holder_of(struct rq_holders *r, struct cgroup *cgrp, __u64 since)
 {
-	__u64 best = 0, who = r->who[(r->pos - 1) & (RQ_RING - 1)], in;
+	__u32 last = (r->pos - 1) & (RQ_RING - 1);
+	__u64 best = 0, who = r->who[last], in;
 	int i;
 
+	/* The common case, exactly: the holder that just left had the CPU for the whole wait, so
+	 * no earlier one can have held it longer. */
+	if (r->until[last] - r->held[last] <= since)
+		goto judge;
 #pragma unroll
 	for (i = 0; i < RQ_RING; i++) {
 		if (r->until[i] <= since)
@@ -196,6 +201,7 @@ static __always_inline __u32 holder_of(struct rq_holders *r, struct cgroup *cgrp
 			who = r->who[i];
 		}
 	}
+judge:
 	if (who == RQ_WHO_IDLE)
 		return RQ_HELD_IDLE;
 	if (who == RQ_WHO_KERNEL)
@@ -302,7 +308,8 @@ static __always_inline void account_wait(struct cgroup *cgrp, __u64 delta, __u64
 #ifdef RQ_ABLATE_HOLDERS
 	rq_hist_add(h, delta, RQ_HELD_SAME);
 #else
-	rq_hist_add(h, delta, holder_of(r, cgrp, now - delta));
+	/* A zero wait adds no nanoseconds to any holder's share: no need to find one. */
+	rq_hist_add(h, delta, delta ? holder_of(r, cgrp, now - delta) : RQ_HELD_SAME);
 #endif
 }
 
