@@ -41,15 +41,16 @@ WHAT = {"SLOTS": "slotted histograms (every wait through the per-cgroup hash, as
                         "it every wait looks its slot up)"}
 
 
-def build(out_dir: str, parts: tuple[str, ...]) -> str:
-    """The object with `parts` dropped, named runqlat.bpf.o (libbpf names .rodata after it)."""
-    src = resources.files("runqscale.probes")
+def build(out_dir: str, parts: tuple[str, ...], src: str | None = None) -> str:
+    """The object with `parts` dropped, named runqlat.bpf.o (libbpf names .rodata after it),
+    from the package's source or the runqlat.bpf.c/.h/vmlinux.h in `src`."""
+    src = src or str(resources.files("runqscale.probes"))
     os.makedirs(out_dir, exist_ok=True)
     obj = os.path.join(out_dir, "runqlat.bpf.o")
     argv = ["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-I", str(src),
             "-I", "/usr/include/x86_64-linux-gnu", "-Wall", "-Werror",
             "-Wno-unused-function", *(f"-DRQ_ABLATE_{p}" for p in parts),
-            "-c", str(src / "runqlat.bpf.c"), "-o", obj]
+            "-c", os.path.join(src, "runqlat.bpf.c"), "-o", obj]
     r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"clang failed for {parts or 'the full program'}: {r.stderr[-400:]}")
