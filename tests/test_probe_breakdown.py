@@ -1,5 +1,6 @@
-"""The probe-cost breakdown's builds (probes/bench_breakdown.py): each ablation compiles from the
-product's source and passes this kernel's verifier, so the benchmark measures what it names."""
+"""The probe-cost benchmarks' builds: each ablation (probes/bench_breakdown.py) compiles from the
+product's source and passes this kernel's verifier, so the benchmark measures what it names; the
+program at a git revision (probes/bench_at_rev.py) builds from git and runs under today's loader."""
 
 from __future__ import annotations
 
@@ -9,10 +10,23 @@ import time
 import pytest
 from conftest import require_root
 
-from runqscale.probes import bench_breakdown, core
+from runqscale.probes import bench_at_rev, bench_breakdown, core
 from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.probes.model import ProbeReading
 
 pytestmark = pytest.mark.kernel
+
+
+def _load_and_read(obj: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, ProbeReading]:
+    """Program runs before, and a reading 0.3 s after, loading `obj` as the product does."""
+    monkeypatch.setattr(core, "object_path", lambda: obj)
+    probe = core.CoreProbe(CgroupMounts.read().choose("auto")[0])
+    try:
+        runs0 = probe.read().stats.bpf_run_count
+        time.sleep(0.3)
+        return runs0, probe.read()
+    finally:
+        probe.close()
 
 
 @pytest.mark.parametrize("name", list(bench_breakdown.BUILDS))
@@ -21,14 +35,20 @@ def test_each_ablation_builds_loads_and_runs_on_every_switch(
     require_root()
     assert shutil.which("clang"), "clang is installed by `make deps`"
     obj = bench_breakdown.build(str(tmp_path), bench_breakdown.BUILDS[name])
-    monkeypatch.setattr(core, "object_path", lambda: obj)
-    probe = core.CoreProbe(CgroupMounts.read().choose("auto")[0])
-    try:
-        runs0 = probe.read().stats.bpf_run_count
-        time.sleep(0.3)
-        reading = probe.read()
-    finally:
-        probe.close()
+    runs0, reading = _load_and_read(obj, monkeypatch)
     assert reading.stats.bpf_run_count > runs0, "the switch program never ran"
     # only the build without the per-cgroup hash leaves the product's histograms empty
     assert bool(reading.histograms) == ("HASH" not in bench_breakdown.BUILDS[name])
+
+
+def test_the_probe_at_a_revision_builds_from_git_and_runs_under_todays_loader(
+        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_root()
+    obj = bench_at_rev.object_at("HEAD", str(tmp_path))
+    runs0, reading = _load_and_read(obj, monkeypatch)
+    assert reading.stats.bpf_run_count > runs0 and reading.histograms
+
+
+def test_an_unknown_revision_is_named_in_one_line(tmp_path) -> None:
+    with pytest.raises(SystemExit, match="revision no-such-rev: cannot read probes/runqlat.bpf.c"):
+        bench_at_rev.object_at("no-such-rev", str(tmp_path))
