@@ -179,6 +179,12 @@ def hold_empty_program() -> None:
         signal.pause()
 
 
+def throughput_loss(ops: list[float], base: float) -> dict:
+    """Switch throughput lost against `base` (the no-probe median): median and range, in %."""
+    return {"throughput_loss_pct": 100 * (1 - statistics.median(ops) / base),
+            "throughput_loss_pct_range": [100 * (1 - max(ops) / base), 100 * (1 - min(ops) / base)]}
+
+
 def _spread(values: list[float]) -> dict[str, float] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} \
         if values else None
@@ -225,9 +231,7 @@ def run(rounds: int) -> dict:
         results[t.name] = {
             "switch_ops_per_s": tput[t.name],
             "throughput_vs_none": med / base,
-            "throughput_loss_pct": 100 * (1 - med / base),
-            "throughput_loss_pct_range": [100 * (1 - max(tput[t.name]) / base),
-                                          100 * (1 - min(tput[t.name]) / base)],
+            **throughput_loss(tput[t.name], base),
             "ns_per_bpf_run": (_spread(per_run[t.name]) or {}).get("median"),
             "ns_per_context_switch": sw["median"] if sw else None,
             "ns_per_context_switch_range": [sw["min"], sw["max"]] if sw else None,

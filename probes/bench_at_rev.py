@@ -19,12 +19,11 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from importlib import resources
 
 from runqscale.probes import bench
-from runqscale.probes.bench_breakdown import build
+from runqscale.probes.bench_breakdown import build, holding
 
 SOURCES = ("probes/runqlat.bpf.c", "probes/runqlat.h")
 
@@ -46,8 +45,7 @@ def object_at(rev: str, work: str) -> str:
 
 
 def run(rounds: int, objs: dict[str, str]) -> dict:
-    me = [sys.executable, "-m", "runqscale.probes.bench_breakdown", "--hold"]
-    tracers = [bench.Tracer("none", None), *(bench.Tracer(n, [*me, o]) for n, o in objs.items())]
+    tracers = [bench.Tracer("none", None), *(holding(n, o) for n, o in objs.items())]
     tput: dict[str, list[float]] = {t.name: [] for t in tracers}
     ns: dict[str, list[float]] = {t.name: [] for t in tracers}
     bench._sysctl_stats(False)
@@ -64,9 +62,7 @@ def run(rounds: int, objs: dict[str, str]) -> dict:
     base = statistics.median(tput["none"])
     return {"kernel": os.uname().release, "rounds": rounds, "stress": bench.STRESS_SECONDS,
             "switch_ops_per_s": tput,
-            "revisions": {n: {"throughput_loss_pct": 100 * (1 - statistics.median(tput[n]) / base),
-                              "throughput_loss_pct_range": [100 * (1 - max(tput[n]) / base),
-                                                            100 * (1 - min(tput[n]) / base)],
+            "revisions": {n: {**bench.throughput_loss(tput[n], base),
                               "ns_per_context_switch": statistics.median(ns[n]) if ns[n] else None}
                           for n in objs}}
 

@@ -69,10 +69,15 @@ def hold(path: str) -> None:
         time.sleep(1)
 
 
+def holding(name: str, obj: str) -> bench.Tracer:
+    """A tracer that loads the object at `obj` as the product does and holds it (hold())."""
+    return bench.Tracer(name, [sys.executable, "-m", "runqscale.probes.bench_breakdown",
+                               "--hold", obj])
+
+
 def run(rounds: int, objs: dict[str, str]) -> dict:
-    me = [sys.executable, "-m", "runqscale.probes.bench_breakdown", "--hold"]
     ref = [t for t in bench.tracers() if t.name in (bench.EMPTY, "bcc-runqlat") and t.available()]
-    tracers = [*ref, *(bench.Tracer(n, [*me, o]) for n, o in objs.items())]
+    tracers = [*ref, *(holding(n, o) for n, o in objs.items())]
     ns: dict[str, list[float]] = {t.name: [] for t in tracers}
     for r in range(rounds):
         for t in tracers:
