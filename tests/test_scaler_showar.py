@@ -391,10 +391,11 @@ def test_no_action_while_warming_up() -> None:
 
 
 def test_an_outgrown_limit_is_resized_up_before_the_warm_up_ends() -> None:
-    # one second-sampled replica at its 0.1-core limit, throttled in 60 % of periods, 300 req/s
-    # at 0.3 ms: its demand (0.09 cores) plus margin has outgrown the limit. A resize up acts
-    # after one decision period of signal; a cut waits for the full warm-up
-    kw = dict(replicas=1, ready_replicas=1, cpu_usage_cores=0.1, cpu_request_cores=0.1,
+    # one second-sampled replica near its 0.1-core limit (not pinned at it: that is saturation,
+    # below), throttled in 60 % of periods, 300 req/s at 0.28 ms: its demand (0.085 cores) plus
+    # margin has outgrown the limit. A resize up acts after one decision period of signal; a cut
+    # waits for the full warm-up
+    kw = dict(replicas=1, ready_replicas=1, cpu_usage_cores=0.085, cpu_request_cores=0.1,
               cpu_limit_cores=0.1, throttled_ratio=0.6, request_rate=300.0,
               runq_p95_seconds=0.02)
     small = cur(1, 0.1, 0.1)
@@ -416,6 +417,57 @@ def test_an_outgrown_limit_is_resized_up_before_the_warm_up_ends() -> None:
     v23 = replace(P, growth_warmup_seconds=P.warmup_seconds)
     rec, _ = showar.decide(window(n=4, step=1.0, **kw), small, CFG, None, v23)
     assert rec.action == "none" and "warming up" in rec.reason
+
+
+def test_saturated_from_the_first_sample_grows_the_limit_at_once() -> None:
+    # two replicas pinned at their 0.4-core limit, throttled in 95 % of periods, never
+    # unthrottled: CPU per request is only a lower bound (0.8 cores / 60 req/s), and that bound
+    # times the rate is the capped usage again. One sample is enough to act on (v2.5): the
+    # limit grows x(1 + 0.5 x 0.95), not to usage + margin in steps
+    kw = dict(replicas=2, ready_replicas=2, cpu_usage_cores=0.8, cpu_request_cores=0.4,
+              cpu_limit_cores=0.4, throttled_ratio=0.95, request_rate=60.0,
+              runq_p95_seconds=0.05)
+    two = cur(2, 0.4, 0.4)
+    rec, st = showar.decide(window(n=1, **kw), two, CFG, None)
+    assert rec.action == "resize" and rec.recommended.replicas == 2, rec.reason
+    assert rec.recommended.cpu_limit_cores == pytest.approx(0.4 * 1.475)
+    assert "saturated" in rec.reason and not st.cpu_per_request_exact
+    # a growth is not a reading: the down path remembers the limit it had, not the growth
+    assert st.size_history[-1][1] == pytest.approx(0.4)
+    # the same load below the pinned share (usage 0.85 x limit): sized on the bound, after the
+    # growth warm-up
+    calm = dict(kw, cpu_usage_cores=0.68)
+    rec, _ = showar.decide(window(n=1, **calm), two, CFG, None)
+    assert rec.action == "none" and "warming up" in rec.reason
+    # pinned, but CPU per request known exactly from unthrottled samples (0.7 cores for 60
+    # req/s) before the load rose to 90 req/s: demand is read from it, no blind growth
+    rate = np.r_[np.full(4, 60.0), np.full(4, 90.0)]
+    usage = np.r_[np.full(4, 0.7), np.full(4, 0.8)]
+    thr = np.r_[np.zeros(4), np.full(4, 0.95)]
+    w = window(n=8, step=1.0, **dict(kw, cpu_usage_cores=usage, throttled_ratio=thr,
+                                     request_rate=rate))
+    rec, st = showar.decide(w, two, CFG, None)
+    assert st.cpu_per_request_exact and "saturated" not in rec.reason, rec.reason
+    cpr = 0.7 / 60
+    assert rec.recommended.cpu_limit_cores == pytest.approx(sized(cpr * 45, cpr, 45))
+
+
+def test_saturation_needs_every_loaded_sample_pinned() -> None:
+    from runqscale.scaler.policies import showar_sizing as sizing
+    sp = P.sizing
+    kw = dict(replicas=2, ready_replicas=2, cpu_limit_cores=0.4, request_rate=60.0)
+    pinned = window(n=3, step=1.0, cpu_usage_cores=0.8, throttled_ratio=0.9, **kw)
+    assert sizing.saturated(pinned, 0.4, sp)
+    assert not sizing.saturated(pinned, None, sp)  # no limit: nothing to be pinned at
+    one_calm = window(n=3, step=1.0, cpu_usage_cores=[0.8, 0.6, 0.8], throttled_ratio=0.9, **kw)
+    assert not sizing.saturated(one_calm, 0.4, sp)
+    unthrottled = window(n=3, step=1.0, cpu_usage_cores=0.8, throttled_ratio=0.0, **kw)
+    assert not sizing.saturated(unthrottled, 0.4, sp)
+    # samples before the load starts (no requests) do not count either way
+    idle_first = window(n=3, step=1.0, cpu_usage_cores=[0.0, 0.0, 0.8],
+                        throttled_ratio=[0.0, 0.0, 0.9], request_rate=[0.0, 0.0, 60.0],
+                        replicas=2, ready_replicas=2, cpu_limit_cores=0.4)
+    assert sizing.saturated(idle_first, 0.4, sp)
 
 
 def test_cpu_per_request_is_a_ratio_of_sums_over_unthrottled_samples() -> None:

@@ -31,7 +31,9 @@ out to carry the rest; contention scales out only while not throttled and not be
 workload's own threads (the agent's wait split by holder: runqscale.scaler.policies.attribution);
 scale-in never goes below the replicas the demand needs at the maximum size; no action on less
 than `warmup_seconds` of signals except a resize up on measured demand, which may act after
-`growth_warmup_seconds` (v2.4). Spreading pods
+`growth_warmup_seconds` (v2.4), or at once when the replicas are saturated (usage pinned at the
+limit, throttled) with CPU per request only a lower bound: that bound times the rate is the
+capped usage, so the limit grows by `throttle_growth` instead (v2.5). Spreading pods
 across nodes is the node-pressure recommendation (runqscale.scaler.spread); affinity pairs are
 runqscale.scaler.affinity.
 
@@ -161,10 +163,12 @@ def horizontal_signal(
 
 def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerConfig,
                   cpu_per_request: float | None, waits: sizing.Waits, p: Params,
-                  tail_factor: float = 1.0) -> tuple[float, sizing.Demand] | None:
+                  tail_factor: float = 1.0, exact: bool = True
+                  ) -> tuple[float, sizing.Demand] | None:
     """The per-replica size wanted (cores, before the max-per-replica cap): demand plus its
     margin times the learned CFS-tail factor, at least the floor, grown while the throttled wait per
-    request is above the target."""
+    request is above the target; grown by `throttle_growth` while saturated with CPU per request
+    only a lower bound (`exact` false; the demand's source then reads "saturated")."""
     d = sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
     if d is None:
         return None
@@ -173,6 +177,14 @@ def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerCon
     tail = sizing.tail_matters(None, cpu_per_request, config.target_runq_p95_seconds, p.sizing)
     size = max(sizing.floor(cpu_per_request, config, p.sizing),
                sizing.with_margin(d, p.sizing, tail, tail_factor))
+    limit = current.cpu_limit_cores
+    if limit and not exact and d.source == "per-request" and d.throttled \
+            and sizing.saturated(window, limit, p.sizing):
+        # the lower bound times the rate is the capped usage, no reading of demand at all: grow
+        # at once (v2.5; stop 29's runlang openings lost 4-12 s sizing in steps on that bound)
+        grown = sizing.saturated_growth(window, limit, p.sizing)
+        if grown > size:
+            return grown, replace(d, cores=grown, source="saturated")
     if current.cpu_limit_cores and d.throttled \
             and p.upper_hysteresis * current.cpu_limit_cores >= size:
         # throttled although the limit already covers the demand with its margin (no resize up
@@ -242,7 +254,12 @@ def decide(
     # sample times jitter by milliseconds: a window sampled each second for 6 s spans 5.99 s,
     # and a strict test held showar one decision period (3-4 s) past its warm-up (stop 25)
     first = state.last_action_ts is None
-    if first and span < min(p.warmup_seconds, p.growth_warmup_seconds) - WARMUP_SLACK_SECONDS:
+    # pinned at the limit with only a lower bound on CPU per request: the resize up may act on
+    # the first sample, as hpa's first sync does (stop 29: it scaled runlang out 0.8 s in)
+    pinned = p.vertical and not exact and cpr is not None and sizing.saturated(
+        window, current.cpu_limit_cores, p.sizing)
+    if first and not pinned \
+            and span < min(p.warmup_seconds, p.growth_warmup_seconds) - WARMUP_SLACK_SECONDS:
         return done(current, f"warming up: {span:.0f} s of signals (< {p.warmup_seconds:g} s)",
                     state, False)
     # before the full warm-up only a resize up on measured demand acts: a start-up transient
@@ -331,7 +348,7 @@ def decide(
         settled = window.since(max(now - p.wait_window_seconds,
                                    (state.last_action_ts or -math.inf) + p.settle_seconds))
         base = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                             state.tail_factor)
+                             state.tail_factor, exact)
         if base is not None and settled.ts.size:
             stall = sizing.throttle_stall(settled)
             matters = sizing.tail_matters(stall, state.cpu_per_request,
@@ -348,7 +365,7 @@ def decide(
                 state.tail_factor, share, limit_now, d.cores, margin, p.sizing, matters,
                 elapsed))
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                          state.tail_factor)
+                          state.tail_factor, exact)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
     cap = max(config.max_cpu_per_replica, floor_c)
     required = config.min_replicas
@@ -370,9 +387,15 @@ def decide(
                  f"{f', CFS-period σ {dem.period_sigma:.3f}' if dem.period_sigma else ''}"
                  f"{f', margin x{state.tail_factor:.2f} CFS tail' if state.tail_factor > 1 else ''}"
                  f"; floor {floor_c:.3f}){tail_note}")
+        if dem.source == "saturated":  # a growth, not a reading: demand is the limit or more
+            vnote = (f"saturated: usage {dem.usage:.3f} cores/replica pinned at the limit, "
+                     f"throttled, CPU per request only a lower bound "
+                     f"({(cpr or 0.0) * 1000:.1f} ms) -> grow to {min(want, cap):.3f}"
+                     f"; floor {floor_c:.3f}")
         cut = now - p.vertical_down_stabilization_seconds
+        seen = min(want, limit_now) if dem.source == "saturated" and limit_now else want
         state = replace(state, size_history=tuple(
-            h for h in state.size_history if h[0] > cut) + ((now, want),))
+            h for h in state.size_history if h[0] > cut) + ((now, seen),))
 
     # --- coordination
     resize_up = p.vertical and want is not None and (

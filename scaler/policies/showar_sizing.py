@@ -53,6 +53,9 @@ class SizingParams:
     cpu_per_request_smoothing: float = 0.2  # EWMA weight of each unthrottled sample
     headroom: float = 0.0  # an optional relative margin on top (users' knob; not tuned)
     throttle_growth: float = 1.5  # limit growth while throttled with no per-request CPU known
+    # usage at this share of the limit or more, throttled, while CPU per request is only a lower
+    # bound: saturated (`saturated`), and the limit grows by `throttle_growth` at once (v2.5)
+    pinned_share: float = 0.9
     min_cores: float = 0.02  # absolute floor (20 millicores)
     floor_requests: float = 1.0  # floor: this many requests' CPU within one CFS period
     # the CFS tail: a request that meets a throttled period waits up to the period's end, so
@@ -81,7 +84,7 @@ class Demand:
     usage: float  # per-replica usage, the lower bound of demand
     sigma: float  # σ of one-second per-replica usage (seen, or the requests' Poisson burst)
     throttled: bool
-    source: str  # usage | per-request | limit-growth
+    source: str  # usage | per-request | limit-growth | saturated (`saturated`)
     period_sigma: float = 0.0  # σ of one CFS period's CPU (cores) from the requests' Poisson count
 
 
@@ -132,6 +135,31 @@ def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float
     return keep * prev + (1.0 - keep) * c, True
 
 
+def saturated(window: SignalWindow, limit: float | None, p: SizingParams) -> bool:
+    """Every one of the last three samples that carries requests shows per-replica usage pinned
+    at the limit (`pinned_share` of it or more) and throttling: the demand is above the limit by
+    an amount usage cannot show. (A lower bound on CPU per request read from such samples times
+    their request rate gives the capped usage back: stop 29's runlang openings sized 0.4 ->
+    0.49-0.61 cores on it while demand was 0.5-0.6 plus a growing backlog.)"""
+    if not limit:
+        return False
+    tail = slice(-3, None)
+    per = per_replica(window, "cpu_usage_cores")[tail]
+    thr, rate = window.get("throttled_ratio")[tail], window.get("request_rate")[tail]
+    with np.errstate(invalid="ignore"):
+        loaded = np.isfinite(per) & np.isfinite(thr) & np.isfinite(rate) & (rate > 0)
+        hot = (per >= p.pinned_share * limit) & (thr >= p.throttled_threshold)
+    return bool(loaded.any()) and bool(hot[loaded].all())
+
+
+def saturated_growth(window: SignalWindow, limit: float, p: SizingParams) -> float:
+    """The limit grown in proportion to the share of periods throttled (x `throttle_growth`
+    with every period throttled)."""
+    thr = window.get("throttled_ratio")[-3:]
+    share = float(np.nanmax(thr)) if np.isfinite(thr).any() else 1.0
+    return limit * (1.0 + (p.throttle_growth - 1.0) * min(1.0, share))
+
+
 def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | None,
            p: SizingParams) -> Demand | None:
     """Per-replica demand over the last `demand_window_seconds`; None without usage samples."""
@@ -161,9 +189,7 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
         return Demand(max(per_req, usage), usage, sigma, True, "per-request", period)
     # throttled in a share of periods: grow in proportion (bursts within a period throttle a
     # replica whose mean usage is well under its limit; every period throttled: x growth)
-    thr = w.get("throttled_ratio")
-    share = float(np.nanmax(thr[-3:])) if np.isfinite(thr[-3:]).any() else 1.0
-    grown = (limit or usage) * (1.0 + (p.throttle_growth - 1.0) * min(1.0, share))
+    grown = saturated_growth(w, limit or usage, p)
     return Demand(max(grown, usage), usage, 0.0, True, "limit-growth")
 
 
