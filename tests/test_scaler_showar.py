@@ -459,8 +459,15 @@ def test_saturation_needs_every_loaded_sample_pinned() -> None:
     pinned = window(n=3, step=1.0, cpu_usage_cores=0.8, throttled_ratio=0.9, **kw)
     assert sizing.saturated(pinned, 0.4, sp)
     assert not sizing.saturated(pinned, None, sp)  # no limit: nothing to be pinned at
-    one_calm = window(n=3, step=1.0, cpu_usage_cores=[0.8, 0.6, 0.8], throttled_ratio=0.9, **kw)
+    # an earlier sample below the pinned share still counts (a load's first tick covers part
+    # of a second), an unthrottled one does not; the last must be pinned
+    partial_first = window(n=3, step=1.0, cpu_usage_cores=[0.6, 0.8, 0.8], throttled_ratio=0.9,
+                           **kw)
+    assert sizing.saturated(partial_first, 0.4, sp)
+    one_calm = window(n=3, step=1.0, cpu_usage_cores=0.8, throttled_ratio=[0.9, 0.0, 0.9], **kw)
     assert not sizing.saturated(one_calm, 0.4, sp)
+    last_low = window(n=3, step=1.0, cpu_usage_cores=[0.8, 0.8, 0.7], throttled_ratio=0.9, **kw)
+    assert not sizing.saturated(last_low, 0.4, sp)
     unthrottled = window(n=3, step=1.0, cpu_usage_cores=0.8, throttled_ratio=0.0, **kw)
     assert not sizing.saturated(unthrottled, 0.4, sp)
     # samples before the load starts (no requests) do not count either way

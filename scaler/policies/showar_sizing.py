@@ -136,11 +136,13 @@ def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float
 
 
 def saturated(window: SignalWindow, limit: float | None, p: SizingParams) -> bool:
-    """Every one of the last three samples that carries requests shows per-replica usage pinned
-    at the limit (`pinned_share` of it or more) and throttling: the demand is above the limit by
-    an amount usage cannot show. (A lower bound on CPU per request read from such samples times
-    their request rate gives the capped usage back: stop 29's runlang openings sized 0.4 ->
-    0.49-0.61 cores on it while demand was 0.5-0.6 plus a growing backlog.)"""
+    """The last sample that carries requests shows per-replica usage pinned at the limit
+    (`pinned_share` of it or more) and throttling, and so does every loaded sample of the last
+    three show throttling: the demand is above the limit by an amount usage cannot show. (A
+    lower bound on CPU per request read from such samples times their request rate gives the
+    capped usage back: stop 29's runlang openings sized 0.4 -> 0.49-0.61 cores on it while
+    demand was 0.5-0.6 plus a growing backlog.) Only the last must be pinned: the first tick
+    of a load covers part of a second, and its usage reads low (stop 30: 0.31 of 0.4)."""
     if not limit:
         return False
     tail = slice(-3, None)
@@ -148,8 +150,11 @@ def saturated(window: SignalWindow, limit: float | None, p: SizingParams) -> boo
     thr, rate = window.get("throttled_ratio")[tail], window.get("request_rate")[tail]
     with np.errstate(invalid="ignore"):
         loaded = np.isfinite(per) & np.isfinite(thr) & np.isfinite(rate) & (rate > 0)
-        hot = (per >= p.pinned_share * limit) & (thr >= p.throttled_threshold)
-    return bool(loaded.any()) and bool(hot[loaded].all())
+        if not loaded.any():
+            return False
+        last = int(np.flatnonzero(loaded)[-1])
+        return bool(per[last] >= p.pinned_share * limit
+                    and (thr[loaded] >= p.throttled_threshold).all())
 
 
 def saturated_growth(window: SignalWindow, limit: float, p: SizingParams) -> float:
