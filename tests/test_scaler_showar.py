@@ -452,7 +452,7 @@ def test_saturated_from_the_first_sample_grows_the_limit_at_once() -> None:
     assert rec.recommended.cpu_limit_cores == pytest.approx(sized(cpr * 45, cpr, 45))
 
 
-def test_saturation_needs_every_loaded_sample_pinned() -> None:
+def test_saturation_reads_the_last_loaded_sample_pinned_and_every_one_throttled() -> None:
     from runqscale.scaler.policies import showar_sizing as sizing
     sp = P.sizing
     kw = dict(replicas=2, ready_replicas=2, cpu_limit_cores=0.4, request_rate=60.0)

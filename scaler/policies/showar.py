@@ -163,12 +163,12 @@ def horizontal_signal(
 
 def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerConfig,
                   cpu_per_request: float | None, waits: sizing.Waits, p: Params,
-                  tail_factor: float = 1.0, exact: bool = True
+                  tail_factor: float = 1.0, saturated: bool = False
                   ) -> tuple[float, sizing.Demand] | None:
     """The per-replica size wanted (cores, before the max-per-replica cap): demand plus its
     margin times the learned CFS-tail factor, at least the floor, grown while the throttled wait per
-    request is above the target; grown by `throttle_growth` while saturated with CPU per request
-    only a lower bound (`exact` false; the demand's source then reads "saturated")."""
+    request is above the target; grown by `throttle_growth` while `saturated` (sizing.saturated with
+    CPU per request only a lower bound; the demand's source then reads "saturated")."""
     d = sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
     if d is None:
         return None
@@ -178,8 +178,7 @@ def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerCon
     size = max(sizing.floor(cpu_per_request, config, p.sizing),
                sizing.with_margin(d, p.sizing, tail, tail_factor))
     limit = current.cpu_limit_cores
-    if limit and not exact and d.source == "per-request" and d.throttled \
-            and sizing.saturated(window, limit, p.sizing):
+    if limit and saturated and d.source == "per-request" and d.throttled:
         # the lower bound times the rate is the capped usage, no reading of demand at all: grow
         # at once (v2.5; stop 29's runlang openings lost 4-12 s sizing in steps on that bound)
         grown = sizing.saturated_growth(window, limit, p.sizing)
@@ -256,8 +255,9 @@ def decide(
     first = state.last_action_ts is None
     # pinned at the limit with only a lower bound on CPU per request: the resize up may act on
     # the first sample, as hpa's first sync does (stop 29: it scaled runlang out 0.8 s in)
-    pinned = p.vertical and not exact and cpr is not None and sizing.saturated(
-        window, current.cpu_limit_cores, p.sizing)
+    saturated = not exact and cpr is not None and sizing.saturated(
+        window, current.cpu_limit_cores, p.sizing)  # read once: both sizings below use it
+    pinned = p.vertical and saturated
     if first and not pinned \
             and span < min(p.warmup_seconds, p.growth_warmup_seconds) - WARMUP_SLACK_SECONDS:
         return done(current, f"warming up: {span:.0f} s of signals (< {p.warmup_seconds:g} s)",
@@ -348,7 +348,7 @@ def decide(
         settled = window.since(max(now - p.wait_window_seconds,
                                    (state.last_action_ts or -math.inf) + p.settle_seconds))
         base = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                             state.tail_factor, exact)
+                             state.tail_factor, saturated)
         if base is not None and settled.ts.size:
             stall = sizing.throttle_stall(settled)
             matters = sizing.tail_matters(stall, state.cpu_per_request,
@@ -365,7 +365,7 @@ def decide(
                 state.tail_factor, share, limit_now, d.cores, margin, p.sizing, matters,
                 elapsed))
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                          state.tail_factor, exact)
+                          state.tail_factor, saturated)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
     cap = max(config.max_cpu_per_replica, floor_c)
     required = config.min_replicas
@@ -393,7 +393,7 @@ def decide(
                      f"({(cpr or 0.0) * 1000:.1f} ms) -> grow to {min(want, cap):.3f}"
                      f"; floor {floor_c:.3f}")
         cut = now - p.vertical_down_stabilization_seconds
-        seen = min(want, limit_now) if dem.source == "saturated" and limit_now else want
+        seen = limit_now if dem.source == "saturated" else want
         state = replace(state, size_history=tuple(
             h for h in state.size_history if h[0] > cut) + ((now, seen),))
 
