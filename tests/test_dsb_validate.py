@@ -65,6 +65,7 @@ def test_validate_deathstarbench_showar_hpa_report(tmp_path):
         assert len(d["services"]) == 11
         s = d["services"]["home-timeline-service"]
         assert len(s["t"]) == len(s["replicas"]) == len(s["used_cores"]) >= 25
+        assert s["t"][0] == pytest.approx(1.0, abs=0.08)  # ticks run from the schedule's 0
         assert set(d["by_request_type"]) == {"read-home-timeline", "read-user-timeline",
                                              "compose-post"}
         assert d["by_request_type"]["read-home-timeline"]["ok"] > 0

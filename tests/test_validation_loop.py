@@ -50,6 +50,10 @@ def test_validate_end_to_end(tmp_path) -> None:
     # showar decides every 3 s; hpa every 15 s, longer than this run: no hpa log is right
     for f in ("timeline.png", "scores.png", "details.json", "recommendations-showar-0.jsonl"):
         assert (out / f).exists(), f
+    # ticks run from the schedule's 0: the first reads a whole second of load, not the part
+    # left after the generator started up (0.79-0.87 s of it before stop 31)
+    for run in json.loads((out / "details.json").read_text())["runs"]:
+        assert run["ticks"][0]["t"] == pytest.approx(1.0, abs=0.08), run["policy"]
     line = json.loads((out / "recommendations-showar-0.jsonl").read_text().splitlines()[0])
     assert line["policy"] == "showar" and line["dry_run"] is False
     assert "capacity 20.0 req/s" in p.stdout

@@ -196,8 +196,12 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
     pending: dict[str, Future] = {}
     ticks: list[DsbTick] = []
     calls = 0
-    sent_prev = 0
-    next_tick = time.monotonic() + cfg.tick_seconds
+    # ticks start at the schedule's 0: the first one reads a whole second of load (loop.py)
+    start = lg.wait_start()
+    time.sleep(max(0.0, start - time.monotonic()))
+    meter.sample()
+    sent_prev = lg.sent
+    next_tick = start + cfg.tick_seconds
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actuate")
     try:
         while True:
