@@ -170,8 +170,9 @@ class LoadgenWatch:
         return self.proc.poll() is not None
 
     def wait_start(self, timeout_s: float = 30.0) -> float:
-        """The schedule's 0 on the monotonic clock, once the generator has announced it (it
-        announces it 50 ms ahead); now if the generator ended first (`records` says why)."""
+        """Returns at the schedule's 0 (the generator announces it 50 ms ahead) with that time
+        on the monotonic clock, for the loops to tick from; now if the generator ended first
+        (`records` says why)."""
         deadline = time.monotonic() + timeout_s
         while not self.start_wall:
             if self.done():
@@ -179,7 +180,9 @@ class LoadgenWatch:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the load generator announced no start in {timeout_s:g} s")
             time.sleep(0.005)
-        return time.monotonic() + (self.start_wall[0] - time.time())
+        start = time.monotonic() + (self.start_wall[0] - time.time())
+        time.sleep(max(0.0, start - time.monotonic()))
+        return start
 
     def records(self) -> Records:
         self._reader.join(timeout=5)
@@ -291,7 +294,6 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
     # ticks start at the schedule's 0, so the first one reads a whole second of load (it read
     # 0.79-0.87 s of it, and so 13-21 % less usage, while the generator started up: stop 31)
     start = lg.wait_start()
-    time.sleep(max(0.0, start - time.monotonic()))
     sampler.sample()
     usage_prev = env.usage()["replicas"]
     sent_prev, t_prev = lg.sent, time.monotonic()
