@@ -7,6 +7,13 @@ holds the cumulative counters of the container that owns row r. The window is th
 matrix minus the one as of a window ago, so an interval costs a few numpy calls whatever the
 number of containers, and a scrape subtracts two matrices.
 
+Only three matrices are kept whole: the newest, the previous one (the snapshot still holds
+it) and the window's start. The intervals between the start and the newest are kept as what
+changed (flat indices and values of newest minus previous), and the start moves forward by
+adding the oldest change once it leaves the window. A window of whole matrices (11 at 10 s /
+1 s) was 5.9 MB of the agent's RSS at 500 containers, where a second changes a few of each
+row's 133 words.
+
 Rows: a container keeps its row while it is tracked; a row freed when its container is dropped
 is zeroed and handed out again only once every matrix still kept was built after that (so no
 window ever subtracts a previous owner's counts). The lowest reusable row goes first and free
@@ -41,9 +48,12 @@ class CumulativeTable:
         self._rows = 0  # the matrices' height: 1 + the highest row in use or still remembered
         self._pending: deque[tuple[float, int]] = deque()  # (freed at, row), oldest first
         self._reusable: list[int] = []  # heap of rows no kept matrix remembers an owner of
-        # (time, cumulative matrix), oldest first; the first is the window's start once it is
-        # at least a window old
-        self._ring: deque[tuple[float, np.ndarray]] = deque()
+        # the oldest matrix kept (the window's start once it is at least a window old) and the
+        # time of its interval; None before the first
+        self._base, self._base_t = _EMPTY, None
+        # (time, height, change) of every later interval, oldest first: the base plus all of
+        # them is the newest matrix
+        self._ring: deque[tuple[float, int, _Change]] = deque()
         self.current = _EMPTY
         self.start = _EMPTY
 
@@ -61,7 +71,7 @@ class CumulativeTable:
 
     def _promote(self) -> None:
         """Rows released before the oldest kept matrix was built are remembered by none."""
-        oldest = self._ring[0][0] if self._ring else float("inf")
+        oldest = float("inf") if self._base_t is None else self._base_t
         while self._pending and self._pending[0][0] <= oldest:
             heapq.heappush(self._reusable, self._pending.popleft()[1])
 
@@ -93,11 +103,53 @@ class CumulativeTable:
         if rows:
             cur[rows] = values
         self.current = _frozen(cur)
-        self._ring.append((now, self.current))
+        if self._base_t is None:
+            self._base, self._base_t = self.current, now
+        else:
+            self._ring.append((now, len(cur), _change(prev, self.current)))
         edge = now - self.window
-        while len(self._ring) > 1 and self._ring[1][0] <= edge:
-            self._ring.popleft()
-        self.start = self._ring[0][1] if self._ring[0][0] <= edge else _EMPTY
+        # the start is the newest matrix at least a window old
+        while self._ring and self._ring[0][0] <= edge:
+            t, height, change = self._ring.popleft()
+            self._base, self._base_t = _apply(self._base, height, change), t
+        self.start = self._base if self._base_t <= edge else _EMPTY
+
+    def held_bytes(self) -> int:
+        """Bytes of the window's state beyond the newest matrix: the start and the changes."""
+        return self._base.nbytes + sum(
+            sum(a.nbytes for a in c) if isinstance(c, tuple) else c.nbytes
+            for _, _, c in self._ring)
+
+
+# what changed from one matrix to the next: flat (indices, values), or the whole difference
+# where that is smaller; values are uint64 differences that wrap, so previous + change is the
+# next matrix exactly (counters reset or zeroed included)
+_Change = tuple[np.ndarray, np.ndarray] | np.ndarray
+
+
+def _change(prev: np.ndarray, cur: np.ndarray) -> _Change:
+    diff = cur.copy()
+    keep = min(len(prev), len(cur))
+    diff[:keep] -= prev[:keep]
+    flat = diff.reshape(-1)
+    idx = np.flatnonzero(flat)
+    if idx.size * 12 >= flat.size * 8:
+        return diff
+    idx = idx.astype(np.int32) if flat.size < 2**31 else idx
+    return idx, flat[idx]
+
+
+def _apply(base: np.ndarray, height: int, change: _Change) -> np.ndarray:
+    """The matrix after `base`: its rows cut or zero-padded to `height`, plus the change."""
+    out = np.zeros((height, VALUE_WORDS), dtype=np.uint64)
+    keep = min(len(base), height)
+    out[:keep] = base[:keep]
+    if isinstance(change, tuple):
+        idx, vals = change
+        out.reshape(-1)[idx] += vals
+    else:
+        out += change
+    return _frozen(out)
 
 
 def window_slots(current: np.ndarray, start: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -107,6 +107,9 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
       runqscale agent --kubelet-url https://$NODE_NAME:10250 --kubelet-insecure-tls
       runqscale agent --config /etc/runqscale/agent.yaml
     """
+    from runqscale.agent.heap import hold_mmap_threshold
+
+    hold_mmap_threshold()  # before the first interval's matrices (see agent/heap.py)
     from runqscale.agent.cgroupwatch import WatchedCgroupIndex
     from runqscale.agent.daemon import Agent
     from runqscale.agent.pods import (

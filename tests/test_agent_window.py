@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runqscale.agent.cumulative import CumulativeTable, window_slots
 from runqscale.probes.model import (
@@ -97,9 +99,73 @@ def test_memory_is_one_window_of_matrices_and_published_ones_are_read_only() -> 
     f = Feed(table)
     for t in range(60):
         f.add(float(t), _slots([1000]))
-    assert len(table._ring) <= 11
+    assert len(table._ring) <= 10
     with pytest.raises(ValueError):
         table.current[0, 0] = 5
+    with pytest.raises(ValueError):
+        table.start[0, 0] = 5
+
+
+def test_the_window_keeps_what_changed_not_whole_matrices() -> None:
+    """500 containers with a few waits each per second: the window's state (start + 10
+    intervals' changes) is a fraction of the 11 whole matrices it used to keep."""
+    table, rng = CumulativeTable(10), np.random.default_rng(3)
+    rows = [table.allocate() for _ in range(500)]
+    cum = np.zeros((500, VALUE_WORDS), dtype=np.uint64)
+    for t in range(30):
+        hit = rng.integers(0, 40, size=(500, 3))  # 3 of the low slots move per container
+        np.add.at(cum, (np.arange(500)[:, None], hit), 1)
+        cum[:, SLOTS] += 1000  # the wait sum moves too
+        table.update(float(t), rows, cum.copy(), [])
+    whole = table.current.nbytes
+    assert table.held_bytes() < 2 * whole  # the start + 10 sparse changes, not 11 matrices
+
+
+@st.composite
+def _histories(draw: st.DrawFn) -> list[tuple[float, str, int]]:
+    steps = draw(st.lists(st.tuples(st.floats(0.2, 3.0), st.sampled_from(
+        ["add", "bump", "bump", "bump", "release", "reset", "idle"]), st.integers(0, 7)),
+        min_size=1, max_size=40))
+    return steps
+
+
+@given(_histories(), st.sampled_from([1.0, 2.5, 5.0]))
+@settings(max_examples=150, deadline=None)
+def test_the_start_is_the_newest_matrix_a_window_old(steps: list, window: float) -> None:
+    """Whatever containers come, count, reset and go, the start the table derives from its
+    changes is exactly the newest published matrix at least a window old (empty if none)."""
+    table = CumulativeTable(window)
+    live: dict[int, np.ndarray] = {}
+    published: list[tuple[float, np.ndarray]] = []
+    t = 0.0
+    for dt, op, k in steps:
+        t += dt
+        rows: list[int] = []
+        released: list[int] = []
+        if op == "add" or not live:
+            r = table.allocate()
+            live[r] = np.zeros(VALUE_WORDS, dtype=np.uint64)
+            rows.append(r)
+        row = sorted(live)[k % len(live)]
+        if op == "bump":
+            live[row][k * 13 % VALUE_WORDS] += np.uint64(k + 1)
+            rows.append(row)
+        elif op == "reset":
+            live[row] = np.zeros(VALUE_WORDS, dtype=np.uint64)
+            live[row][k] = np.uint64(1)
+            rows.append(row)
+        elif op == "release" and len(live) > 1:
+            del live[row]
+            table.release(row, t)
+            released.append(row)
+        rows = sorted(set(rows) & set(live))
+        values = np.array([live[r] for r in rows], dtype=np.uint64).reshape(-1, VALUE_WORDS)
+        table.update(t, rows, values, released)
+        published.append((t, table.current))
+        old = [m for ts, m in published if ts <= t - window]
+        want = old[-1] if old else np.zeros((0, VALUE_WORDS), dtype=np.uint64)
+        assert table.start.shape == want.shape
+        assert np.array_equal(table.start, want)
 
 
 def test_a_counter_reset_starts_the_window_over_instead_of_wrapping() -> None:
