@@ -109,7 +109,6 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     """
     from runqscale.agent.cgroupwatch import WatchedCgroupIndex
     from runqscale.agent.daemon import Agent
-    from runqscale.agent.heap import release_free_heap
     from runqscale.agent.pods import (
         SA_DIR,
         ApiServerPodSource,
@@ -212,13 +211,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     sampler = Sampler(probe, mounts, root, only=list(cgroups) or None, read_cpu=False,
                       index=index)
     ag = Agent(sampler, pods, interval, window)
-    record_scrape = _register(registry, ag, node_name, probe).record_scrape
-
-    def after_scrape(seconds: float) -> None:
-        record_scrape(seconds)
-        release_free_heap()  # the scrape's garbage leaves RSS (agent/heap.py)
-
-    server.on_scrape = after_scrape
+    server.on_scrape = _register(registry, ag, node_name, probe).record_scrape
     ag.step()
     holder["a"] = ag
     # Serve only now: a scrape during start-up waits in the listen backlog for the first sample
