@@ -123,10 +123,9 @@ def test_the_window_keeps_what_changed_not_whole_matrices() -> None:
 
 @st.composite
 def _histories(draw: st.DrawFn) -> list[tuple[float, str, int]]:
-    steps = draw(st.lists(st.tuples(st.floats(0.2, 3.0), st.sampled_from(
+    return draw(st.lists(st.tuples(st.floats(0.2, 3.0), st.sampled_from(
         ["add", "bump", "bump", "bump", "release", "reset", "idle"]), st.integers(0, 7)),
         min_size=1, max_size=40))
-    return steps
 
 
 @given(_histories(), st.sampled_from([1.0, 2.5, 5.0]))
