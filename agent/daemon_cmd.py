@@ -109,6 +109,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     """
     from runqscale.agent.cgroupwatch import WatchedCgroupIndex
     from runqscale.agent.daemon import Agent
+    from runqscale.agent.malloc_tuning import fix_heap_thresholds
     from runqscale.agent.pods import (
         SA_DIR,
         ApiServerPodSource,
@@ -123,6 +124,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     from runqscale.probes.cgroupfs import CgroupMounts
     from runqscale.probes.errors import ProbeError
 
+    fix_heap_thresholds()  # the heap's free top goes back to the node (agent/malloc_tuning.py)
     if window < interval:
         fail(f"--window {window:g}s is shorter than --interval {interval:g}s; make the window "
              "at least one interval (default 10s)", usage=True)

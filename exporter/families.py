@@ -79,6 +79,11 @@ class RowFamily:
                 out.append(Sample(self.name + suffix, labels, payload))
         return out
 
+    @property
+    def lines_per_row(self) -> int:
+        """Text lines one row renders to: a histogram's buckets, _count and _sum; else 1."""
+        return len(self.le) + 2 if self.type == "histogram" else 1
+
     def add(self, values: Sequence[str], labelstr: str, payload: object) -> None:
         self.rows.append((values, labelstr, payload))
 
@@ -109,14 +114,17 @@ def single(name: str, documentation: str, typ: str, value: float) -> RowFamily:
     return fam
 
 
-def iter_chunks(families: Iterable[RowFamily], rows_per_chunk: int = 100) -> Iterator[bytes]:
+def iter_chunks(families: Iterable[RowFamily], lines_per_chunk: int = 400) -> Iterator[bytes]:
     """Text format 0.0.4 for these families, a piece at a time: a large family is rendered
-    `rows_per_chunk` rows per piece, so a scrape of hundreds of containers never holds its
-    whole body (megabytes) in memory."""
+    about `lines_per_chunk` lines (~100 KB) per piece, so a scrape of hundreds of containers
+    never holds its whole body (megabytes) in memory. Counted in lines, not rows: a histogram
+    row is 33 lines, and 100 of them made 0.8 MB pieces, each held three times over (joined,
+    encoded, framed) — a 5 MB peak per scrape that glibc kept as heap."""
     for fam in families:
-        for start in range(0, len(fam.rows), rows_per_chunk):
+        step = max(1, lines_per_chunk // fam.lines_per_row)
+        for start in range(0, len(fam.rows), step):
             out: list[str] = []
-            fam.render(out, start, start + rows_per_chunk)
+            fam.render(out, start, start + step)
             yield "".join(out).encode()
 
 

@@ -105,3 +105,27 @@ def test_failed_sample_is_counted_in_a_new_snapshot(tmp_path) -> None:
     assert not agent.step()
     assert agent.snapshot().sample_errors == 1 and first.sample_errors == 0
     assert agent.snapshot().containers == first.containers
+
+
+def test_a_scrape_of_500_histograms_streams_in_small_pieces_that_parse_whole() -> None:
+    # 500 containers' histograms are ~4 MB of text: each piece stays near 100 KB (a scrape's
+    # peak memory is a few pieces), and the pieces together are the exposition, every row once
+    from runqscale.exporter.buckets import LE_STRINGS
+    from runqscale.exporter.families import RowFamily, iter_chunks
+
+    fam = RowFamily("runqscale_runq_latency_seconds", "doc", "histogram",
+                    ("namespace", "pod", "container"), LE_STRINGS)
+    gauge = RowFamily("runqscale_runq_latency_p95_seconds", "doc", "gauge",
+                      ("namespace", "pod", "container"))
+    for i in range(500):
+        values = ("default", f"pod-{i:03d}-" + "x" * 60, "c")
+        lbl = f'namespace="default",pod="{values[1]}",container="c"'
+        fam.add(values, lbl, (list(range(i, i + len(LE_STRINGS))), i / 1e3))
+        gauge.add(values, lbl, i / 1e6)
+    pieces = list(iter_chunks([fam, gauge]))
+    assert max(len(p) for p in pieces) < 200_000
+    assert b"".join(pieces) == render([fam, gauge])
+    parsed = {f.name: f for f in text_string_to_metric_families(b"".join(pieces).decode())}
+    hist = parsed["runqscale_runq_latency_seconds"]
+    assert sum(s.name.endswith("_count") for s in hist.samples) == 500
+    assert len(parsed["runqscale_runq_latency_p95_seconds"].samples) == 500
