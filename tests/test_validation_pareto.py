@@ -3,6 +3,8 @@ excluded runs left out, the front marked; and the bench's settings cover every k
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -76,3 +78,22 @@ def test_other_settings_replay_the_default_settings_load(tmp_path) -> None:
     d.mkdir()
     (d / "report.json").write_text('{"load": {"capacity_rps": 23.7462510}, "runs": []}')
     assert bench._capacity_of(str(d)) == ("--capacity", "23.7463")
+
+
+def test_summary_keeps_every_swept_workload_on_disk(tmp_path) -> None:
+    """Sweeping one workload at a time (--only) into one --out keeps the others' summaries."""
+    day, sec = tmp_path / "day25" / "default", tmp_path / "per-second" / "default"
+    for d, ratio in ((day, 1.1), (sec, 1.3)):
+        d.mkdir(parents=True)
+        (d / "report.json").write_text(json.dumps({
+            "comparisons": [{"policy": "showar", "baseline": "hpa", "ratio": ratio}],
+            "exclusions": [{"run": 1}], "trace": {"time_warp": 60}, "runs": []}))
+    (tmp_path / "per-second" / "hpa-50pct").mkdir()  # still running: no report yet
+    (tmp_path / "per-second" / "showar-k3").mkdir()
+    (tmp_path / "per-second" / "showar-k3" / "report.json").write_text('{"runs": []}')
+    got = bench.summarize(str(tmp_path), ("day25", "per-second", "deathstarbench"))
+    assert set(got) == {"day25", "per-second"}
+    assert got["per-second"]["comparisons"][0]["ratio"] == 1.3
+    assert got["day25"]["comparisons"][0]["ratio"] == 1.1
+    assert got["per-second"]["settings"] == ["default", "showar-k3"]
+    assert got["per-second"]["exclusions"] == 1

@@ -109,6 +109,40 @@ def _capacity_of(default_dir: str) -> tuple[str, ...]:
     return ("--capacity", f"{cap:.6g}")
 
 
+def reports_in(workload_dir: str) -> dict[str, dict]:
+    """Every setting's report under one workload's directory, by setting name (unreadable or
+    missing reports are left out: a setting still running has none yet)."""
+    out: dict[str, dict] = {}
+    try:
+        names = sorted(os.listdir(workload_dir))
+    except OSError:
+        return out
+    for name in names:
+        try:
+            with open(os.path.join(workload_dir, name, "report.json")) as f:
+                out[name] = json.load(f)
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def summarize(out_dir: str, names: tuple[str, ...]) -> dict[str, dict]:
+    """summary.json: each workload's default comparisons, for every workload with reports on
+    disk, not only the last invocation's (a sweep run one workload at a time with --only into
+    one --out keeps every workload's summary)."""
+    summary: dict[str, dict] = {}
+    for w in names:
+        by_name = reports_in(os.path.join(out_dir, w))
+        if not by_name:
+            continue
+        default = by_name.get("default") or {}
+        summary[w] = {"comparisons": default.get("comparisons", []),
+                      "exclusions": sum(len(r.get("exclusions", [])) for r in by_name.values()),
+                      "settings": sorted(by_name),
+                      "trace": default.get("trace")}
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runqscale.validation.bench",
                                  description=__doc__.split("\n")[0])
@@ -139,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     sweep = settings(a.showar_margins, a.cpu_targets, a.policies, a.cpu_policies,
                      a.showar_targets)
     plan = [(w, s) for w in wls for s in sweep]
-    summary: dict = {}
     started = time.monotonic()
     for i, (w, s) in enumerate(plan, start=1):
         d = os.path.join(a.out, w, s.name)
@@ -159,26 +192,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {w} {s.name} failed (exit {rc}): {' '.join(cmd)}", flush=True)
             if rc == 2:
                 return 2
-    for w in wls:
-        by_name = {}
-        for s in sweep:
-            try:
-                with open(os.path.join(a.out, w, s.name, "report.json")) as f:
-                    by_name[s.name] = json.load(f)
-            except (OSError, ValueError):
-                continue
-        if not by_name:
+    for w in wls:  # this invocation's workloads get their plots redrawn
+        reports = list(reports_in(os.path.join(a.out, w)).values())
+        if not reports:
             continue
-        reports = list(by_name.values())
         pts = pareto.points(reports)
         write_json(os.path.join(a.out, w, "pareto.json"), {"points": pts})
         pareto.plot(os.path.join(a.out, w, "pareto.png"), pts, f"{w}: cost vs p99 per policy "
                     f"and knob ({a.duration} runs, {a.repeats} repeats)")
-        default = by_name.get("default")
-        summary[w] = {"comparisons": default.get("comparisons", []) if default else [],
-                      "exclusions": sum(len(r.get("exclusions", [])) for r in reports),
-                      "trace": default.get("trace") if default else None}
         print(f"{w}: wrote {a.out}/{w}/pareto.png and pareto.json", flush=True)
+    summary = summarize(a.out, tuple(workloads(a)))
     write_json(os.path.join(a.out, "summary.json"), summary)
     print(f"wrote {a.out}/summary.json", flush=True)
     return 0
