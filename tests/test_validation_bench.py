@@ -62,6 +62,12 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
     assert load["capacity_rps"] >= 0.9 * load["single_rate_capacity_rps"]
     assert load["loaded_probe_rate_rps"] > load["probe_rate_rps"]
     assert load["peak_fraction"] == 1.4 and load["trough_fraction"] == 0.3
+    # the CPU per request the runs used is the one the measured capacity planned for
+    realised = load["realised"]
+    assert realised["runs"] == 4
+    assert realised["planned_cpu_seconds_per_request"] == pytest.approx(
+        load["allocated_cores"] / load["capacity_rps"])
+    assert 0.5 < realised["ratio"] < 2.0, realised
     assert rep["fairness"]["targets"]["runq_p95_seconds"] == 0.005  # the library's default
     for run in rep["runs"]:
         assert run["cpu_core_seconds_allocated"] >= run["cpu_core_seconds_requested"] > 0

@@ -20,10 +20,11 @@ ways. `trace.scale` is the slope (real req/s per trace req/s), `load.offset_rps`
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,6 +138,42 @@ def capacity_rps(cpu_per_request: Mapping[str, float], allocated: Mapping[str, f
     if not caps:
         raise RuntimeError("no CPU was measured per request; cannot size the load")
     return min(caps)
+
+
+# Realised / planned CPU per request beyond this factor (either way): the replayed load was not
+# the one planned, so the run's "1.4x capacity" peak is not what its policies met. A machine whose
+# speed drifts between invocations does this to a fixed --capacity (stop 34: 1.27x; 1.12-1.17x
+# in stops 31-33).
+DRIFT_WARN = 1.2
+
+
+def realised_load(runs: Sequence[Mapping], allocated_cores: float,
+                  capacity: float) -> dict | None:
+    """How heavy the replay was in CPU against the plan: the median over kept runs of CPU
+    core-seconds used per request served, and its ratio to allocated cores / capacity, the CPU
+    per request the capacity stands for (idle CPU is in both, so an exact plan reads about 1).
+    None when no kept run served a request."""
+    per = [float(r["cpu_core_seconds_used"]) / r["requests"] for r in runs
+           if not r.get("excluded") and r.get("requests")
+           and r.get("cpu_core_seconds_used") is not None]
+    if not per or capacity <= 0 or allocated_cores <= 0:
+        return None
+    cpr, planned = statistics.median(per), allocated_cores / capacity
+    return {"cpu_seconds_per_request": cpr, "planned_cpu_seconds_per_request": planned,
+            "ratio": cpr / planned, "runs": len(per)}
+
+
+def drift_warning(realised: Mapping | None, capacity_given: bool) -> str | None:
+    """One line when the load drifted from the plan by more than DRIFT_WARN, else None."""
+    if not realised or 1 / DRIFT_WARN <= realised["ratio"] <= DRIFT_WARN:
+        return None
+    r = realised["ratio"]
+    fix = ("re-measure it (leave out --capacity) or compare only runs of this invocation"
+           if capacity_given else "compare only runs of this invocation")
+    return (f"warning: load: the runs used a median {realised['cpu_seconds_per_request'] * 1e3:.1f}"
+            f" ms of CPU per request, {r:.2f}x the "
+            f"{realised['planned_cpu_seconds_per_request'] * 1e3:.1f} ms the capacity stands for: "
+            f"the replay was {'heavier' if r > 1 else 'lighter'} than planned; {fix}")
 
 
 @dataclass(frozen=True)

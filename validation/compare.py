@@ -162,7 +162,9 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
         details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())
 
         def write() -> dict:
-            rep = rpt.build_report(info, cfg.slo_seconds, runs, cfg.baselines, extra)
+            load = {**extra["load"], "realised": capmod.realised_load(runs, alloc, cap["rps"])}
+            rep = rpt.build_report(info, cfg.slo_seconds, runs, cfg.baselines,
+                                   {**extra, "load": load})
             rpt.write_json(os.path.join(cfg.out_dir, "report.json"), rep)
             rpt.write_json(os.path.join(cfg.out_dir, "details.json"), details)
             return rep
@@ -189,6 +191,9 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
                 write()
             os.unlink(sched_path)
     report = write()
+    drift = capmod.drift_warning(report["load"]["realised"], bool(cap.get("given")))
+    if drift:
+        pr.say(drift)
     title = (f"{os.path.basename(cfg.trace_path)} {info.segment['start']} .. "
              f"{info.segment['end']}, scale {seg.scale:.4f}, warp {seg.time_warp:g}x, "
              f"{cfg.repeats} repeat(s), SLO {cfg.slo_seconds:g} s")
