@@ -17,6 +17,7 @@ from rich.text import Text
 
 from runqscale import tables
 from runqscale.agent.errors import fail
+from runqscale.validation.capacity import drift_warning
 
 # (report key, header, scale to the unit in the header, decimals); p50 and the penalty's terms
 # stay in report.json: the screen keeps what decides between policies
@@ -82,6 +83,10 @@ def comparison_table(report: dict) -> Table | None:
 def print_summary(report: dict, console: Console | None = None) -> None:
     console = console or tables.console()
     console.print(Text(caption(report)))
+    load = report.get("load") or {}
+    drift = drift_warning(load.get("realised"), bool(load.get("capacity_given")))
+    if drift:
+        console.print(Text(drift, style="yellow"))
     console.print(policy_table(report))
     comp = comparison_table(report)
     if comp is not None:
