@@ -97,3 +97,30 @@ def test_summary_keeps_every_swept_workload_on_disk(tmp_path) -> None:
     assert got["day25"]["comparisons"][0]["ratio"] == 1.1
     assert got["per-second"]["settings"] == ["default", "showar-k3"]
     assert got["per-second"]["exclusions"] == 1
+
+
+def test_bench_main_keeps_earlier_workloads_and_plots_only_its_own_settings(tmp_path) -> None:
+    """A finished sweep is not run again: main() only re-reads reports. Running --only
+    per-second into an --out that holds day 25 keeps day 25 in summary.json; a stale setting
+    directory from another sweep is not pooled into this sweep's plot."""
+    def report(policy: str, cost: float, ratio: float) -> str:
+        runs = [{"policy": policy, "repeat": i, "cpu_core_seconds_allocated": cost + i,
+                 "p99_seconds": 0.2, "excluded": None} for i in range(2)]
+        return json.dumps({"fairness": {"targets": {"cpu_utilization": 0.75}}, "runs": runs,
+                           "comparisons": [{"policy": "showar", "ratio": ratio}]})
+    for w, ratio in (("day25", 1.1), ("per-second", 1.3)):
+        (tmp_path / w / "default").mkdir(parents=True)
+        (tmp_path / w / "default" / "report.json").write_text(report("showar", 100.0, ratio))
+    (tmp_path / "per-second" / "old-default").mkdir()
+    (tmp_path / "per-second" / "old-default" / "report.json").write_text(
+        report("showar", 500.0, 9.9))
+    rc = bench.main(["--out", str(tmp_path), "--only", "per-second", "--policies", "showar",
+                     "--repeats", "2", "--showar-margins", "2", "--cpu-targets", ""])
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["day25"]["comparisons"][0]["ratio"] == 1.1
+    assert summary["per-second"]["comparisons"][0]["ratio"] == 1.3
+    pts = json.loads((tmp_path / "per-second" / "pareto.json").read_text())["points"]
+    assert [p["runs"] for p in pts] == [2]  # old-default's runs are not pooled in
+    assert pts[0]["cpu_core_seconds_allocated"] == pytest.approx((100.0 * 101.0) ** 0.5)
+    assert not (tmp_path / "day25" / "pareto.json").exists()  # not this invocation's

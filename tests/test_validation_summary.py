@@ -51,26 +51,26 @@ def test_summary_prints_each_policy_and_the_paired_ratios(tmp_path):
     assert ratio.split() == ["showar", "hpa", "p95_seconds", "0.31", "0.27–0.36", "2"]
     assert ("wc_day25_per_minute.csv 1998-05-20 09:00 – 1998-05-20 15:00, warp 60x, scale 0.01, "
             "SLO 500 ms") in lines
-    assert not any("than planned" in ln for ln in lines)  # no realised load: no warning
+    assert not any(ln.startswith("load:") for ln in lines)  # no realised load: no line
 
 
-def test_summary_warns_when_the_replay_was_heavier_than_its_capacity_planned(tmp_path):
+def test_summary_prints_how_heavy_the_replay_was_against_its_capacity(tmp_path):
     from runqscale.validation.report import TraceInfo
     trace = TraceInfo(file="t.csv", segment={"start": "a", "end": "b", "trace_seconds": 60},
                       scale=0.01, time_warp=60.0)
-    runs = [_run("showar", 0, 0.1, 1.0), _run("hpa", 0, 0.2, 1.0)]  # 80 ms per request
+    runs = [_run("showar", 0, 0.1, 1.0), _run("hpa", 0, 0.2, 1.0)]
     report = build_report(trace, 0.5, runs, extra={"load": {
-        "capacity_given": True, "realised": {"cpu_seconds_per_request": 0.08,
+        "capacity_given": True, "realised": {"used_cpu_seconds_per_request": 0.08,
                                              "planned_cpu_seconds_per_request": 0.05,
-                                             "ratio": 1.6, "runs": 2}}})
+                                             "ratio": 1.6, "kept_runs": 2}}})
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     r = _cli(str(path))
     assert r.returncode == 0, r.stderr
     text = " ".join(r.stdout.split())  # the console wraps the line at its width
-    assert text.count("than planned") == 1
-    assert "80.0 ms of CPU per request, 1.60x the 50.0 ms" in text
-    assert "heavier than planned; re-measure it (leave out --capacity)" in text
+    assert text.count("load: the runs used") == 1
+    assert ("load: the runs used a median 80.0 ms of CPU per request served, 1.60x the 50.0 ms "
+            "the capacity (given with --capacity) stands for at full load") in text
 
 
 def test_summary_of_a_file_that_is_not_a_report_is_one_line_exit_2(tmp_path):

@@ -11,7 +11,9 @@ emulated DeathStarBench social network on day 25), `runqscale validate` runs onc
 - `hpa-<pct>`: hpa and phpa-knn (ABBA) at each CPU utilisation target.
 
 Then `pareto.png`/`pareto.json` per workload (allocated core-seconds vs p99, one point per
-policy x knob, 95 % intervals), and `summary.json` with every workload's default comparisons.
+policy x knob, 95 % intervals), and `summary.json` with every workload's default comparisons
+(every workload under OUT, so sweeps run one `--only` at a time add up; `settings` lists each
+workload's setting directories).
 The `default` setting measures the capacity (CPU per request, open loop); every other setting
 of that workload replays the same load (`--capacity` from the default's report), so the points
 of a Pareto plot differ only in the policy and its knob. Every setting writes its own
@@ -44,6 +46,7 @@ SHOWAR_MARGINS = (1.0, 2.0, 3.0)  # 2: the library's (in the default setting)
 CPU_TARGETS = (0.5, 0.7, 0.9)
 DEFAULT_POLICIES = ("showar", "hpa", "vpa", "phpa-knn")
 CPU_POLICIES = ("hpa", "phpa-knn")
+WORKLOADS = ("day25", "per-second", "deathstarbench")
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--day25", default=str(data.WC98_DAY25))
     ap.add_argument("--per-second", default=str(data.WC98_PER_SECOND))
     ap.add_argument("--graph", default=str(data.REED98))
-    ap.add_argument("--only", action="append", choices=("day25", "per-second",
-                                                        "deathstarbench"),
+    ap.add_argument("--only", action="append", choices=WORKLOADS,
                     help="Run only these workloads (repeatable).")
     ap.add_argument("--extra", default="", help="More `runqscale validate` options, one string.")
     ap.add_argument("--policies", type=_names, default=DEFAULT_POLICIES,
@@ -192,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {w} {s.name} failed (exit {rc}): {' '.join(cmd)}", flush=True)
             if rc == 2:
                 return 2
-    for w in wls:  # this invocation's workloads get their plots redrawn
-        reports = list(reports_in(os.path.join(a.out, w)).values())
+    names = {s.name for s in sweep}
+    for w in wls:  # this invocation's workloads and settings only: one duration per plot
+        reports = [r for n, r in reports_in(os.path.join(a.out, w)).items() if n in names]
         if not reports:
             continue
         pts = pareto.points(reports)
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         pareto.plot(os.path.join(a.out, w, "pareto.png"), pts, f"{w}: cost vs p99 per policy "
                     f"and knob ({a.duration} runs, {a.repeats} repeats)")
         print(f"{w}: wrote {a.out}/{w}/pareto.png and pareto.json", flush=True)
-    summary = summarize(a.out, tuple(workloads(a)))
+    summary = summarize(a.out, WORKLOADS)
     write_json(os.path.join(a.out, "summary.json"), summary)
     print(f"wrote {a.out}/summary.json", flush=True)
     return 0

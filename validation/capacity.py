@@ -140,40 +140,35 @@ def capacity_rps(cpu_per_request: Mapping[str, float], allocated: Mapping[str, f
     return min(caps)
 
 
-# Realised / planned CPU per request beyond this factor (either way): the replayed load was not
-# the one planned, so the run's "1.4x capacity" peak is not what its policies met. A machine whose
-# speed drifts between invocations does this to a fixed --capacity (stop 34: 1.27x; 1.12-1.17x
-# in stops 31-33).
-DRIFT_WARN = 1.2
-
-
 def realised_load(runs: Sequence[Mapping], allocated_cores: float,
                   capacity: float) -> dict | None:
-    """How heavy the replay was in CPU against the plan: the median over kept runs of CPU
-    core-seconds used per request served, and its ratio to allocated cores / capacity, the CPU
-    per request the capacity stands for (idle CPU is in both, so an exact plan reads about 1).
-    None when no kept run served a request."""
-    per = [float(r["cpu_core_seconds_used"]) / r["requests"] for r in runs
-           if not r.get("excluded") and r.get("requests")
-           and r.get("cpu_core_seconds_used") is not None]
+    """How heavy the replay was in CPU against its plan: the median over kept runs of CPU
+    core-seconds used per request served (idle CPU included), and its ratio to allocated cores /
+    capacity, the CPU per request the capacity stands for at full load. Runs average below full
+    load, so their idle CPU weighs more: a plan that held reads a little over 1 (1.08-1.17 in
+    stops 31-33). A fixed --capacity on a machine whose speed drifted reads higher (stop 34:
+    1.27 on the per-second trace). None when no kept run served a request."""
+    per = []
+    for r in runs:
+        served = (r.get("requests") or 0) - (r.get("failed") or 0)
+        if not r.get("excluded") and served > 0 and r.get("cpu_core_seconds_used") is not None:
+            per.append(float(r["cpu_core_seconds_used"]) / served)
     if not per or capacity <= 0 or allocated_cores <= 0:
         return None
     cpr, planned = statistics.median(per), allocated_cores / capacity
-    return {"cpu_seconds_per_request": cpr, "planned_cpu_seconds_per_request": planned,
-            "ratio": cpr / planned, "runs": len(per)}
+    return {"used_cpu_seconds_per_request": cpr, "planned_cpu_seconds_per_request": planned,
+            "ratio": cpr / planned, "kept_runs": len(per)}
 
 
-def drift_warning(realised: Mapping | None, capacity_given: bool) -> str | None:
-    """One line when the load drifted from the plan by more than DRIFT_WARN, else None."""
-    if not realised or 1 / DRIFT_WARN <= realised["ratio"] <= DRIFT_WARN:
+def load_line(realised: Mapping | None, capacity_given: bool) -> str | None:
+    """The realised load in one line, to compare invocations by (None without a reading)."""
+    if not realised:
         return None
-    r = realised["ratio"]
-    fix = ("re-measure it (leave out --capacity) or compare only runs of this invocation"
-           if capacity_given else "compare only runs of this invocation")
-    return (f"warning: load: the runs used a median {realised['cpu_seconds_per_request'] * 1e3:.1f}"
-            f" ms of CPU per request, {r:.2f}x the "
-            f"{realised['planned_cpu_seconds_per_request'] * 1e3:.1f} ms the capacity stands for: "
-            f"the replay was {'heavier' if r > 1 else 'lighter'} than planned; {fix}")
+    src = "given with --capacity" if capacity_given else "measured before the runs"
+    return (f"load: the runs used a median {realised['used_cpu_seconds_per_request'] * 1e3:.1f} ms"
+            f" of CPU per request served, {realised['ratio']:.2f}x the "
+            f"{realised['planned_cpu_seconds_per_request'] * 1e3:.1f} ms the capacity ({src}) "
+            f"stands for at full load")
 
 
 @dataclass(frozen=True)

@@ -191,9 +191,6 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
                 write()
             os.unlink(sched_path)
     report = write()
-    drift = capmod.drift_warning(report["load"]["realised"], bool(cap.get("given")))
-    if drift:
-        pr.say(drift)
     title = (f"{os.path.basename(cfg.trace_path)} {info.segment['start']} .. "
              f"{info.segment['end']}, scale {seg.scale:.4f}, warp {seg.time_warp:g}x, "
              f"{cfg.repeats} repeat(s), SLO {cfg.slo_seconds:g} s")

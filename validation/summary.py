@@ -17,7 +17,7 @@ from rich.text import Text
 
 from runqscale import tables
 from runqscale.agent.errors import fail
-from runqscale.validation.capacity import drift_warning
+from runqscale.validation.capacity import load_line
 
 # (report key, header, scale to the unit in the header, decimals); p50 and the penalty's terms
 # stay in report.json: the screen keeps what decides between policies
@@ -84,9 +84,9 @@ def print_summary(report: dict, console: Console | None = None) -> None:
     console = console or tables.console()
     console.print(Text(caption(report)))
     load = report.get("load") or {}
-    drift = drift_warning(load.get("realised"), bool(load.get("capacity_given")))
-    if drift:
-        console.print(Text(drift, style="yellow"))
+    line = load_line(load.get("realised"), bool(load.get("capacity_given")))
+    if line:
+        console.print(Text(line))
     console.print(policy_table(report))
     comp = comparison_table(report)
     if comp is not None:
