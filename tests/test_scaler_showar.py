@@ -154,6 +154,26 @@ def test_throttled_past_max_cpu_scales_out() -> None:
     assert rec.action == "scale_out"
 
 
+def test_a_replica_maximum_below_the_bound_scales_out_where_the_bound_would_resize() -> None:
+    """`max_replica_cores`: showar's own largest replica, below the bound all policies share.
+    The same throttled replicas as above, under a 4-core bound: showar resizes them past 1 core,
+    and with a 1-core replica maximum it scales out at 1 core, like the 1-core bound above."""
+    window = sig(p95=T * 3, throttled_ratio=0.5, per_replica_cpu=1.0)
+    grown, _ = showar.decide(window, cur(4, 1.0, 1.0), CFG, None)
+    assert grown.action == "resize" and grown.recommended.cpu_limit_cores > 1.2
+    assert grown.recommended.replicas == 4
+    capped, _ = showar.decide(window, cur(4, 1.0, 1.0), CFG, None,
+                              replace(P, max_replica_cores=1.0))
+    bound, _ = showar.decide(window, cur(4, 1.0, 1.0), replace(CFG, max_cpu_per_replica=1.0),
+                             None)
+    assert capped.action == "scale_out" and capped.recommended == bound.recommended
+    assert capped.recommended.replicas == math.ceil(sized(1.25) * 4)
+    # a maximum above the bound changes nothing: the bound is the outer limit
+    above, _ = showar.decide(window, cur(4, 1.0, 1.0), replace(CFG, max_cpu_per_replica=1.0),
+                             None, replace(P, max_replica_cores=8.0))
+    assert above.recommended == bound.recommended
+
+
 def test_vertical_size_is_demand_plus_k_sigma() -> None:
     rng = np.random.default_rng(3)
     per = rng.normal(1.0, 0.05, 100)

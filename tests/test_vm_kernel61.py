@@ -16,6 +16,7 @@ Each becomes one test here, failing with the guest's own failure text. ~2 min un
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ GUEST_TESTS = [
     "tests/test_exporter_prometheus.py::test_prometheus_quantile_agrees_with_gauge_and_labels",
 ]
 TIMEOUT_S = 480  # qemu is killed after this; healthy runs take 100-160 s here
+HANG_TIMEOUT_S = 45  # boot ~13 s, then the guest sleeps until killed
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,16 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
     script = (
         f"cd {shlex.quote(str(REPO))}\n"
         "export CI=true PYTHONDONTWRITEBYTECODE=1 MPLBACKEND=Agg\n"
+        # a test stuck for 120 s dumps its Python stacks: a hang in user space names itself
         ".venv/bin/python -m pytest -p no:cacheprovider -q -ra --color=no --durations=0 "
+        "-o faulthandler_timeout=120 "
         "--junitxml=$RUNQSCALE_VM_OUT/junit.xml " + " ".join(map(shlex.quote, GUEST_TESTS)))
     res = vm.run(script, timeout=TIMEOUT_S, share=tmp_path_factory.mktemp("vm"))
     print(f"VM {vm.release}: boot to power-off {res.seconds:.1f} s, exit {res.rc}; "
           f"console: {res.out / 'console.log'}")
     if res.rc is None or not (res.out / "junit.xml").exists():
         pytest.fail(f"the guest did not finish (exit {res.rc}, {res.seconds:.0f} s): "
-                    f"console tail:\n{res.console[-3000:]}")
+                    f"console tail:\n{res.console[-3000:]}\nvCPUs at the timeout:\n{res.hang}")
     facts_path = res.out / "facts.json"
     facts = json.loads(facts_path.read_text()) if facts_path.exists() else {}
     print("guest facts:", json.dumps(facts, indent=1, sort_keys=True))
@@ -101,3 +105,22 @@ def test_the_guest_ran_linux_61_and_every_selected_test(guest: GuestRun) -> None
 def test_in_guest(guest: GuestRun, nodeid: str) -> None:
     outcome, text, _ = guest.outcomes.get(nodeid, ("missing", "not run in the guest", 0.0))
     assert outcome == "passed", f"{nodeid} {outcome} in the 6.1 guest:\n{text[-4000:]}"
+
+
+def test_a_guest_that_hangs_is_killed_and_says_where_each_vcpu_was(tmp_path) -> None:
+    """The timeout path, which otherwise runs only when something is already wrong: a guest
+    that never finishes is killed at the timeout, and the report names the kernel function
+    each vCPU was in (here idle, as the guest sleeps) from qemu's view of its registers."""
+    try:
+        vm = TestVM.build()
+    except VmError as e:
+        pytest.skip(str(e))
+    res = vm.run("sleep 600", timeout=HANG_TIMEOUT_S, share=tmp_path)
+    print(res.hang)
+    assert res.rc is None and res.seconds < HANG_TIMEOUT_S + 30, (res.rc, res.seconds)
+    assert (tmp_path / "hang.txt").read_text().strip() == res.hang.strip()
+    at = re.findall(r"^vCPU (\d+): at (\S+)$", res.hang, re.M)
+    assert [int(i) for i, _ in at] == list(range(vm.cpus)), res.hang
+    # named from the guest's kallsyms (symbol+offset), not left as raw addresses
+    assert all(re.fullmatch(r"[\w.]+\+0x[0-9a-f]+", where) for _, where in at), res.hang
+    assert res.hang.count("on its stack: ") == vm.cpus and "no kernel text" not in res.hang

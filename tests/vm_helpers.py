@@ -24,16 +24,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import vm_hang
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "tests/vm/build.sh"
 SHARE_IN_GUEST = "/run/runqscale-vm"  # where the guest sees a run's writable directory
+MONITOR = "monitor.sock"  # qemu's human monitor, in the run's share
 EXIT_MARKER = re.compile(r"^runqscale-vm: exit (\d+)\s*$", re.M)
 # Booted with pure cgroup v2 (no v1 controller may be mounted anywhere), quiet, and a panic
 # (init exiting) powers off instead of hanging: -no-reboot turns the reboot into qemu's exit.
 # loglevel=5 and all-CPU backtraces: a soft lockup or RCU stall prints its call traces on the
 # console (at loglevel 4 only the one-line headers appeared, which left a hang undiagnosable).
+# SysRq is enabled for tests/vm_hang.py, which asks a hung guest for its backtraces.
 CMDLINE = ("console=ttyS0 cgroup_no_v1=all panic=-1 quiet loglevel=5 "
-           "softlockup_all_cpu_backtrace=1")
+           "softlockup_all_cpu_backtrace=1 sysrq_always_enabled")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class VmResult:
     console: str  # everything the guest printed on its serial console
     seconds: float  # qemu's wall time, boot to power-off
     out: Path  # the run's share, as the host sees it
+    hang: str = ""  # on a timeout, what each vCPU was doing (tests/vm_hang.py)
 
 
 class VmError(RuntimeError):
@@ -74,7 +79,8 @@ class TestVM:
         return [
             shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
             "-accel", "tcg", "-cpu", "max", "-smp", str(self.cpus), "-m", str(self.memory_mib),
-            "-nodefaults", "-no-reboot", "-display", "none", "-monitor", "none",
+            "-nodefaults", "-no-reboot", "-display", "none",
+            "-monitor", f"unix:{share / MONITOR},server=on,wait=off",
             "-serial", "stdio",
             "-kernel", str(self.kernel_dir / "vmlinuz"),
             "-initrd", str(self.kernel_dir / "initramfs.gz"),
@@ -94,6 +100,7 @@ class TestVM:
         out = share or Path(tempfile.mkdtemp(prefix="runqscale-vm-"))
         out.mkdir(parents=True, exist_ok=True)
         (out / "rc").unlink(missing_ok=True)
+        hang = ""
         (out / "cmd.sh").write_text(
             "set -u\n"
             f"export RUNQSCALE_VM_OUT={SHARE_IN_GUEST} HOME=/root "
@@ -107,6 +114,8 @@ class TestVM:
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                hang = vm_hang.report(out / MONITOR, out / "kallsyms")
+                (out / "hang.txt").write_text(hang + "\n")
                 proc.kill()
                 proc.wait()
         seconds = time.monotonic() - t0
@@ -116,4 +125,4 @@ class TestVM:
             rc = int((out / "rc").read_text().strip())
         elif m := EXIT_MARKER.search(text):
             rc = int(m.group(1))
-        return VmResult(rc, text, seconds, out)
+        return VmResult(rc, text, seconds, out, hang)

@@ -157,7 +157,8 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
                                   lc.max_cpu_per_replica},
                                  {"runq_p95_seconds": lc.target_runq_p95_seconds,
                                   "cpu_utilization": lc.target_cpu_utilization,
-                                  "showar_margin_sigma": lc.showar_margin}),
+                                  "showar_margin_sigma": lc.showar_margin,
+                                  "showar_replica_max_cores": lc.showar_replica_max}),
         }
         details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())
 

@@ -11,6 +11,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from runqscale.scaler import policies
 from runqscale.scaler.actuators.base import ApplyResult
@@ -20,13 +21,17 @@ from runqscale.scaler.policies import Policy, showar, showar_sizing, static
 
 
 def policy_for(name: str, static_state: CurrentState | None = None,
-               showar_margin: float | None = None) -> Policy:
-    """The named policy; `static` holds `static_state` and showar sizes with `showar_margin`
-    sigmas (None: the library's), each as a partial of its params."""
+               showar_margin: float | None = None,
+               showar_replica_max: float | None = None) -> Policy:
+    """The named policy; `static` holds `static_state`, showar sizes with `showar_margin`
+    sigmas and replicas of at most `showar_replica_max` cores (None: the library's), each as a
+    partial of its params."""
     pol = policies.get(name)
-    if name == "showar" and showar_margin is not None \
-            and showar_margin != showar_sizing.SizingParams.sigma_k:
-        params = showar.Params(sizing=showar_sizing.SizingParams(sigma_k=showar_margin))
+    margin = showar_margin is not None and showar_margin != showar_sizing.SizingParams.sigma_k
+    if name == "showar" and (margin or showar_replica_max is not None):
+        params = showar.Params(max_replica_cores=showar_replica_max)
+        if margin:
+            params = replace(params, sizing=showar_sizing.SizingParams(sigma_k=showar_margin))
         return Policy(pol.name, functools.partial(showar.decide, params=params),
                       pol.period_seconds, pol.summary)
     if name == "static" and static_state is not None:

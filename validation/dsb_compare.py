@@ -130,7 +130,9 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
                                          "max_cpu_per_replica": cfg.loop.max_cpu_per_replica},
                               "targets": {"runq_p95_seconds": cfg.loop.target_runq_p95_seconds,
                                           "cpu_utilization": cfg.loop.target_cpu_utilization,
-                                          "showar_margin_sigma": cfg.loop.showar_margin},
+                                          "showar_margin_sigma": cfg.loop.showar_margin,
+                                          "showar_replica_max_cores":
+                                              cfg.loop.showar_replica_max},
                               "actuator": "local", "exclusion_rule": cfg.exclusion.to_json(),
                               "baselines": list(cfg.baselines)}}
         details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())

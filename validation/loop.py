@@ -67,6 +67,7 @@ class LoopConfig:
     target_cpu_utilization: float = ScalerConfig.target_cpu_utilization
     target_runq_p95_seconds: float = ScalerConfig.target_runq_p95_seconds
     showar_margin: float = SizingParams.sigma_k  # showar's limit = demand + this many sigma
+    showar_replica_max: float | None = None  # showar's largest replica (None: the bound)
     tick_seconds: float = 1.0
     signal_window_seconds: float = 3.0
     request_timeout_seconds: float = 10.0
@@ -275,7 +276,8 @@ class Environment:
 def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seconds: float,
                out_dir: str, on_tick: Callable[[Tick], None] | None = None) -> RunResult:
     cfg = env.cfg
-    pol = policy_for(policy, cfg.initial_state("static"), cfg.showar_margin)
+    pol = policy_for(policy, cfg.initial_state("static"), cfg.showar_margin,
+                     cfg.showar_replica_max)
     scfg = cfg.scaler_config()
     env.reset(cfg.initial_state(policy))
     time.sleep(cfg.settle_seconds)

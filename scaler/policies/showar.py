@@ -90,6 +90,9 @@ class Params:
     vertical_down_stabilization_seconds: float = 30.0
     max_down_step: float = 0.3  # a resize down cuts at most this share of the limit
     throttle_gain: float = 0.5
+    # the largest size showar gives one replica before scaling out instead (None: the config's
+    # max_cpu_per_replica); below the config's maximum it trades vertical growth for replicas
+    max_replica_cores: float | None = None
     sizing: sizing.SizingParams = field(default_factory=sizing.SizingParams)
     account_startup_delay: bool = True
     default_startup_delay_seconds: float = 30.0
@@ -367,7 +370,7 @@ def decide(
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
                           state.tail_factor, saturated)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
-    cap = max(config.max_cpu_per_replica, floor_c)
+    cap = max(min(config.max_cpu_per_replica, p.max_replica_cores or math.inf), floor_c)
     required = config.min_replicas
     overflow = cur
     vnote = "no vertical estimate (no CPU usage samples)"
