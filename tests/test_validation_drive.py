@@ -75,3 +75,24 @@ def test_a_failed_local_apply_is_an_error_in_the_result_not_an_exception(tmp_pat
     assert not d.result.applied and "did not become ready" in d.result.error
     assert d.backoff_seconds > 0 and adapter.applied == 0
     assert log.read(str(tmp_path / "rec.jsonl")).recommendations[0].error == d.result.error
+
+
+def test_showar_gets_the_margin_and_the_replica_maximum_it_is_given() -> None:
+    """`validate --showar-margin/--showar-replica-max` reach showar's Params (a partial of
+    decide), each alone or both; at the library's margin and no maximum showar is the registry's."""
+    import functools
+
+    from runqscale.scaler import policies
+    from runqscale.scaler.policies import showar
+
+    assert policy_for("showar") is policies.get("showar")
+    assert policy_for("showar", showar_margin=showar.Params().sizing.sigma_k) \
+        is policies.get("showar")
+    for margin, rmax in ((3.0, None), (None, 0.5), (1.0, 0.6)):
+        pol = policy_for("showar", showar_margin=margin, showar_replica_max=rmax)
+        assert isinstance(pol.decide, functools.partial), (margin, rmax)
+        params = pol.decide.keywords["params"]
+        assert params.max_replica_cores == rmax
+        assert params.sizing.sigma_k == (showar.Params().sizing.sigma_k if margin is None
+                                         else margin)
+        assert pol.period_seconds == policies.get("showar").period_seconds
