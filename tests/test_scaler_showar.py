@@ -172,6 +172,9 @@ def test_a_replica_maximum_below_the_bound_scales_out_where_the_bound_would_resi
     above, _ = showar.decide(window, cur(4, 1.0, 1.0), replace(CFG, max_cpu_per_replica=1.0),
                              None, replace(P, max_replica_cores=8.0))
     assert above.recommended == bound.recommended
+    for bad in (0.0, -1.0):  # not read as "no maximum" (None is that)
+        with pytest.raises(ValueError, match="max_replica_cores"):
+            replace(P, max_replica_cores=bad)
 
 
 def test_vertical_size_is_demand_plus_k_sigma() -> None:

@@ -64,6 +64,11 @@ def test_showar_points_are_labelled_by_margin_and_a_non_default_target() -> None
     b["fairness"]["targets"]["showar_margin_sigma"] = 2.0
     pts = {(p["policy"], p["knob"]): p["knob_value"] for p in pareto.points([a, b])}
     assert pts == {("showar", "3σ"): 3.0, ("showar", "2σ, 10 ms"): 2.0, ("hpa", "70%"): 0.7}
+    # a replica maximum (stop 35's experiment) is its own point, not pooled with the margin's
+    c = _report(5, 0.7, [("showar", 14.0, 0.1)])
+    c["fairness"]["targets"].update(showar_margin_sigma=3.0, showar_replica_max_cores=0.5)
+    labels = {p["knob"] for p in pareto.points([a, c]) if p["policy"] == "showar"}
+    assert labels == {"3σ", "3σ, ≤0.5 core"}
 
 
 def test_plot_renders(tmp_path) -> None:

@@ -10,7 +10,8 @@ loaded on 6.18. One VM boot runs, inside, with CI=true (a skip is a failure ther
   with throttled_ratio, `validate stress`, the agent's detection time, and the signals as the
   scaler reads them from a real Prometheus (throttled periods and usage of a 0.5-core hog).
 Each becomes one test here, failing with the guest's own failure text. ~2 min under TCG
-(boot ~13 s; `validate stress` alone 34-44 s).
+(boot ~13 s; `validate stress` alone 34-44 s), plus ~50 s for the hang report's own test: a
+guest killed at its timeout says where each vCPU was (tests/vm_hang.py).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def guest(tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
           f"console: {res.out / 'console.log'}")
     if res.rc is None or not (res.out / "junit.xml").exists():
         pytest.fail(f"the guest did not finish (exit {res.rc}, {res.seconds:.0f} s): "
-                    f"console tail:\n{res.console[-3000:]}\nvCPUs at the timeout:\n{res.hang}")
+                    f"console tail:\n{res.console[-3000:]}"
+                    + (f"\nvCPUs at the timeout:\n{res.hang}" if res.hang else ""))
     facts_path = res.out / "facts.json"
     facts = json.loads(facts_path.read_text()) if facts_path.exists() else {}
     print("guest facts:", json.dumps(facts, indent=1, sort_keys=True))

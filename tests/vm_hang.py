@@ -20,7 +20,9 @@ from pathlib import Path
 PROMPT = b"(qemu) "
 STACK_WORDS = 64  # 512 bytes from each vCPU's stack pointer
 MAX_FUNCTION_BYTES = 64 * 1024  # an address further past a symbol is not in that function
-_REG = re.compile(r"\b(RIP|RSP)=([0-9a-f]{16})")
+_REG = re.compile(r"\b([RE]IP|[RE]SP)=([0-9a-f]+)")  # long mode: RIP/RSP; 32-bit: EIP/ESP
+_HEX = re.compile(r"[0-9a-f]+")
+_CPU = re.compile(r"^CPU#(\d+)", re.M)
 
 
 def monitor(sock_path: Path, commands: list[str], timeout: float = 10.0) -> list[str]:
@@ -34,7 +36,7 @@ def monitor(sock_path: Path, commands: list[str], timeout: float = 10.0) -> list
             while not buf.endswith(PROMPT):
                 chunk = s.recv(65536)
                 if not chunk:
-                    break
+                    raise ConnectionError("qemu closed its monitor")
                 buf += chunk
             return buf[: -len(PROMPT)].decode(errors="replace")
 
@@ -51,9 +53,9 @@ class Symbols:
     """Kernel text symbols from a /proc/kallsyms copy ("addr type name [module]" lines)."""
 
     def __init__(self, text: str) -> None:
-        rows = sorted((int(a, 16), n) for a, t, n, *_ in
-                      (line.split() for line in text.splitlines() if line.count(" ") >= 2)
-                      if t in "tT" and int(a, 16))
+        rows = sorted((int(f[0], 16), f[2]) for f in map(str.split, text.splitlines())
+                      if len(f) >= 3 and f[1] in ("t", "T") and _HEX.fullmatch(f[0])
+                      and int(f[0], 16))  # a copy cut short by the hang may end mid-line
         self.addrs = [a for a, _ in rows]
         self.names = [n for _, n in rows]
 
@@ -65,25 +67,41 @@ class Symbols:
         return f"{self.names[i]}+{off:#x}"
 
 
+def _registers(text: str) -> dict[int, dict[str, int]]:
+    """vCPU index -> {"ip", "sp"} from `info registers -a` (a block per "CPU#N")."""
+    starts = [(m.start(), int(m.group(1))) for m in _CPU.finditer(text)]
+    out = {}
+    for (at, cpu), (end, _) in zip(starts, [*starts[1:], (len(text), -1)], strict=True):
+        regs = {k[1:]: int(v, 16) for k, v in _REG.findall(text[at:end])}
+        out[cpu] = {"ip": regs.get("IP"), "sp": regs.get("SP")}
+    return out
+
+
 def report(sock_path: Path, kallsyms: Path, console_wait: float = 3.0) -> str:
-    """A few lines per vCPU: where it is and the kernel functions on its stack."""
+    """A few lines per vCPU: where it is and the kernel functions on its stack. The guest is
+    stopped while its registers and stacks are read (under TCG a running vCPU's saved
+    registers can lag its loop), then resumed to take the SysRq keys."""
     try:
-        (regs,) = monitor(sock_path, ["info registers -a"])
-        cpus = [dict(_REG.findall(block)) for block in regs.split("CPU#")[1:]]
-        stacks = monitor(sock_path, [cmd for i, r in enumerate(cpus) if "RSP" in r
-                                     for cmd in (f"cpu {i}", f"x/{STACK_WORDS}gx 0x{r['RSP']}")])
-        monitor(sock_path, ["sendkey alt-sysrq-l", "sendkey alt-sysrq-w"])
+        (regs,) = monitor(sock_path, ["stop", "info registers -a"])[1:]
+        cpus = _registers(regs)
+        with_sp = [i for i, r in sorted(cpus.items()) if r["sp"] is not None]
+        dumps = monitor(sock_path, [c for i in with_sp for c in
+                                    (f"cpu {i}", f"x/{STACK_WORDS}gx {cpus[i]['sp']:#x}")])
+        stacks = dict(zip(with_sp, dumps[1::2], strict=True))
+        monitor(sock_path, ["cont", "sendkey alt-sysrq-l", "sendkey alt-sysrq-w"])
         time.sleep(console_wait)  # the reports print on the console, if a vCPU takes the key
     except OSError as e:
         return f"qemu's monitor did not answer ({e}): no vCPU state"
-    syms = Symbols(kallsyms.read_text()) if kallsyms.exists() else None
+    try:
+        syms = Symbols(kallsyms.read_text(errors="replace")) if kallsyms.exists() else None
+    except OSError:
+        syms = None
     lines = [] if syms else [f"no {kallsyms.name} from the guest: addresses are not named"]
-    for i, r in enumerate(cpus):
-        rip = int(r.get("RIP", "0"), 16)
-        where = (syms.name(rip) if syms else None) or f"{rip:#x}"
+    for i, r in sorted(cpus.items()):
+        ip = r["ip"]
+        where = "an unknown address" if ip is None else (syms and syms.name(ip)) or f"{ip:#x}"
         lines.append(f"vCPU {i}: at {where}")
-        dump = stacks[2 * i + 1] if "RSP" in r and 2 * i + 1 < len(stacks) else ""
-        words = [int(w, 16) for w in re.findall(r"0x([0-9a-f]{16})", dump)]
+        words = [int(w, 16) for w in re.findall(r"0x([0-9a-f]{16})", stacks.get(i, ""))]
         if syms:
             called = [n for w in words if (n := syms.name(w))]
             lines.append("  on its stack: " + (" < ".join(called[:24]) or "no kernel text"))

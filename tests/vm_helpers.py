@@ -29,7 +29,7 @@ import vm_hang
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "tests/vm/build.sh"
 SHARE_IN_GUEST = "/run/runqscale-vm"  # where the guest sees a run's writable directory
-MONITOR = "monitor.sock"  # qemu's human monitor, in the run's share
+MONITOR = "monitor.sock"  # qemu's human monitor (tests/vm_hang.py)
 EXIT_MARKER = re.compile(r"^runqscale-vm: exit (\d+)\s*$", re.M)
 # Booted with pure cgroup v2 (no v1 controller may be mounted anywhere), quiet, and a panic
 # (init exiting) powers off instead of hanging: -no-reboot turns the reboot into qemu's exit.
@@ -75,12 +75,12 @@ class TestVM:
     def release(self) -> str:
         return (self.kernel_dir / "kernel.release").read_text().strip()
 
-    def command(self, share: Path) -> list[str]:
+    def command(self, share: Path, monitor: Path) -> list[str]:
         return [
             shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
             "-accel", "tcg", "-cpu", "max", "-smp", str(self.cpus), "-m", str(self.memory_mib),
             "-nodefaults", "-no-reboot", "-display", "none",
-            "-monitor", f"unix:{share / MONITOR},server=on,wait=off",
+            "-monitor", f"unix:{monitor},server=on,wait=off",
             "-serial", "stdio",
             "-kernel", str(self.kernel_dir / "vmlinuz"),
             "-initrd", str(self.kernel_dir / "initramfs.gz"),
@@ -99,7 +99,8 @@ class TestVM:
         On timeout qemu is killed and rc is None."""
         out = share or Path(tempfile.mkdtemp(prefix="runqscale-vm-"))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "rc").unlink(missing_ok=True)
+        for stale in ("rc", "kallsyms", "hang.txt"):  # a reused share: not the last boot's
+            (out / stale).unlink(missing_ok=True)
         hang = ""
         (out / "cmd.sh").write_text(
             "set -u\n"
@@ -108,16 +109,27 @@ class TestVM:
             "cd /\n" + script + "\n")
         console = out / "console.log"
         t0 = time.monotonic()
-        with open(console, "wb") as log:
-            proc = subprocess.Popen(self.command(out), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                hang = vm_hang.report(out / MONITOR, out / "kallsyms")
-                (out / "hang.txt").write_text(hang + "\n")
-                proc.kill()
-                proc.wait()
+        # the monitor's socket in a short private directory: a unix socket path has at most
+        # 107 bytes, which a share under a long temporary directory would pass
+        sock_dir = Path(tempfile.mkdtemp(prefix="rqvm-", dir="/tmp"))
+        try:
+            with open(console, "wb") as log:
+                proc = subprocess.Popen(self.command(out, sock_dir / MONITOR),
+                                        stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    try:
+                        hang = vm_hang.report(sock_dir / MONITOR, out / "kallsyms")
+                    except Exception as e:  # noqa: BLE001 - the report must not mask the timeout
+                        hang = f"no vCPU report: {e!r}"
+                    finally:
+                        proc.kill()
+                        proc.wait()
+                    (out / "hang.txt").write_text(hang + "\n")
+        finally:
+            shutil.rmtree(sock_dir, ignore_errors=True)
         seconds = time.monotonic() - t0
         text = console.read_text(errors="replace").replace("\r\n", "\n")
         rc: int | None = None

@@ -29,6 +29,8 @@ def knob(policy: str, report: Mapping) -> tuple[str, float | None]:
         label = f"{k:g}σ"
         if ms is not None and float(ms) != ScalerConfig.target_runq_p95_seconds:
             label += f", {float(ms) * 1e3:g} ms"
+        if t.get("showar_replica_max_cores") is not None:  # not the same point as uncapped
+            label += f", ≤{float(t['showar_replica_max_cores']):g} core"
         return label, k
     if policy == "showar" and t.get("runq_p95_seconds") is not None:
         v = float(t["runq_p95_seconds"])

@@ -100,6 +100,11 @@ class Params:
     pending_timeout_factor: float = 3.0
     arriving_error_cap: float = 1.0
 
+    def __post_init__(self) -> None:
+        if self.max_replica_cores is not None and not self.max_replica_cores > 0:
+            raise ValueError(f"max_replica_cores must be > 0 cores or None (no own maximum), "
+                             f"not {self.max_replica_cores}")
+
 
 @dataclass(frozen=True)
 class State:
@@ -370,7 +375,8 @@ def decide(
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
                           state.tail_factor, saturated)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
-    cap = max(min(config.max_cpu_per_replica, p.max_replica_cores or math.inf), floor_c)
+    own = math.inf if p.max_replica_cores is None else p.max_replica_cores
+    cap = max(min(config.max_cpu_per_replica, own), floor_c)  # never below the floor
     required = config.min_replicas
     overflow = cur
     vnote = "no vertical estimate (no CPU usage samples)"
