@@ -54,6 +54,11 @@ def test_validate_deathstarbench_showar_hpa_report(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((out / "report.json").read_text())
     assert [x["policy"] for x in rep["runs"]] == ["showar", "hpa"]
+    # what every policy shared, in the runlang report's shape (validation/compare.fairness)
+    fair = rep["fairness"]
+    assert len(fair["start"]) == 11 and fair["bounds"]["max_cpu_per_replica"] > 0
+    assert fair["targets"]["runq_p95_seconds"] == 0.005
+    assert fair["targets"]["showar_replica_max_cores"] is None  # off unless asked for
     for run in rep["runs"]:
         assert CONTRACT_RUN <= set(run) and {"host", "excluded", "order"} <= set(run)
         assert run["requests"] > 1000 and run["failed"] < 0.2 * run["requests"]

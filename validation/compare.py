@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from runqscale.validation import host, stats, traces
 from runqscale.validation import report as rpt
 from runqscale.validation.loop import Environment, LoopConfig, RunResult, Tick, run_policy
 from runqscale.validation.scoring import RunScore, score
+
+if TYPE_CHECKING:  # a cycle at run time: dsb_compare imports this module
+    from runqscale.validation.dsb_compare import DsbCompareConfig
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,17 @@ def checked_entry(entry: dict, before: host.HostSnapshot, own: host.OwnCpu,
     return {**entry, "order": order, "host": h, "excluded": rule.reason(h)}
 
 
-def fairness(cfg: CompareConfig, start: dict, bounds: dict, targets: dict) -> dict:
-    return {"order": "ABBA", "start": start, "bounds": bounds, "targets": targets,
+def fairness(cfg: CompareConfig | DsbCompareConfig, start: dict) -> dict:
+    """What every policy of a comparison shares (runlang's and DSB's loop configs carry the same
+    bounds and targets)."""
+    lc = cfg.loop
+    return {"order": "ABBA", "start": start,
+            "bounds": {"min_replicas": lc.min_replicas, "max_replicas": lc.max_replicas,
+                       "max_cpu_per_replica": lc.max_cpu_per_replica},
+            "targets": {"runq_p95_seconds": lc.target_runq_p95_seconds,
+                        "cpu_utilization": lc.target_cpu_utilization,
+                        "showar_margin_sigma": lc.showar_margin,
+                        "showar_replica_max_cores": lc.showar_replica_max},
             "actuator": "local", "exclusion_rule": cfg.exclusion.to_json(),
             "baselines": list(cfg.baselines)}
 
@@ -151,14 +164,7 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
                      "loaded_probe_rate_rps": cap.get("loaded_rate_rps"),
                      "single_rate_capacity_rps": cap.get("single_rate_rps"),
                      "capacity_given": bool(cap.get("given"))},
-            "fairness": fairness(cfg, start.to_json(),
-                                 {"min_replicas": lc.min_replicas, "max_replicas":
-                                  lc.max_replicas, "max_cpu_per_replica":
-                                  lc.max_cpu_per_replica},
-                                 {"runq_p95_seconds": lc.target_runq_p95_seconds,
-                                  "cpu_utilization": lc.target_cpu_utilization,
-                                  "showar_margin_sigma": lc.showar_margin,
-                                  "showar_replica_max_cores": lc.showar_replica_max}),
+            "fairness": fairness(cfg, start.to_json()),
         }
         details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())
 

@@ -11,7 +11,6 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 
 from runqscale.scaler import policies
 from runqscale.scaler.actuators.base import ApplyResult
@@ -27,11 +26,11 @@ def policy_for(name: str, static_state: CurrentState | None = None,
     sigmas and replicas of at most `showar_replica_max` cores (None: the library's), each as a
     partial of its params."""
     pol = policies.get(name)
-    margin = showar_margin is not None and showar_margin != showar_sizing.SizingParams.sigma_k
-    if name == "showar" and (margin or showar_replica_max is not None):
-        params = showar.Params(max_replica_cores=showar_replica_max)
-        if margin:
-            params = replace(params, sizing=showar_sizing.SizingParams(sigma_k=showar_margin))
+    lib_k = showar_sizing.SizingParams.sigma_k
+    k = lib_k if showar_margin is None else showar_margin
+    if name == "showar" and (k != lib_k or showar_replica_max is not None):
+        params = showar.Params(max_replica_cores=showar_replica_max,
+                               sizing=showar_sizing.SizingParams(sigma_k=k))
         return Policy(pol.name, functools.partial(showar.decide, params=params),
                       pol.period_seconds, pol.summary)
     if name == "static" and static_state is not None:

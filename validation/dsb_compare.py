@@ -38,7 +38,13 @@ from runqscale.scaler.model import CurrentState
 from runqscale.validation import capacity as capmod
 from runqscale.validation import host, stats, traces
 from runqscale.validation import report as rpt
-from runqscale.validation.compare import _jsonable, abba_order, checked_entry, plan_replay
+from runqscale.validation.compare import (
+    _jsonable,
+    abba_order,
+    checked_entry,
+    fairness,
+    plan_replay,
+)
 from runqscale.validation.dsb_loop import (
     DsbLoopConfig,
     DsbRun,
@@ -123,18 +129,8 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
                           "bottleneck": cap.get("bottleneck"),
                           "probe_rate_rps": cap.get("rate_rps"),
                           "capacity_given": bool(cap.get("given"))},
-                 "fairness": {"order": "ABBA", "start": {s: cfg.cluster.state(s).to_json()
-                                                         for s in LOGIC_SERVICES},
-                              "bounds": {"min_replicas": cfg.loop.min_replicas,
-                                         "max_replicas": cfg.loop.max_replicas,
-                                         "max_cpu_per_replica": cfg.loop.max_cpu_per_replica},
-                              "targets": {"runq_p95_seconds": cfg.loop.target_runq_p95_seconds,
-                                          "cpu_utilization": cfg.loop.target_cpu_utilization,
-                                          "showar_margin_sigma": cfg.loop.showar_margin,
-                                          "showar_replica_max_cores":
-                                              cfg.loop.showar_replica_max},
-                              "actuator": "local", "exclusion_rule": cfg.exclusion.to_json(),
-                              "baselines": list(cfg.baselines)}}
+                 "fairness": fairness(cfg, {s: cfg.cluster.state(s).to_json()
+                                            for s in LOGIC_SERVICES})}
         details.update(capacity=cap, scaling=plan.scaling, rates_per_second=rates.tolist())
         v2 = c.sb.hierarchy is Hierarchy.V2
         own_dir = mounts.v2 if v2 else mounts.v1_cpuacct
