@@ -5,7 +5,8 @@
 Needs root (BPF, cgroups). Measures, on this machine:
 - start: wall time from spawning `runqscale agent` to its /healthz answering 200 (first sample
   taken), and the agent's own "first sample N s after process start"; median of --starts runs;
-- RSS of the agent after it has run with the 500 cgroups (VmRSS, and the peak VmHWM);
+- RSS of the agent after it has run with the 500 cgroups (VmRSS, and the peak VmHWM), and the
+  floor under it: the RSS of a fresh interpreter after each group of the agent's imports;
 - bcc's runqlat (`/usr/sbin/runqlat-bpfcc`): spawn to "Tracing..." (programs compiled and attached),
   and its RSS while tracing;
 - with 500 live cgroups (one process, 500 threads, each in its own cgroup, waking twice a second,
@@ -221,6 +222,41 @@ def _gauge(body: str, name: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
+# What the agent's imports alone cost, stage by stage in a fresh interpreter, in the order the
+# agent needs them: the floor under its RSS before it has read a single cgroup.
+IMPORT_STAGES = (
+    ("interpreter", ()),
+    ("click (the CLI)", ("click",)),
+    ("HTTP server and client, TLS", ("http.server", "http.client", "ssl")),
+    ("numpy", ("numpy",)),
+    ("runqscale's agent modules", ("runqscale.agent.daemon_cmd", "runqscale.agent.daemon",
+                                   "runqscale.probes.core", "runqscale.exporter.server",
+                                   "runqscale.exporter.collector")),
+)
+_IMPORT_CHILD = r"""
+import importlib, json, sys
+def rss():
+    with open("/proc/self/status") as f:
+        d = {k: int(v.split()[0]) * 1024 for k, _, v in (ln.partition(":") for ln in f)
+             if k in ("VmRSS", "RssAnon", "RssFile")}
+    return d
+out = []
+for name, modules in json.loads(sys.argv[1]):
+    for m in modules:
+        importlib.import_module(m)
+    out.append({"stage": name, **rss()})
+print(json.dumps(out))
+"""
+
+
+def import_floor() -> list[dict]:
+    """RSS, anonymous and file-backed, after each stage of IMPORT_STAGES (cumulative)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # as the agent sets it before numpy
+    out = subprocess.run([sys.executable, "-c", _IMPORT_CHILD, json.dumps(IMPORT_STAGES)],
+                         capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout)
+
+
 def idle_rss() -> dict:
     a = Agent()
     try:
@@ -250,6 +286,7 @@ def main() -> None:
     res["machine"]["loadavg_at_start"] = loadavg()
     res["agent_start"] = bench_start(a.starts)
     res["agent_idle"] = idle_rss()
+    res["agent_import_floor"] = import_floor()
     res["runqlat_bpfcc"] = bench_runqlat()
     with tempfile.TemporaryDirectory() as tmp:
         res["agent_500_cgroups"] = bench_cgroups(a.cgroups, a.seconds, a.scrape_every,
@@ -266,6 +303,11 @@ def main() -> None:
           f"{r.get('start_to_tracing_seconds', float('nan')):13.3f}s  <= 0.3 s")
     print(f"{'RSS idle (peak)':34} {i['rss_bytes'] * mb:8.1f} MB "
           f"({i['peak_rss_bytes'] * mb:.1f}) {(r.get('rss_bytes') or 0) * mb:10.1f} MB  <= 40 MB")
+    prev = 0
+    for st in res["agent_import_floor"]:
+        print(f"{'  imports: ' + st['stage']:34} {st['VmRSS'] * mb:8.1f} MB "
+              f"(+{(st['VmRSS'] - prev) * mb:.1f})")
+        prev = st["VmRSS"]
     print(f"{'RSS with 500 cgroups (peak)':34} {c['rss_bytes'] * mb:8.1f} MB "
           f"({c['peak_rss_bytes'] * mb:.1f})")
     every = f"CPU, 500 cgroups, scrape/{c['scrape_every_seconds']:g}s"
