@@ -4,8 +4,9 @@ probe (core, and bcc when available), bcc's runqlat and libbpf-tools' runqlat.
 For each tracer, in one run: ns per BPF program run and per context switch from bpf_stats
 (kernel.bpf_stats_enabled on only for that measurement), and `stress-ng --switch` throughput
 relative to no probe (stats off). Both are measured in every round, rounds interleaved so drift
-on a shared machine hits every tracer alike; medians and ranges are reported. Writes JSON and
-prints a table.
+on a shared machine hits every tracer alike; medians and ranges are reported, and the two goals'
+ratios also paired within rounds (against no probe, and against bcc's runqlat): the geometric
+mean of the rounds' ratios with its 95 % interval. Writes JSON and prints a table.
 
 bpf_stats times each program run between two clock reads, and those reads cost more than a
 small program does (an empty one reads ~50 ns on a VM). That cost is the measurement's, not
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+
+from runqscale.validation.stats import log_mean_ci
 
 STRESS_SECONDS = 5
 
@@ -185,6 +188,30 @@ def throughput_loss(ops: list[float], base: float) -> dict:
             "throughput_loss_pct_range": [100 * (1 - max(ops) / base), 100 * (1 - min(ops) / base)]}
 
 
+def paired_ratio(a: dict[int, float], b: dict[int, float]) -> dict | None:
+    """a / b within each round both ran: geometric mean and 95 % t interval of the ratios
+    (None without a common round). Pairing takes out drift between rounds, which on this
+    machine moves a tracer's throughput by more than the goal's width."""
+    ratios = [a[k] / b[k] for k in sorted(a.keys() & b.keys()) if a[k] > 0 and b[k] > 0]
+    if not ratios:
+        return None
+    iv = log_mean_ci(ratios)
+    return {"ratio": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "pairs": iv.n}
+
+
+def paired_loss(ops: dict[int, float], none: dict[int, float]) -> dict:
+    """Switch throughput lost against the no-probe run of the same round, in %: the geometric
+    mean of the rounds' throughput ratios and its 95 % interval (upper end = the most lost)."""
+    pr = paired_ratio(ops, none)
+    if pr is None:
+        return {}
+    def pct(x: float | None) -> float | None:
+        return None if x is None else 100 * (1 - x)
+    return {"throughput_loss_pct_paired": pct(pr["ratio"]),
+            "throughput_loss_pct_paired_ci": [pct(pr["ci_high"]), pct(pr["ci_low"])],
+            "rounds_paired": pr["pairs"]}
+
+
 def _spread(values: list[float]) -> dict[str, float] | None:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} \
         if values else None
@@ -195,9 +222,10 @@ def run(rounds: int) -> dict:
     off, then a cost run with it on. Ratios are of medians over rounds; ranges are kept."""
     chosen = [t for t in tracers() if t.available()]
     _sysctl_stats(False)
-    tput: dict[str, list[float]] = {t.name: [] for t in chosen}
-    per_run: dict[str, list[float]] = {t.name: [] for t in chosen}
-    per_switch: dict[str, list[float]] = {t.name: [] for t in chosen}
+    # by round, so that ratios can be taken within a round (paired) as well as of medians
+    tput: dict[str, dict[int, float]] = {t.name: {} for t in chosen}
+    per_run: dict[str, dict[int, float]] = {t.name: {} for t in chosen}
+    per_switch: dict[str, dict[int, float]] = {t.name: {} for t in chosen}
     startup: dict[str, float] = {}
     failed: dict[str, str] = {}
     for r in range(rounds):
@@ -212,27 +240,28 @@ def run(rounds: int) -> dict:
                 continue
             startup.setdefault(t.name, start_s)
             try:
-                tput[t.name].append(_switch_throughput())
+                tput[t.name][r] = _switch_throughput()
                 if p is not None:
                     ns_run, ns_switch = _cost(ids)
                     if ns_run is not None and ns_switch is not None:
-                        per_run[t.name].append(ns_run)
-                        per_switch[t.name].append(ns_switch)
+                        per_run[t.name][r] = ns_run
+                        per_switch[t.name][r] = ns_switch
             finally:
                 _stop(p)
-    base = statistics.median(tput["none"])
+    base = statistics.median(tput["none"].values())
     results: dict[str, dict] = {}
     for t in chosen:
         if t.name in failed or not tput[t.name]:
             results[t.name] = {"error": failed.get(t.name, "no data")}
             continue
-        med = statistics.median(tput[t.name])
-        sw = _spread(per_switch[t.name])
+        ops = list(tput[t.name].values())
+        sw = _spread(list(per_switch[t.name].values()))
         results[t.name] = {
-            "switch_ops_per_s": tput[t.name],
-            "throughput_vs_none": med / base,
-            **throughput_loss(tput[t.name], base),
-            "ns_per_bpf_run": (_spread(per_run[t.name]) or {}).get("median"),
+            "switch_ops_per_s": ops,
+            "throughput_vs_none": statistics.median(ops) / base,
+            **throughput_loss(ops, base),
+            **paired_loss(tput[t.name], tput["none"]),
+            "ns_per_bpf_run": (_spread(list(per_run[t.name].values())) or {}).get("median"),
             "ns_per_context_switch": sw["median"] if sw else None,
             "ns_per_context_switch_range": [sw["min"], sw["max"]] if sw else None,
             "start_to_attached_s": startup.get(t.name),
@@ -258,12 +287,30 @@ def run(rounds: int) -> dict:
         if ref.get("ns_per_context_switch") and r.get("ns_per_context_switch"):
             r["ns_per_switch_vs_bcc_runqlat"] = \
                 r["ns_per_context_switch"] / ref["ns_per_context_switch"]
+    for name, r in results.items():
+        vs_bcc = paired_ratio(per_switch.get(name, {}), per_switch.get("bcc-runqlat", {}))
+        if vs_bcc and name != "bcc-runqlat":
+            r["ns_per_switch_vs_bcc_runqlat_paired"] = vs_bcc
         if ref.get("ns_per_context_switch_net") and r.get("ns_per_context_switch_net") is not None:
             r["ns_per_switch_net_vs_bcc_runqlat"] = \
                 r["ns_per_context_switch_net"] / ref["ns_per_context_switch_net"]
     return {"kernel": os.uname().release, "cpus": os.cpu_count(), "rounds": rounds,
             "stress": f"stress-ng --switch 2 -t {STRESS_SECONDS}",
             "stats_cost_ns_per_run": floor, "tracers": results}
+
+
+def _with_ci(v: float | None, ci: list | None, spec: str, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    lo, hi = ci if ci else (None, None)
+    band = f" [{lo:{spec}}, {hi:{spec}}]" if lo is not None and hi is not None else ""
+    return f"{v:{spec}}{unit}{band}"
+
+
+def _paired_text(p: dict | None) -> str:
+    if not p or p.get("ratio") is None:
+        return "-"
+    return _with_ci(p["ratio"], [p["ci_low"], p["ci_high"]], ".3f", "x") + f" ({p['pairs']})"
 
 
 def main() -> None:
@@ -297,6 +344,14 @@ def main() -> None:
               f"{f'{lr[0]:.1f}..{lr[1]:.1f}':>14}"
               f"{(f'{trel:.2f}x' if trel is not None else '-'):>8}"
               f"{(r['start_to_attached_s'] or 0):>9.2f}")
+    print("\npaired within rounds (geometric mean of the rounds' ratios [95 % interval]):")
+    for name, r in res["tracers"].items():
+        if "error" in r or name == "none":
+            continue
+        loss = _with_ci(r.get("throughput_loss_pct_paired"),
+                        r.get("throughput_loss_pct_paired_ci"), ".1f", " %")
+        vs_bcc = _paired_text(r.get("ns_per_switch_vs_bcc_runqlat_paired"))
+        print(f"  {name:<22} throughput loss {loss:<24} ns/switch vs bcc runqlat {vs_bcc}")
     print("\nthe second 'vs bcc' after the loss: the time added to each switch with stats off,"
           " loss / (1 - loss), against bcc runqlat's")
     if res.get("stats_cost_ns_per_run"):
