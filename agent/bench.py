@@ -304,8 +304,9 @@ def main() -> None:
     print(f"{'RSS idle (peak)':34} {i['rss_bytes'] * mb:8.1f} MB "
           f"({i['peak_rss_bytes'] * mb:.1f}) {(r.get('rss_bytes') or 0) * mb:10.1f} MB  <= 40 MB")
     prev = 0
+    print("  of which imports alone (a fresh interpreter, cumulative):")
     for st in res["agent_import_floor"]:
-        print(f"{'  imports: ' + st['stage']:34} {st['VmRSS'] * mb:8.1f} MB "
+        print(f"{'  + ' + st['stage']:34} {st['VmRSS'] * mb:8.1f} MB "
               f"(+{(st['VmRSS'] - prev) * mb:.1f})")
         prev = st["VmRSS"]
     print(f"{'RSS with 500 cgroups (peak)':34} {c['rss_bytes'] * mb:8.1f} MB "
