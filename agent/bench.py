@@ -73,9 +73,14 @@ class Agent:
                 pass
             time.sleep(0.002)
         self.ready_wall = time.monotonic() - t0
-        line = self.proc.stderr.readline()  # type: ignore[union-attr]
-        m = re.search(r"first sample ([0-9.]+)s after process start", line)
-        self.ready_self = float(m.group(1)) if m else None
+        # the "serving ..." line follows the capability report (and any warnings)
+        self.ready_self = None
+        for _ in range(5):
+            line = self.proc.stderr.readline()  # type: ignore[union-attr]
+            m = re.search(r"first sample ([0-9.]+)s after process start", line)
+            if m or not line:
+                self.ready_self = float(m.group(1)) if m else None
+                break
 
     def scrape(self) -> tuple[float, str]:
         t0 = time.perf_counter()
