@@ -78,7 +78,7 @@ class Agent:
         for _ in range(5):
             line = self.proc.stderr.readline()  # type: ignore[union-attr]
             m = re.search(r"first sample ([0-9.]+)s after process start", line)
-            if m or not line:
+            if m or not line or "serving" in line:
                 self.ready_self = float(m.group(1)) if m else None
                 break
 
@@ -234,9 +234,11 @@ IMPORT_STAGES = (
     ("click (the CLI)", ("click",)),
     ("HTTP server and client, TLS", ("http.server", "http.client", "ssl")),
     ("numpy", ("numpy",)),
-    ("runqscale's agent modules", ("runqscale.agent.daemon_cmd", "runqscale.agent.daemon",
+    ("runqscale's agent modules", ("runqscale.cli", "runqscale.agent.daemon_cmd",
+                                   "runqscale.agent.daemon", "runqscale.agent.cgroupwatch",
+                                   "runqscale.agent.malloc_tuning", "runqscale.agent.privdrop",
                                    "runqscale.probes.core", "runqscale.exporter.server",
-                                   "runqscale.exporter.collector")),
+                                   "runqscale.exporter.collector", "runqscale.exporter.process")),
 )
 _IMPORT_CHILD = r"""
 import importlib, json, sys

@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from runqscale.validation.stats import log_mean_ci
+from runqscale.intervals import log_mean_ci
 
 STRESS_SECONDS = 5
 
@@ -192,11 +192,30 @@ def paired_ratio(a: dict[int, float], b: dict[int, float]) -> dict | None:
     """a / b within each round both ran: geometric mean and 95 % t interval of the ratios
     (None without a common round). Pairing takes out drift between rounds, which on this
     machine moves a tracer's throughput by more than the goal's width."""
-    ratios = [a[k] / b[k] for k in sorted(a.keys() & b.keys()) if a[k] > 0 and b[k] > 0]
+    common = sorted(a.keys() & b.keys())
+    ratios = [a[k] / b[k] for k in common if a[k] > 0 and b[k] > 0]
     if not ratios:
         return None
     iv = log_mean_ci(ratios)
-    return {"ratio": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "pairs": iv.n}
+    # a round with a zero (no switches counted) has no ratio: it is left out, and counted
+    return {"ratio": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high, "pairs": iv.n,
+            "rounds_dropped": len(common) - len(ratios)}
+
+
+def add_paired(results: dict[str, dict], tput: dict[str, dict[int, float]],
+               per_switch: dict[str, dict[int, float]]) -> None:
+    """The paired fields of every tracer that has results: its throughput loss against the
+    no-probe run of the same round, and its ns per switch against bcc runqlat's of the same
+    round. Not for `none` itself (its rounds against themselves would claim a zero-width
+    interval), for a tracer that failed, or against a bcc runqlat that failed."""
+    ref_ok = "error" not in results.get("bcc-runqlat", {"error": "absent"})
+    for name, r in results.items():
+        if "error" in r or name == "none":
+            continue
+        r.update(paired_loss(tput.get(name, {}), tput.get("none", {})))
+        vs_bcc = paired_ratio(per_switch.get(name, {}), per_switch.get("bcc-runqlat", {}))
+        if ref_ok and vs_bcc and name != "bcc-runqlat":
+            r["ns_per_switch_vs_bcc_runqlat_paired"] = vs_bcc
 
 
 def paired_loss(ops: dict[int, float], none: dict[int, float]) -> dict:
@@ -209,7 +228,7 @@ def paired_loss(ops: dict[int, float], none: dict[int, float]) -> dict:
         return None if x is None else 100 * (1 - x)
     return {"throughput_loss_pct_paired": pct(pr["ratio"]),
             "throughput_loss_pct_paired_ci": [pct(pr["ci_high"]), pct(pr["ci_low"])],
-            "rounds_paired": pr["pairs"]}
+            "rounds_paired": pr["pairs"], "rounds_dropped": pr["rounds_dropped"]}
 
 
 def _spread(values: list[float]) -> dict[str, float] | None:
@@ -219,7 +238,8 @@ def _spread(values: list[float]) -> dict[str, float] | None:
 
 def run(rounds: int) -> dict:
     """Every round runs every tracer once, in the same order: a throughput run with bpf_stats
-    off, then a cost run with it on. Ratios are of medians over rounds; ranges are kept."""
+    off, then a cost run with it on. Ratios of medians over rounds, with ranges, and the goals'
+    ratios paired within rounds (add_paired)."""
     chosen = [t for t in tracers() if t.available()]
     _sysctl_stats(False)
     # by round, so that ratios can be taken within a round (paired) as well as of medians
@@ -260,7 +280,6 @@ def run(rounds: int) -> dict:
             "switch_ops_per_s": ops,
             "throughput_vs_none": statistics.median(ops) / base,
             **throughput_loss(ops, base),
-            **paired_loss(tput[t.name], tput["none"]),
             "ns_per_bpf_run": (_spread(list(per_run[t.name].values())) or {}).get("median"),
             "ns_per_context_switch": sw["median"] if sw else None,
             "ns_per_context_switch_range": [sw["min"], sw["max"]] if sw else None,
@@ -287,13 +306,10 @@ def run(rounds: int) -> dict:
         if ref.get("ns_per_context_switch") and r.get("ns_per_context_switch"):
             r["ns_per_switch_vs_bcc_runqlat"] = \
                 r["ns_per_context_switch"] / ref["ns_per_context_switch"]
-    for name, r in results.items():
-        vs_bcc = paired_ratio(per_switch.get(name, {}), per_switch.get("bcc-runqlat", {}))
-        if vs_bcc and name != "bcc-runqlat":
-            r["ns_per_switch_vs_bcc_runqlat_paired"] = vs_bcc
         if ref.get("ns_per_context_switch_net") and r.get("ns_per_context_switch_net") is not None:
             r["ns_per_switch_net_vs_bcc_runqlat"] = \
                 r["ns_per_context_switch_net"] / ref["ns_per_context_switch_net"]
+    add_paired(results, tput, per_switch)
     return {"kernel": os.uname().release, "cpus": os.cpu_count(), "rounds": rounds,
             "stress": f"stress-ng --switch 2 -t {STRESS_SECONDS}",
             "stats_cost_ns_per_run": floor, "tracers": results}
