@@ -77,9 +77,9 @@ class Agent:
         self.ready_self = None
         for _ in range(5):
             line = self.proc.stderr.readline()  # type: ignore[union-attr]
-            m = re.search(r"first sample ([0-9.]+)s after process start", line)
+            if m := re.search(r"first sample ([0-9.]+)s after process start", line):
+                self.ready_self = float(m.group(1))
             if m or not line or "serving" in line:
-                self.ready_self = float(m.group(1)) if m else None
                 break
 
     def scrape(self) -> tuple[float, str]:

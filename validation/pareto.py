@@ -3,7 +3,7 @@ reports of a sweep, with 95 % intervals, and which points are on the Pareto fron
 has both lower allocated core-seconds and lower p99).
 
 A point's value is the geometric mean over its kept runs (excluded runs left out) and its bars
-the t interval of the mean log (runqscale.validation.stats.log_mean_ci). The knob is read from
+the t interval of the mean log (runqscale.intervals.log_mean_ci). The knob is read from
 the report's `fairness.targets`: showar's margin (k sigma) and its run-queue p95 target when that
 is not the library's (reports from before the margin was a knob: the target alone), the CPU
 utilisation target for the HPA family; other policies have no swept knob ("default").
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
+from runqscale.intervals import Interval, log_mean_ci
 from runqscale.scaler.model import ScalerConfig
 from runqscale.validation import stats
 
@@ -41,10 +42,10 @@ def knob(policy: str, report: Mapping) -> tuple[str, float | None]:
     return "default", None
 
 
-def _iv(runs: list[Mapping], metric: str) -> stats.Interval | None:
+def _iv(runs: list[Mapping], metric: str) -> Interval | None:
     vals = [stats.floored(metric, float(r[metric])) for r in runs
             if r.get(metric) is not None and math.isfinite(float(r[metric]))]
-    return stats.log_mean_ci(vals) if vals else None
+    return log_mean_ci(vals) if vals else None
 
 
 def points(reports: Iterable[Mapping]) -> list[dict]:

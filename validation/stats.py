@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from runqscale.intervals import Interval, log_mean_ci, t975  # noqa: F401 (re-exported)
+from runqscale.intervals import log_mean_ci
 
 COMPARED_METRICS = ("cpu_core_seconds_allocated", "cpu_core_seconds_requested", "p99_seconds",
                     "slo_violation_ratio")
