@@ -8,6 +8,16 @@ same worktree, venv and BPF object; tests/vm/init gives it tmpfs for /tmp, /run,
 bpffs and tracefs, and runs one shell script. KVM is not used (`-enable-kvm` hangs on this
 host): TCG is ~10x slower, so keep what runs inside short.
 
+TCG runs both vCPUs in one host thread (`thread=single`), not one thread each (MTTCG, the
+default). Under MTTCG, qemu 7.2 sometimes keeps executing a stale `int3` that the guest kernel
+had written while patching its own text (static keys and static calls flip whenever a BPF
+program attaches to or detaches from a tracepoint, or BPF run-time stats turn on or off): the
+kernel sees its original instruction back in memory, rewinds to it (kprobe_int3_handler), and
+the vCPU takes the same stale trap forever with interrupts off, while the other vCPU waits on
+it (text_poke_bp_batch's IPI, or its run-queue lock). Load/unload loops of the probe hung that
+way within 10-20 cycles; single-threaded TCG did not hang (stop 37, docs/bench/HISTORY.md). It
+is an emulator fault: on hardware the re-executed instruction is read from memory.
+
     vm = TestVM.build()                  # tests/vm/build.sh: cached in ~/.cache/runqscale/vm
     res = vm.run("uname -r", timeout=120)
     res.rc, res.console, res.seconds, res.out   # out: the run's writable share (host path)
@@ -78,7 +88,8 @@ class TestVM:
     def command(self, share: Path, monitor: Path) -> list[str]:
         return [
             shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
-            "-accel", "tcg", "-cpu", "max", "-smp", str(self.cpus), "-m", str(self.memory_mib),
+            "-accel", "tcg,thread=single",  # see the module's docstring
+            "-cpu", "max", "-smp", str(self.cpus), "-m", str(self.memory_mib),
             "-nodefaults", "-no-reboot", "-display", "none",
             "-monitor", f"unix:{monitor},server=on,wait=off",
             "-serial", "stdio",
