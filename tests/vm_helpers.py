@@ -14,9 +14,10 @@ had written while patching its own text (static keys and static calls flip whene
 program attaches to or detaches from a tracepoint, or BPF run-time stats turn on or off): the
 kernel sees its original instruction back in memory, rewinds to it (kprobe_int3_handler), and
 the vCPU takes the same stale trap forever with interrupts off, while the other vCPU waits on
-it (text_poke_bp_batch's IPI, or its run-queue lock). Load/unload loops of the probe hung that
-way within 10-20 cycles; single-threaded TCG did not hang (stop 37, docs/bench/HISTORY.md). It
-is an emulator fault: on hardware the re-executed instruction is read from memory.
+it (text_poke_bp_batch's IPI), or loops the same way. Load/unload loops of the probe hung 2 of 2
+boots within 20 cycles; single-threaded TCG hung 0 of 2 in 262 (stop 37, docs/bench/HISTORY.md).
+On hardware the re-executed instruction is read from memory: an emulator fault, whose cause
+inside qemu was not identified.
 
     vm = TestVM.build()                  # tests/vm/build.sh: cached in ~/.cache/runqscale/vm
     res = vm.run("uname -r", timeout=120)

@@ -16,7 +16,8 @@ from runqscale.probes import core
 from runqscale.probes.backends import open_probe
 from runqscale.probes.cgroupfs import CgroupMounts
 
-SCHED_INFO = core.SCHED_INFO
+# The loader checks this path at each load: pointing it elsewhere forces the fallback set.
+REAL_SCHED_INFO = core.SCHED_INFO
 
 
 def main(seconds: float) -> int:
@@ -28,11 +29,14 @@ def main(seconds: float) -> int:
     try:
         while time.monotonic() - t0 < seconds:
             cycles += 1
-            # odd cycles the fast path (sched_switch only), even ones the fallback set
-            core.SCHED_INFO = SCHED_INFO if cycles % 2 else "/nonexistent/schedstat"
+            # odd cycles the fast path (rq_switch), even ones the fallback (rq_wakeup,
+            # rq_wakeup_new, rq_switch_stamped); both add rq_fork and the rq_seed iterator
+            core.SCHED_INFO = REAL_SCHED_INFO if cycles % 2 else "/nonexistent/schedstat"
             probe, _, _ = open_probe("core", "v2", mounts=CgroupMounts.read())
-            probe.read()
-            probe.close()
+            try:
+                probe.read()
+            finally:
+                probe.close()
             if cycles % 10 == 0:
                 print(f"reload-stress: {cycles} cycles in {time.monotonic() - t0:.0f} s",
                       flush=True)
