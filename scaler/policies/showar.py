@@ -171,13 +171,15 @@ def horizontal_signal(
 
 def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerConfig,
                   cpu_per_request: float | None, waits: sizing.Waits, p: Params,
-                  tail_factor: float = 1.0, saturated: bool = False
-                  ) -> tuple[float, sizing.Demand] | None:
+                  tail_factor: float = 1.0, saturated: bool = False,
+                  demand: sizing.Demand | None = None) -> tuple[float, sizing.Demand] | None:
     """The per-replica size wanted (cores, before the max-per-replica cap): demand plus its
     margin times the learned CFS-tail factor, at least the floor, grown while the throttled wait per
     request is above the target; grown by `throttle_growth` while `saturated` (sizing.saturated with
-    CPU per request only a lower bound; the demand's source then reads "saturated")."""
-    d = sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
+    CPU per request only a lower bound; the demand's source then reads "saturated").
+    `demand`: sizing.demand's reading of these same arguments when the caller has it already
+    (it does not depend on the tail factor, and it is half of a decision's CPU)."""
+    d = demand or sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
     if d is None:
         return None
     # a priori (before any throttling is seen): is a whole throttled period a tail for requests
@@ -352,11 +354,13 @@ def decide(
     # --- vertical size wanted, its cap, and what it means for the replica count
     limit_now = current.cpu_limit_cores or current.cpu_request_cores
     tail_note = ""
+    # read once: both sizings below see the same window, limit and CPU per request
+    demand = sizing.demand(window, current.cpu_limit_cores, state.cpu_per_request, p.sizing)
     if p.vertical:  # the CFS-tail factor, from samples that show the current limit
         settled = window.since(max(now - p.wait_window_seconds,
                                    (state.last_action_ts or -math.inf) + p.settle_seconds))
         base = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                             state.tail_factor, saturated)
+                             state.tail_factor, saturated, demand)
         if base is not None and settled.ts.size:
             stall = sizing.throttle_stall(settled)
             matters = sizing.tail_matters(stall, state.cpu_per_request,
@@ -373,7 +377,7 @@ def decide(
                 state.tail_factor, share, limit_now, d.cores, margin, p.sizing, matters,
                 elapsed))
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                          state.tail_factor, saturated)
+                          state.tail_factor, saturated, demand)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
     own = math.inf if p.max_replica_cores is None else p.max_replica_cores
     cap = max(min(config.max_cpu_per_replica, own), floor_c)  # never below the floor
