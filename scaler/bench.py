@@ -59,22 +59,28 @@ def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
     ]
     config = ScalerConfig(max_replicas=20)
     currents = [CurrentState.from_window(w) for w in windows]
-    results: dict[str, Any] = {}
-    for name, pol in POLICIES.items():
-        states = [pol.decide(e, c, config, None)[1] for e, c in zip(earlier, currents, strict=True)]
-        times = []
-        cpu = []
-        for _ in range(repeat):
+    states = {name: [pol.decide(e, c, config, None)[1]
+                     for e, c in zip(earlier, currents, strict=True)]
+              for name, pol in POLICIES.items()}
+    times: dict[str, list[float]] = {name: [] for name in POLICIES}
+    cpus: dict[str, list[float]] = {name: [] for name in POLICIES}
+    # repeats interleaved across policies, so a noisy stretch of a shared machine falls on all
+    # of them alike and their ratios (which the tests compare) hold
+    for _ in range(repeat):
+        for name, pol in POLICIES.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            for w, c, s in zip(windows, currents, states, strict=True):
+            for w, c, s in zip(windows, currents, states[name], strict=True):
                 pol.decide(w, c, config, s)
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        med = statistics.median(times)
+            times[name].append(time.perf_counter() - t0)
+            cpus[name].append(time.process_time() - c0)
+    results: dict[str, Any] = {}
+    for name in POLICIES:
+        cpu = cpus[name]
+        med = statistics.median(times[name])
         results[name] = {
             "median_ms": round(med * 1000, 3),
-            "min_ms": round(min(times) * 1000, 3),
-            "max_ms": round(max(times) * 1000, 3),
+            "min_ms": round(min(times[name]) * 1000, 3),
+            "max_ms": round(max(times[name]) * 1000, 3),
             "cpu_median_ms": round(statistics.median(cpu) * 1000, 3),
             # the least disturbed repeat: on a shared machine the others carry its neighbours
             "cpu_min_ms": round(min(cpu) * 1000, 3),

@@ -171,15 +171,15 @@ def horizontal_signal(
 
 def vertical_size(window: SignalWindow, current: CurrentState, config: ScalerConfig,
                   cpu_per_request: float | None, waits: sizing.Waits, p: Params,
-                  tail_factor: float = 1.0, saturated: bool = False,
-                  demand: sizing.Demand | None = None) -> tuple[float, sizing.Demand] | None:
+                  d: sizing.Demand | None, tail_factor: float = 1.0, saturated: bool = False
+                  ) -> tuple[float, sizing.Demand] | None:
     """The per-replica size wanted (cores, before the max-per-replica cap): demand plus its
     margin times the learned CFS-tail factor, at least the floor, grown while the throttled wait per
     request is above the target; grown by `throttle_growth` while `saturated` (sizing.saturated with
     CPU per request only a lower bound; the demand's source then reads "saturated").
-    `demand`: sizing.demand's reading of these same arguments when the caller has it already
-    (it does not depend on the tail factor, and it is half of a decision's CPU)."""
-    d = demand or sizing.demand(window, current.cpu_limit_cores, cpu_per_request, p.sizing)
+    `d`: sizing.demand's reading of the window (None without usage samples), read once per
+    decision by the caller: it does not depend on the tail factor, and each reading was about a
+    fifth of a decision's CPU."""
     if d is None:
         return None
     # a priori (before any throttling is seen): is a whole throttled period a tail for requests
@@ -360,7 +360,7 @@ def decide(
         settled = window.since(max(now - p.wait_window_seconds,
                                    (state.last_action_ts or -math.inf) + p.settle_seconds))
         base = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                             state.tail_factor, saturated, demand)
+                             demand, state.tail_factor, saturated)
         if base is not None and settled.ts.size:
             stall = sizing.throttle_stall(settled)
             matters = sizing.tail_matters(stall, state.cpu_per_request,
@@ -377,7 +377,7 @@ def decide(
                 state.tail_factor, share, limit_now, d.cores, margin, p.sizing, matters,
                 elapsed))
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
-                          state.tail_factor, saturated, demand)
+                          demand, state.tail_factor, saturated)
     floor_c = sizing.floor(state.cpu_per_request, config, p.sizing)
     own = math.inf if p.max_replica_cores is None else p.max_replica_cores
     cap = max(min(config.max_cpu_per_replica, own), floor_c)  # never below the floor
