@@ -14,8 +14,8 @@ had written while patching its own text (static keys and static calls flip whene
 program attaches to or detaches from a tracepoint, or BPF run-time stats turn on or off): the
 kernel sees its original instruction back in memory, rewinds to it (kprobe_int3_handler), and
 the vCPU takes the same stale trap forever with interrupts off, while the other vCPU waits on
-it (text_poke_bp_batch's IPI), or loops the same way. Load/unload loops of the probe hung 2 of 2
-boots within 20 cycles; single-threaded TCG hung 0 of 2 in 262 (stop 37, docs/bench/HISTORY.md).
+it (text_poke_bp_batch's IPI, a run-queue lock), or loops the same way. Load/unload loops of the
+probe hung 4 of 4 boots within 30 cycles; single-threaded TCG 0 of 4 in 478 (stop 37, HISTORY.md).
 On hardware the re-executed instruction is read from memory: an emulator fault, whose cause
 inside qemu was not identified.
 
