@@ -69,6 +69,7 @@ class TestVM:
     kernel_dir: Path  # vmlinuz, initramfs.gz, kernel.release (tests/vm/build.sh)
     cpus: int = 2
     memory_mib: int = 2048
+    accel: str = "tcg,thread=single"  # see the module's docstring; "tcg,thread=multi" hangs
 
     __test__ = False  # not a pytest test class
 
@@ -89,7 +90,7 @@ class TestVM:
     def command(self, share: Path, monitor: Path) -> list[str]:
         return [
             shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
-            "-accel", "tcg,thread=single",  # see the module's docstring
+            "-accel", self.accel,
             "-cpu", "max", "-smp", str(self.cpus), "-m", str(self.memory_mib),
             "-nodefaults", "-no-reboot", "-display", "none",
             "-monitor", f"unix:{monitor},server=on,wait=off",

@@ -15,6 +15,7 @@ import time
 from runqscale.probes import core
 from runqscale.probes.backends import open_probe
 from runqscale.probes.cgroupfs import CgroupMounts
+from runqscale.validation.sandbox import HOG
 
 # The loader checks this path at each load: pointing it elsewhere forces the fallback set.
 REAL_SCHED_INFO = core.SCHED_INFO
@@ -22,7 +23,7 @@ REAL_SCHED_INFO = core.SCHED_INFO
 
 def main(seconds: float) -> int:
     py = sys.executable
-    load = [subprocess.Popen([py, "-S", "-c", "while True: pass"]) for _ in range(2)]
+    load = [subprocess.Popen([py, "-S", "-c", HOG]) for _ in range(2)]
     load.append(subprocess.Popen([py, "-S", "-c", "import time\nwhile True: time.sleep(0.001)"]))
     load.append(subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"]))
     t0, cycles = time.monotonic(), 0
