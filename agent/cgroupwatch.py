@@ -142,9 +142,11 @@ class WatchedCgroupIndex(CgroupIndex):
 
     def _run(self) -> None:
         last_prune = time.monotonic()
+        poller = select.poll()  # not select(): the agent's descriptors may pass 1024
+        poller.register(self._fd, select.POLLIN)
         while not self._stop:
             try:
-                ready, _, _ = select.select([self._fd], [], [], 1.0)
+                ready = poller.poll(1000)
             except (OSError, ValueError):
                 return
             if ready:

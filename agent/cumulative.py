@@ -91,15 +91,21 @@ class CumulativeTable:
     def update(self, now: float, rows: list[int], values: np.ndarray,
                released: list[int]) -> None:
         """The interval at `now`: `values[i]` is the cumulative value of the container in row
-        rows[i]; rows not listed keep their previous value, `released` ones become zero."""
+        rows[i] (rows are distinct: one per container); rows not listed keep their previous
+        value, `released` ones become zero."""
         self._promote()
         self._trim()
         prev = self.current
-        cur = np.zeros((self._rows, VALUE_WORDS), dtype=np.uint64)
-        keep = min(len(prev), self._rows)
-        cur[:keep] = prev[:keep]
-        if released:
-            cur[released] = 0
+        if len(rows) == self._rows:
+            # every row listed (rows are distinct: one per container), as in a steady state:
+            # nothing to carry over or zero, one pass instead of three
+            cur = np.empty((self._rows, VALUE_WORDS), dtype=np.uint64)
+        else:
+            cur = np.zeros((self._rows, VALUE_WORDS), dtype=np.uint64)
+            keep = min(len(prev), self._rows)
+            cur[:keep] = prev[:keep]
+            if released:
+                cur[released] = 0
         if rows:
             cur[rows] = values
         self.current = _frozen(cur)
@@ -128,9 +134,12 @@ _Change = tuple[np.ndarray, np.ndarray] | np.ndarray
 
 
 def _change(prev: np.ndarray, cur: np.ndarray) -> _Change:
-    diff = cur.copy()
-    keep = min(len(prev), len(cur))
-    diff[:keep] -= prev[:keep]
+    if prev.shape == cur.shape:
+        diff = cur - prev
+    else:
+        diff = cur.copy()
+        keep = min(len(prev), len(cur))
+        diff[:keep] -= prev[:keep]
     flat = diff.reshape(-1)
     idx = np.flatnonzero(flat)
     if idx.size * 12 >= flat.size * 8:
@@ -141,9 +150,12 @@ def _change(prev: np.ndarray, cur: np.ndarray) -> _Change:
 
 def _apply(base: np.ndarray, height: int, change: _Change) -> np.ndarray:
     """The matrix after `base`: its rows cut or zero-padded to `height`, plus the change."""
-    out = np.zeros((height, VALUE_WORDS), dtype=np.uint64)
-    keep = min(len(base), height)
-    out[:keep] = base[:keep]
+    if len(base) == height:
+        out = base.copy()
+    else:
+        out = np.zeros((height, VALUE_WORDS), dtype=np.uint64)
+        keep = min(len(base), height)
+        out[:keep] = base[:keep]
     if isinstance(change, tuple):
         idx, vals = change
         out.reshape(-1)[idx] += vals

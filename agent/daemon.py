@@ -9,7 +9,7 @@ vanished keep their series for one window, then are dropped.
 
 from __future__ import annotations
 
-import functools
+import resource
 import sys
 import threading
 import time
@@ -21,7 +21,7 @@ from runqscale.agent.cumulative import CumulativeTable
 from runqscale.agent.pods import PodSource
 from runqscale.agent.sampler import Sampler
 from runqscale.agent.snapshot import EMPTY, AgentSnapshot, ContainerRow
-from runqscale.probes.cgroupfs import read_cpu_stat
+from runqscale.probes.cgroupfs import CpuStatReader
 from runqscale.probes.model import ProbeStats
 
 
@@ -46,14 +46,20 @@ class AgentStats:
     last_sample_seconds: float = 0.0  # how long the last step took
 
 
+def _open_file_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 class Agent:
     def __init__(self, sampler: Sampler, pods: PodSource, interval: float, window: float,
                  clock: Callable[[], float] = time.monotonic,
                  attributor: Attributor | None = None) -> None:
         self.sampler, self.pods = sampler, pods
-        # cpu.stat is read at scrape time (agent/snapshot.py), never per interval
-        self._cpu_reader = functools.partial(read_cpu_stat, sampler.mounts,
-                                             sampler.probe.hierarchy)
+        # cpu.stat is read at scrape time (agent/snapshot.py), never per interval, from files
+        # kept open: two descriptors per container, leaving room for everything else
+        self._cpu_reader = CpuStatReader(sampler.mounts, sampler.probe.hierarchy,
+                                         max_open=(_open_file_limit() - 256) // 2)
         self.interval, self.window = interval, window
         self.clock = clock
         self.attr = attributor or Attributor(pods)
@@ -113,8 +119,10 @@ class Agent:
             released = []
             if len(containers) != len(rows):  # some were not listed: drop those gone a window
                 for cid in [k for k, c in containers.items() if now - c.last_seen >= self.window]:
-                    released.append(containers.pop(cid).row)
-                    table.release(released[-1], now)
+                    gone = containers.pop(cid)
+                    released.append(gone.row)
+                    table.release(gone.row, now)
+                    self._cpu_reader.forget(gone.path)
                     self.attr.forget(cid)
                     changed = True
             table.update(now, rows, iv.rows, released)

@@ -28,6 +28,22 @@ from runqscale.params import DURATION, LISTEN  # noqa: E402
 from runqscale.probes.backends import BACKENDS, HIERARCHIES  # noqa: E402
 
 PODS_SOURCES = ("auto", "file", "kubelet", "apiserver", "none")
+OPEN_FILES_WANTED = 1 << 16
+
+
+def _raise_open_file_limit() -> None:
+    """The soft RLIMIT_NOFILE up to the hard one (at most 65536), as Go programs do at start:
+    the agent keeps two cgroup files open per container (probes/cgroupfs.py, CpuStatReader),
+    and a runtime's default soft limit of 1024 would leave ~380 containers on the slow path."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (OSError, ValueError):
+            pass  # refused: CpuStatReader keeps within the soft limit it finds
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -125,6 +141,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     from runqscale.probes.errors import ProbeError
 
     fix_heap_thresholds()  # the heap's free top goes back to the node (agent/malloc_tuning.py)
+    _raise_open_file_limit()
     if window < interval:
         fail(f"--window {window:g}s is shorter than --interval {interval:g}s; make the window "
              "at least one interval (default 10s)", usage=True)

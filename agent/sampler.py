@@ -154,7 +154,8 @@ class Sampler:
         which knows without a stat() when it watches the tree)."""
         read = getattr(self.probe, "read_rows", None)
         reading: RowsReading = read() if read else rows_reading(self.probe.read())
-        counts = reading.rows[:, :SLOTS].sum(axis=1, dtype=np.uint64)
+        counts = reading.counts if reading.counts is not None else \
+            reading.rows[:, :SLOTS].sum(axis=1, dtype=np.uint64)
         fast = self._unchanged(reading.keys, counts)
         if fast is not None:
             return RowsInterval(reading.monotonic_s, reading.stats, fast[1], fast[2],

@@ -10,7 +10,8 @@ object per container.
 
 CPU accounting is read at render time: cgroup counters are cumulative and exact whenever read,
 and reading cpu.stat for every container every interval would cost more than the rest of the
-interval together. The snapshot carries `cpu_reader` (a pure function of the cgroup path).
+interval together. The snapshot carries `cpu_reader` (the cgroup path to its counters, read now
+from files kept open: probes/cgroupfs.py, CpuStatReader).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ never mixed: one probe instance measures exactly one hierarchy.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 
@@ -127,17 +128,17 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _keyvals(path: str) -> dict[str, int]:
+def _keyvals(raw: bytes | None) -> dict[str, int]:
     out: dict[str, int] = {}
-    for line in (_read(path) or b"").splitlines():
+    for line in (raw or b"").splitlines():
         key, _, value = line.partition(b" ")
         if value.isdigit() or (value[:1] == b"-" and value[1:].isdigit()):
             out[key.decode()] = int(value)
     return out
 
 
-def _pressure_some_seconds(path: str) -> float | None:
-    for line in (_read(path) or b"").splitlines():
+def _pressure_some_seconds(raw: bytes | None) -> float | None:
+    for line in (raw or b"").splitlines():
         if line.startswith(b"some "):
             try:
                 return int(line.rsplit(b"total=", 1)[-1]) / 1e6
@@ -146,32 +147,35 @@ def _pressure_some_seconds(path: str) -> float | None:
     return None  # absent, or PSI disabled
 
 
-def read_cpu_stat(mounts: CgroupMounts, hierarchy: Hierarchy, rel: str) -> CpuStat | None:
-    """None when the cgroup is gone."""
+def _cpu_files(mounts: CgroupMounts, hierarchy: Hierarchy, rel: str) -> tuple[str, str | None]:
+    """The two files a CpuStat comes from: cpu.stat, and cpu.pressure (v2) or cpuacct.usage
+    (v1, None without a cpuacct hierarchy)."""
     rel = rel.lstrip("/")
     if hierarchy is Hierarchy.V2:
         base = os.path.join(mounts.v2 or "", rel)
-        st = _keyvals(os.path.join(base, "cpu.stat"))
-        if not st:
-            return None
+        return os.path.join(base, "cpu.stat"), os.path.join(base, "cpu.pressure")
+    acct = os.path.join(mounts.v1_cpuacct, rel, "cpuacct.usage") if mounts.v1_cpuacct else None
+    return os.path.join(mounts.v1_cpu or "", rel, "cpu.stat"), acct
+
+
+def _cpu_stat(hierarchy: Hierarchy, stat: bytes | None, other: bytes | None) -> CpuStat | None:
+    """A CpuStat from the two files' contents (_cpu_files); None when cpu.stat is (the cgroup
+    is gone)."""
+    st = _keyvals(stat)
+    if not st:
+        return None
+    if hierarchy is Hierarchy.V2:
         return CpuStat(
             usage_seconds=st["usage_usec"] / 1e6 if "usage_usec" in st else None,
             nr_periods=st.get("nr_periods"),
             nr_throttled=st.get("nr_throttled"),
             throttled_seconds=st["throttled_usec"] / 1e6 if "throttled_usec" in st else None,
-            pressure_some_seconds=_pressure_some_seconds(os.path.join(base, "cpu.pressure")),
+            pressure_some_seconds=_pressure_some_seconds(other),
         )
-    base = os.path.join(mounts.v1_cpu or "", rel)
-    st = _keyvals(os.path.join(base, "cpu.stat"))
-    if not st:
-        return None
-    usage = None
-    if mounts.v1_cpuacct:
-        raw = _read(os.path.join(mounts.v1_cpuacct, rel, "cpuacct.usage"))
-        try:
-            usage = int(raw) / 1e9 if raw else None
-        except ValueError:
-            usage = None
+    try:
+        usage = int(other) / 1e9 if other else None
+    except ValueError:
+        usage = None
     return CpuStat(
         usage_seconds=usage,
         nr_periods=st.get("nr_periods"),
@@ -179,6 +183,93 @@ def read_cpu_stat(mounts: CgroupMounts, hierarchy: Hierarchy, rel: str) -> CpuSt
         throttled_seconds=st["throttled_time"] / 1e9 if "throttled_time" in st else None,
         pressure_some_seconds=None,  # cgroup v1 has no per-cgroup PSI
     )
+
+
+def read_cpu_stat(mounts: CgroupMounts, hierarchy: Hierarchy, rel: str) -> CpuStat | None:
+    """None when the cgroup is gone."""
+    stat, other = _cpu_files(mounts, hierarchy, rel)
+    raw = _read(stat)
+    if raw is None:
+        return None
+    return _cpu_stat(hierarchy, raw, _read(other) if other else None)
+
+
+class CpuStatReader:
+    """read_cpu_stat for a scrape of every container, with each cgroup's two files kept open
+    between reads: a read is then two pread() calls at offset 0 (cgroup files are seq_files,
+    regenerated on every read from 0). Opening them cost more than the rest of a scrape's CPU
+    accounting together: the path walk of ~6 long components, twice per container (14 ms of
+    CPU per scrape of 500 containers; 2.5 ms with the files open).
+
+    An open file pins its cgroup after rmdir (a "dying" cgroup, kept in memory until the last
+    file closes), so a cgroup's files are closed as soon as a read finds it removed (ENODEV),
+    and by `forget` when the agent drops its container. At most `max_open` cgroups keep files
+    open (two descriptors each); the others are read by open/read/close. Thread-safe: scrapes
+    run in their own threads."""
+
+    def __init__(self, mounts: CgroupMounts, hierarchy: Hierarchy, max_open: int) -> None:
+        self.mounts, self.hierarchy, self.max_open = mounts, hierarchy, max(0, max_open)
+        self._fds: dict[str, tuple[int, int]] = {}  # rel -> (cpu.stat, other or -1)
+        self._lock = threading.Lock()
+        self.opens = 0  # cgroups whose files were opened, ever (each open is a path walk)
+
+    def __call__(self, rel: str) -> CpuStat | None:
+        with self._lock:
+            fds = self._fds.get(rel)
+            if fds is not None:
+                stat = _pread(fds[0])
+                if stat is not None:
+                    return _cpu_stat(self.hierarchy, stat, _pread(fds[1]) if fds[1] >= 0 else None)
+                self._close(rel)  # removed (or replaced by a new cgroup of the same name)
+            if len(self._fds) >= self.max_open:
+                return read_cpu_stat(self.mounts, self.hierarchy, rel)
+            fds = self._open(rel)
+            if fds is None:
+                return None
+            self._fds[rel] = fds
+            return _cpu_stat(self.hierarchy, _pread(fds[0]),
+                             _pread(fds[1]) if fds[1] >= 0 else None)
+
+    def _open(self, rel: str) -> tuple[int, int] | None:
+        stat, other = _cpu_files(self.mounts, self.hierarchy, rel)
+        try:
+            sfd = os.open(stat, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None  # gone, or out of descriptors: nothing kept
+        try:
+            ofd = os.open(other, os.O_RDONLY | os.O_CLOEXEC) if other else -1
+        except OSError:
+            ofd = -1  # no cpuacct here, or no PSI: that field stays None
+        self.opens += 1
+        return sfd, ofd
+
+    def _close(self, rel: str) -> None:
+        for fd in self._fds.pop(rel, ()):
+            if fd >= 0:
+                os.close(fd)
+
+    def forget(self, rel: str) -> None:
+        """The agent dropped this cgroup's container: close its files (they pin the cgroup)."""
+        with self._lock:
+            self._close(rel)
+
+    def open_count(self) -> int:
+        """Cgroups whose files are open now."""
+        return len(self._fds)
+
+    def close(self) -> None:
+        with self._lock:
+            for rel in list(self._fds):
+                self._close(rel)
+
+
+def _pread(fd: int) -> bytes | None:
+    """The whole of a small cgroupfs file from offset 0; None once its cgroup is removed
+    (ENODEV) or the file cannot be read (e.g. cpu.pressure with PSI disabled)."""
+    try:
+        return os.pread(fd, 16384, 0) or None
+    except OSError:
+        return None
 
 
 def throttled_ratio(before: CpuStat | None, after: CpuStat | None) -> float | None:

@@ -124,10 +124,14 @@ class CoreProbe:
         self._slot_of = HistMap(self._slot_of_fd, 1)  # cgroup id -> slot
         self._slot_hists = SlotArray(lib.bpf_map__fd(self._maps["slot_hists"]), VALUE_WORDS,
                                      self._ncpu)
-        self._cgroup_slots: dict[int, int] = {}  # as of the last read
+        # as of the last read, for forget(): ids and their slots, ids and their waits (dicts
+        # built only when something is forgotten, not every interval)
+        self._slot_list: tuple[list[int], list[int] | np.ndarray] = ([], [])
+        self._cgroup_slots_dict: dict[int, int] | None = {}
+        self._count_list: tuple[list[int], list[int] | np.ndarray] = ([], [])
+        self._last_counts_dict: dict[int, int] | None = {}
         self._quarantine: list[tuple[float, int]] = []  # (forgotten at, slot)
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
-        self._last_counts: dict[int, int] = {}
         self._prev_hists: dict[int, CgroupHistogram] = {}
 
     def _configure(self, max_cgroups: int, slots: int | None) -> None:
@@ -194,18 +198,33 @@ class CoreProbe:
         now = time.monotonic()
         self._release_slots(now)
         keys, rows = self._read_merged()
-        counts = rows[:, :SLOTS].sum(axis=1, dtype=np.uint64).tolist()
-        self._last_counts = dict(zip(keys, counts, strict=True))
-        events = self._forgotten_events + sum(counts)
+        counts = rows[:, :SLOTS].sum(axis=1, dtype=np.uint64)
+        self._count_list, self._last_counts_dict = (keys, counts), None
+        events = self._forgotten_events + int(counts.sum())
         return RowsReading(now, self.hierarchy, keys, rows, [True] * len(keys),
-                           self._read_stats(len(keys), events))
+                           self._read_stats(len(keys), events), counts)
+
+    @property
+    def _cgroup_slots(self) -> dict[int, int]:
+        if self._cgroup_slots_dict is None:
+            keys, slots = self._slot_list
+            self._cgroup_slots_dict = dict(zip(keys, np.asarray(slots).tolist(), strict=True))
+        return self._cgroup_slots_dict
+
+    @property
+    def _last_counts(self) -> dict[int, int]:
+        if self._last_counts_dict is None:
+            keys, counts = self._count_list
+            self._last_counts_dict = dict(zip(keys, np.asarray(counts).tolist(), strict=True))
+        return self._last_counts_dict
 
     def _read_merged(self) -> tuple[list[int], np.ndarray]:
         """Slotted and hashed histograms as one matrix. A cgroup is in both only if it got a
         slot after its first waits went to the hash (slots were all taken then): its rows add."""
         slot_keys, slot_rows = self._slot_of.read_rows()
-        self._cgroup_slots = dict(zip(slot_keys, slot_rows[:, 0].tolist(), strict=True))
-        rows = self._slot_hists.read(slot_rows[:, 0].astype(np.int64))
+        slots = slot_rows[:, 0].astype(np.int64)
+        self._slot_list, self._cgroup_slots_dict = (slot_keys, slots), None
+        rows = self._slot_hists.read(slots)
         hkeys, hrows = self._hists.read_rows()
         if not hkeys:
             return slot_keys, rows

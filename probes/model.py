@@ -186,6 +186,7 @@ class RowsReading:
     rows: np.ndarray  # uint64 (len(keys), VALUE_WORDS)
     held: list[bool]  # per row: whether held_ns is known (False: a backend that cannot tell)
     stats: ProbeStats
+    counts: np.ndarray | None = None  # per row: waits (the sum of its slots), if already summed
 
 
 def rows_reading(reading: ProbeReading) -> RowsReading:

@@ -115,6 +115,39 @@ def test_removed_container_series_disappear_after_one_window(tmp_path) -> None:
             agent.stop()
 
 
+def _files_open_under(pid: int, rel: str) -> list[str]:
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if rel + "/" in target:
+            out.append(target)
+    return out
+
+
+def test_a_dropped_containers_cgroup_files_close_even_without_a_scrape(tmp_path) -> None:
+    """The agent keeps each container's cpu.stat open between scrapes; an open file would keep a
+    removed cgroup alive in the kernel (a dying cgroup), so dropping the container closes it."""
+    require_root()
+    with Sandbox(Hierarchy.V1_CPU, name="rqs-pinned") as sb:
+        g = sb.group("short-lived")
+        sb.spawn(g, code="import time\nwhile True: time.sleep(0.002)")
+        agent = AgentProcess("--cgroup", sb.base, window="2s")
+        try:
+            time.sleep(1.5)
+            assert samples_for(agent.scrape(), "runqscale_cpu_usage_seconds_total", cgroup=g.rel)
+            assert len(_files_open_under(agent.proc.pid, g.rel)) == 2  # cpu.stat, cpuacct.usage
+            sb.remove(g)
+            t0 = time.monotonic()
+            while _files_open_under(agent.proc.pid, g.rel):  # no scrape meanwhile
+                assert time.monotonic() - t0 < 2 + 2.5, "files outlived window + interval"
+                time.sleep(0.1)
+        finally:
+            agent.stop()
+
+
 def test_bearer_token_and_tls(tmp_path) -> None:
     require_root()
     token = tmp_path / "token"
