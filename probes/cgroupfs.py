@@ -128,12 +128,15 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
 
 
-def _keyvals(raw: bytes | None) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for line in (raw or b"").splitlines():
+def _keyvals(raw: bytes | None) -> dict[bytes, int]:
+    """`key value` lines (cpu.stat) as a dict; a value that is not an integer is left out."""
+    out: dict[bytes, int] = {}
+    for line in (raw or b"").split(b"\n"):
         key, _, value = line.partition(b" ")
-        if value.isdigit() or (value[:1] == b"-" and value[1:].isdigit()):
-            out[key.decode()] = int(value)
+        try:
+            out[key] = int(value)
+        except ValueError:
+            pass
     return out
 
 
@@ -166,10 +169,10 @@ def _cpu_stat(hierarchy: Hierarchy, stat: bytes | None, other: bytes | None) -> 
         return None
     if hierarchy is Hierarchy.V2:
         return CpuStat(
-            usage_seconds=st["usage_usec"] / 1e6 if "usage_usec" in st else None,
-            nr_periods=st.get("nr_periods"),
-            nr_throttled=st.get("nr_throttled"),
-            throttled_seconds=st["throttled_usec"] / 1e6 if "throttled_usec" in st else None,
+            usage_seconds=st[b"usage_usec"] / 1e6 if b"usage_usec" in st else None,
+            nr_periods=st.get(b"nr_periods"),
+            nr_throttled=st.get(b"nr_throttled"),
+            throttled_seconds=st[b"throttled_usec"] / 1e6 if b"throttled_usec" in st else None,
             pressure_some_seconds=_pressure_some_seconds(other),
         )
     try:
@@ -178,9 +181,9 @@ def _cpu_stat(hierarchy: Hierarchy, stat: bytes | None, other: bytes | None) -> 
         usage = None
     return CpuStat(
         usage_seconds=usage,
-        nr_periods=st.get("nr_periods"),
-        nr_throttled=st.get("nr_throttled"),
-        throttled_seconds=st["throttled_time"] / 1e9 if "throttled_time" in st else None,
+        nr_periods=st.get(b"nr_periods"),
+        nr_throttled=st.get(b"nr_throttled"),
+        throttled_seconds=st[b"throttled_time"] / 1e9 if b"throttled_time" in st else None,
         pressure_some_seconds=None,  # cgroup v1 has no per-cgroup PSI
     )
 

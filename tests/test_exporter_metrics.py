@@ -8,11 +8,13 @@ import os
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from test_agent_daemon import _setup
 
 from runqscale.exporter import metrics
-from runqscale.exporter.families import render
+from runqscale.exporter.families import RowFamily, label_string, render
 from runqscale.probes.model import quantile_seconds
 from runqscale.scaler import promql
 
@@ -132,3 +134,29 @@ def test_a_scrape_of_500_histograms_streams_in_small_pieces_that_parse_whole() -
     hist = parsed["runqscale_runq_latency_seconds"]
     assert sum(s.name.endswith("_count") for s in hist.samples) == 500
     assert len(parsed["runqscale_runq_latency_p95_seconds"].samples) == 500
+
+
+_VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**63, 2**64))
+
+
+@given(st.lists(_VALUES, min_size=1, max_size=30), st.sampled_from(["gauge", "counter"]))
+@settings(max_examples=200, deadline=None)
+def test_gauge_and_counter_values_parse_back_exactly(values: list, typ: str) -> None:
+    """Whatever the values (NaN, ±Inf, huge ints, subnormals), the text a family renders parses
+    back to the same numbers, each on its own labelled line."""
+    fam = RowFamily("rq_test", "doc", typ, ("i",))
+    for i, v in enumerate(values):
+        fam.add((str(i),), label_string(("i",), (str(i),)), v)
+    text = render([fam]).decode()
+    for line in text.splitlines():  # the text format's spellings, not Python's nan/inf
+        if not line.startswith("#"):
+            token = line.rsplit(" ", 1)[1]
+            assert token in ("NaN", "+Inf", "-Inf") or re.fullmatch(
+                r"-?[0-9]+(\.[0-9]+)?(e[+-][0-9]+)?", token), line
+    parsed = list(text_string_to_metric_families(text))
+    assert len(parsed) == 1
+    got = {s.labels["i"]: s.value for s in parsed[0].samples}
+    assert len(got) == len(values)
+    for i, v in enumerate(values):
+        g = got[str(i)]
+        assert (g != g and v != v) or g == v, (v, g)
