@@ -70,6 +70,20 @@ def check_preconditions() -> None:
     check_privileges()
 
 
+class _ByKey:
+    """One read's ids and a value per id (a numpy array), as a dict only when asked: forget()
+    needs one, an interval does not (building it cost a Python loop over every id)."""
+
+    def __init__(self, keys: list[int], values: np.ndarray) -> None:
+        self.keys, self.values = keys, values
+        self._dict: dict[int, int] | None = None
+
+    def as_dict(self) -> dict[int, int]:
+        if self._dict is None:
+            self._dict = dict(zip(self.keys, self.values.tolist(), strict=True))
+        return self._dict
+
+
 class CoreProbe:
     """Loads and attaches the CO-RE program once; read() copies the per-cgroup histograms."""
 
@@ -124,12 +138,9 @@ class CoreProbe:
         self._slot_of = HistMap(self._slot_of_fd, 1)  # cgroup id -> slot
         self._slot_hists = SlotArray(lib.bpf_map__fd(self._maps["slot_hists"]), VALUE_WORDS,
                                      self._ncpu)
-        # as of the last read, for forget(): ids and their slots, ids and their waits (dicts
-        # built only when something is forgotten, not every interval)
-        self._slot_list: tuple[list[int], list[int] | np.ndarray] = ([], [])
-        self._cgroup_slots_dict: dict[int, int] | None = {}
-        self._count_list: tuple[list[int], list[int] | np.ndarray] = ([], [])
-        self._last_counts_dict: dict[int, int] | None = {}
+        # as of the last read, for forget(): each id's slot, and each id's waits
+        self._slots_read = _ByKey([], np.zeros(0, dtype=np.int64))
+        self._counts_read = _ByKey([], np.zeros(0, dtype=np.uint64))
         self._quarantine: list[tuple[float, int]] = []  # (forgotten at, slot)
         self._forgotten_events = 0  # counts of histograms dropped by forget(), for events_total
         self._prev_hists: dict[int, CgroupHistogram] = {}
@@ -199,31 +210,21 @@ class CoreProbe:
         self._release_slots(now)
         keys, rows = self._read_merged()
         counts = rows[:, :SLOTS].sum(axis=1, dtype=np.uint64)
-        self._count_list, self._last_counts_dict = (keys, counts), None
+        self._counts_read = _ByKey(keys, counts)
         events = self._forgotten_events + int(counts.sum())
         return RowsReading(now, self.hierarchy, keys, rows, [True] * len(keys),
                            self._read_stats(len(keys), events), counts)
 
     @property
     def _cgroup_slots(self) -> dict[int, int]:
-        if self._cgroup_slots_dict is None:
-            keys, slots = self._slot_list
-            self._cgroup_slots_dict = dict(zip(keys, np.asarray(slots).tolist(), strict=True))
-        return self._cgroup_slots_dict
-
-    @property
-    def _last_counts(self) -> dict[int, int]:
-        if self._last_counts_dict is None:
-            keys, counts = self._count_list
-            self._last_counts_dict = dict(zip(keys, np.asarray(counts).tolist(), strict=True))
-        return self._last_counts_dict
+        return self._slots_read.as_dict()
 
     def _read_merged(self) -> tuple[list[int], np.ndarray]:
         """Slotted and hashed histograms as one matrix. A cgroup is in both only if it got a
         slot after its first waits went to the hash (slots were all taken then): its rows add."""
         slot_keys, slot_rows = self._slot_of.read_rows()
         slots = slot_rows[:, 0].astype(np.int64)
-        self._slot_list, self._cgroup_slots_dict = (slot_keys, slots), None
+        self._slots_read = _ByKey(slot_keys, slots)
         rows = self._slot_hists.read(slots)
         hkeys, hrows = self._hists.read_rows()
         if not hkeys:
@@ -266,7 +267,7 @@ class CoreProbe:
         """Drop histograms of cgroups that no longer exist, so the map never fills with ghosts."""
         now = time.monotonic()
         for cid in cgroup_ids:
-            self._forgotten_events += self._last_counts.pop(cid, 0)
+            self._forgotten_events += self._counts_read.as_dict().pop(cid, 0)
         self._hists.delete(cgroup_ids)
         slotted = [cid for cid in cgroup_ids if cid in self._cgroup_slots]
         self._slot_of.delete(slotted)
