@@ -50,6 +50,10 @@ def _repo() -> str:
     return out.stdout.strip()
 
 
+def _checkout_dir(work: str, rev: str) -> str:
+    return os.path.join(work, "src-" + rev.replace("/", "_"))
+
+
 def tree_at(rev: str, repo: str, work: str) -> str:
     """A PYTHONPATH entry under which `runqscale` is the code of `rev`."""
     from runqscale.probes.bench_at_rev import object_at
@@ -57,7 +61,7 @@ def tree_at(rev: str, repo: str, work: str) -> str:
     if rev == WORKTREE:
         src = repo
     else:
-        src = os.path.join(work, "src-" + rev.replace("/", "_"))
+        src = _checkout_dir(work, rev)
         r = subprocess.run(["git", "-C", repo, "worktree", "add", "--detach", src, rev],
                            capture_output=True, text=True)
         if r.returncode != 0:
@@ -77,8 +81,12 @@ def tree_at(rev: str, repo: str, work: str) -> str:
 
 
 def _one(path: str, pods_file: str, seconds: float, scrape_every: float) -> dict:
-    os.environ["PYTHONPATH"] = path
-    a = bench.Agent("--pods-file", pods_file)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = path  # the agent process inherits it
+    try:
+        a = bench.Agent("--pods-file", pods_file)
+    finally:
+        _restore("PYTHONPATH", saved)
     try:
         time.sleep(3)  # every container seen and labelled, the window filled
         a.scrape()
@@ -94,9 +102,15 @@ def _one(path: str, pods_file: str, seconds: float, scrape_every: float) -> dict
         cpu = (bench._cpu_seconds(a.proc.pid) - c0) / (time.monotonic() - t0)
     finally:
         a.stop()
-        os.environ.pop("PYTHONPATH", None)
     return {"cpu_core_fraction": cpu, "scrape_cpu_seconds": scrapes,
             "loadavg": os.getloadavg()[0]}
+
+
+def _restore(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: float,
@@ -164,8 +178,12 @@ def main() -> None:
             paths = {rev: tree_at(rev, repo, tmp) for rev in a.revs}
             res = run(a.revs, paths, a.cgroups, a.rounds, a.seconds, a.scrape_every,
                       os.path.join(tmp, "pods.json"))
-        finally:
-            subprocess.run(["git", "-C", repo, "worktree", "prune"], capture_output=True)
+        finally:  # the worktrees go with the directory; git forgets them too
+            for rev in a.revs:
+                src = _checkout_dir(tmp, rev)
+                if rev != WORKTREE and os.path.isdir(src):
+                    subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", src],
+                                   capture_output=True)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

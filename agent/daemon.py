@@ -57,9 +57,10 @@ class Agent:
                  attributor: Attributor | None = None) -> None:
         self.sampler, self.pods = sampler, pods
         # cpu.stat is read at scrape time (agent/snapshot.py), never per interval, from files
-        # kept open: two descriptors per container, leaving room for everything else
+        # kept open: two descriptors per container, at most half the descriptors the agent may
+        # have, so connections and everything else always find one
         self._cpu_reader = CpuStatReader(sampler.mounts, sampler.probe.hierarchy,
-                                         max_open=(_open_file_limit() - 256) // 2)
+                                         max_open=_open_file_limit() // 4)
         self.interval, self.window = interval, window
         self.clock = clock
         self.attr = attributor or Attributor(pods)
@@ -109,8 +110,12 @@ class Agent:
                     c = containers[cid] = Container(cid, path, labels_of(cid, path, now),
                                                     table.allocate(), held)
                     c.settled, changed = self.attr.settled(cid), True
+                    self._cpu_reader.track(path)
                 elif not c.settled or c.path is not path and c.path != path:
                     labels = labels_of(cid, path, now)
+                    if c.path != path:  # moved (v1 allows renaming a cgroup)
+                        self._cpu_reader.forget(c.path)
+                        self._cpu_reader.track(path)
                     if c.labels is not labels or c.path != path:
                         c.labels, c.path, changed = labels, path, True
                     c.settled = self.attr.settled(cid)

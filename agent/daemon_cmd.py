@@ -32,9 +32,10 @@ OPEN_FILES_WANTED = 1 << 16
 
 
 def _raise_open_file_limit() -> None:
-    """The soft RLIMIT_NOFILE up to the hard one (at most 65536), as Go programs do at start:
-    the agent keeps two cgroup files open per container (probes/cgroupfs.py, CpuStatReader),
-    and a runtime's default soft limit of 1024 would leave ~380 containers on the slow path."""
+    """The soft RLIMIT_NOFILE up to the hard one (at most 65536; Go's runtime raises it to the
+    hard one at start too): the agent keeps two cgroup files open per container
+    (probes/cgroupfs.py, CpuStatReader) within half its soft limit, and a runtime's default of
+    1024 would leave every container past the 256th on the slow path."""
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
