@@ -19,6 +19,7 @@ Needs root (BPF, cgroups). Measures, on this machine:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 
 import psutil
 
@@ -168,7 +170,10 @@ def _uid(i: int) -> str:
     return f"{i:08d}-0000-0000-0000-000000000000"
 
 
-def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -> dict:
+@contextlib.contextmanager
+def live_cgroups(n: int, pods_file: str) -> Iterator[None]:
+    """n live cgroups (WORKER's threads, one in each) named in `pods_file` as a kubelet would
+    list them, for as long as the block runs."""
     from runqscale.probes.model import Hierarchy
     from runqscale.scaler.actuators.cgroups import Sandbox
 
@@ -176,23 +181,41 @@ def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -
         json.dump(_pod_list(n), f)
     with Sandbox(Hierarchy.V1_CPU, name="rqs-bench") as sb:
         groups = [sb.group(f"kubepods/burstable/pod{_uid(i)}/{i:064x}") for i in range(n)]
-        args = [",".join(g.dirs) for g in groups]
-        worker = subprocess.Popen([sys.executable, "-S", "-c", WORKER, *args],
+        worker = subprocess.Popen([sys.executable, "-S", "-c", WORKER,
+                                   *(",".join(g.dirs) for g in groups)],
                                   stdout=subprocess.PIPE, text=True)
-        assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+        try:
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+            yield
+        finally:
+            worker.kill()
+            worker.wait()
+
+
+def cpu_while_scraped(a: Agent, seconds: float, scrape_every: float
+                      ) -> tuple[float, list[float]]:
+    """The agent's CPU (fraction of a core) over `seconds`, scraped every `scrape_every`
+    seconds as Prometheus would, and each scrape's own CPU seconds."""
+    c0, t0 = _cpu_seconds(a.proc.pid), time.monotonic()
+    nxt, scrapes = t0, []
+    while time.monotonic() - t0 < seconds:
+        if time.monotonic() >= nxt:
+            c = _cpu_seconds(a.proc.pid)
+            a.scrape()
+            scrapes.append(_cpu_seconds(a.proc.pid) - c)
+            nxt += scrape_every
+        time.sleep(0.05)
+    return (_cpu_seconds(a.proc.pid) - c0) / (time.monotonic() - t0), scrapes
+
+
+def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -> dict:
+    with live_cgroups(n, pods_file):
         a = Agent("--pods-file", pods_file)
         try:
             time.sleep(3)
             _, body = a.scrape()
             containers = _gauge(body, "runqscale_agent_containers")
-            c0, t0 = _cpu_seconds(a.proc.pid), time.monotonic()
-            nxt = t0
-            while time.monotonic() - t0 < seconds:
-                if time.monotonic() >= nxt:
-                    a.scrape()
-                    nxt += scrape_every
-                time.sleep(0.05)
-            cpu = (_cpu_seconds(a.proc.pid) - c0) / (time.monotonic() - t0)
+            cpu, _ = cpu_while_scraped(a, seconds, scrape_every)
             # with a scrape every second (a demanding Prometheus)
             c1, t1 = _cpu_seconds(a.proc.pid), time.monotonic()
             while time.monotonic() - t1 < 10:
@@ -211,8 +234,6 @@ def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -
             series = sum(1 for ln in body.splitlines() if ln and not ln.startswith("#"))
         finally:
             a.stop()
-            worker.kill()
-            worker.wait()
     return {"cgroups": n, "containers_exported": containers, "series": series,
             "cpu_core_fraction": cpu, "scrape_every_seconds": scrape_every,
             "cpu_core_fraction_scrape_every_1s": cpu_1s,

@@ -22,7 +22,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from importlib import resources
@@ -90,16 +89,7 @@ def _one(path: str, pods_file: str, seconds: float, scrape_every: float) -> dict
     try:
         time.sleep(3)  # every container seen and labelled, the window filled
         a.scrape()
-        c0, t0 = bench._cpu_seconds(a.proc.pid), time.monotonic()
-        nxt, scrapes = t0, []
-        while time.monotonic() - t0 < seconds:
-            if time.monotonic() >= nxt:
-                c = bench._cpu_seconds(a.proc.pid)
-                a.scrape()
-                scrapes.append(bench._cpu_seconds(a.proc.pid) - c)
-                nxt += scrape_every
-            time.sleep(0.05)
-        cpu = (bench._cpu_seconds(a.proc.pid) - c0) / (time.monotonic() - t0)
+        cpu, scrapes = bench.cpu_while_scraped(a, seconds, scrape_every)
     finally:
         a.stop()
     return {"cpu_core_fraction": cpu, "scrape_cpu_seconds": scrapes,
@@ -115,32 +105,21 @@ def _restore(name: str, value: str | None) -> None:
 
 def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: float,
         scrape_every: float, pods_file: str) -> dict:
-    from runqscale.probes.model import Hierarchy
-    from runqscale.scaler.actuators.cgroups import Sandbox
-
-    with open(pods_file, "w") as f:
-        json.dump(bench._pod_list(n), f)
     runs: dict[str, list[dict]] = {r: [] for r in revs}
-    with Sandbox(Hierarchy.V1_CPU, name="rqs-at-rev") as sb:
-        groups = [sb.group(f"kubepods/burstable/pod{bench._uid(i)}/{i:064x}") for i in range(n)]
-        worker = subprocess.Popen([sys.executable, "-S", "-c", bench.WORKER,
-                                   *(",".join(g.dirs) for g in groups)],
-                                  stdout=subprocess.PIPE, text=True)
-        try:
-            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-            for r in range(rounds):
-                for rev in revs if r % 2 == 0 else revs[::-1]:
-                    res = _one(paths[rev], pods_file, seconds, scrape_every)
-                    runs[rev].append(res)
-                    print(f"[round {r + 1}/{rounds}] {rev}: {res['cpu_core_fraction']:.3%} of a "
-                          f"core, scrapes {[round(s * 1e3) for s in res['scrape_cpu_seconds']]}"
-                          f" ms CPU, load {res['loadavg']:.2f}", flush=True)
-        finally:
-            worker.kill()
-            worker.wait()
+    with bench.live_cgroups(n, pods_file):
+        for r in range(rounds):
+            for rev in revs if r % 2 == 0 else revs[::-1]:
+                res = _one(paths[rev], pods_file, seconds, scrape_every)
+                runs[rev].append(res)
+                print(f"[round {r + 1}/{rounds}] {rev}: {res['cpu_core_fraction']:.3%} of a "
+                      f"core, scrapes {[round(s * 1e3) for s in res['scrape_cpu_seconds']]}"
+                      f" ms CPU, load {res['loadavg']:.2f}", flush=True)
     out: dict = {"kernel": os.uname().release, "cpus": os.cpu_count(), "cgroups": n,
                  "rounds": rounds, "seconds": seconds, "scrape_every_seconds": scrape_every,
                  "revisions": {}, "ratios": {}}
+    if any(x["cpu_core_fraction"] <= 0 for rs in runs.values() for x in rs):
+        raise SystemExit("runqscale.agent.bench_at_rev: error: a run measured no CPU tick "
+                         "(10 ms); give it more --seconds or --cgroups")
     for rev in revs:
         cpu = [x["cpu_core_fraction"] for x in runs[rev]]
         iv = log_mean_ci(cpu)

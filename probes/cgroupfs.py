@@ -244,7 +244,7 @@ class CpuStatReader:
             if fds is not None:
                 stat = _pread(fds[0])
                 if stat is not None:
-                    return _cpu_stat(self.hierarchy, stat, _pread(fds[1]) if fds[1] >= 0 else None)
+                    return self._with_other(stat, fds[1])
                 self._close(rel)  # removed (or replaced by a new cgroup of the same name)
             if rel not in self._tracked or len(self._fds) >= self.max_open:
                 return read_cpu_stat(self.mounts, self.hierarchy, rel)
@@ -259,7 +259,10 @@ class CpuStatReader:
                 return None
             self._fds[rel] = fds
             self.opens += 1
-            return _cpu_stat(self.hierarchy, stat, _pread(fds[1]) if fds[1] >= 0 else None)
+            return self._with_other(stat, fds[1])
+
+    def _with_other(self, stat: bytes, other_fd: int) -> CpuStat | None:
+        return _cpu_stat(self.hierarchy, stat, _pread(other_fd) if other_fd >= 0 else None)
 
     def _open(self, rel: str) -> tuple[int, int] | None:
         """Both files, the second as -1 where it does not exist (no cpuacct hierarchy, no PSI);
