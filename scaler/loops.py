@@ -114,8 +114,16 @@ class PrometheusLoop:
         out = []
         for w in fresh:
             if self.routine.due(w.workload, self.policy, self.config, mono, wall=now):
-                d = self.routine.decide(w, CurrentState.from_window(w), self.policy,
-                                        self.config, mono)
+                try:
+                    d = self.routine.decide(w, CurrentState.from_window(w), self.policy,
+                                            self.config, mono)
+                except OSError:
+                    raise  # the recommendations log: every workload's decision is lost
+                except Exception as exc:  # a policy's bug on one window must not stop the rest
+                    self.warn(f"{w.workload.key}: policy {self.policy.name} failed "
+                              f"({type(exc).__name__}: {exc}): no decision this round; a "
+                              "runqscale bug: please report it with the signals")
+                    continue
                 if d is not None:
                     out.append(d.rec)
         in_policy_time = [pw for pw in map(guard.policy_window, fresh) if pw is not None]

@@ -24,6 +24,7 @@ from runqscale.scaler.k8s.controller import Controller
 from runqscale.scaler.k8s.events import EventRecorder
 from runqscale.scaler.k8s.leader import parse_micro_time
 from runqscale.scaler.model import ScalerConfig
+from runqscale.scaler.policies import POLICIES, Policy
 from runqscale.scaler.signals import read_file
 
 pytestmark = pytest.mark.kubernetes
@@ -116,6 +117,30 @@ def test_no_decision_without_fresh_signals(env, tmp_path):
     assert o.status == "no-signals" and not o.applied
     assert replicas(cp, "quiet") == 1
     assert any(e["reason"] == "NoFreshSignals" for e in events_for(cp, "quiet"))
+
+
+def test_a_policy_that_raises_on_one_workload_leaves_the_others_decided(env, tmp_path,
+                                                                        monkeypatch):
+    def broken(window, current, config, state):
+        raise TypeError("unsupported format string passed to NoneType.__format__")
+
+    monkeypatch.setitem(POLICIES, "broken", Policy("broken", broken, 1.0, "always raises"))
+    cp = env.cp
+    cp.admin.create(path("Deployment", NS), deployment("sound", annotations={
+        ann.POLICY: "static", ann.MIN_REPLICAS: "2"}))
+    cp.admin.create(path("Deployment", NS), deployment("faulty", annotations={
+        ann.POLICY: "broken"}))
+    sig = FreshSignals(tmp_path / "s.jsonl", [f"{NS}/sound", f"{NS}/faulty"])
+    try:
+        ctl = controller(env, sig.path, dry_run=False)
+        out = {o.workload: o for o in ctl.step()}
+    finally:
+        sig.stop()
+    assert out[f"{NS}/faulty"].status == "error"
+    assert out[f"{NS}/sound"].applied and replicas(cp, "sound") == 2
+    (warn,) = [e for e in events_for(cp, "faulty") if e["reason"] == "PolicyFailed"]
+    assert warn["type"] == "Warning"
+    assert warn["message"].startswith("policy broken failed (TypeError: unsupported format")
 
 
 def scaler_args(env, sig, identity, lease) -> list[str]:

@@ -910,3 +910,13 @@ def test_period_margin_leaves_about_one_percent_of_poisson_periods_throttled(
     counts = np.random.default_rng(seed).poisson(per_period, 40_000)
     share = float((counts * cpr > limit * 0.1 + 1e-12).mean())
     assert 0.002 <= share <= 0.02, (share, limit / d.cores)
+
+
+def test_a_missing_last_throttled_ratio_does_not_stop_the_decision() -> None:
+    # throttled in the recent samples, the last one's ratio missing (a scrape that failed):
+    # the decision is the throttled one, and names the ratio it read (this raised TypeError)
+    thr = np.full(100, 0.5)
+    thr[-1] = np.nan
+    rec, _ = showar.decide(sig(p95=T * 3, throttled_ratio=thr), cur(), CFG, H_ONLY, HP)
+    assert rec.action == "none"
+    assert "throttled (ratio 0.50): no scale-out" in rec.reason

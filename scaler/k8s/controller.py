@@ -289,6 +289,13 @@ class Controller:
             self._error("log")
             log.warning("recommendations log: %s", exc)
             return Outcome(now, key, kind, self.identity, "error", message=f"log: {exc}")
+        except Exception as exc:  # a policy's bug on one window must not stop the others
+            self._error("policy")
+            log.exception("%s %s: policy %s failed", kind, key, spec.policy)
+            msg = (f"policy {spec.policy} failed ({type(exc).__name__}: {exc}): no decision "
+                   "this step; a runqscale bug: report it with the scaler's log")
+            self.recorder.record(ref, WARNING, "PolicyFailed", msg)
+            return Outcome(now, key, kind, self.identity, "error", message=msg)
         if decision is None:
             return None
         if spec.policy == "showar":

@@ -439,11 +439,13 @@ def decide(
         return done(_sized(current, replicas, size), reason, state, True)
     recent = window.since(now - p.wait_window_seconds if state.last_action_ts is None else
                           max(now - p.wait_window_seconds, state.last_action_ts + p.settle_seconds))
-    if above and sizing.is_throttled(recent, p.sizing):
+    recent_thr = sizing.recent_throttled_ratio(recent)
+    if above and recent_thr is not None and recent_thr >= p.sizing.throttled_threshold:
         # a throttled replica's queued tasks all wait while the cgroup is throttled once: the
         # wait beyond throttled time is not contention then (v2 scaled 2 -> 4 on 321 ms of
-        # such "contention" at a throttled ratio of 0.72). The limit is fixed first.
-        return done(current, f"throttled (ratio {thr:.2f}): no scale-out on wait until the "
+        # such "contention" at a throttled ratio of 0.72). The limit is fixed first. The ratio
+        # named is the one read (the last sample's may be missing: it crashed here, stop 39)
+        return done(current, f"throttled (ratio {recent_thr:.2f}): no scale-out on wait until the "
                     f"limit stops the throttling; {pid_note}; {vnote}", state, False)
     who = attribution.attribute_window(recent)
     if above and who.cause == "own":

@@ -96,10 +96,17 @@ def per_replica(window: SignalWindow, name: str) -> np.ndarray:
         return window.get(name) / np.where(n > 0, n, np.nan)
 
 
-def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
+def recent_throttled_ratio(window: SignalWindow) -> float | None:
+    """The highest throttled share of CFS periods over the last three samples that carry one
+    (None without any): what `is_throttled` reads."""
     thr = window.get("throttled_ratio")
     thr = thr[np.isfinite(thr)]
-    return bool(thr.size) and float(thr[-3:].max()) >= p.throttled_threshold
+    return float(thr[-3:].max()) if thr.size else None
+
+
+def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
+    ratio = recent_throttled_ratio(window)
+    return ratio is not None and ratio >= p.throttled_threshold
 
 
 def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float | None,
