@@ -68,8 +68,11 @@ def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
     # of them alike and their ratios (which the tests compare) hold
     for _ in range(repeat):
         for name, pol in POLICIES.items():
+            # new window objects each time, as the scaler builds them for every decision: a
+            # window caches what it derives (per-replica divisor), which a reused one would keep
+            fresh = [SignalWindow(w.workload, w.ts, w.series) for w in windows]
             t0, c0 = time.perf_counter(), time.process_time()
-            for w, c, s in zip(windows, currents, states[name], strict=True):
+            for w, c, s in zip(fresh, currents, states[name], strict=True):
                 pol.decide(w, c, config, s)
             times[name].append(time.perf_counter() - t0)
             cpus[name].append(time.process_time() - c0)

@@ -8,7 +8,7 @@ with NaN where a sample's field was missing (null in the signals file).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,6 +129,28 @@ def _opt(x: float) -> float | None:
     return None if not math.isfinite(x) else float(x)
 
 
+class _Tail(Mapping[str, np.ndarray]):
+    """Each series of `whole` from index `start` on, sliced when read (`SignalWindow.since`)."""
+
+    __slots__ = ("_start", "_whole")
+
+    def __init__(self, whole: Mapping[str, np.ndarray], start: int) -> None:
+        self._whole, self._start = whole, start
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._whole[name][self._start:]
+
+    def get(self, name: str, default: Any = None) -> Any:  # the hot path: no KeyError raised
+        arr = self._whole.get(name)
+        return default if arr is None else arr[self._start:]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._whole)
+
+    def __len__(self) -> int:
+        return len(self._whole)
+
+
 @dataclass(frozen=True, eq=False)
 class SignalWindow:
     """A workload's recent signals: parallel series sorted by time; `now` is the last timestamp."""
@@ -150,10 +172,44 @@ class SignalWindow:
         return float(self.ts[-1])
 
     def get(self, name: str) -> np.ndarray:
-        """The series `name` (all-NaN if the window does not carry it)."""
+        """The series `name` (all-NaN if the window does not carry it). Read-only by contract:
+        the arrays are the window's own (and the missing one is shared)."""
         arr = self.series.get(name)
         if arr is None:
-            return np.full(self.ts.shape, np.nan)
+            return self._missing
+        return arr
+
+    # computed once per window and kept in its __dict__ (which a frozen dataclass allows): a
+    # policy reads these several times per decision (showar: ~15 series reads, 6 per-replica);
+    # functools.cached_property takes a lock on every read before Python 3.12
+    @property
+    def _missing(self) -> np.ndarray:
+        arr = self.__dict__.get("_missing_cache")
+        if arr is None:
+            root = self.__dict__.get("_root")
+            if root is not None:  # a part of a window (`since`): the whole one's, sliced
+                arr = root._missing[-self.ts.size:]
+            else:
+                arr = np.full(self.ts.shape, np.nan)
+                arr.flags.writeable = False
+            self.__dict__["_missing_cache"] = arr
+        return arr
+
+    @property
+    def replicas_divisor(self) -> np.ndarray:
+        """What a total over replicas is divided by for a per-replica value: the ready replica
+        count, else the current count, NaN where neither is > 0 (so a division gives NaN
+        without a warning)."""
+        arr = self.__dict__.get("_divisor_cache")
+        if arr is None:
+            root = self.__dict__.get("_root")
+            if root is not None:  # a part of a window (`since`): the whole one's, sliced
+                arr = root.replicas_divisor[-self.ts.size:]
+            else:
+                n = self.get("ready_replicas")
+                n = np.where(np.isfinite(n) & (n > 0), n, self.get("replicas"))
+                arr = np.where(n > 0, n, np.nan)
+            self.__dict__["_divisor_cache"] = arr
         return arr
 
     def last(self, name: str) -> float | None:
@@ -165,13 +221,19 @@ class SignalWindow:
 
     def since(self, t0: float) -> SignalWindow:
         """The samples with ts >= t0 (at least the last one)."""
-        i = int(np.searchsorted(self.ts, t0, side="left"))
+        i = int(self.ts.searchsorted(t0, side="left"))
         i = min(i, self.ts.size - 1)
         if i == 0:
             return self
-        return SignalWindow(
-            self.workload, self.ts[i:], {k: v[i:] for k, v in self.series.items()}, self.pods
-        )
+        # a part of a validated window: built without __post_init__'s checks (a policy takes
+        # several per decision); its series and derived series are the whole window's
+        # (`_root`), sliced when read
+        root = self.__dict__.get("_root", self)
+        start = root.ts.size - self.ts.size + i
+        part = object.__new__(SignalWindow)
+        part.__dict__.update(workload=self.workload, ts=root.ts[start:],
+                             series=_Tail(root.series, start), pods=self.pods, _root=root)
+        return part
 
     @classmethod
     def from_samples(cls, samples: Sequence[Sample]) -> SignalWindow:

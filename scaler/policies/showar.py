@@ -47,8 +47,8 @@ Which parameters were tuned on measurements, and on what: README, "showar v2".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 from runqscale.scaler.model import (
     CurrentState,
@@ -127,6 +127,19 @@ def initial_state() -> State:
     return State()
 
 
+_STATE_FIELDS = frozenset(f.name for f in fields(State))
+
+
+def _evolve(state: State, **changes: Any) -> State:
+    """`dataclasses.replace` for State without re-running its __init__ field by field (a decision
+    makes up to six; they were a seventh of its CPU). State has no __post_init__ to skip."""
+    if not changes.keys() <= _STATE_FIELDS:
+        raise TypeError(f"State has no field {sorted(changes.keys() - _STATE_FIELDS)}")
+    new = object.__new__(State)
+    new.__dict__.update(state.__dict__, **changes)
+    return new
+
+
 def _startup_tracking(window: SignalWindow, state: State, p: Params) -> State:
     """Advance the pending-since mark and the measured start-up delay (once per decision)."""
     if state.last_ts is not None and window.now <= state.last_ts:
@@ -141,7 +154,7 @@ def _tracking(state: State) -> startup.Tracking:
 
 
 def _with_tracking(state: State, t: startup.Tracking) -> State:
-    return replace(state, pending_since=t.pending_since, startup_delay_seconds=t.delay_seconds,
+    return _evolve(state, pending_since=t.pending_since, startup_delay_seconds=t.delay_seconds,
                    delay_samples=t.samples, pending_target=t.target)
 
 
@@ -236,13 +249,13 @@ def decide(
     cpr, exact = sizing.learn_cpu_per_request(
         window, state.last_ts, state.cpu_per_request if state.cpu_per_request_exact else None,
         p.sizing)
-    state = replace(state, cpu_per_request=cpr, cpu_per_request_exact=exact)
+    state = _evolve(state, cpu_per_request=cpr, cpu_per_request_exact=exact)
 
     def done(
         recommended: CurrentState, reason: str, new_state: State, acted: bool
     ) -> tuple[Recommendation, State]:
         if acted and classify(current, recommended) != "none":
-            new_state = replace(new_state, last_action_ts=now)
+            new_state = _evolve(new_state, last_action_ts=now)
             if recommended.replicas > current.replicas:  # time its start-up from here
                 new_state = _with_tracking(
                     new_state, startup.started(_tracking(new_state), now, recommended.replicas))
@@ -250,7 +263,7 @@ def decide(
         if new_state.delay_samples:  # the measured start-up delay, logged with each decision
             rec = replace(rec, signals={**rec.signals,
                                         "startup_delay_seconds": new_state.startup_delay_seconds})
-        return rec, replace(new_state, last_ts=now)
+        return rec, _evolve(new_state, last_ts=now)
 
     if cur == 0 and config.min_replicas > 0:
         return done(current, "scaling is disabled: current replicas 0", state, False)
@@ -343,7 +356,7 @@ def decide(
         history = ((now, cur),)  # seed: no scale-in during the first stabilisation window
     cutoff = now - p.scale_in_stabilization_seconds
     history = tuple(h for h in history if h[0] > cutoff) + ((now, h_desired),)
-    state = replace(state, integral=integral,
+    state = _evolve(state, integral=integral,
                     prev_error=e if e is not None else state.prev_error, desired_history=history)
     if arriving:
         pid_note += (
@@ -356,9 +369,12 @@ def decide(
     tail_note = ""
     # read once: both sizings below see the same window, limit and CPU per request
     demand = sizing.demand(window, current.cpu_limit_cores, state.cpu_per_request, p.sizing)
+    # the samples that show the current size: the last `wait_window_seconds`, from
+    # `settle_seconds` after the last action on
+    settled = window.since(now - p.wait_window_seconds if state.last_action_ts is None else
+                           max(now - p.wait_window_seconds,
+                               state.last_action_ts + p.settle_seconds))
     if p.vertical:  # the CFS-tail factor, from samples that show the current limit
-        settled = window.since(max(now - p.wait_window_seconds,
-                                   (state.last_action_ts or -math.inf) + p.settle_seconds))
         base = vertical_size(window, current, config, state.cpu_per_request, waits, p,
                              demand, state.tail_factor, saturated)
         if base is not None and settled.ts.size:
@@ -373,7 +389,7 @@ def decide(
             d = base[1]
             margin = sizing.margin(d, p.sizing, sizing.tail_matters(
                 None, state.cpu_per_request, config.target_runq_p95_seconds, p.sizing))
-            state = replace(state, tail_factor=sizing.next_tail_factor(
+            state = _evolve(state, tail_factor=sizing.next_tail_factor(
                 state.tail_factor, share, limit_now, d.cores, margin, p.sizing, matters,
                 elapsed))
     sized = vertical_size(window, current, config, state.cpu_per_request, waits, p,
@@ -407,7 +423,7 @@ def decide(
                      f"; floor {floor_c:.3f}")
         cut = now - p.vertical_down_stabilization_seconds
         seen = limit_now if dem.source == "saturated" else want
-        state = replace(state, size_history=tuple(
+        state = _evolve(state, size_history=tuple(
             h for h in state.size_history if h[0] > cut) + ((now, seen),))
 
     # --- coordination
@@ -437,8 +453,7 @@ def decide(
             reason += f"; past the {cap:g}-core per-replica maximum: scale out {cur} -> " \
                       f"{replicas}"
         return done(_sized(current, replicas, size), reason, state, True)
-    recent = window.since(now - p.wait_window_seconds if state.last_action_ts is None else
-                          max(now - p.wait_window_seconds, state.last_action_ts + p.settle_seconds))
+    recent = settled
     recent_thr = sizing.recent_throttled_ratio(recent)
     if above and recent_thr is not None and recent_thr >= p.sizing.throttled_threshold:
         # a throttled replica's queued tasks all wait while the cgroup is throttled once: the

@@ -39,6 +39,11 @@ from runqscale.scaler.model import ScalerConfig, SignalWindow
 
 CFS_PERIOD_SECONDS = 0.1  # the kernel's default cpu.cfs_period_us / cpu.max period
 
+# the reductions themselves: ndarray.sum/.any/.max/.all go through Python wrappers that cost
+# more than the arithmetic on a window of a few dozen samples (same results, same order)
+_sum, _any, _all, _max = np.add.reduce, np.logical_or.reduce, np.logical_and.reduce, \
+    np.maximum.reduce
+
 
 @dataclass(frozen=True)
 class SizingParams:
@@ -90,10 +95,7 @@ class Demand:
 
 def per_replica(window: SignalWindow, name: str) -> np.ndarray:
     """A total-over-replicas series divided by the ready (else current) replica count."""
-    n = window.get("ready_replicas")
-    n = np.where(np.isfinite(n) & (n > 0), n, window.get("replicas"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return window.get(name) / np.where(n > 0, n, np.nan)
+    return window.get(name) / window.replicas_divisor
 
 
 def recent_throttled_ratio(window: SignalWindow) -> float | None:
@@ -101,7 +103,7 @@ def recent_throttled_ratio(window: SignalWindow) -> float | None:
     (None without any): what `is_throttled` reads."""
     thr = window.get("throttled_ratio")
     thr = thr[np.isfinite(thr)]
-    return float(thr[-3:].max()) if thr.size else None
+    return float(_max(thr[-3:])) if thr.size else None
 
 
 def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
@@ -124,18 +126,18 @@ def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float
     (0.4 -> 0.8 cores at the first decision) cost more than all its later decisions saved."""
     usage, rate = window.get("cpu_usage_cores"), window.get("request_rate")
     thr = window.get("throttled_ratio")
-    with np.errstate(invalid="ignore"):
-        seen = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0)
-        ok = seen & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
-    if prev is None and not ok.any():
-        if not seen.any():
+    # (comparisons with NaN are False without a warning: no errstate needed)
+    seen = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0)
+    ok = seen & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
+    if prev is None and not _any(ok):
+        if not _any(seen):
             return None, False
-        return float(usage[seen].sum() / rate[seen].sum()), False
-    new = int((ok & (window.ts > since)).sum()) if since is not None and prev is not None \
-        else int(ok.sum())
+        return float(_sum(usage[seen]) / _sum(rate[seen])), False
+    new = int(_sum(ok & (window.ts > since))) if since is not None and prev is not None \
+        else int(_sum(ok))
     if new == 0:
         return prev, prev is not None
-    c = float(usage[ok].sum() / rate[ok].sum())
+    c = float(_sum(usage[ok]) / _sum(rate[ok]))
     if prev is None:
         return c, True
     keep = (1.0 - p.cpu_per_request_smoothing) ** new
@@ -153,15 +155,14 @@ def saturated(window: SignalWindow, limit: float | None, p: SizingParams) -> boo
     if not limit:
         return False
     tail = slice(-3, None)
-    per = per_replica(window, "cpu_usage_cores")[tail]
+    per = window.get("cpu_usage_cores")[tail] / window.replicas_divisor[tail]
     thr, rate = window.get("throttled_ratio")[tail], window.get("request_rate")[tail]
-    with np.errstate(invalid="ignore"):
-        loaded = np.isfinite(per) & np.isfinite(thr) & np.isfinite(rate) & (rate > 0)
-        if not loaded.any():
-            return False
-        last = int(np.flatnonzero(loaded)[-1])
-        return bool(per[last] >= p.pinned_share * limit
-                    and (thr[loaded] >= p.throttled_threshold).all())
+    loaded = np.isfinite(per) & np.isfinite(thr) & np.isfinite(rate) & (rate > 0)
+    if not _any(loaded):
+        return False
+    last = int(np.flatnonzero(loaded)[-1])
+    return bool(per[last] >= p.pinned_share * limit
+                and _all(thr[loaded] >= p.throttled_threshold))
 
 
 def saturated_growth(window: SignalWindow, limit: float, p: SizingParams) -> float:
@@ -172,6 +173,14 @@ def saturated_growth(window: SignalWindow, limit: float, p: SizingParams) -> flo
     return limit * (1.0 + (p.throttle_growth - 1.0) * min(1.0, share))
 
 
+def _mean_std(a: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) σ of a non-empty 1-D array: numpy's own sums, in its order, without
+    the wrappers of `mean` and `std` (which cost more than the arithmetic on a window)."""
+    mean = float(_sum(a)) / a.size
+    dev = a - mean
+    return mean, math.sqrt(float(_sum(dev * dev)) / a.size)
+
+
 def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | None,
            p: SizingParams) -> Demand | None:
     """Per-replica demand over the last `demand_window_seconds`; None without usage samples."""
@@ -180,13 +189,13 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
     per = per[np.isfinite(per)]
     if per.size == 0:
         return None
-    usage, seen_sigma = float(per.mean()), float(per.std())
+    usage, seen_sigma = _mean_std(per)
     recent = per_replica(w.since(w.now - p.rate_window_seconds), "request_rate")
     recent = recent[np.isfinite(recent)]
     per_req = burst = None
     period = 0.0
     if cpu_per_request is not None and recent.size:
-        reps = max(float(recent.mean()), 0.0)
+        reps = max(float(_sum(recent)) / recent.size, 0.0)
         per_req = cpu_per_request * reps
         burst = cpu_per_request * math.sqrt(reps)
         period = cpu_per_request * math.sqrt(reps / CFS_PERIOD_SECONDS)
@@ -219,7 +228,7 @@ def throttled_share(window: SignalWindow) -> float | None:
     """Mean share of CFS periods throttled over the window's samples; None without any."""
     thr = window.get("throttled_ratio")
     thr = thr[np.isfinite(thr)]
-    return float(thr.mean()) if thr.size else None
+    return float(_sum(thr)) / thr.size if thr.size else None
 
 
 def throttle_stall(window: SignalWindow) -> float | None:
@@ -229,8 +238,8 @@ def throttle_stall(window: SignalWindow) -> float | None:
     thr = window.get("throttled_ratio")
     per = per_replica(window, "throttled_seconds_per_second")
     ok = np.isfinite(thr) & np.isfinite(per) & (thr > 0)
-    periods = float(thr[ok].sum()) / CFS_PERIOD_SECONDS
-    return float(per[ok].sum()) / periods if periods > 0 else None
+    periods = float(_sum(thr[ok])) / CFS_PERIOD_SECONDS
+    return float(_sum(per[ok])) / periods if periods > 0 else None
 
 
 def tail_matters(stall: float | None, cpu_per_request: float | None, target: float,
@@ -312,17 +321,17 @@ def wait_per_request(window: SignalWindow, seconds: float) -> Waits:
     """Mean over the last `seconds` of wait / request rate: all of it, the throttled part (CFS
     throttled time) and the rest (contention: waiting while runnable and not throttled)."""
     w = window.since(window.now - seconds)
-    wait, thr, rate = (w.get(k) for k in ("runq_wait_seconds_per_second",
-                                          "throttled_seconds_per_second", "request_rate"))
+    wait, thr = w.get("runq_wait_seconds_per_second"), w.get("throttled_seconds_per_second")
+    rate = w.get("request_rate")
     ok = np.isfinite(wait) & np.isfinite(rate) & (rate > 0)
-    if not ok.any():
+    if not _any(ok):
         return Waits(None, None, None)
-    total = float(wait[ok].sum() / rate[ok].sum())
+    total = float(_sum(wait[ok]) / _sum(rate[ok]))
     thr_ok = ok & np.isfinite(thr)
-    if not thr_ok.any():
+    if not _any(thr_ok):
         return Waits(total, None, None)
-    throttled = float(np.minimum(thr[thr_ok], wait[thr_ok]).sum() / rate[thr_ok].sum())
-    contention = max(0.0, float(wait[thr_ok].sum() / rate[thr_ok].sum()) - throttled)
+    throttled = float(_sum(np.minimum(thr[thr_ok], wait[thr_ok])) / _sum(rate[thr_ok]))
+    contention = max(0.0, float(_sum(wait[thr_ok]) / _sum(rate[thr_ok])) - throttled)
     return Waits(total, throttled, contention)
 
 
