@@ -13,6 +13,7 @@ import itertools
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 from runqscale.exporter.families import CONTENT_TYPE, RowFamily, iter_chunks
 from runqscale.tokens import TokenFile
 
-__all__ = ["MetricsServer", "TokenFile", "tls_context"]
+__all__ = ["MetricsServer", "TokenFile", "accepts_gzip", "gzipped", "tls_context"]
 
 
 class Collector(Protocol):
@@ -48,11 +49,12 @@ class MetricsServer(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], registry: Registry,
                  healthy: Callable[[], bool], on_scrape: Callable[[float], None] | None = None,
-                 ssl_context: Any = None, token: TokenFile | None = None) -> None:
+                 ssl_context: Any = None, token: TokenFile | None = None,
+                 gzip: bool = False) -> None:
         host = addr[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.registry, self.healthy, self.on_scrape = registry, healthy, on_scrape
-        self.ssl_context, self.token = ssl_context, token
+        self.ssl_context, self.token, self.gzip = ssl_context, token, gzip
         super().__init__(addr, _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -95,8 +97,12 @@ class _Handler(BaseHTTPRequestHandler):
             # hundreds of containers); a scrape cut off mid-way is an incomplete body to
             # Prometheus, never a silently short one.
             self.send_header("Transfer-Encoding", "chunked")
+            body: Iterable[bytes] = itertools.chain((first,), chunks)
+            if self.server.gzip and accepts_gzip(self.headers.get("Accept-Encoding", "")):
+                self.send_header("Content-Encoding", "gzip")
+                body = gzipped(body)
             self.end_headers()
-            for chunk in itertools.chain((first,), chunks):
+            for chunk in body:
                 if chunk:
                     self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
@@ -128,6 +134,39 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # no access log: Prometheus scrapes every few seconds
+
+
+def accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (RFC 9110: `gzip` or `*`, unless q=0).
+    Prometheus sends `gzip` on every scrape."""
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        q = params.replace(" ", "").lower()
+        if not q.startswith("q=") or _q(q[2:]) > 0:
+            return True
+    return False
+
+
+def _q(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 1.0  # a malformed weight does not turn the coding off
+
+
+def gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """The pieces as one gzip stream, compressed as they come (the body is never held whole).
+    Level 1, the cheapest: at 500 containers it turns a 5.7 MB body into ~0.3 MB and adds ~15 ms
+    to a scrape's 30 ms of CPU (stop 39: the agent's CPU 1.18x [1.10, 1.26] at a scrape every
+    15 s), which is why the agent serves it only with --gzip."""
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 16 + 15: a gzip header and trailer
+    for piece in pieces:
+        out = z.compress(piece)
+        if out:
+            yield out
+    yield z.flush()
 
 
 def tls_context(cert: str, key: str) -> Any:

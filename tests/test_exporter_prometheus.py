@@ -1,13 +1,16 @@
 """Real agent + real Prometheus: a quota-limited hog and a light neighbour in cgroups laid out
 like kubelet pods, pod names from a fake kubelet. Prometheus's histogram_quantile over the
 exported buckets agrees with the agent's own p95 gauge within one bucket, the neighbour stays
-under 1 ms, and both carry the right labels."""
+under 1 ms, and both carry the right labels; the agent serves gzip (--gzip), which Prometheus
+asks for."""
 
 from __future__ import annotations
 
 import bisect
+import gzip
 import os
 import time
+import urllib.request
 
 import pytest
 from agent_helpers import AgentProcess, FakeKubelet, FakePod
@@ -40,7 +43,8 @@ def test_prometheus_quantile_agrees_with_gauge_and_labels(prometheus) -> None:
     with Sandbox(quota_hierarchy(), name="rqs-prom") as sb:  # v1 here, v2 in tests/vm
         g_hog = sb.group(hog.cgroup_name(), quota_cores=0.5)
         g_light = sb.group(light.cgroup_name("besteffort"))
-        agent = AgentProcess("--kubelet-url", kubelet.url, "--cgroup", sb.base)
+        # --gzip: Prometheus asks for gzip on every scrape, so its scrapes here are compressed
+        agent = AgentProcess("--kubelet-url", kubelet.url, "--cgroup", sb.base, "--gzip")
         try:
             prom = prometheus([agent.addr])
             sb.spawn(g_hog)
@@ -77,6 +81,11 @@ def test_prometheus_quantile_agrees_with_gauge_and_labels(prometheus) -> None:
             usage = prom.value(f"rate(runqscale_cpu_usage_seconds_total{{{sel_h}}}[10s])", at)
             assert thr > 5 and 0.4 < usage < 0.6, (thr, usage)
             assert prom.value('up{job="runqscale-agent"}') == 1
+            req = urllib.request.Request(agent.url + "/metrics",
+                                         headers={"Accept-Encoding": "gzip"})  # as Prometheus
+            with urllib.request.urlopen(req, timeout=10) as r:
+                assert r.headers["Content-Encoding"] == "gzip"
+                assert b"runqscale_runqueue_latency_seconds_bucket" in gzip.decompress(r.read())
             assert kubelet.requests < 10, "pod list must be polled, not fetched per scrape"
         finally:
             agent.stop()

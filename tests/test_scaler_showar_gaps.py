@@ -11,8 +11,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runqscale.scaler.model import SERIES_FIELDS, CurrentState, ScalerConfig, SignalWindow, \
-    WorkloadRef
+from runqscale.scaler.model import (
+    SERIES_FIELDS,
+    CurrentState,
+    ScalerConfig,
+    SignalWindow,
+    WorkloadRef,
+)
 from runqscale.scaler.policies import showar
 
 CFG = ScalerConfig(min_replicas=1, max_replicas=12, max_cpu_per_replica=2.0)
