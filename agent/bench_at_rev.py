@@ -2,6 +2,7 @@
 benchmark, not a test).
 
     python -m runqscale.agent.bench_at_rev 4b78703 WORKTREE --rounds 6 --out at-rev.json
+    python -m runqscale.agent.bench_at_rev WORKTREE WORKTREE+--gzip --rounds 4   # a flag's cost
 
 Each revision's tree is checked out on its own (a git worktree, its probe object built from its
 own sources) and laid out as the installed package, so `runqscale agent` runs that revision's
@@ -21,69 +22,38 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
-from importlib import resources
 
+from runqscale import revtree
 from runqscale.agent import bench
 from runqscale.intervals import log_mean_ci
-
-WORKTREE = "WORKTREE"
-SUBPACKAGES = ("probes", "agent", "exporter", "scaler", "validation", "deathstarbench")
-# Imported first from PYTHONPATH: takes the editable install's finder out, so `runqscale` comes
-# from the laid-out tree, in the benchmark and in the agents it starts.
-_SITECUSTOMIZE = """import sys
-sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
-for _m in [m for m in sys.modules if m == "runqscale" or m.startswith("runqscale.")]:
-    del sys.modules[_m]
-"""
-
-
-def _repo() -> str:
-    here = str(resources.files("runqscale.agent"))
-    out = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"], capture_output=True,
-                         text=True)
-    if out.returncode != 0:
-        raise SystemExit("runqscale.agent.bench_at_rev: needs a git checkout of runqscale")
-    return out.stdout.strip()
-
-
-def _checkout_dir(work: str, rev: str) -> str:
-    return os.path.join(work, "src-" + rev.replace("/", "_"))
+from runqscale.revtree import WORKTREE
 
 
 def tree_at(rev: str, repo: str, work: str) -> str:
-    """A PYTHONPATH entry under which `runqscale` is the code of `rev`."""
+    """A PYTHONPATH entry under which `runqscale` is the code of `rev`, with its probe object
+    built from its own sources."""
     from runqscale.probes.bench_at_rev import object_at
 
-    if rev == WORKTREE:
-        src = repo
-    else:
-        src = _checkout_dir(work, rev)
-        r = subprocess.run(["git", "-C", repo, "worktree", "add", "--detach", src, rev],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"revision {rev}: {r.stderr.strip()[-300:]}")
+    src = revtree.checkout(rev, repo, work)
+    if rev != WORKTREE:
         shutil.copy(object_at(rev, os.path.join(work, "obj")), os.path.join(src, "probes"))
-    root = os.path.join(work, "path-" + rev.replace("/", "_"))
-    pkg = os.path.join(root, "runqscale")
-    os.makedirs(pkg)
-    for name in os.listdir(os.path.join(src, "runqscale")):
-        if name.endswith(".py"):
-            shutil.copy(os.path.join(src, "runqscale", name), pkg)
-    for sub in SUBPACKAGES:
-        os.symlink(os.path.join(src, sub), os.path.join(pkg, sub))
-    with open(os.path.join(root, "sitecustomize.py"), "w") as f:
-        f.write(_SITECUSTOMIZE)
-    return root
+    return revtree.layout(src, work, rev)
 
 
-def _one(path: str, pods_file: str, seconds: float, scrape_every: float) -> dict:
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """`REV` or `REV+FLAG[+FLAG...]`: a revision and the extra flags its agent runs with."""
+    rev, *flags = spec.split("+")
+    return rev, flags
+
+
+def _one(path: str, flags: list[str], pods_file: str, seconds: float,
+         scrape_every: float) -> dict:
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = path  # the agent process inherits it
     try:
-        a = bench.Agent("--pods-file", pods_file)
+        a = bench.Agent("--pods-file", pods_file, *flags)
     finally:
         _restore("PYTHONPATH", saved)
     try:
@@ -109,7 +79,8 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
     with bench.live_cgroups(n, pods_file):
         for r in range(rounds):
             for rev in revs if r % 2 == 0 else revs[::-1]:
-                res = _one(paths[rev], pods_file, seconds, scrape_every)
+                tree, flags = split_spec(rev)
+                res = _one(paths[tree], flags, pods_file, seconds, scrape_every)
                 runs[rev].append(res)
                 print(f"[round {r + 1}/{rounds}] {rev}: {res['cpu_core_fraction']:.3%} of a "
                       f"core, scrapes {[round(s * 1e3) for s in res['scrape_cpu_seconds']]}"
@@ -139,7 +110,8 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("revs", nargs="+", help=f"git revisions, or {WORKTREE} for the checkout")
+    ap.add_argument("revs", nargs="+", help=f"git revisions, or {WORKTREE} for the checkout; "
+                    "REV+FLAG runs that revision's agent with FLAG (e.g. WORKTREE+--gzip)")
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--cgroups", type=int, default=500)
     ap.add_argument("--seconds", type=float, default=45.0)
@@ -151,18 +123,15 @@ def main() -> None:
     if len(set(a.revs)) != len(a.revs) or a.rounds < 2:
         raise SystemExit("runqscale.agent.bench_at_rev: error: give distinct revisions and "
                          "--rounds 2 or more")
-    repo = _repo()
+    repo = revtree.repo_root("runqscale.agent.bench_at_rev")
+    trees = list(dict.fromkeys(split_spec(spec)[0] for spec in a.revs))
     with tempfile.TemporaryDirectory(prefix="runqscale-agent-at-rev-") as tmp:
         try:
-            paths = {rev: tree_at(rev, repo, tmp) for rev in a.revs}
+            paths = {rev: tree_at(rev, repo, tmp) for rev in trees}
             res = run(a.revs, paths, a.cgroups, a.rounds, a.seconds, a.scrape_every,
                       os.path.join(tmp, "pods.json"))
         finally:  # the worktrees go with the directory; git forgets them too
-            for rev in a.revs:
-                src = _checkout_dir(tmp, rev)
-                if rev != WORKTREE and os.path.isdir(src):
-                    subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", src],
-                                   capture_output=True)
+            revtree.remove_worktrees(repo, tmp, trees)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

@@ -98,9 +98,11 @@ class _Handler(BaseHTTPRequestHandler):
             # Prometheus, never a silently short one.
             self.send_header("Transfer-Encoding", "chunked")
             body: Iterable[bytes] = itertools.chain((first,), chunks)
-            if self.server.gzip and accepts_gzip(self.headers.get("Accept-Encoding", "")):
-                self.send_header("Content-Encoding", "gzip")
-                body = gzipped(body)
+            if self.server.gzip:
+                self.send_header("Vary", "Accept-Encoding")  # for caches between the two
+                if accepts_gzip(", ".join(self.headers.get_all("Accept-Encoding") or ())):
+                    self.send_header("Content-Encoding", "gzip")
+                    body = gzipped(body)
             self.end_headers()
             for chunk in body:
                 if chunk:
@@ -137,16 +139,20 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def accepts_gzip(header: str) -> bool:
-    """Whether an Accept-Encoding header admits gzip (RFC 9110: `gzip` or `*`, unless q=0).
-    Prometheus sends `gzip` on every scrape."""
+    """Whether an Accept-Encoding header admits gzip (RFC 9110, 12.5.3): gzip's own weight if
+    it is listed, else that of `*`; a weight of 0 refuses it. Prometheus sends `gzip`."""
+    weights: dict[str, float] = {}
     for item in header.split(","):
-        coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
-            continue
-        q = params.replace(" ", "").lower()
-        if not q.startswith("q=") or _q(q[2:]) > 0:
-            return True
-    return False
+        coding, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                q = _q(value.strip())
+        if coding:
+            weights[coding.lower()] = q
+    q = weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0)))
+    return q > 0
 
 
 def _q(text: str) -> float:

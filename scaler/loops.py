@@ -18,7 +18,7 @@ from runqscale.scaler.model import (
     WorkloadRef,
 )
 from runqscale.scaler.policies import Policy
-from runqscale.scaler.routine import DecisionRoutine
+from runqscale.scaler.routine import DecisionRoutine, PolicyError
 
 Warn = Callable[[str], None]
 
@@ -117,12 +117,8 @@ class PrometheusLoop:
                 try:
                     d = self.routine.decide(w, CurrentState.from_window(w), self.policy,
                                             self.config, mono)
-                except OSError:
-                    raise  # the recommendations log: every workload's decision is lost
-                except Exception as exc:  # a policy's bug on one window must not stop the rest
-                    self.warn(f"{w.workload.key}: policy {self.policy.name} failed "
-                              f"({type(exc).__name__}: {exc}): no decision this round; a "
-                              "runqscale bug: please report it with the signals")
+                except PolicyError as exc:  # a policy's bug on one window: the rest go on
+                    self.warn(f"{w.workload.key}: {exc}")
                     continue
                 if d is not None:
                     out.append(d.rec)

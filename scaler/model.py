@@ -150,6 +150,9 @@ class _Tail(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._whole)
 
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
 
 @dataclass(frozen=True, eq=False)
 class SignalWindow:
@@ -181,14 +184,15 @@ class SignalWindow:
 
     # computed once per window and kept in its __dict__ (which a frozen dataclass allows): a
     # policy reads these several times per decision (showar: ~15 series reads, 6 per-replica);
-    # functools.cached_property takes a lock on every read before Python 3.12
+    # by hand, as functools.cached_property's first read per window takes a lock (Python 3.11)
+    # and the scaler builds a new window for every decision. Parts (`since`) slice the whole's.
     @property
     def _missing(self) -> np.ndarray:
         arr = self.__dict__.get("_missing_cache")
         if arr is None:
             root = self.__dict__.get("_root")
-            if root is not None:  # a part of a window (`since`): the whole one's, sliced
-                arr = root._missing[-self.ts.size:]
+            if root is not None:
+                arr = root._missing[root.ts.size - self.ts.size:]
             else:
                 arr = np.full(self.ts.shape, np.nan)
                 arr.flags.writeable = False
@@ -203,12 +207,14 @@ class SignalWindow:
         arr = self.__dict__.get("_divisor_cache")
         if arr is None:
             root = self.__dict__.get("_root")
-            if root is not None:  # a part of a window (`since`): the whole one's, sliced
-                arr = root.replicas_divisor[-self.ts.size:]
+            if root is not None:
+                arr = root.replicas_divisor[root.ts.size - self.ts.size:]
             else:
                 n = self.get("ready_replicas")
-                n = np.where(np.isfinite(n) & (n > 0), n, self.get("replicas"))
-                arr = np.where(n > 0, n, np.nan)
+                with np.errstate(invalid="ignore"):  # NaN comparisons (older numpy warned)
+                    n = np.where(np.isfinite(n) & (n > 0), n, self.get("replicas"))
+                    arr = np.where(n > 0, n, np.nan)
+                arr.flags.writeable = False  # shared by every part and every read
             self.__dict__["_divisor_cache"] = arr
         return arr
 

@@ -44,6 +44,16 @@ AFFINITY_PERIOD_SECONDS = 300.0
 ResumeKey = tuple[str, str, bool]  # (policy, workload key, an affinity/spread extra)
 
 
+class PolicyError(RuntimeError):
+    """A policy raised on one workload's window (a bug in it): that workload gets no decision,
+    its state is kept as it was, and the caller goes on with the others."""
+
+    def __init__(self, policy: str, workload: WorkloadRef, exc: Exception) -> None:
+        super().__init__(f"policy {policy} failed ({type(exc).__name__}: {exc}): no decision "
+                         "this step; a runqscale bug: please report it with the signals")
+        self.policy, self.workload = policy, workload
+
+
 class ResumeError(ValueError):
     """The log cannot be resumed from (not the design.md format); the message names the line."""
 
@@ -170,7 +180,11 @@ class DecisionRoutine:
         if in_policy_time is None:
             return None
         track = self._track(window.workload, policy.name)
-        rec, track.state = policy.decide(in_policy_time, current, config, track.state)
+        try:
+            rec, state = policy.decide(in_policy_time, current, config, track.state)
+        except Exception as exc:  # only the policy's own failure: apply and log raise as they do
+            raise PolicyError(policy.name, window.workload, exc) from exc
+        track.state = state
         track.last = mono
         rec = replace(self.guard.wall_rec(rec, window.now), dry_run=self.dry_run, applied=False)
         result, backoff = None, 0.0

@@ -14,7 +14,7 @@ from runqscale.exporter import metrics as m
 from runqscale.scaler.actuators.base import ApplyResult
 from runqscale.scaler.model import ACTIONS, Recommendation
 
-ERROR_KINDS = ("apply", "signals", "api", "log")
+ERROR_KINDS = ("apply", "signals", "api", "log", "policy")
 
 
 def _gauge(decl: m.Metric, registry: CollectorRegistry) -> Gauge:

@@ -1,8 +1,11 @@
 """A policy that raises on one workload's window costs that workload one decision, not the
 loop: `runqscale scaler --prometheus` warns in one line and decides the others (the controller's
-side runs against the real API server in test_k8s_controller.py)."""
+side runs against the real API server in test_k8s_controller.py); an actuator or log failure is
+not a policy failure and is not reported as one."""
 
 from __future__ import annotations
+
+import pytest
 
 from runqscale.scaler.loops import PrometheusLoop
 from runqscale.scaler.model import Sample, ScalerConfig, WorkloadRef
@@ -43,4 +46,18 @@ def test_a_policy_that_raises_on_one_workload_warns_and_decides_the_others() -> 
     assert recs[0].recommended.replicas == 2
     (msg,) = warnings
     assert msg.startswith("shop/faulty: policy fragile failed (ZeroDivisionError: float "
-                          "division by zero): no decision this round")
+                          "division by zero): no decision this step")
+
+
+def test_only_the_policys_own_failure_is_a_policy_error() -> None:
+    class Refusing:
+        dry_run = False
+
+        def apply(self, rec):
+            raise ValueError("replicas must be >= 0")
+
+    loop = PrometheusLoop(Store(), DecisionRoutine(actuator=Refusing()),  # type: ignore[arg-type]
+                          get("static"), ScalerConfig(min_replicas=2, max_replicas=4), (), 60.0,
+                          60.0, lambda _m: None)
+    with pytest.raises(ValueError, match="replicas must be"):
+        loop.round(T0, 0.0)

@@ -47,7 +47,7 @@ from runqscale.scaler.model import (
     WorkloadRef,
 )
 from runqscale.scaler.policies import POLICIES
-from runqscale.scaler.routine import DecisionRoutine
+from runqscale.scaler.routine import DecisionRoutine, PolicyError
 from runqscale.scaler.selfmetrics import ScalerMetrics
 
 log = logging.getLogger(__name__)
@@ -289,13 +289,11 @@ class Controller:
             self._error("log")
             log.warning("recommendations log: %s", exc)
             return Outcome(now, key, kind, self.identity, "error", message=f"log: {exc}")
-        except Exception as exc:  # a policy's bug on one window must not stop the others
+        except PolicyError as exc:  # a policy's bug on one window must not stop the others
             self._error("policy")
-            log.exception("%s %s: policy %s failed", kind, key, spec.policy)
-            msg = (f"policy {spec.policy} failed ({type(exc).__name__}: {exc}): no decision "
-                   "this step; a runqscale bug: report it with the scaler's log")
-            self.recorder.record(ref, WARNING, "PolicyFailed", msg)
-            return Outcome(now, key, kind, self.identity, "error", message=msg)
+            log.warning("%s %s: %s", kind, key, exc, exc_info=exc.__cause__)
+            self.recorder.record(ref, WARNING, "PolicyFailed", str(exc))
+            return Outcome(now, key, kind, self.identity, "error", message=str(exc))
         if decision is None:
             return None
         if spec.policy == "showar":
