@@ -126,9 +126,10 @@ def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float
     (0.4 -> 0.8 cores at the first decision) cost more than all its later decisions saved."""
     usage, rate = window.get("cpu_usage_cores"), window.get("request_rate")
     thr = window.get("throttled_ratio")
-    with np.errstate(invalid="ignore"):  # NaN comparisons (older numpy warned)
-        seen = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0)
-        ok = seen & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
+    # no errstate (it costs more than the masks): comparisons with NaN do not warn in numpy 2;
+    # an older numpy may print one RuntimeWarning per line, nothing worse
+    seen = np.isfinite(usage) & np.isfinite(rate) & (rate > 0) & (usage > 0)
+    ok = seen & ~(np.isfinite(thr) & (thr >= p.throttled_threshold))
     if prev is None and not _any(ok):
         if not _any(seen):
             return None, False
@@ -157,8 +158,7 @@ def saturated(window: SignalWindow, limit: float | None, p: SizingParams) -> boo
     tail = slice(-3, None)
     per = window.get("cpu_usage_cores")[tail] / window.replicas_divisor[tail]
     thr, rate = window.get("throttled_ratio")[tail], window.get("request_rate")[tail]
-    with np.errstate(invalid="ignore"):  # NaN comparisons (older numpy warned)
-        loaded = np.isfinite(per) & np.isfinite(thr) & np.isfinite(rate) & (rate > 0)
+    loaded = np.isfinite(per) & np.isfinite(thr) & np.isfinite(rate) & (rate > 0)  # as above
     if not _any(loaded):
         return False
     last = int(np.flatnonzero(loaded)[-1])
