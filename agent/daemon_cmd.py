@@ -111,8 +111,8 @@ def _default_node() -> str:
               help="Require `Authorization: Bearer <token>` on /metrics (re-read on change).")
 @click.option("--gzip/--no-gzip", default=False, show_default=True,
               help="Compress /metrics for clients that accept gzip (Prometheus does): ~19x "
-                   "less scrape traffic for ~1.2x the agent's CPU (at 500 containers, a scrape "
-                   "every 15 s).")
+                   "less scrape traffic for ~1.15x the agent's CPU (at 500 containers, a "
+                   "scrape every 15 s).")
 def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
           hierarchy: str, node_name: str, pods_source: str, pods_file: str | None,
           kubelet_url: str | None, kubelet_token_file: str | None, kubelet_ca_file: str | None,

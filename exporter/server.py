@@ -164,8 +164,8 @@ def _q(text: str) -> float:
 
 def gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
     """The pieces as one gzip stream, compressed as they come (the body is never held whole).
-    Level 1, the cheapest: at 500 containers it turns a 5.7 MB body into ~0.3 MB and adds ~15 ms
-    to a scrape's 30 ms of CPU (stop 39: the agent's CPU 1.18x [1.10, 1.26] at a scrape every
+    Level 1, the cheapest: at 500 containers it turns a 5.7 MB body into ~0.3 MB and adds 10-15
+    ms to a scrape's 30 ms of CPU (stop 39: the agent's CPU 1.14x [1.10, 1.19] at a scrape every
     15 s), which is why the agent serves it only with --gzip."""
     z = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 16 + 15: a gzip header and trailer
     for piece in pieces:
