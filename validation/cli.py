@@ -127,6 +127,9 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--showar-replica-max", type=click.FloatRange(0.05, 64), default=None,
               metavar="CORES", help="the largest replica showar sizes before it scales out "
               "instead (default: --max-cpu-per-replica, the bound every policy shares).")
+@click.option("--showar-floor", type=click.FloatRange(0.001, 64), default=None,
+              metavar="CORES", help="showar's smallest limit per replica (default: the "
+              f"library's, {SizingParams.min_cores:g}; an experiment's knob).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True,
@@ -142,7 +145,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
              min_replicas: int, max_replicas: int, initial_replicas: int,
              replica_cpu: float | None, max_cpu_per_replica: float,
              target_runq_p95: float | None, target_cpu: float | None,
-             showar_margin: float | None, showar_replica_max: float | None, seed: int,
+             showar_margin: float | None, showar_replica_max: float | None,
+             showar_floor: float | None, seed: int,
              backend: str,
              hierarchy: str) -> None:
     """Prove the signal and the decisions on this machine, with real processes.
@@ -199,7 +203,7 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
         target_runq_p95_seconds=lib.target_runq_p95_seconds if target_runq_p95 is None
         else target_runq_p95,
         showar_margin=SizingParams.sigma_k if showar_margin is None else showar_margin,
-        showar_replica_max=showar_replica_max)
+        showar_replica_max=showar_replica_max, showar_floor=showar_floor)
     if app == "deathstarbench":
         _validate_dsb(common, targets, graph_path, affinity_seconds, affinity_rounds,
                       probe_rate, min_replicas, max_replicas, replica_cpu,

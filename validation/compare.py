@@ -118,7 +118,8 @@ def fairness(cfg: CompareConfig | DsbCompareConfig, start: dict) -> dict:
             "targets": {"runq_p95_seconds": lc.target_runq_p95_seconds,
                         "cpu_utilization": lc.target_cpu_utilization,
                         "showar_margin_sigma": lc.showar_margin,
-                        "showar_replica_max_cores": lc.showar_replica_max},
+                        "showar_replica_max_cores": lc.showar_replica_max,
+                        "showar_floor_cores": lc.showar_floor},
             "actuator": "local", "exclusion_rule": cfg.exclusion.to_json(),
             "baselines": list(cfg.baselines)}
 

@@ -21,16 +21,19 @@ from runqscale.scaler.policies import Policy, showar, showar_sizing, static
 
 def policy_for(name: str, static_state: CurrentState | None = None,
                showar_margin: float | None = None,
-               showar_replica_max: float | None = None) -> Policy:
+               showar_replica_max: float | None = None,
+               showar_floor: float | None = None) -> Policy:
     """The named policy; `static` holds `static_state`, showar sizes with `showar_margin`
-    sigmas and replicas of at most `showar_replica_max` cores (None: the library's), each as a
-    partial of its params."""
+    sigmas, replicas of at most `showar_replica_max` cores and limits of at least
+    `showar_floor` (None: the library's), each as a partial of its params."""
     pol = policies.get(name)
-    lib_k = showar_sizing.SizingParams.sigma_k
-    k = lib_k if showar_margin is None else showar_margin
-    if name == "showar" and (k != lib_k or showar_replica_max is not None):
+    lib = showar_sizing.SizingParams()
+    k = lib.sigma_k if showar_margin is None else showar_margin
+    floor = lib.min_cores if showar_floor is None else showar_floor
+    if name == "showar" and (k != lib.sigma_k or showar_replica_max is not None
+                             or floor != lib.min_cores):
         params = showar.Params(max_replica_cores=showar_replica_max,
-                               sizing=showar_sizing.SizingParams(sigma_k=k))
+                               sizing=showar_sizing.SizingParams(sigma_k=k, min_cores=floor))
         return Policy(pol.name, functools.partial(showar.decide, params=params),
                       pol.period_seconds, pol.summary)
     if name == "static" and static_state is not None:

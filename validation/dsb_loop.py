@@ -55,6 +55,7 @@ class DsbLoopConfig:
     target_runq_p95_seconds: float = ScalerConfig.target_runq_p95_seconds
     showar_margin: float = SizingParams.sigma_k  # showar's limit = demand + this many sigma
     showar_replica_max: float | None = None  # showar's largest replica (None: the bound)
+    showar_floor: float | None = None  # showar's smallest limit (None: the library's)
     tick_seconds: float = 1.0
     signal_window_seconds: float = 3.0
     request_timeout_seconds: float = 10.0
@@ -180,7 +181,8 @@ def run_policy(cluster: Cluster, probe: Probe, cfg: DsbLoopConfig, policy: str |
     """One run: the schedule replayed while `policy` scales every logic service (None: nothing
     is decided, the replica set stays as it is)."""
     pol = policy_for(policy, showar_margin=cfg.showar_margin,
-                     showar_replica_max=cfg.showar_replica_max) if policy else None
+                     showar_replica_max=cfg.showar_replica_max,
+                     showar_floor=cfg.showar_floor) if policy else None
     scfg = cfg.scaler_config()
     meter = ServiceMeter(cluster, probe)
     tag = policy or "fixed"

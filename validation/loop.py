@@ -68,6 +68,7 @@ class LoopConfig:
     target_runq_p95_seconds: float = ScalerConfig.target_runq_p95_seconds
     showar_margin: float = SizingParams.sigma_k  # showar's limit = demand + this many sigma
     showar_replica_max: float | None = None  # showar's largest replica (None: the bound)
+    showar_floor: float | None = None  # showar's smallest limit (None: the library's)
     tick_seconds: float = 1.0
     signal_window_seconds: float = 3.0
     request_timeout_seconds: float = 10.0
@@ -277,7 +278,7 @@ def run_policy(env: Environment, policy: str, repeat: int, sched_path: str, seco
                out_dir: str, on_tick: Callable[[Tick], None] | None = None) -> RunResult:
     cfg = env.cfg
     pol = policy_for(policy, cfg.initial_state("static"), cfg.showar_margin,
-                     cfg.showar_replica_max)
+                     cfg.showar_replica_max, cfg.showar_floor)
     scfg = cfg.scaler_config()
     env.reset(cfg.initial_state(policy))
     time.sleep(cfg.settle_seconds)
