@@ -8,7 +8,7 @@ with NaN where a sample's field was missing (null in the signals file).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,6 +129,13 @@ def _opt(x: float) -> float | None:
     return None if not math.isfinite(x) else float(x)
 
 
+def _replicas_divisor(w: SignalWindow) -> np.ndarray:
+    n = w.get("ready_replicas")
+    with np.errstate(invalid="ignore"):  # NaN comparisons (older numpy warned)
+        n = np.where(np.isfinite(n) & (n > 0), n, w.get("replicas"))
+        return np.where(n > 0, n, np.nan)
+
+
 class _Tail(Mapping[str, np.ndarray]):
     """Each series of `whole` from index `start` on, sliced when read (`SignalWindow.since`)."""
 
@@ -185,38 +192,31 @@ class SignalWindow:
     # computed once per window and kept in its __dict__ (which a frozen dataclass allows): a
     # policy reads these several times per decision (showar: ~15 series reads, 6 per-replica);
     # by hand, as functools.cached_property's first read per window takes a lock (Python 3.11)
-    # and the scaler builds a new window for every decision. Parts (`since`) slice the whole's.
-    @property
-    def _missing(self) -> np.ndarray:
-        arr = self.__dict__.get("_missing_cache")
+    # and the scaler builds a new window for every decision
+    def _derived(self, key: str, compute: Callable[[SignalWindow], np.ndarray]) -> np.ndarray:
+        """A series derived from the window, once, read-only (it is shared); a part's
+        (`since`) is the whole window's, sliced."""
+        arr = self.__dict__.get(key)
         if arr is None:
             root = self.__dict__.get("_root")
             if root is not None:
-                arr = root._missing[root.ts.size - self.ts.size:]
+                arr = root._derived(key, compute)[root.ts.size - self.ts.size:]
             else:
-                arr = np.full(self.ts.shape, np.nan)
+                arr = compute(self)
                 arr.flags.writeable = False
-            self.__dict__["_missing_cache"] = arr
+            self.__dict__[key] = arr
         return arr
+
+    @property
+    def _missing(self) -> np.ndarray:
+        return self._derived("_missing_cache", lambda w: np.full(w.ts.shape, np.nan))
 
     @property
     def replicas_divisor(self) -> np.ndarray:
         """What a total over replicas is divided by for a per-replica value: the ready replica
         count, else the current count, NaN where neither is > 0 (so a division gives NaN
         without a warning)."""
-        arr = self.__dict__.get("_divisor_cache")
-        if arr is None:
-            root = self.__dict__.get("_root")
-            if root is not None:
-                arr = root.replicas_divisor[root.ts.size - self.ts.size:]
-            else:
-                n = self.get("ready_replicas")
-                with np.errstate(invalid="ignore"):  # NaN comparisons (older numpy warned)
-                    n = np.where(np.isfinite(n) & (n > 0), n, self.get("replicas"))
-                    arr = np.where(n > 0, n, np.nan)
-                arr.flags.writeable = False  # shared by every part and every read
-            self.__dict__["_divisor_cache"] = arr
-        return arr
+        return self._derived("_divisor_cache", _replicas_divisor)
 
     def last(self, name: str) -> float | None:
         """The last sample's value of `name`, None if missing (old values are not carried)."""
