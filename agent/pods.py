@@ -119,10 +119,13 @@ class PodSource:
         for secret in self.secrets():
             if secret:
                 msg = msg.replace(secret, "<redacted>")
-        self.errors += 1
-        if msg != self.last_error:
-            print(f"runqscale agent: pods ({self.kind}): {msg}", file=sys.stderr, flush=True)
+        changed = msg != self.last_error
+        # the message before the count: a reader that sees the count sees its message (the
+        # other order failed a CI run once: errors 1, last_error None)
         self.last_error = msg
+        self.errors += 1
+        if changed:
+            print(f"runqscale agent: pods ({self.kind}): {msg}", file=sys.stderr, flush=True)
 
 
 class FilePodSource(PodSource):
