@@ -25,14 +25,21 @@ for _m in [m for m in sys.modules if m == "runqscale" or m.startswith("runqscale
 """
 
 
-def repo_root(tool: str) -> str:
-    """The git checkout this package was installed from (editable installs)."""
+def git_toplevel() -> str | None:
+    """The git checkout this package was installed from (editable installs); None if it is
+    not in one."""
     here = str(resources.files("runqscale"))
     out = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"], capture_output=True,
                          text=True)
-    if out.returncode != 0:
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def repo_root(tool: str) -> str:
+    """git_toplevel(), or the tool's one-line exit."""
+    root = git_toplevel()
+    if root is None:
         raise SystemExit(f"{tool}: needs a git checkout of runqscale (an editable install)")
-    return out.stdout.strip()
+    return root
 
 
 def checkout_dir(work: str, rev: str) -> str:

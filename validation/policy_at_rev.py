@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from runqscale import revtree
 from runqscale.scaler import policies
 
 # showar.py and the sibling modules it imports; those are taken from the same revision
@@ -35,13 +36,12 @@ def _git_show(root: Path, rev: str, path: str) -> str | None:
 
 def repo_root() -> Path:
     """The git checkout this package was installed from (editable installs)."""
-    here = Path(policies.__file__).resolve().parent
-    out = subprocess.run(["git", "-C", str(here), "rev-parse", "--show-toplevel"],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RevisionError(f"runqscale at {here} is not in a git checkout; "
-                            "install it editable from a clone to compare revisions")
-    return Path(out.stdout.strip())
+    root = revtree.git_toplevel()
+    if root is None:
+        raise RevisionError(f"runqscale at {Path(policies.__file__).resolve().parent} is not in "
+                            "a git checkout; install it editable from a clone to compare "
+                            "revisions")
+    return Path(root)
 
 
 def register(rev: str, root: Path | None = None) -> str:

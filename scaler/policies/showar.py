@@ -453,16 +453,15 @@ def decide(
             reason += f"; past the {cap:g}-core per-replica maximum: scale out {cur} -> " \
                       f"{replicas}"
         return done(_sized(current, replicas, size), reason, state, True)
-    recent = settled
-    recent_thr = sizing.recent_throttled_ratio(recent)
-    if above and recent_thr is not None and recent_thr >= p.sizing.throttled_threshold:
+    recent_thr = sizing.recent_throttled_ratio(settled)
+    if above and sizing.throttled_at(recent_thr, p.sizing):
         # a throttled replica's queued tasks all wait while the cgroup is throttled once: the
         # wait beyond throttled time is not contention then (v2 scaled 2 -> 4 on 321 ms of
         # such "contention" at a throttled ratio of 0.72). The limit is fixed first. The ratio
         # named is the one read (the last sample's may be missing: it crashed here, stop 39)
         return done(current, f"throttled (ratio {recent_thr:.2f}): no scale-out on wait until the "
                     f"limit stops the throttling; {pid_note}; {vnote}", state, False)
-    who = attribution.attribute_window(recent)
+    who = attribution.attribute_window(settled)
     if above and who.cause == "own":
         # behind its own threads or quota, not neighbours: another replica beside them would
         # not help each one; the vertical size (demand + margin) is what covers it

@@ -106,9 +106,13 @@ def recent_throttled_ratio(window: SignalWindow) -> float | None:
     return float(_max(thr[-3:])) if thr.size else None
 
 
-def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
-    ratio = recent_throttled_ratio(window)
+def throttled_at(ratio: float | None, p: SizingParams) -> bool:
+    """Whether a throttled ratio (recent_throttled_ratio's) counts as throttled."""
     return ratio is not None and ratio >= p.throttled_threshold
+
+
+def is_throttled(window: SignalWindow, p: SizingParams) -> bool:
+    return throttled_at(recent_throttled_ratio(window), p)
 
 
 def learn_cpu_per_request(window: SignalWindow, since: float | None, prev: float | None,
