@@ -15,6 +15,7 @@ from runqscale.probes.errors import ProbeError
 from runqscale.probes.libbpf import LibBpf, explain_load_failure
 from runqscale.probes.maps import (
     HistMap,
+    MappedSlots,
     SlotArray,
     enable_bpf_stats,
     program_run_stats,
@@ -32,7 +33,9 @@ from runqscale.probes.model import (
 from runqscale.probes.privileges import check_privileges
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-STATS = ("map_full", "no_cgroup")  # enum rq_stat order
+STATS = ("map_full", "no_cgroup")  # enum rq_stat order: the ones ProbeStats reports
+RQ_STAT_SLOTTED = 2  # cgroups given a slot; objects built before it have only STATS
+BPF_MAP_TYPE_ARRAY = 2  # slot_hists as one mmapable array (a per-CPU array before it)
 FAST_PATH = ("rq_switch", "rq_fork")
 FALLBACK = ("rq_wakeup", "rq_wakeup_new", "rq_switch_stamped", "rq_fork")
 SEED = "rq_seed"  # task iterator: task storage for the tasks alive at load (runqlat.bpf.c)
@@ -136,8 +139,14 @@ class CoreProbe:
         self._ncpu = lib.libbpf_num_possible_cpus()
         self._hists = HistMap(self._hists_fd, VALUE_WORDS, self._ncpu)  # a per-CPU hash
         self._slot_of = HistMap(self._slot_of_fd, 1)  # cgroup id -> slot
-        self._slot_hists = SlotArray(lib.bpf_map__fd(self._maps["slot_hists"]), VALUE_WORDS,
-                                     self._ncpu)
+        slot_fd = lib.bpf_map__fd(self._maps["slot_hists"])
+        self._slot_hists: MappedSlots | SlotArray = \
+            MappedSlots(slot_fd, VALUE_WORDS, self._ncpu, self.slots) if self._mapped else \
+            SlotArray(slot_fd, VALUE_WORDS, self._ncpu)
+        # cgroup_slot as last read, kept while the BPF side's count of slots given is unchanged
+        # and nothing was forgotten: the interval then reads no hash for it
+        self._slot_cache: tuple[list[int], np.ndarray] | None = None
+        self._slotted_seen: int | None = None
         # as of the last read, for forget(): each id's slot, and each id's waits
         self._slots_read = _ByKey([], np.zeros(0, dtype=np.int64))
         self._counts_read = _ByKey([], np.zeros(0, dtype=np.uint64))
@@ -163,14 +172,21 @@ class CoreProbe:
         # With CONFIG_SCHED_INFO one switch program reads the scheduler's own enqueue stamp;
         # otherwise three programs stamp wakeups in task-local storage.
         self.sched_info = os.path.exists(SCHED_INFO)
-        ctypes.memmove(ro, struct.pack("<II", hier, int(self.sched_info)), 8)  # struct rq_config
         wanted = FAST_PATH if self.sched_info else FALLBACK
         for prog, name in self.bpf.iter_programs(self.obj):
             lib.bpf_program__set_autoload(prog, name in wanted or name == SEED)
-        self.slots = min(max_cgroups - 1, slots) if slots else \
-            slot_count(lib.libbpf_num_possible_cpus(), max_cgroups)
+        ncpu = lib.libbpf_num_possible_cpus()
+        self.slots = min(max_cgroups - 1, slots) if slots else slot_count(ncpu, max_cgroups)
+        # struct rq_config; objects built before the mapped slots have only its first two fields
+        config = struct.pack("<IIII", hier, int(self.sched_info), self.slots, 0)
+        ctypes.memmove(ro, config, min(size.value, len(config)))
+        self._mapped = lib.bpf_map__type(self._maps["slot_hists"]) == BPF_MAP_TYPE_ARRAY
+        if self._mapped and size.value < len(config):
+            raise ProbeError(f"{object_path()}: unexpected .rodata layout: rebuild with make bpf")
         for name in ("slot_hists", "cgroup_slot", "free_slots"):
             lib.bpf_map__set_max_entries(self._maps[name], self.slots)
+        if self._mapped:  # one copy per possible CPU (a per-CPU array sizes that itself)
+            lib.bpf_map__set_max_entries(self._maps["slot_hists"], self.slots * ncpu)
         lib.bpf_map__set_max_entries(self._maps["hists"], max_cgroups - self.slots)
 
     def _seed_task_storage(self) -> None:
@@ -208,22 +224,28 @@ class CoreProbe:
         """The map as one matrix, no object per cgroup (the agent's interval)."""
         now = time.monotonic()
         self._release_slots(now)
-        keys, rows = self._read_merged()
+        totals = self._read_stat_totals()  # first: the slotted count must not be newer
+        keys, rows = self._read_merged(totals[RQ_STAT_SLOTTED] if len(totals) > RQ_STAT_SLOTTED
+                                       else None)
         counts = rows[:, :SLOTS].sum(axis=1, dtype=np.uint64)
         self._counts_read = _ByKey(keys, counts)
         events = self._forgotten_events + int(counts.sum())
         return RowsReading(now, self.hierarchy, keys, rows, [True] * len(keys),
-                           self._read_stats(len(keys), events), counts)
+                           self._probe_stats(totals, len(keys), events), counts)
 
     @property
     def _cgroup_slots(self) -> dict[int, int]:
         return self._slots_read.as_dict()
 
-    def _read_merged(self) -> tuple[list[int], np.ndarray]:
+    def _read_merged(self, slotted: int | None) -> tuple[list[int], np.ndarray]:
         """Slotted and hashed histograms as one matrix. A cgroup is in both only if it got a
-        slot after its first waits went to the hash (slots were all taken then): its rows add."""
-        slot_keys, slot_rows = self._slot_of.read_rows()
-        slots = slot_rows[:, 0].astype(np.int64)
+        slot after its first waits went to the hash (slots were all taken then): its rows add.
+        `slotted`: the BPF side's count of slots given, read before this (None: not counted)."""
+        if self._slot_cache is None or slotted is None or slotted != self._slotted_seen:
+            slot_keys, slot_rows = self._slot_of.read_rows()
+            self._slot_cache = slot_keys, slot_rows[:, 0].astype(np.int64)
+            self._slotted_seen = slotted
+        slot_keys, slots = self._slot_cache
         self._slots_read = _ByKey(slot_keys, slots)
         rows = self._slot_hists.read(slots)
         hkeys, hrows = self._hists.read_rows()
@@ -251,17 +273,23 @@ class CoreProbe:
             self._slot_hists.zero(slot)
         push_free_slots(self._free_slots_fd, sorted(ready, reverse=True))
 
-    def _read_stats(self, entries: int, events: int) -> ProbeStats:
+    def _read_stat_totals(self) -> list[int]:
+        """enum rq_stat's counters summed over CPUs, as many as the object has."""
         lib = self.bpf.lib
         per_cpu = np.zeros(self._ncpu, dtype=np.uint64)
         totals = []
-        for i in range(len(STATS)):
+        for i in range(RQ_STAT_SLOTTED + 1):
             k = ctypes.c_uint32(i)
-            lib.bpf_map_lookup_elem(self._stats_map_fd, ctypes.byref(k), per_cpu.ctypes.data)
+            if lib.bpf_map_lookup_elem(self._stats_map_fd, ctypes.byref(k),
+                                       per_cpu.ctypes.data):
+                break  # an older object: fewer counters
             totals.append(int(per_cpu.sum()))
+        return totals
+
+    def _probe_stats(self, totals: list[int], entries: int, events: int) -> ProbeStats:
         run_ns, run_cnt = program_run_stats(self._prog_fds)
-        return ProbeStats(events, *totals, bpf_run_time_ns=run_ns, bpf_run_count=run_cnt,
-                          map_entries=entries, map_capacity=self.capacity)
+        return ProbeStats(events, *totals[:len(STATS)], bpf_run_time_ns=run_ns,
+                          bpf_run_count=run_cnt, map_entries=entries, map_capacity=self.capacity)
 
     def forget(self, cgroup_ids: list[int]) -> None:
         """Drop histograms of cgroups that no longer exist, so the map never fills with ghosts."""
@@ -271,6 +299,8 @@ class CoreProbe:
         self._hists.delete(cgroup_ids)
         slotted = [cid for cid in cgroup_ids if cid in self._cgroup_slots]
         self._slot_of.delete(slotted)
+        if slotted:
+            self._slot_cache = None  # the next read sees cgroup_slot without them
         self._quarantine.extend((now, self._cgroup_slots.pop(cid)) for cid in slotted)
 
     def close(self) -> None:
@@ -280,6 +310,9 @@ class CoreProbe:
         if self._stats_fd >= 0:
             os.close(self._stats_fd)
             self._stats_fd = -1
+        slots = getattr(self, "_slot_hists", None)
+        if isinstance(slots, MappedSlots):
+            slots.close()
         if getattr(self, "obj", None):
             self.bpf.lib.bpf_object__close(self.obj)
             self.obj = None

@@ -64,6 +64,7 @@ class LibBpf:
                 "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
                 "bpf_map__set_max_entries": (c_int, [c_void_p, c_uint32]),
                 "bpf_map__max_entries": (c_uint32, [c_void_p]),
+                "bpf_map__type": (c_int, [c_void_p]),
                 "bpf_program__name": (c_char_p, [c_void_p]),
                 "bpf_program__fd": (c_int, [c_void_p]),
                 "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),

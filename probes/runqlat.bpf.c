@@ -23,11 +23,12 @@
  * probe, from a task iterator the loader runs once after attaching; the scheduler hooks only
  * look it up.
  *
- * Per-cgroup histograms live in a per-CPU array ("slots"; each CPU updates its own copy). A
- * cgroup gets a slot at its first wait, popped from a stack of free slots that user space fills
- * at load and refills as cgroups die; each task caches (cgroup id, slot) in its task storage,
- * so the common switch reaches its histogram with no hash lookup. When the slots run out, a
- * cgroup's histogram goes to a per-CPU hash instead (one lookup per wait, as before stop 28).
+ * Per-cgroup histograms live in an array of per-CPU copies ("slots"; each CPU updates its
+ * own). A cgroup gets a slot at its first wait, popped from a stack of free slots that user
+ * space fills at load and refills as cgroups die; each task caches (cgroup id, slot) in its task
+ * storage, so the common switch reaches its histogram with no hash lookup. When the slots run
+ * out, a cgroup's histogram goes to a per-CPU hash instead (one lookup per wait, as before
+ * stop 28).
  *
  * RQ_ABLATE_HOLDERS / _HASH / _TASK_STORAGE / _SLOTS: benchmark-only builds that drop one part
  * of the fast path each (probes/bench_breakdown.py measures what each part costs per switch;
@@ -63,12 +64,16 @@ struct {
 	__type(value, struct rq_hist);
 } hists SEC(".maps");
 
-/* The slotted histograms (sized by the loader: max_entries x CPUs x sizeof(struct rq_hist) is
- * preallocated, so it is bounded by a memory budget), the slot of each slotted cgroup, and the
- * free slots (a stack: freed low slots are reused first, so the used range stays compact for
- * the reader). Only programs take slots; only user space frees them. */
+/* The slotted histograms: one copy per possible CPU, CPU-major in one mmapable array (entry
+ * cpu * cfg.slots + slot; each CPU updates its own copy, as in a per-CPU array, and user space
+ * reads every copy in place through its mapping: no syscall and no copy per read). The loader
+ * sizes it to CPUs x slots, preallocated, so it is bounded by a memory budget. With it: the slot
+ * of each slotted cgroup, and the free slots (a stack: freed low slots are reused first, so the
+ * used range stays compact for the reader). Only programs take slots; only user space frees
+ * them. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 256); /* the loader sets it */
 	__type(key, __u32);
 	__type(value, struct rq_hist);
@@ -249,6 +254,9 @@ static __always_inline __u32 slot_for(__u64 cgid)
 		have = bpf_map_lookup_elem(&cgroup_slot, &cgid);
 		return have ? *have : RQ_NO_SLOT;
 	}
+	/* After the insert: a reader that sees this count unchanged may keep its copy of
+	 * cgroup_slot (it catches up one read later at worst). */
+	count_stat(RQ_STAT_SLOTTED);
 	return slot;
 }
 
@@ -284,6 +292,7 @@ static __always_inline struct rq_hist *hist_of(__u64 cgid, struct rq_task *c)
 	}
 	if (slot == RQ_NO_SLOT)
 		return hashed_hist(cgid);
+	slot += bpf_get_smp_processor_id() * cfg.slots; /* this CPU's copy */
 	return bpf_map_lookup_elem(&slot_hists, &slot);
 }
 

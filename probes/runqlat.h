@@ -32,6 +32,8 @@ struct rq_hist {
 struct rq_config {
 	__u32 hierarchy;  /* RQ_HIER_V2: cgroup2 ids; RQ_HIER_V1_CPU: ids in the v1 cpu hierarchy */
 	__u32 sched_info; /* 1: read the scheduler's own enqueue stamp (CONFIG_SCHED_INFO) */
+	__u32 slots;      /* slot_hists entries per CPU */
+	__u32 pad;
 };
 
 #define RQ_NO_SLOT 0xFFFFFFFFu /* a cgroup without a histogram slot (runqlat.bpf.c) */
@@ -43,7 +45,8 @@ struct rq_config {
 enum rq_stat {
 	RQ_STAT_MAP_FULL = 0,  /* waits dropped because the per-cgroup map was full */
 	RQ_STAT_NO_CGROUP = 1, /* waits whose task had no cgroup in the chosen hierarchy */
-	RQ_STAT_MAX = 2,
+	RQ_STAT_SLOTTED = 2,   /* cgroups given a histogram slot (cgroup_slot inserts) */
+	RQ_STAT_MAX = 3,
 };
 
 /* The slot of a wait of `ns` nanoseconds (probes/model.py slot_of does the same in Python). */

@@ -216,6 +216,51 @@ def test_a_removed_cgroups_slot_is_zeroed_before_a_new_cgroup_gets_it(
             "a reused slot kept its last owner's waits")
 
 
+def test_a_cgroup_slotted_between_reads_is_read_and_a_steady_read_skips_the_slot_hash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent's interval reads cgroup_slot again only when the BPF side has given a slot
+    since (its RQ_STAT_SLOTTED count): a cgroup that starts waiting between two reads is in the
+    second, and reads in between with no new cgroup do not read the hash."""
+    require_root()
+    probe = CoreProbe(Hierarchy.V1_CPU)
+    hash_reads = 0
+    real = probe._slot_of.read_rows
+
+    def counted() -> tuple:
+        nonlocal hash_reads
+        hash_reads += 1
+        return real()
+
+    monkeypatch.setattr(probe._slot_of, "read_rows", counted)
+    try:
+        with Sandbox(Hierarchy.V1_CPU, name="rq-slotted") as sb:
+            first = sb.group("first")
+            sb.spawn(first, code=PERIODIC.format(busy=0.0002, sleep=0.005))
+            time.sleep(0.5)
+            probe.read_rows()  # takes in every cgroup slotted so far (the whole machine's)
+            settled = hash_reads
+            # quiet reads: retry while other cgroups on this machine still get first slots
+            for _ in range(20):
+                before = hash_reads
+                for _ in range(3):
+                    probe.read_rows()
+                if hash_reads == before:
+                    break
+                time.sleep(0.2)
+            quiet = hash_reads - before
+            second = sb.group("second")
+            sb.spawn(second, code=PERIODIC.format(busy=0.0002, sleep=0.005))
+            time.sleep(0.5)
+            reading = probe.read_rows()
+            second_id = os.stat(second.dirs[0]).st_ino
+            counts = dict(zip(reading.keys, reading.counts.tolist(), strict=True))
+    finally:
+        probe.close()
+    assert settled >= 1
+    assert quiet == 0, "reads with no cgroup newly slotted read cgroup_slot again"
+    assert counts.get(second_id, 0) > 0, "the cgroup slotted between reads is missing"
+
+
 def _cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "runqscale.agent.cli", *args]
     if user:
