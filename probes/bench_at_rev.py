@@ -4,7 +4,8 @@ Builds runqlat.bpf.c (with its runqlat.h) at each revision, loads each object wi
 loader, and measures, in interleaved rounds (the order reversed every other round): switch
 throughput under `stress-ng --switch` with bpf_stats off, against no probe at all, and BPF ns
 per context switch with it on. Tells a program change from the machine's drift, which moves the
-throughput loss by more than the goal's width between days.
+throughput loss by more than the goal's width between days: every revision after the first is
+also paired with the first within rounds (ns per switch as a ratio, with a 95 % interval).
 
     python -m runqscale.probes.bench_at_rev fe8096d HEAD --rounds 8 --out bench-results/at-rev.json
 
@@ -45,26 +46,36 @@ def object_at(rev: str, work: str) -> str:
 
 
 def run(rounds: int, objs: dict[str, str]) -> dict:
+    """Every revision's throughput loss and ns per switch; each one after the first also paired
+    with the first within rounds (the ratio of the two in the same round, geometric mean and
+    95 % interval), which takes out the drift between rounds."""
     tracers = [bench.Tracer("none", None), *(holding(n, o) for n, o in objs.items())]
-    tput: dict[str, list[float]] = {t.name: [] for t in tracers}
-    ns: dict[str, list[float]] = {t.name: [] for t in tracers}
+    tput: dict[str, dict[int, float]] = {t.name: {} for t in tracers}
+    ns: dict[str, dict[int, float]] = {t.name: {} for t in tracers}
     bench._sysctl_stats(False)
     for r in range(rounds):
         for t in tracers if r % 2 == 0 else tracers[::-1]:
             print(f"[round {r + 1}/{rounds}] {t.name} ...", flush=True)
             p, ids, _ = bench._start(t)
             try:
-                tput[t.name].append(bench._switch_throughput())
+                tput[t.name][r] = bench._switch_throughput()
                 if p is not None and (per_switch := bench._cost(ids)[1]) is not None:
-                    ns[t.name].append(per_switch)
+                    ns[t.name][r] = per_switch
             finally:
                 bench._stop(p)
-    base = statistics.median(tput["none"])
+    base = statistics.median(tput["none"].values())
+    first = next(iter(objs))
+    out: dict[str, dict] = {}
+    for n in objs:
+        out[n] = {**bench.throughput_loss(list(tput[n].values()), base),
+                  **bench.paired_loss(tput[n], tput["none"]),
+                  "ns_per_context_switch": statistics.median(ns[n].values()) if ns[n] else None,
+                  "ns_per_context_switch_rounds": [ns[n].get(r) for r in range(rounds)]}
+        if n != first:
+            out[n][f"ns_per_switch_vs_{first}_paired"] = bench.paired_ratio(ns[n], ns[first])
     return {"kernel": os.uname().release, "rounds": rounds, "stress": bench.STRESS_SECONDS,
-            "switch_ops_per_s": tput,
-            "revisions": {n: {**bench.throughput_loss(tput[n], base),
-                              "ns_per_context_switch": statistics.median(ns[n]) if ns[n] else None}
-                          for n in objs}}
+            "switch_ops_per_s": {k: [v[r] for r in sorted(v)] for k, v in tput.items()},
+            "baseline": first, "revisions": out}
 
 
 def main() -> None:
@@ -82,12 +93,16 @@ def main() -> None:
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
-    print(f"\n{'revision':<14}{'loss %':>8}{'(range)':>16}{'ns/switch':>11}")
+    print(f"\n{'revision':<14}{'loss %':>8}{'(range)':>16}{'ns/switch':>11}"
+          f"  ns/switch vs {res['baseline']}, paired (95 % CI)")
     for n, v in res["revisions"].items():
         lo, hi = v["throughput_loss_pct_range"]
         nsw = v["ns_per_context_switch"]
+        pr = v.get(f"ns_per_switch_vs_{res['baseline']}_paired")
+        vs = f"{pr['ratio']:.3f} [{pr['ci_low']:.3f}, {pr['ci_high']:.3f}] ({pr['pairs']} rounds)" \
+            if pr else "-"
         print(f"{n:<14}{v['throughput_loss_pct']:>8.1f}{f'{lo:.1f}..{hi:.1f}':>16}"
-              f"{(f'{nsw:.1f}' if nsw is not None else '-'):>11}")
+              f"{(f'{nsw:.1f}' if nsw is not None else '-'):>11}  {vs}")
     print(f"wrote {a.out}")
 
 
