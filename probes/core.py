@@ -18,6 +18,7 @@ from runqscale.probes.maps import (
     MappedSlots,
     SlotArray,
     enable_bpf_stats,
+    possible_cpu_ids,
     program_run_stats,
     push_free_slots,
 )
@@ -130,23 +131,26 @@ class CoreProbe:
                     )
                 self._links.append(link)
             self._seed_task_storage()
+            self._ncpu = lib.libbpf_num_possible_cpus()
+            slot_fd = lib.bpf_map__fd(self._maps["slot_hists"])
+            self._slot_hists: MappedSlots | SlotArray = \
+                MappedSlots(slot_fd, VALUE_WORDS, self._cpu_ids, self._stride) if self._mapped \
+                else SlotArray(slot_fd, VALUE_WORDS, self._ncpu)
             if bpf_stats:
                 # Held open, this fd keeps kernel.bpf_stats_enabled on for as long as we run.
                 self._stats_fd = enable_bpf_stats()
         except BaseException:
             self.close()
             raise
-        self._ncpu = lib.libbpf_num_possible_cpus()
         self._hists = HistMap(self._hists_fd, VALUE_WORDS, self._ncpu)  # a per-CPU hash
         self._slot_of = HistMap(self._slot_of_fd, 1)  # cgroup id -> slot
-        slot_fd = lib.bpf_map__fd(self._maps["slot_hists"])
-        self._slot_hists: MappedSlots | SlotArray = \
-            MappedSlots(slot_fd, VALUE_WORDS, self._ncpu, self.slots) if self._mapped else \
-            SlotArray(slot_fd, VALUE_WORDS, self._ncpu)
+        self._stat_count = min(RQ_STAT_SLOTTED + 1,
+                               lib.bpf_map__max_entries(self._maps["stats"]))
         # cgroup_slot as last read, kept while the BPF side's count of slots given is unchanged
         # and nothing was forgotten: the interval then reads no hash for it
         self._slot_cache: tuple[list[int], np.ndarray] | None = None
         self._slotted_seen: int | None = None
+        self._slotted_confirmed = False
         # as of the last read, for forget(): each id's slot, and each id's waits
         self._slots_read = _ByKey([], np.zeros(0, dtype=np.int64))
         self._counts_read = _ByKey([], np.zeros(0, dtype=np.uint64))
@@ -177,16 +181,24 @@ class CoreProbe:
             lib.bpf_program__set_autoload(prog, name in wanted or name == SEED)
         ncpu = lib.libbpf_num_possible_cpus()
         self.slots = min(max_cgroups - 1, slots) if slots else slot_count(ncpu, max_cgroups)
-        # struct rq_config; objects built before the mapped slots have only its first two fields
-        config = struct.pack("<IIII", hier, int(self.sched_info), self.slots, 0)
-        ctypes.memmove(ro, config, min(size.value, len(config)))
         self._mapped = lib.bpf_map__type(self._maps["slot_hists"]) == BPF_MAP_TYPE_ARRAY
-        if self._mapped and size.value < len(config):
-            raise ProbeError(f"{object_path()}: unexpected .rodata layout: rebuild with make bpf")
+        # struct rq_config; objects built before the mapped slots have only its first two fields
+        if self._mapped:
+            if size.value < 16:
+                raise ProbeError(f"{object_path()}: unexpected .rodata layout: rebuild with "
+                                 "make bpf")
+            # one copy of every slot per CPU id (ids, not the count: the possible set may have
+            # gaps), each CPU's copies a whole number of cache lines (8 x 1064 B = 133 x 64)
+            self._cpu_ids = possible_cpu_ids()
+            self._stride = -(-self.slots // 8) * 8
+            config = struct.pack("<IIII", hier, int(self.sched_info), self._stride, 0)
+        else:
+            config = struct.pack("<II", hier, int(self.sched_info))
+        ctypes.memmove(ro, config, len(config))
         for name in ("slot_hists", "cgroup_slot", "free_slots"):
             lib.bpf_map__set_max_entries(self._maps[name], self.slots)
-        if self._mapped:  # one copy per possible CPU (a per-CPU array sizes that itself)
-            lib.bpf_map__set_max_entries(self._maps["slot_hists"], self.slots * ncpu)
+        if self._mapped:  # (a per-CPU array keeps a copy per CPU itself)
+            lib.bpf_map__set_max_entries(self._maps["slot_hists"], self._stride * self._cpu_ids)
         lib.bpf_map__set_max_entries(self._maps["hists"], max_cgroups - self.slots)
 
     def _seed_task_storage(self) -> None:
@@ -241,11 +253,18 @@ class CoreProbe:
         """Slotted and hashed histograms as one matrix. A cgroup is in both only if it got a
         slot after its first waits went to the hash (slots were all taken then): its rows add.
         `slotted`: the BPF side's count of slots given, read before this (None: not counted)."""
-        if self._slot_cache is None or slotted is None or slotted != self._slotted_seen:
+        if self._slot_cache is None or slotted is None or slotted != self._slotted_seen \
+                or not self._slotted_confirmed:
             slot_keys, slot_rows = self._slot_of.read_rows()
             self._slot_cache = slot_keys, slot_rows[:, 0].astype(np.int64)
+            # Trusted from the read after one that saw the same count: the count is a plain
+            # store after the insert, which a weakly ordered CPU (arm64) may make visible first.
+            self._slotted_confirmed = slotted is not None and slotted == self._slotted_seen
             self._slotted_seen = slotted
-        slot_keys, slots = self._slot_cache
+            slot_keys = list(slot_keys)  # the caller's copy: the cache stays as read
+        else:
+            slot_keys = list(self._slot_cache[0])
+        slots = self._slot_cache[1]
         self._slots_read = _ByKey(slot_keys, slots)
         rows = self._slot_hists.read(slots)
         hkeys, hrows = self._hists.read_rows()
@@ -278,11 +297,13 @@ class CoreProbe:
         lib = self.bpf.lib
         per_cpu = np.zeros(self._ncpu, dtype=np.uint64)
         totals = []
-        for i in range(RQ_STAT_SLOTTED + 1):
+        for i in range(self._stat_count):  # older objects have fewer
             k = ctypes.c_uint32(i)
             if lib.bpf_map_lookup_elem(self._stats_map_fd, ctypes.byref(k),
                                        per_cpu.ctypes.data):
-                break  # an older object: fewer counters
+                if i >= len(STATS):
+                    break  # no slotted count this time: the next read re-reads the slots
+                per_cpu[:] = 0  # a failed read reports 0, as before
             totals.append(int(per_cpu.sum()))
         return totals
 
@@ -311,10 +332,12 @@ class CoreProbe:
             os.close(self._stats_fd)
             self._stats_fd = -1
         slots = getattr(self, "_slot_hists", None)
-        if isinstance(slots, MappedSlots):
-            slots.close()
-        if getattr(self, "obj", None):
-            self.bpf.lib.bpf_object__close(self.obj)
+        try:
+            if isinstance(slots, MappedSlots):
+                slots.close()
+        finally:
+            if getattr(self, "obj", None):
+                self.bpf.lib.bpf_object__close(self.obj)
             self.obj = None
 
     def __enter__(self) -> CoreProbe:

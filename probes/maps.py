@@ -86,30 +86,42 @@ class HistMap:
             self._lib.bpf_map_delete_elem(self.fd, ctypes.byref(key))
 
 
+def possible_cpu_ids(path: str = "/sys/devices/system/cpu/possible") -> int:
+    """The highest possible CPU id + 1: what bpf_get_smp_processor_id() stays under. Not the
+    number of possible CPUs (libbpf's count), which is smaller when the set has gaps."""
+    with open(path) as f:
+        last = f.read().strip().split(",")[-1]
+    return int(last.split("-")[-1]) + 1
+
+
 class MappedSlots:
     """The slotted histograms as the product's object lays them out: one mmapable array of
-    `ncpu` x `slots` entries of `words` u64 values, CPU-major (entry cpu * slots + slot), read
-    in place through a shared mapping: no syscall and no kernel copy per read, where the
+    `cpu_ids` x `stride` entries of `words` u64 values, CPU-major (entry cpu * stride + slot),
+    read in place through a shared mapping: no syscall and no kernel copy per read, where the
     per-CPU array's batch lookup copied every CPU's values out (0.56 ms of the agent's ~2.3 ms
-    interval at 500 cgroups on 2 CPUs)."""
+    interval at 500 cgroups on 2 CPUs). Aligned 8-byte counters are read whole (x86-64, arm64),
+    so a counter the BPF side is adding to reads as before or after the add."""
 
-    def __init__(self, fd: int, words: int, ncpu: int, slots: int) -> None:
-        self.words, self.ncpu, self.slots = words, max(1, ncpu), slots
-        count = self.ncpu * slots * words
+    def __init__(self, fd: int, words: int, cpu_ids: int, stride: int) -> None:
+        self.words, self.cpu_ids, self.stride = words, max(1, cpu_ids), stride
+        count = self.cpu_ids * stride * words
         length = -(-count * 8 // mmap.PAGESIZE) * mmap.PAGESIZE  # the kernel maps whole pages
         self._mm = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._view = np.frombuffer(self._mm, dtype=np.uint64, count=count).reshape(
-            self.ncpu, slots, words)
+            self.cpu_ids, stride, words)
+        self._closed = False
 
     def read(self, slots: np.ndarray) -> np.ndarray:
         """(len(slots), words): each slot's values summed over CPUs, from one contiguous pass
         per CPU over the range the slots span (the BPF side hands out low slots first, so that
         range stays about as long as the number of slots in use)."""
+        if self._closed:
+            raise ValueError("histogram slots read after the probe was closed")
         if not len(slots):
             return np.zeros((0, self.words), dtype=np.uint64)
         end = int(slots.max()) + 1
         span = self._view[0, :end].copy()
-        for cpu in range(1, self.ncpu):
+        for cpu in range(1, self.cpu_ids):
             np.add(span, self._view[cpu, :end], out=span)
         return span[slots]  # a fresh array (fancy indexing copies)
 
@@ -117,7 +129,9 @@ class MappedSlots:
         self._view[:, slot] = 0
 
     def close(self) -> None:
-        self._view = np.zeros((self.ncpu, 0, self.words), dtype=np.uint64)  # drop the export
+        """Unmap; reads after it raise ValueError (the mapping is gone), never touch memory."""
+        self._view = np.zeros((self.cpu_ids, 0, self.words), dtype=np.uint64)  # drop the export
+        self._closed = True
         self._mm.close()
 
 

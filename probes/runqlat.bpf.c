@@ -64,10 +64,12 @@ struct {
 	__type(value, struct rq_hist);
 } hists SEC(".maps");
 
-/* The slotted histograms: one copy per possible CPU, CPU-major in one mmapable array (entry
- * cpu * cfg.slots + slot; each CPU updates its own copy, as in a per-CPU array, and user space
- * reads every copy in place through its mapping: no syscall and no copy per read). The loader
- * sizes it to CPUs x slots, preallocated, so it is bounded by a memory budget. With it: the slot
+/* The slotted histograms: one copy per possible CPU id, CPU-major in one mmapable array (entry
+ * cpu * cfg.slots + slot, cfg.slots rounded up so each CPU's copies are whole cache lines; each
+ * CPU updates its own copy, as in a per-CPU array, and user space reads every copy in place
+ * through its mapping: no syscall and no copy per read). The loader sizes it to CPU ids x
+ * cfg.slots, preallocated, so it is bounded by a memory budget. Unlike a per-CPU array it is
+ * one allocation, not NUMA-local per CPU (not measured on a multi-socket host). With it: the slot
  * of each slotted cgroup, and the free slots (a stack: freed low slots are reused first, so the
  * used range stays compact for the reader). Only programs take slots; only user space frees
  * them. */
@@ -292,7 +294,7 @@ static __always_inline struct rq_hist *hist_of(__u64 cgid, struct rq_task *c)
 	}
 	if (slot == RQ_NO_SLOT)
 		return hashed_hist(cgid);
-	slot += bpf_get_smp_processor_id() * cfg.slots; /* this CPU's copy */
+	slot += bpf_get_smp_processor_id() * cfg.slots; /* this CPU's copy (cfg.slots: a stride) */
 	return bpf_map_lookup_elem(&slot_hists, &slot);
 }
 

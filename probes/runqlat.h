@@ -32,7 +32,7 @@ struct rq_hist {
 struct rq_config {
 	__u32 hierarchy;  /* RQ_HIER_V2: cgroup2 ids; RQ_HIER_V1_CPU: ids in the v1 cpu hierarchy */
 	__u32 sched_info; /* 1: read the scheduler's own enqueue stamp (CONFIG_SCHED_INFO) */
-	__u32 slots;      /* slot_hists entries per CPU */
+	__u32 slots;      /* slot_hists entries per CPU id (the slots, rounded up to 8) */
 	__u32 pad;
 };
 
@@ -74,8 +74,9 @@ static __always_inline __u32 slot_of(__u64 ns)
 	return slot < RQ_SLOTS ? slot : RQ_SLOTS - 1;
 }
 
-/* One wait into this CPU's copy of a cgroup's histogram (a per-CPU hash value, summed over
- * CPUs by user space): plain adds, no atomics and no cache line shared between CPUs. Only
+/* One wait into this CPU's copy of a cgroup's histogram (a slot's copy for this CPU, or a
+ * per-CPU hash value; summed over CPUs by user space): plain adds, no atomics and no cache line
+ * shared between CPUs. Only
  * sched_switch programs write it, and they run with interrupts off, so nothing interleaves. */
 static __always_inline void rq_hist_add(struct rq_hist *h, __u64 delta, __u32 holder)
 {

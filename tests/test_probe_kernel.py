@@ -261,6 +261,30 @@ def test_a_cgroup_slotted_between_reads_is_read_and_a_steady_read_skips_the_slot
     assert counts.get(second_id, 0) > 0, "the cgroup slotted between reads is missing"
 
 
+def test_a_forgotten_cgroup_leaves_the_next_read_and_its_slot_is_freed_once() -> None:
+    """forget() drops the cgroup from cgroup_slot; the reads that follow (no new slot given,
+    so the cached copy of cgroup_slot would do) must not list it again, or it would be
+    forgotten twice and its slot handed to two cgroups."""
+    require_root()
+    probe = CoreProbe(Hierarchy.V1_CPU)
+    try:
+        with Sandbox(Hierarchy.V1_CPU, name="rq-forget") as sb:
+            g = sb.group("gone")
+            sb.spawn(g, code=PERIODIC.format(busy=0.0002, sleep=0.005))
+            time.sleep(0.5)
+            cid = os.stat(g.dirs[0]).st_ino
+            for _ in range(3):  # the slotted count settles: later reads use the cached copy
+                assert cid in probe.read_rows().keys
+            slot = probe._cgroup_slots[cid]
+            probe.forget([cid])
+            later = [probe.read_rows().keys for _ in range(3)]
+            quarantined = [s for _, s in probe._quarantine]
+    finally:
+        probe.close()
+    assert all(cid not in keys for keys in later), "a forgotten cgroup came back from the cache"
+    assert quarantined.count(slot) == 1
+
+
 def _cli(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "runqscale.agent.cli", *args]
     if user:
