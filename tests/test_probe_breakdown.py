@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import require_root
 
-from runqscale.probes import bench_at_rev, bench_breakdown, core
+from runqscale.probes import bench_at_rev, bench_breakdown, bench_memcg, core
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.probes.model import ProbeReading
 
@@ -65,3 +65,12 @@ def test_the_probe_at_a_revision_builds_from_git_and_runs_under_todays_loader(
 def test_an_unknown_revision_is_named_in_one_line(tmp_path) -> None:
     with pytest.raises(SystemExit, match="revision no-such-rev: cannot read probes/runqlat.bpf.c"):
         bench_at_rev.object_at("no-such-rev", str(tmp_path))
+
+
+def test_the_memcg_bench_charges_the_mapped_slot_array_to_the_loader(tmp_path) -> None:
+    """probes/bench_memcg.py end to end for the checkout's object: the slot array is mapped
+    into the loader (its whole size in the RSS) and charged to the loader's memory cgroup."""
+    require_root()
+    got = bench_memcg.charge("-")
+    assert got["bpf_map_rss_bytes"] > 0
+    assert got["kmem_bytes"] >= got["bpf_map_rss_bytes"]
