@@ -43,7 +43,7 @@ RUNQLAT = "/usr/sbin/runqlat-bpfcc"
 def _status(pid: int) -> dict[str, int]:
     """RSS now (psutil) and its peak: VmHWM, which psutil does not expose, from the kernel;
     and the part of the RSS that is BPF maps mapped into the process (the probe's slot array:
-    kernel memory the process is charged for whether it maps it or not)."""
+    kernel memory that exists whether the process maps it or not)."""
     out = {"VmRSS": psutil.Process(pid).memory_info().rss, "BpfMapRss": _bpf_map_rss(pid)}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -367,9 +367,9 @@ def main() -> None:
         prev = st["VmRSS"]
     print(f"{'RSS with 500 cgroups (peak)':34} {c['rss_bytes'] * mb:8.1f} MB "
           f"({c['peak_rss_bytes'] * mb:.1f})")
-    print(f"{'  without BPF maps mapped in (idle)':34} "
+    print(f"{'  without BPF maps mapped in':34} "
           f"{c['rss_bytes_without_bpf_maps'] * mb:8.1f} MB "
-          f"({i['rss_bytes_without_bpf_maps'] * mb:.1f})")
+          f"(idle {i['rss_bytes_without_bpf_maps'] * mb:.1f})")
     every = f"CPU, 500 cgroups, scrape/{c['scrape_every_seconds']:g}s"
     print(f"{every:34} "
           f"{c['cpu_core_fraction'] * 100:10.2f} %  {'':14}  <= 0.5 % of a core")

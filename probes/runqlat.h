@@ -76,8 +76,8 @@ static __always_inline __u32 slot_of(__u64 ns)
 
 /* One wait into this CPU's copy of a cgroup's histogram (a slot's copy for this CPU, or a
  * per-CPU hash value; summed over CPUs by user space): plain adds, no atomics and no cache line
- * shared between CPUs. Only
- * sched_switch programs write it, and they run with interrupts off, so nothing interleaves. */
+ * shared between CPUs. Only sched_switch programs write it, and they run with interrupts off,
+ * so nothing interleaves. */
 static __always_inline void rq_hist_add(struct rq_hist *h, __u64 delta, __u32 holder)
 {
 	__u32 slot = slot_of(delta);
