@@ -131,7 +131,6 @@ class CoreProbe:
                     )
                 self._links.append(link)
             self._seed_task_storage()
-            self._ncpu = lib.libbpf_num_possible_cpus()
             slot_fd = lib.bpf_map__fd(self._maps["slot_hists"])
             self._slot_hists: MappedSlots | SlotArray = \
                 MappedSlots(slot_fd, VALUE_WORDS, self._cpu_ids, self._stride) if self._mapped \
@@ -179,8 +178,9 @@ class CoreProbe:
         wanted = FAST_PATH if self.sched_info else FALLBACK
         for prog, name in self.bpf.iter_programs(self.obj):
             lib.bpf_program__set_autoload(prog, name in wanted or name == SEED)
-        ncpu = lib.libbpf_num_possible_cpus()
-        self.slots = min(max_cgroups - 1, slots) if slots else slot_count(ncpu, max_cgroups)
+        self._ncpu = lib.libbpf_num_possible_cpus()
+        self.slots = min(max_cgroups - 1, slots) if slots else \
+            slot_count(self._ncpu, max_cgroups)
         self._mapped = lib.bpf_map__type(self._maps["slot_hists"]) == BPF_MAP_TYPE_ARRAY
         # struct rq_config; objects built before the mapped slots have only its first two fields
         if self._mapped:
@@ -255,16 +255,14 @@ class CoreProbe:
         `slotted`: the BPF side's count of slots given, read before this (None: not counted)."""
         if self._slot_cache is None or slotted is None or slotted != self._slotted_seen \
                 or not self._slotted_confirmed:
-            slot_keys, slot_rows = self._slot_of.read_rows()
-            self._slot_cache = slot_keys, slot_rows[:, 0].astype(np.int64)
+            read_keys, slot_rows = self._slot_of.read_rows()
+            self._slot_cache = read_keys, slot_rows[:, 0].astype(np.int64)
             # Trusted from the read after one that saw the same count: the count is a plain
             # store after the insert, which a weakly ordered CPU (arm64) may make visible first.
             self._slotted_confirmed = slotted is not None and slotted == self._slotted_seen
             self._slotted_seen = slotted
-            slot_keys = list(slot_keys)  # the caller's copy: the cache stays as read
-        else:
-            slot_keys = list(self._slot_cache[0])
-        slots = self._slot_cache[1]
+        keys, slots = self._slot_cache
+        slot_keys = list(keys)  # the caller's copy: the cache stays as read
         self._slots_read = _ByKey(slot_keys, slots)
         rows = self._slot_hists.read(slots)
         hkeys, hrows = self._hists.read_rows()

@@ -109,13 +109,12 @@ class MappedSlots:
         self._mm = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._view = np.frombuffer(self._mm, dtype=np.uint64, count=count).reshape(
             self.cpu_ids, stride, words)
-        self._closed = False
 
     def read(self, slots: np.ndarray) -> np.ndarray:
         """(len(slots), words): each slot's values summed over CPUs, from one contiguous pass
         per CPU over the range the slots span (the BPF side hands out low slots first, so that
         range stays about as long as the number of slots in use)."""
-        if self._closed:
+        if self._mm.closed:
             raise ValueError("histogram slots read after the probe was closed")
         if not len(slots):
             return np.zeros((0, self.words), dtype=np.uint64)
@@ -131,7 +130,6 @@ class MappedSlots:
     def close(self) -> None:
         """Unmap; reads after it raise ValueError (the mapping is gone), never touch memory."""
         self._view = np.zeros((self.cpu_ids, 0, self.words), dtype=np.uint64)  # drop the export
-        self._closed = True
         self._mm.close()
 
 
