@@ -10,9 +10,10 @@ code. One process holds --cgroups live cgroups (agent/bench.py's worker) for the
 each round every revision's agent runs --seconds on them, scraped every --scrape-every seconds
 as Prometheus would, in an order reversed every other round (ABBA), so drift and noise fall on
 both alike. Reported per revision: CPU (fraction of a core: utime + stime over the run) and
-scrape CPU; against the first revision: the ratio of CPU (geometric mean of the rounds' ratios, 95 %
-t interval on the log ratios). `WORKTREE` is the checkout as it is now, uncommitted changes
-included.
+scrape CPU, and RSS at the end of its run (without the mapped BPF maps: kernel memory either
+way); against the first revision: the ratios of CPU and of RSS (geometric means of the rounds'
+ratios, 95 % t intervals on the log ratios). `WORKTREE` is the checkout as it is now,
+uncommitted changes included.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from runqscale import revtree
 from runqscale.agent import bench
 from runqscale.intervals import log_mean_ci
 from runqscale.revtree import WORKTREE
+
+MB = 1 << 20
 
 
 def tree_at(rev: str, repo: str, work: str) -> str:
@@ -60,9 +63,11 @@ def _one(path: str, flags: list[str], pods_file: str, seconds: float,
         time.sleep(3)  # every container seen and labelled, the window filled
         a.scrape()
         cpu, scrapes = bench.cpu_while_scraped(a, seconds, scrape_every)
+        st = bench._status(a.proc.pid)
     finally:
         a.stop()
     return {"cpu_core_fraction": cpu, "scrape_cpu_seconds": scrapes,
+            "rss_bytes_without_bpf_maps": st["VmRSS"] - st["BpfMapRss"],
             "loadavg": os.getloadavg()[0]}
 
 
@@ -84,7 +89,8 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
                 runs[rev].append(res)
                 print(f"[round {r + 1}/{rounds}] {rev}: {res['cpu_core_fraction']:.3%} of a "
                       f"core, scrapes {[round(s * 1e3) for s in res['scrape_cpu_seconds']]}"
-                      f" ms CPU, load {res['loadavg']:.2f}", flush=True)
+                      f" ms CPU, RSS {res['rss_bytes_without_bpf_maps'] / MB:.1f} MB, "
+                      f"load {res['loadavg']:.2f}", flush=True)
     out: dict = {"kernel": os.uname().release, "cpus": os.cpu_count(), "cgroups": n,
                  "rounds": rounds, "seconds": seconds, "scrape_every_seconds": scrape_every,
                  "revisions": {}, "ratios": {}}
@@ -94,17 +100,21 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
     for rev in revs:
         cpu = [x["cpu_core_fraction"] for x in runs[rev]]
         iv = log_mean_ci(cpu)
+        rss = log_mean_ci([x["rss_bytes_without_bpf_maps"] for x in runs[rev]])
         scr = [s for x in runs[rev] for s in x["scrape_cpu_seconds"]]
         out["revisions"][rev] = {"cpu_core_fraction": cpu, "cpu_geomean": iv.value,
                                  "cpu_ci_low": iv.ci_low, "cpu_ci_high": iv.ci_high,
+                                 "rss_bytes_geomean": rss.value,
                                  "scrape_cpu_seconds_median": statistics.median(scr),
                                  "runs": runs[rev]}
     first = runs[revs[0]]
     for rev in revs[1:]:  # b / a per round: geometric mean, 95 % t interval on the logs
-        iv = log_mean_ci([y["cpu_core_fraction"] / x["cpu_core_fraction"]
-                          for x, y in zip(first, runs[rev], strict=True)])
-        out["ratios"][f"{rev}/{revs[0]}"] = {"ratio": iv.value, "ci_low": iv.ci_low,
-                                             "ci_high": iv.ci_high, "pairs": iv.n}
+        name = f"{rev}/{revs[0]}"
+        for key, table in (("cpu_core_fraction", "ratios"),
+                           ("rss_bytes_without_bpf_maps", "rss_ratios")):
+            iv = log_mean_ci([y[key] / x[key] for x, y in zip(first, runs[rev], strict=True)])
+            out.setdefault(table, {})[name] = {"ratio": iv.value, "ci_low": iv.ci_low,
+                                               "ci_high": iv.ci_high, "pairs": iv.n}
     return out
 
 
@@ -135,13 +145,16 @@ def main() -> None:
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
-    print(f"\n{'revision':<12}{'CPU, % of a core (95 % CI)':>30}{'scrape CPU ms':>15}")
+    print(f"\n{'revision':<12}{'CPU, % of a core (95 % CI)':>30}{'scrape CPU ms':>15}"
+          f"{'RSS MB':>9}")
     for rev, v in res["revisions"].items():
         ci = f"{v['cpu_geomean']:.3%} [{v['cpu_ci_low']:.3%}, {v['cpu_ci_high']:.3%}]"
-        print(f"{rev:<12}{ci:>30}{v['scrape_cpu_seconds_median'] * 1e3:>15.1f}")
-    for name, r in res["ratios"].items():
-        print(f"{name}: {r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
-              f"({r['pairs']} paired rounds)")
+        print(f"{rev:<12}{ci:>30}{v['scrape_cpu_seconds_median'] * 1e3:>15.1f}"
+              f"{v['rss_bytes_geomean'] / MB:>9.1f}")
+    for what, table in (("CPU", "ratios"), ("RSS", "rss_ratios")):
+        for name, r in res.get(table, {}).items():
+            print(f"{what} {name}: {r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                  f"({r['pairs']} paired rounds)")
     print(f"wrote {a.out}")
 
 
