@@ -130,7 +130,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     """
     from runqscale.agent.cgroupwatch import WatchedCgroupIndex
     from runqscale.agent.daemon import Agent
-    from runqscale.agent.malloc_tuning import fix_heap_thresholds
+    from runqscale.agent.malloc_tuning import fix_heap_thresholds, one_arena
     from runqscale.agent.pods import (
         SA_DIR,
         ApiServerPodSource,
@@ -146,6 +146,7 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     from runqscale.probes.errors import ProbeError
 
     fix_heap_thresholds()  # the heap's free top goes back to the node (agent/malloc_tuning.py)
+    one_arena()  # before any thread: threads share one heap's free memory
     _raise_open_file_limit()
     if window < interval:
         fail(f"--window {window:g}s is shorter than --interval {interval:g}s; make the window "

@@ -13,39 +13,61 @@ trim has a price, measured at 500 cgroups: 150-180 minor page faults a second wi
 every 15 s, 570-600 with one every second, where a 2 MiB trim threshold took 22 and kept
 1.7 MB more (at ~1 us a fault, under 0.06 % of a core).
 
-glibc reads MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ (or the same two in GLIBC_TUNABLES)
-at start; a user who sets either keeps glibc's behaviour with that setting. Not glibc (musl):
-nothing to do.
+One arena for every thread (`M_ARENA_MAX` 1). glibc gives each thread that allocates its own
+arena (up to 8 per core): the sampler, the HTTP listener and each scrape's handler thread then
+keep free memory in heaps of their own, which no other thread can reuse. Nearly every
+allocation in the agent happens under the GIL, so threads seldom wait on the one arena's lock.
+It must be set before a second thread allocates (glibc fixes its arena limit then): the agent
+starts its threads after this.
+
+glibc reads MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ / MALLOC_ARENA_MAX (or the same in
+GLIBC_TUNABLES) at start; a user who sets either threshold keeps glibc's behaviour for both, one
+who sets the arena limit keeps that. Not glibc (musl): nothing to do.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
 MMAP_THRESHOLD_BYTES = 4 << 20
 TRIM_THRESHOLD_BYTES = 512 << 10
+ARENAS = 1
 ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
+ARENA_ENV, ARENA_TUNABLE = "MALLOC_ARENA_MAX", "glibc.malloc.arena_max"
 
 
-def user_set() -> bool:
-    """Whether the user tuned either threshold through glibc's environment."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    return any(k in os.environ for k in ENV) or any(t in tunables for t in TUNABLES)
+def user_set(env: tuple[str, ...] = ENV, tunables: tuple[str, ...] = TUNABLES) -> bool:
+    """Whether the user tuned any of these settings through glibc's environment."""
+    given = os.environ.get("GLIBC_TUNABLES", "")
+    return any(k in os.environ for k in env) or any(t in given for t in tunables)
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
 
 
 def fix_heap_thresholds() -> bool:
     """Set both thresholds (once, at the agent's start); False when left alone or refused."""
-    if user_set():
+    if user_set() or (mallopt := _mallopt()) is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success, 0 on a value it refuses (each is set on its own)
     mmap_ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
     trim_ok = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
     return mmap_ok and trim_ok
+
+
+def one_arena() -> bool:
+    """Every thread allocates from the main arena (call before starting threads); False when
+    the user set the limit or glibc refused."""
+    if user_set((ARENA_ENV,), (ARENA_TUNABLE,)) or (mallopt := _mallopt()) is None:
+        return False
+    return mallopt(M_ARENA_MAX, ARENAS) == 1

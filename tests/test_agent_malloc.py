@@ -91,3 +91,47 @@ def test_a_users_malloc_setting_is_left_alone(env: dict[str, str]) -> None:
     assert set_ == "False"
     assert kept >= 5 << 20
     assert (mmapped_1m, mmapped_8m) == (0, 0)
+
+
+ARENAS_SCRIPT = r"""
+import ctypes, sys, threading
+from runqscale.agent.malloc_tuning import one_arena
+print(one_arena() if sys.argv[1] == "fix" else "-", flush=True)
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+all_in = threading.Barrier(4)
+def work():
+    b = libc.malloc(64 << 10)  # this thread's first malloc picks its arena
+    all_in.wait()  # all four hold a block at once
+    libc.free(b)
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc.malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in (*ENV, "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    p = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT, mode], capture_output=True,
+                       text=True, check=True, env={**clean, **(env or {})})
+    return p.stdout.strip(), sum(line.startswith("Arena ") for line in p.stderr.splitlines())
+
+
+def test_the_agents_threads_share_one_arena() -> None:
+    assert _arenas("fix") == ("True", 1)
+
+
+def test_glibc_default_gives_each_thread_an_arena_which_is_what_one_arena_is_for() -> None:
+    _, arenas = _arenas("default")
+    assert arenas >= 4  # the main thread's and the workers' (glibc allows 8 per core)
+
+
+@pytest.mark.parametrize("env", [{"MALLOC_ARENA_MAX": "3"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.arena_max=3"}])
+def test_a_users_arena_limit_is_left_alone(env: dict[str, str]) -> None:
+    assert _arenas("fix", env) == ("False", 3)
