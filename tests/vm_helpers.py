@@ -117,7 +117,8 @@ class TestVM:
         hang = ""
         (out / "cmd.sh").write_text(
             "set -u\n"
-            f"export RUNQSCALE_VM_OUT={SHARE_IN_GUEST} HOME=/root "
+            f"export RUNQSCALE_VM_OUT={SHARE_IN_GUEST} RUNQSCALE_VM_ACCEL='{self.accel}' "
+            "HOME=/root "
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8\n"
             "cd /\n" + script + "\n")
         console = out / "console.log"
