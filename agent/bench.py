@@ -40,7 +40,7 @@ from runqscale.ports import free_port
 RUNQLAT = "/usr/sbin/runqlat-bpfcc"
 
 
-def _status(pid: int) -> dict[str, int]:
+def memory_status(pid: int) -> dict[str, int]:
     """RSS now (psutil) and its peak: VmHWM, which psutil does not expose, from the kernel;
     and the part of the RSS that is BPF maps mapped into the process (the probe's slot array:
     kernel memory that exists whether the process maps it or not)."""
@@ -148,7 +148,7 @@ def bench_runqlat() -> dict:
         p.kill()
         return {"error": f"runqlat did not start: {line.strip()}"}
     time.sleep(1.5)
-    st = _status(p.pid)
+    st = memory_status(p.pid)
     p.wait(30)
     return {"start_to_tracing_seconds": ready, "rss_bytes": st.get("VmRSS"),
             "peak_rss_bytes": st.get("VmHWM")}
@@ -254,7 +254,7 @@ def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -
                 wire.append(a.wire_bytes)
                 own.append(_gauge(body, "runqscale_agent_scrape_duration_seconds"))
                 time.sleep(0.2)
-            st = _status(a.proc.pid)
+            st = memory_status(a.proc.pid)
             series = sum(1 for ln in body.splitlines() if ln and not ln.startswith("#"))
         finally:
             a.stop()
@@ -317,7 +317,7 @@ def idle_rss() -> dict:
     try:
         time.sleep(5)
         a.scrape()
-        st = _status(a.proc.pid)
+        st = memory_status(a.proc.pid)
     finally:
         a.stop()
     return {"rss_bytes": st["VmRSS"], "peak_rss_bytes": st["VmHWM"],

@@ -63,7 +63,7 @@ def _one(path: str, flags: list[str], pods_file: str, seconds: float,
         time.sleep(3)  # every container seen and labelled, the window filled
         a.scrape()
         cpu, scrapes = bench.cpu_while_scraped(a, seconds, scrape_every)
-        st = bench._status(a.proc.pid)
+        st = bench.memory_status(a.proc.pid)
     finally:
         a.stop()
     return {"cpu_core_fraction": cpu, "scrape_cpu_seconds": scrapes,
@@ -93,7 +93,7 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
                       f"load {res['loadavg']:.2f}", flush=True)
     out: dict = {"kernel": os.uname().release, "cpus": os.cpu_count(), "cgroups": n,
                  "rounds": rounds, "seconds": seconds, "scrape_every_seconds": scrape_every,
-                 "revisions": {}, "ratios": {}}
+                 "revisions": {}, "ratios": {}, "rss_ratios": {}}
     if any(x["cpu_core_fraction"] <= 0 for rs in runs.values() for x in rs):
         raise SystemExit("runqscale.agent.bench_at_rev: error: a run measured no CPU tick "
                          "(10 ms); give it more --seconds or --cgroups")
@@ -104,7 +104,8 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
         scr = [s for x in runs[rev] for s in x["scrape_cpu_seconds"]]
         out["revisions"][rev] = {"cpu_core_fraction": cpu, "cpu_geomean": iv.value,
                                  "cpu_ci_low": iv.ci_low, "cpu_ci_high": iv.ci_high,
-                                 "rss_bytes_geomean": rss.value,
+                                 "rss_bytes_geomean": rss.value, "rss_ci_low": rss.ci_low,
+                                 "rss_ci_high": rss.ci_high,
                                  "scrape_cpu_seconds_median": statistics.median(scr),
                                  "runs": runs[rev]}
     first = runs[revs[0]]
@@ -113,7 +114,7 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
         for key, table in (("cpu_core_fraction", "ratios"),
                            ("rss_bytes_without_bpf_maps", "rss_ratios")):
             iv = log_mean_ci([y[key] / x[key] for x, y in zip(first, runs[rev], strict=True)])
-            out.setdefault(table, {})[name] = {"ratio": iv.value, "ci_low": iv.ci_low,
+            out[table][name] = {"ratio": iv.value, "ci_low": iv.ci_low,
                                                "ci_high": iv.ci_high, "pairs": iv.n}
     return out
 
@@ -152,7 +153,7 @@ def main() -> None:
         print(f"{rev:<12}{ci:>30}{v['scrape_cpu_seconds_median'] * 1e3:>15.1f}"
               f"{v['rss_bytes_geomean'] / MB:>9.1f}")
     for what, table in (("CPU", "ratios"), ("RSS", "rss_ratios")):
-        for name, r in res.get(table, {}).items():
+        for name, r in res[table].items():
             print(f"{what} {name}: {r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
                   f"({r['pairs']} paired rounds)")
     print(f"wrote {a.out}")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 
-# One thread until the capabilities are dropped (agent/privdrop.py: they are per thread).
-# numpy's OpenBLAS would start a worker thread at import that keeps root's capabilities; the
-# agent does no BLAS work, so it gets none (also saves the thread's memory).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# One thread until the capabilities are dropped (agent/privdrop.py: they are per thread) and
+# the malloc arenas are limited (agent/malloc_tuning.py). numpy's OpenBLAS would start worker
+# threads at import that keep root's capabilities; the agent does no BLAS work, so it gets
+# none, whatever the environment says (also saves the threads' memory).
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import signal  # noqa: E402
 import socket  # noqa: E402

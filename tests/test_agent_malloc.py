@@ -100,10 +100,10 @@ print(one_arena() if sys.argv[1] == "fix" else "-", flush=True)
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
-all_in = threading.Barrier(4)
+all_in = threading.Barrier(4, timeout=30)
 def work():
-    b = libc.malloc(64 << 10)  # this thread's first malloc picks its arena
-    all_in.wait()  # all four hold a block at once
+    b = libc.malloc(64 << 10)  # from the arena glibc gave this thread
+    all_in.wait()  # all four hold a block at once: none can take another's freed arena
     libc.free(b)
 threads = [threading.Thread(target=work) for _ in range(4)]
 for t in threads:
@@ -118,7 +118,8 @@ def _arenas(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
     clean = {k: v for k, v in os.environ.items()
              if k not in (*ENV, "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
     p = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT, mode], capture_output=True,
-                       text=True, check=True, env={**clean, **(env or {})})
+                       text=True, check=True, env={**clean, **(env or {})}, timeout=120)
+    assert "Traceback" not in p.stderr, p.stderr  # a worker that raised (a broken barrier)
     return p.stdout.strip(), sum(line.startswith("Arena ") for line in p.stderr.splitlines())
 
 
@@ -135,3 +136,8 @@ def test_glibc_default_gives_each_thread_an_arena_which_is_what_one_arena_is_for
                                  {"GLIBC_TUNABLES": "glibc.malloc.arena_max=3"}])
 def test_a_users_arena_limit_is_left_alone(env: dict[str, str]) -> None:
     assert _arenas("fix", env) == ("False", 3)
+
+
+def test_another_glibc_tunable_does_not_count_as_the_users_arena_limit() -> None:
+    # a tunable named alike (arena_test) is not the limit: the agent still sets its own
+    assert _arenas("fix", {"GLIBC_TUNABLES": "glibc.malloc.arena_test=2"}) == ("True", 1)
