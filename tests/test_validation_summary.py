@@ -81,3 +81,30 @@ def test_summary_of_a_file_that_is_not_a_report_is_one_line_exit_2(tmp_path):
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
     r = _cli(str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "no such report" in r.stderr
+
+
+def test_summary_shows_what_excluded_runs_measured_and_why_they_were_left_out(tmp_path):
+    # a demo on a machine with steal: every run of a policy excluded must not leave a row of
+    # dashes with no reason; the excluded runs' figures are shown apart and never averaged in
+    from runqscale.validation.report import TraceInfo
+    trace = TraceInfo(file="t.csv", segment={"start": "a", "end": "b", "trace_seconds": 60},
+                      scale=0.01, time_warp=60.0)
+    hpa = _run("hpa", 0, 0.2, 1.0)
+    hpa["excluded"] = "steal 7.1% > 5%"
+    runs = [_run("showar", 0, 0.1, 1.0), _run("showar", 1, 0.3, 1.0), hpa]
+    runs[1]["excluded"] = "foreign CPU 0.61 > 0.5 cores"
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(build_report(trace, 0.5, runs)))
+    r = _cli(str(path))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    showar = lines.index(next(ln for ln in lines if ln.startswith("showar ")))
+    assert lines[showar].split()[1:3] == ["100.0", "200.0"]  # the kept run only
+    assert lines[showar + 1].split()[:4] == ["excluded", "(1)", "300.0", "600.0"]
+    at = lines.index(next(ln for ln in lines if ln.startswith("hpa ")))
+    assert lines[at].split()[1:] == ["-"] * 9  # nothing kept
+    assert lines[at + 1].split()[:4] == ["excluded", "(1)", "200.0", "400.0"]
+    text = " ".join(r.stdout.split())
+    assert ("excluded by the disturbance rule fixed before the runs (measured, shown dim, not "
+            "in the means or ratios): showar #2 foreign CPU 0.61 > 0.5 cores; hpa #1 steal "
+            "7.1% > 5%") in text

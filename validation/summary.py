@@ -55,12 +55,42 @@ def policy_table(report: dict) -> Table:
     t.add_column("policy", no_wrap=True)
     for _, head, _, _ in COLUMNS:
         t.add_column(head, justify="right", no_wrap=True)
+    excluded = _excluded_runs(report)
     for pol, m in report["summary"].items():
         tables.add_row(t, pol, *(_mean(m.get(key), k, d) for key, _, k, d in COLUMNS))
         spread = [_range(m.get(key), k, d) for key, _, k, d in COLUMNS]
         if any(spread):
             tables.add_row(t, "  min–max", *spread, style="dim")
+        if excluded.get(pol):
+            # what the excluded runs measured: shown, never counted (a demo on a disturbed
+            # machine would otherwise print a row of dashes)
+            tables.add_row(t, f"  excluded ({len(excluded[pol])})",
+                           *(_mean(_stats([r.get(key) for r in excluded[pol]]), k, d)
+                             for key, _, k, d in COLUMNS), style="dim")
     return t
+
+
+def _excluded_runs(report: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in report.get("runs") or []:
+        if isinstance(r, dict) and r.get("excluded"):
+            out.setdefault(str(r.get("policy")), []).append(r)
+    return out
+
+
+def _stats(values: list) -> dict:
+    nums = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+    return {"mean": sum(nums) / len(nums) if nums else None}
+
+
+def exclusions_line(report: dict) -> str | None:
+    """Which runs the disturbance rule left out, and why: one line under the table."""
+    items = [f"{e.get('policy')} #{int(e.get('repeat', 0)) + 1} {e.get('reason')}"
+             for e in report.get("exclusions") or [] if isinstance(e, dict)]
+    if not items:
+        return None
+    return ("excluded by the disturbance rule fixed before the runs (measured, shown dim, not "
+            "in the means or ratios): " + "; ".join(items))
 
 
 def comparison_table(report: dict) -> Table | None:
@@ -88,6 +118,9 @@ def print_summary(report: dict, console: Console | None = None) -> None:
     if line:
         console.print(Text(line))
     console.print(policy_table(report))
+    excluded = exclusions_line(report)
+    if excluded:
+        console.print(Text(excluded))
     comp = comparison_table(report)
     if comp is not None:
         console.print()
