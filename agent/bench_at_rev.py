@@ -115,7 +115,7 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
                            ("rss_bytes_without_bpf_maps", "rss_ratios")):
             iv = log_mean_ci([y[key] / x[key] for x, y in zip(first, runs[rev], strict=True)])
             out[table][name] = {"ratio": iv.value, "ci_low": iv.ci_low,
-                                               "ci_high": iv.ci_high, "pairs": iv.n}
+                                "ci_high": iv.ci_high, "pairs": iv.n}
     return out
 
 

@@ -83,9 +83,14 @@ def _stats(values: list) -> dict:
     return {"mean": sum(nums) / len(nums) if nums else None}
 
 
+def _nth(repeat: object) -> str:
+    """A repeat index as the progress lines count runs (from 1); `?` in a hand-edited report."""
+    return str(repeat + 1) if isinstance(repeat, int) else "?"
+
+
 def exclusions_line(report: dict) -> str | None:
     """Which runs the disturbance rule left out, and why: one line under the table."""
-    items = [f"{e.get('policy')} #{int(e.get('repeat', 0)) + 1} {e.get('reason')}"
+    items = [f"{e.get('policy')} #{_nth(e.get('repeat'))} {e.get('reason')}"
              for e in report.get("exclusions") or [] if isinstance(e, dict)]
     if not items:
         return None
