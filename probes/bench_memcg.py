@@ -22,7 +22,7 @@ import time
 MEMCG = "/sys/fs/cgroup/memory"
 _CHILD = r"""
 import json, os, sys, time
-from runqscale.agent.bench import _bpf_map_rss, _status
+from runqscale.agent.bench import _bpf_map_rss, memory_status
 from runqscale.probes import core
 from runqscale.probes.model import Hierarchy
 obj, cg = sys.argv[1], sys.argv[2]
@@ -33,7 +33,7 @@ if obj != "-":
     core.object_path = lambda: obj
 def now():
     return (read("memory.usage_in_bytes"), read("memory.kmem.usage_in_bytes"),
-            _status(os.getpid())["VmRSS"])
+            memory_status(os.getpid())["VmRSS"])
 time.sleep(0.2)
 before = now()
 p = core.CoreProbe(Hierarchy.V1_CPU)
