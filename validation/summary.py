@@ -18,6 +18,7 @@ from rich.text import Text
 from runqscale import tables
 from runqscale.agent.errors import fail
 from runqscale.validation.capacity import load_line
+from runqscale.validation.report import RUN_METRICS, summarize
 
 # (report key, header, scale to the unit in the header, decimals); p50 and the penalty's terms
 # stay in report.json: the screen keeps what decides between policies
@@ -55,32 +56,23 @@ def policy_table(report: dict) -> Table:
     t.add_column("policy", no_wrap=True)
     for _, head, _, _ in COLUMNS:
         t.add_column(head, justify="right", no_wrap=True)
-    excluded = _excluded_runs(report)
+    excluded = [r for r in report.get("runs") or [] if isinstance(r, dict) and r.get("excluded")]
+    # the same means the report keeps for kept runs (missing metrics read as None)
+    excluded_stats = summarize([{"policy": str(r.get("policy")),
+                                 **{m: r.get(m) for m in RUN_METRICS}} for r in excluded])
     for pol, m in report["summary"].items():
         tables.add_row(t, pol, *(_mean(m.get(key), k, d) for key, _, k, d in COLUMNS))
         spread = [_range(m.get(key), k, d) for key, _, k, d in COLUMNS]
         if any(spread):
             tables.add_row(t, "  min–max", *spread, style="dim")
-        if excluded.get(pol):
+        if pol in excluded_stats:
             # what the excluded runs measured: shown, never counted (a demo on a disturbed
             # machine would otherwise print a row of dashes)
-            tables.add_row(t, f"  excluded ({len(excluded[pol])})",
-                           *(_mean(_stats([r.get(key) for r in excluded[pol]]), k, d)
+            n = sum(str(r.get("policy")) == pol for r in excluded)
+            tables.add_row(t, f"  excluded ({n})",
+                           *(_mean(excluded_stats[pol].get(key), k, d)
                              for key, _, k, d in COLUMNS), style="dim")
     return t
-
-
-def _excluded_runs(report: dict) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for r in report.get("runs") or []:
-        if isinstance(r, dict) and r.get("excluded"):
-            out.setdefault(str(r.get("policy")), []).append(r)
-    return out
-
-
-def _stats(values: list) -> dict:
-    nums = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
-    return {"mean": sum(nums) / len(nums) if nums else None}
 
 
 def _nth(repeat: object) -> str:
