@@ -56,8 +56,8 @@ def cumulative_buckets(slots: np.ndarray) -> np.ndarray:
     return np.add.reduceat(slots, _STARTS).cumsum()
 
 
-def cumulative_buckets_rows(slots: np.ndarray) -> list[list[int]]:
-    """cumulative_buckets for every row of a (rows, SLOTS) matrix, as Python ints."""
+def cumulative_buckets_rows(slots: np.ndarray) -> np.ndarray:
+    """cumulative_buckets for every row of a (rows, SLOTS) matrix: (rows, len(LE_STRINGS))."""
     if not len(slots):
-        return []
-    return np.add.reduceat(slots, _STARTS, axis=1).cumsum(axis=1).tolist()
+        return np.zeros((0, len(LE_STRINGS)), dtype=np.uint64)
+    return np.add.reduceat(slots, _STARTS, axis=1).cumsum(axis=1)

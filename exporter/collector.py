@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from runqscale.agent.attribution import Labels
 from runqscale.agent.snapshot import AgentSnapshot
 from runqscale.exporter import metrics as m
@@ -36,25 +38,41 @@ class BuildInfo:
 class _Rendered:
     """A container's escaped label string, kept between scrapes until its labels change."""
 
-    __slots__ = ("labels", "path", "values", "labelstr", "_by_holder")
+    __slots__ = ("labels", "path", "values", "labelstr")
 
     def __init__(self, node: str, labels: Labels, path: str) -> None:
         self.labels, self.path = labels, path
         self.values = (node, labels.namespace, labels.pod, labels.container, path)
         self.labelstr = label_string(m.CONTAINER_LABELS, self.values)
-        self._by_holder: tuple[tuple[tuple[str, ...], str], ...] | None = None
-
-    def by_holder(self) -> tuple[tuple[tuple[str, ...], str], ...]:
-        """(label values, label string) per holder: built on first use, kept with the labels."""
-        if self._by_holder is None:
-            self._by_holder = tuple(((*self.values, h), f'{self.labelstr},holder="{h}"')
-                                    for h in m.RUNQ_WAIT_HOLDERS)
-        return self._by_holder
 
 
 def _family(spec: m.Metric) -> RowFamily:
     return RowFamily(spec.name, spec.help, spec.type, spec.labels,
                      LE_STRINGS if spec.type == "histogram" else ())
+
+
+# Containers per block of the scrape's matrix work: every step's temporaries are a block's
+# (64 x 133 words, ~70 KB), not all containers' at once (at 500, ~2.6 MB of matrices that the
+# heap then kept between scrapes).
+BLOCK = 64
+
+
+def _derived(snap: AgentSnapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per container, in `containers` order: cumulative bucket counts (one column per
+    LE_STRINGS entry), the window's quantiles (QUANTILES; NaN where nothing waited), and wait
+    seconds: the total, then the split by holder (HOLDERS)."""
+    rows = snap.rows()
+    n = len(rows)
+    buckets = np.empty((n, len(LE_STRINGS)), dtype=np.uint64)
+    quantiles = np.empty((n, len(QUANTILES)))
+    seconds = np.empty((n, VALUE_WORDS - SLOTS))
+    for lo in range(0, n, BLOCK):
+        part = rows[lo:lo + BLOCK]
+        totals = snap.cumulative[part]
+        buckets[lo:lo + BLOCK] = cumulative_buckets_rows(totals[:, :SLOTS])
+        quantiles[lo:lo + BLOCK] = quantiles_rows(snap.window(part), QUANTILES)
+        seconds[lo:lo + BLOCK] = totals[:, SLOTS:] / 1e9
+    return buckets, quantiles, seconds
 
 
 class AgentCollector:
@@ -74,8 +92,6 @@ class AgentCollector:
 
     def collect(self) -> Iterator[RowFamily]:
         snap = self.snapshot()
-        hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi, held = map(
-            _family, m.CONTAINER_METRICS)
         with self._lock:
             old, new = self._rendered, {}
             for c in snap.containers:
@@ -84,40 +100,48 @@ class AgentCollector:
                     r = _Rendered(self.node, c.labels, c.path)
                 new[c.cgroup_id] = r
             self._rendered = new  # containers gone from the snapshot leave the cache too
-        # Vectorised over containers (agent/cumulative.py): every bucket row in one call, every
-        # window quantile in another; per container only the text is Python's.
-        rows = snap.rows()
-        totals = snap.cumulative[rows]
-        buckets = cumulative_buckets_rows(totals[:, :SLOTS])
-        quantiles = quantiles_rows(snap.window(rows), QUANTILES).tolist()
-        wait_seconds = (totals[:, SLOTS] / 1e9).tolist()
-        held_seconds = (totals[:, SLOTS + 1:VALUE_WORDS] / 1e9).tolist()
-        for i, c in enumerate(snap.containers):
-            r = new[c.cgroup_id]
-            lv, ls = r.values, r.labelstr
-            wait_s = wait_seconds[i]
-            hist.add(lv, ls, (buckets[i], wait_s))
-            q95, q99 = quantiles[i]
-            p95.add(lv, ls, 0.0 if q95 != q95 else q95)  # NaN: nothing waited in the window
-            p99.add(lv, ls, 0.0 if q99 != q99 else q99)
-            wait.add(lv, ls, wait_s)
+        rendered = [new[c.cgroup_id] for c in snap.containers]
+        # Everything that reads or computes runs here, before the first family is yielded (a
+        # failure fails the scrape before its status line).
+        buckets, quantiles, seconds = _derived(snap)
+        cpus = [snap.cpu_of(c) for c in snap.containers]
+        # Then one family at a time, each built only when the one before it has been rendered
+        # and dropped: a scrape holds one family's rows, not all ten (at 500 containers the
+        # rows of all of them were ~1.4 MB of small objects, and the arenas they filled stayed
+        # with the agent).
+        hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi, held = m.CONTAINER_METRICS
+        fam = _family(hist)
+        wait_seconds = seconds[:, 0].tolist()
+        # each row's counts stay a view into `buckets`: turned into ints as the row is rendered
+        for r, cum, wait_s in zip(rendered, buckets, wait_seconds, strict=True):
+            fam.add(r.values, r.labelstr, (cum, wait_s))
+        yield fam
+        for spec, at in ((p95, 0), (p99, 1)):
+            fam = _family(spec)
+            for r, q in zip(rendered, quantiles[:, at].tolist(), strict=True):
+                fam.add(r.values, r.labelstr, 0.0 if q != q else q)  # NaN: nothing waited
+            yield fam
+        fam = _family(wait)
+        for r, wait_s in zip(rendered, wait_seconds, strict=True):
+            fam.add(r.values, r.labelstr, wait_s)
+        yield fam
+        del wait_seconds
+        for spec, field in ((usage, "usage_seconds"), (periods, "nr_periods"),
+                            (thr_p, "nr_throttled"), (thr_s, "throttled_seconds"),
+                            (psi, "pressure_some_seconds")):
+            fam = _family(spec)
+            for r, cpu in zip(rendered, cpus, strict=True):
+                if cpu is not None and (v := getattr(cpu, field)) is not None:
+                    fam.add(r.values, r.labelstr, v)
+            yield fam
+        fam = _family(held)
+        for r, c, split in zip(rendered, snap.containers, seconds[:, 1:].tolist(), strict=True):
             if c.held:  # else the backend cannot tell (bcc)
-                for (hv, hs), s in zip(r.by_holder(), held_seconds[i], strict=True):
-                    held.add(hv, hs, s)
-            cpu = snap.cpu_of(c)
-            if cpu is None:
-                continue
-            if cpu.usage_seconds is not None:
-                usage.add(lv, ls, cpu.usage_seconds)
-            if cpu.nr_periods is not None:
-                periods.add(lv, ls, cpu.nr_periods)
-            if cpu.nr_throttled is not None:
-                thr_p.add(lv, ls, cpu.nr_throttled)
-            if cpu.throttled_seconds is not None:
-                thr_s.add(lv, ls, cpu.throttled_seconds)
-            if cpu.pressure_some_seconds is not None:
-                psi.add(lv, ls, cpu.pressure_some_seconds)
-        yield from (hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi, held)
+                for h, s in zip(m.RUNQ_WAIT_HOLDERS, split, strict=True):
+                    # built per scrape, not kept: 4 strings of ~250 bytes per container
+                    fam.add((*r.values, h), f'{r.labelstr},holder="{h}"', s)
+        yield fam
+        del fam
         ps = snap.probe
         for spec, value in ((m.AGENT_EVENTS, ps.events),
                             (m.AGENT_BPF_RUN_SECONDS, ps.bpf_run_time_ns / 1e9),

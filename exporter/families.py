@@ -70,6 +70,7 @@ class RowFamily:
             labels = dict(zip(self.labelnames, values, strict=True))
             if self.type == "histogram":
                 cum, total = payload  # type: ignore[misc]
+                cum = _ints(cum)
                 for le, c in zip(self.le, cum, strict=True):
                     out.append(Sample(self.name + "_bucket", {**labels, "le": le}, c))
                 out.append(Sample(self.name + "_count", labels, cum[-1]))
@@ -99,12 +100,20 @@ class RowFamily:
             le_tail = [f'le="{le}"}} ' for le in self.le]
             for _, lbl, payload in rows:
                 cum, total = payload  # type: ignore[misc]
+                cum = _ints(cum)
                 pre = f"{name}_bucket{{{lbl},"
                 out.append("".join([f"{pre}{t}{c}\n" for t, c in zip(le_tail, cum, strict=True)]))
                 out.append(f"{name}_count{{{lbl}}} {cum[-1]}\n{name}_sum{{{lbl}}} {fmt(total)}\n")
         else:
             out.append("".join([f"{head}{{{lbl}}} {_fmt(v)}\n" if lbl  # type: ignore[arg-type]
                                 else f"{head} {_fmt(v)}\n" for _, lbl, v in rows]))
+
+
+def _ints(counts: Sequence[int]) -> list[int]:
+    """A histogram row's cumulative counts as Python ints: the collector passes a row of a
+    numpy matrix (its `tolist`), so the ints exist only while their row is rendered."""
+    tolist = getattr(counts, "tolist", None)
+    return tolist() if tolist is not None else list(counts)
 
 
 def single(name: str, documentation: str, typ: str, value: float) -> RowFamily:
