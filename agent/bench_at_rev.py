@@ -81,6 +81,7 @@ def _restore(name: str, value: str | None) -> None:
 def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: float,
         scrape_every: float, pods_file: str) -> dict:
     runs: dict[str, list[dict]] = {r: [] for r in revs}
+    bench.evict_page_cache(bench.interpreter_dirs())  # as agent.bench: RSS not set by history
     with bench.live_cgroups(n, pods_file):
         for r in range(rounds):
             for rev in revs if r % 2 == 0 else revs[::-1]:

@@ -3,12 +3,14 @@ cgroup, and the part of the RSS that is the probe's mapped slot array."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 
 import pytest
 from conftest import require_root
 
-from runqscale.agent.bench import IMPORT_STAGES, _bpf_map_rss, import_floor
+from runqscale.agent.bench import IMPORT_STAGES, _bpf_map_rss, evict_page_cache, import_floor
 from runqscale.probes.core import CoreProbe
 from runqscale.probes.model import Hierarchy
 
@@ -40,3 +42,41 @@ def test_the_bench_tells_the_mapped_slot_array_apart_in_the_rss() -> None:
     assert before == 0
     assert mapped == size > 0
     assert _bpf_map_rss(os.getpid()) == 0, "the mapping outlived close()"
+
+
+def _resident_pages(path: str) -> int:
+    """Pages of the file in the page cache (mincore on a mapping that touches none)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    size = os.path.getsize(path)
+    pages = -(-size // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        try:
+            assert libc.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) == 0
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
+    finally:
+        os.close(fd)
+    return sum(v & 1 for v in vec)
+
+
+def test_evicting_a_tree_drops_its_files_from_the_page_cache(tmp_path) -> None:
+    """The bench's RSS figures start from libraries read back from disk, not from pages a
+    recent install left in the cache: every file under the directory is evicted."""
+    lib = tmp_path / "site-packages" / "pkg"
+    lib.mkdir(parents=True)
+    files = [lib / f"mod{i}.so" for i in range(3)]
+    for f in files:
+        f.write_bytes(os.urandom(256 << 10))  # written: every page is in the cache
+    os.sync()  # dirty pages are not dropped; written back, they are clean
+    pages = (256 << 10) // mmap.PAGESIZE
+    assert all(_resident_pages(str(f)) == pages for f in files)
+    assert evict_page_cache([str(tmp_path)]) == 3
+    after = [_resident_pages(str(f)) for f in files]
+    assert after == [0, 0, 0], f"{tmp_path} on tmpfs? its pages cannot be evicted"
