@@ -32,7 +32,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import psutil
 
@@ -80,34 +80,59 @@ def _bpf_map_rss(pid: int) -> int:
 
 
 def interpreter_dirs() -> list[str]:
-    """Where the agent's Python code and shared libraries come from: the standard library
-    and the environment's site-packages (numpy and its bundled OpenBLAS among them)."""
+    """Where the agent's Python code and extension modules come from: the standard library
+    and the environment's site-packages (numpy and its bundled OpenBLAS among them); a
+    directory inside another listed one is left out (a venv's platstdlib holds its
+    site-packages)."""
     paths = sysconfig.get_paths()
-    return sorted({paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")
-                   if os.path.isdir(paths[k])})
+    dirs = sorted({os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib",
+                                                         "platlib") if os.path.isdir(paths[k])})
+    return [d for d in dirs if not any(d.startswith(o + os.sep) for o in dirs if o != d)]
 
 
-def evict_page_cache(dirs: list[str]) -> int:
-    """Drop these files' clean, unmapped pages from the page cache (POSIX_FADV_DONTNEED);
-    returns the files touched. Why: pages a process maps count in its RSS, and how many of a
-    library's pages a fault maps depends on how the page cache holds the file. Files just
-    written (a fresh `pip install`, an image layer just unpacked) made numpy's import cost 16.0
-    MB, against 12.5 MB once read back from disk (stop 42): the agent's RSS then measures the
-    machine's history, not the agent. Evicted, the agent reads them as after a reboot."""
+def agent_libraries() -> list[str]:
+    """The files a fresh interpreter maps once it has the agent's imports (IMPORT_STAGES):
+    the interpreter, libc, OpenSSL, zlib and the extension modules."""
+    out = subprocess.run([sys.executable, "-c", _MAPS_CHILD, json.dumps(IMPORT_STAGES)],
+                         capture_output=True, text=True, check=True,
+                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    return json.loads(out.stdout)
+
+
+def evict_page_cache(dirs: Sequence[str], files: Sequence[str] = ()) -> int:
+    """Drop the clean pages of every regular file under `dirs`, and of `files`, from the page
+    cache (after a sync, so pages just written are clean); returns the files evicted. Pages a
+    running process maps stay (this bench's own interpreter and libc among them). Why: pages a
+    process maps count in its RSS, and how many of a library's pages a fault maps depends on
+    how the page cache holds the file: on a fresh machine numpy's import cost 16.0 MB in the
+    venv `make deps` had just built and 12.5 MB once its files were read back from disk
+    (stop 42). Evicted, the agent's RSS no longer depends on the machine's history."""
+    os.sync()
     n = 0
+
+    def drop(path: str) -> None:
+        nonlocal n
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            n += 1
+        except OSError:
+            pass  # a file system without page cache advice: nothing to drop
+        finally:
+            os.close(fd)
+
     for top in dirs:
-        for root, _, files in os.walk(top):
-            for name in files:
+        for root, _, names in os.walk(top):
+            for name in names:
                 path = os.path.join(root, name)
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-                except OSError:
-                    continue
-                try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                    n += 1
-                finally:
-                    os.close(fd)
+                if os.path.isfile(path) and not os.path.islink(path):  # no FIFOs, no links
+                    drop(path)
+    for path in files:
+        if os.path.isfile(path):
+            drop(path)
     return n
 
 
@@ -352,6 +377,27 @@ print(json.dumps(out))
 """
 
 
+_MAPS_CHILD = r"""
+import importlib, json, sys
+for _, modules in json.loads(sys.argv[1]):
+    for m in modules:
+        importlib.import_module(m)
+with open("/proc/self/maps") as f:
+    paths = {ln.split(None, 5)[5].strip() for ln in f if len(ln.split(None, 5)) == 6}
+print(json.dumps(sorted(p for p in paths if p.startswith("/") and not p.endswith("(deleted)"))))
+"""
+
+
+def evict_agent_files() -> dict:
+    """Evict what the agent reads from disk at start (interpreter_dirs, agent_libraries), then
+    read it back once with a fresh interpreter's imports: every later agent finds its files
+    as a machine does after one earlier start, whatever wrote them before (returns the import
+    floor that re-read them, and what was evicted)."""
+    dirs, libs = interpreter_dirs(), agent_libraries()
+    n = evict_page_cache(dirs, libs)
+    return {"evicted_files": n, "dirs": dirs, "libraries": libs, "import_floor": import_floor()}
+
+
 def import_floor() -> list[dict]:
     """RSS, anonymous and file-backed, after each stage of IMPORT_STAGES (cumulative)."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # as the agent sets it before numpy
@@ -388,15 +434,14 @@ def main() -> None:
         return os.getloadavg()[0]
 
     res["machine"]["loadavg_at_start"] = loadavg()
-    # The import floor as this machine's page cache holds the libraries now, then once more
-    # after evicting them; every later figure sees them read back from disk (the first start
-    # reads them, the other starts find them cached).
+    res["agent_start"] = bench_start(a.starts)  # libraries cached as found: starts are warm
+    # The import floor as this machine's page cache holds the libraries now, then with them
+    # evicted and read back from disk: every RSS figure below is taken in that state.
     res["agent_import_floor_as_found"] = import_floor()
-    res["page_cache"] = {"evicted_files": evict_page_cache(interpreter_dirs()),
-                         "dirs": interpreter_dirs()}
-    res["agent_start"] = bench_start(a.starts)
+    cache = evict_agent_files()
+    res["agent_import_floor"] = cache.pop("import_floor")
+    res["page_cache"] = cache
     res["agent_idle"] = idle_rss()
-    res["agent_import_floor"] = import_floor()
     res["runqlat_bpfcc"] = bench_runqlat()
     with tempfile.TemporaryDirectory() as tmp:
         res["agent_500_cgroups"] = bench_cgroups(a.cgroups, a.seconds, a.scrape_every,

@@ -81,7 +81,7 @@ def _restore(name: str, value: str | None) -> None:
 def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: float,
         scrape_every: float, pods_file: str) -> dict:
     runs: dict[str, list[dict]] = {r: [] for r in revs}
-    bench.evict_page_cache(bench.interpreter_dirs())  # as agent.bench: RSS not set by history
+    cache = bench.evict_agent_files()  # as agent.bench: the RSS is not set by history
     with bench.live_cgroups(n, pods_file):
         for r in range(rounds):
             for rev in revs if r % 2 == 0 else revs[::-1]:
@@ -94,6 +94,7 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
                       f"load {res['loadavg']:.2f}", flush=True)
     out: dict = {"kernel": os.uname().release, "cpus": os.cpu_count(), "cgroups": n,
                  "rounds": rounds, "seconds": seconds, "scrape_every_seconds": scrape_every,
+                 "page_cache": {k: cache[k] for k in ("evicted_files", "dirs")},
                  "revisions": {}, "ratios": {}, "rss_ratios": {}}
     if any(x["cpu_core_fraction"] <= 0 for rs in runs.values() for x in rs):
         raise SystemExit("runqscale.agent.bench_at_rev: error: a run measured no CPU tick "

@@ -2,8 +2,8 @@
 
 Nothing here runs between scrapes, and nothing reaches into the agent: a scrape takes the newest
 immutable `AgentSnapshot` (agent/snapshot.py), turns the containers' cumulative rows into the
-exported buckets and their windows into quantiles (one numpy call each for all containers), reads
-each container's CPU accounting, and emits the agent's self-metrics. Names, types, help and
+exported buckets and their windows into quantiles (numpy calls per block of 64 containers),
+reads each container's CPU accounting, and emits the agent's self-metrics. Names, types, help and
 labels come from exporter/metrics.py. Every family is a `RowFamily` (exporter/families.py),
 which renders the text format fast and still looks like a client_python Metric; each
 container's escaped label string is cached here until its labels change.
@@ -79,8 +79,8 @@ class AgentCollector:
     def __init__(self, snapshot: Callable[[], AgentSnapshot], node: str, build: BuildInfo) -> None:
         self.snapshot, self.node, self.build = snapshot, node, build
         self.scrape_seconds = 0.0  # the previous scrape's duration (set by the HTTP server)
-        # cgroup id -> what the previous scrape rendered for it (labels, and the window's
-        # quantiles, computed again only when the labels or the window changed)
+        # cgroup id -> its escaped labels as the previous scrape rendered them (made again only
+        # when the labels or the cgroup path change)
         self._rendered: dict[int, _Rendered] = {}
         self._lock = threading.Lock()
 
@@ -105,10 +105,10 @@ class AgentCollector:
         # failure fails the scrape before its status line).
         buckets, quantiles, seconds = _derived(snap)
         cpus = [snap.cpu_of(c) for c in snap.containers]
-        # Then one family at a time, each built only when the one before it has been rendered
-        # and dropped: a scrape holds one family's rows, not all ten (at 500 containers the
-        # rows of all of them were ~1.4 MB of small objects, and the arenas they filled stayed
-        # with the agent).
+        # Then one family at a time, each built only once the one before it has been rendered
+        # (iter_chunks lets go of a family before it asks for the next): a scrape holds one
+        # family's rows, not all ten (at 500 containers the rows of all of them were ~1.4 MB of
+        # small objects, and the pymalloc arenas they filled stayed with the agent).
         hist, p95, p99, wait, usage, periods, thr_p, thr_s, psi, held = m.CONTAINER_METRICS
         fam = _family(hist)
         wait_seconds = seconds[:, 0].tolist()

@@ -6,11 +6,19 @@ from __future__ import annotations
 import ctypes
 import mmap
 import os
+import sys
+import tempfile
 
 import pytest
 from conftest import require_root
 
-from runqscale.agent.bench import IMPORT_STAGES, _bpf_map_rss, evict_page_cache, import_floor
+from runqscale.agent.bench import (
+    IMPORT_STAGES,
+    _bpf_map_rss,
+    evict_page_cache,
+    import_floor,
+    interpreter_dirs,
+)
 from runqscale.probes.core import CoreProbe
 from runqscale.probes.model import Hierarchy
 
@@ -66,17 +74,29 @@ def _resident_pages(path: str) -> int:
     return sum(v & 1 for v in vec)
 
 
-def test_evicting_a_tree_drops_its_files_from_the_page_cache(tmp_path) -> None:
+def test_evicting_a_tree_drops_its_files_from_the_page_cache() -> None:
     """The bench's RSS figures start from libraries read back from disk, not from pages a
-    recent install left in the cache: every file under the directory is evicted."""
-    lib = tmp_path / "site-packages" / "pkg"
-    lib.mkdir(parents=True)
-    files = [lib / f"mod{i}.so" for i in range(3)]
-    for f in files:
-        f.write_bytes(os.urandom(256 << 10))  # written: every page is in the cache
-    os.sync()  # dirty pages are not dropped; written back, they are clean
-    pages = (256 << 10) // mmap.PAGESIZE
-    assert all(_resident_pages(str(f)) == pages for f in files)
-    assert evict_page_cache([str(tmp_path)]) == 3
-    after = [_resident_pages(str(f)) for f in files]
-    assert after == [0, 0, 0], f"{tmp_path} on tmpfs? its pages cannot be evicted"
+    recent install left in the cache: every regular file under the tree is evicted, and the
+    tree sits where the venv does (a tmpfs /tmp keeps its pages: nothing to evict there)."""
+    with tempfile.TemporaryDirectory(dir=sys.prefix) as top:
+        lib = os.path.join(top, "site-packages", "pkg")
+        os.makedirs(lib)
+        files = [os.path.join(lib, f"mod{i}.so") for i in range(3)]
+        for path in files:
+            with open(path, "wb") as f:
+                f.write(os.urandom(256 << 10))  # written: every page is in the cache
+                f.flush()
+                os.fsync(f.fileno())  # written back: clean pages, which advice can drop
+        os.symlink(files[0], os.path.join(lib, "link.so"))  # links are not followed
+        os.mkfifo(os.path.join(lib, "fifo"))  # opening a FIFO would block: skipped
+        pages = (256 << 10) // mmap.PAGESIZE
+        assert [_resident_pages(p) for p in files] == [pages] * 3
+        assert evict_page_cache([top]) == 3
+        assert [_resident_pages(p) for p in files] == [0, 0, 0]
+
+
+def test_the_interpreter_dirs_do_not_nest() -> None:
+    """A venv's platstdlib holds its site-packages: each file is walked once."""
+    dirs = interpreter_dirs()
+    assert dirs and all(os.path.isdir(d) for d in dirs)
+    assert not any(d.startswith(o + os.sep) for d in dirs for o in dirs)
