@@ -10,10 +10,10 @@ code. One process holds --cgroups live cgroups (agent/bench.py's worker) for the
 each round every revision's agent runs --seconds on them, scraped every --scrape-every seconds
 as Prometheus would, in an order reversed every other round (ABBA), so drift and noise fall on
 both alike. Reported per revision: CPU (fraction of a core: utime + stime over the run) and
-scrape CPU, and RSS at the end of its run (without the mapped BPF maps: kernel memory either
-way); against the first revision: the ratios of CPU and of RSS (geometric means of the rounds'
-ratios, 95 % t intervals on the log ratios). `WORKTREE` is the checkout as it is now,
-uncommitted changes included.
+scrape CPU, and RSS (the median of a reading a second over the run's second half, without the
+mapped BPF maps: kernel memory either way); against the first revision: the ratios of CPU and
+of RSS (geometric means of the rounds' ratios, 95 % t intervals on the log ratios).
+`WORKTREE` is the checkout as it is now, uncommitted changes included.
 """
 
 from __future__ import annotations
@@ -62,12 +62,11 @@ def _one(path: str, flags: list[str], pods_file: str, seconds: float,
     try:
         time.sleep(3)  # every container seen and labelled, the window filled
         a.scrape()
-        cpu, scrapes = bench.cpu_while_scraped(a, seconds, scrape_every)
-        st = bench.memory_status(a.proc.pid)
+        cpu, scrapes, rss = bench.cpu_while_scraped(a, seconds, scrape_every)
     finally:
         a.stop()
     return {"cpu_core_fraction": cpu, "scrape_cpu_seconds": scrapes,
-            "rss_bytes_without_bpf_maps": st["VmRSS"] - st["BpfMapRss"],
+            "rss_bytes_without_bpf_maps": statistics.median(rss), "rss_samples": rss,
             "loadavg": os.getloadavg()[0]}
 
 
