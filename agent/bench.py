@@ -42,27 +42,17 @@ RUNQLAT = "/usr/sbin/runqlat-bpfcc"
 
 
 def memory_status(pid: int) -> dict[str, int]:
-    """RSS now (psutil) and its peak: VmHWM, which psutil does not expose, from the kernel;
-    and the part of the RSS that is BPF maps mapped into the process (the probe's slot array:
-    kernel memory that exists whether the process maps it or not)."""
+    """RSS now (psutil) and its peak: VmHWM, which psutil does not expose, from the kernel,
+    with VmRSS's parts (RssAnon, RssFile, RssShmem); the part of the RSS that is BPF maps
+    mapped into the process (the probe's slot array: kernel memory that exists whether the
+    process maps it or not, counted in RssFile), and the RSS without it."""
     out = {"VmRSS": psutil.Process(pid).memory_info().rss, "BpfMapRss": _bpf_map_rss(pid)}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k == "VmHWM":
+            if k in ("VmHWM", "RssAnon", "RssFile", "RssShmem"):
                 out[k] = int(v.split()[0]) * 1024
-    return out
-
-
-def rss_split(pid: int) -> dict[str, int]:
-    """VmRSS's parts (bytes): anonymous memory, file pages (the mapped BPF array among them),
-    shared memory."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("RssAnon", "RssFile", "RssShmem"):
-                out[k] = int(v.split()[0]) * 1024
+    out["RssWithoutBpfMaps"] = out["VmRSS"] - out["BpfMapRss"]
     return out
 
 
@@ -88,15 +78,6 @@ def interpreter_dirs() -> list[str]:
     dirs = sorted({os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib",
                                                          "platlib") if os.path.isdir(paths[k])})
     return [d for d in dirs if not any(d.startswith(o + os.sep) for o in dirs if o != d)]
-
-
-def agent_libraries() -> list[str]:
-    """The files a fresh interpreter maps once it has the agent's imports (IMPORT_STAGES):
-    the interpreter, libc, OpenSSL, zlib and the extension modules."""
-    out = subprocess.run([sys.executable, "-c", _MAPS_CHILD, json.dumps(IMPORT_STAGES)],
-                         capture_output=True, text=True, check=True,
-                         env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
-    return json.loads(out.stdout)
 
 
 def evict_page_cache(dirs: Sequence[str], files: Sequence[str] = ()) -> int:
@@ -128,7 +109,7 @@ def evict_page_cache(dirs: Sequence[str], files: Sequence[str] = ()) -> int:
         for root, _, names in os.walk(top):
             for name in names:
                 path = os.path.join(root, name)
-                if os.path.isfile(path) and not os.path.islink(path):  # no FIFOs, no links
+                if os.path.isfile(path):  # no FIFOs or devices (O_NOFOLLOW refuses links)
                     drop(path)
     for path in files:
         if os.path.isfile(path):
@@ -300,14 +281,12 @@ def cpu_while_scraped(a: Agent, seconds: float, scrape_every: float
             scrapes.append(_cpu_seconds(a.proc.pid) - c)
             nxt += scrape_every
         if time.monotonic() >= nxt_rss:
-            st = memory_status(a.proc.pid)
-            rss.append(st["VmRSS"] - st["BpfMapRss"])
+            rss.append(memory_status(a.proc.pid)["RssWithoutBpfMaps"])
             nxt_rss += 1.0
         time.sleep(0.05)
     cpu = (_cpu_seconds(a.proc.pid) - c0) / (time.monotonic() - t0)
     if not rss:  # a run too short for a reading inside it
-        st = memory_status(a.proc.pid)
-        rss.append(st["VmRSS"] - st["BpfMapRss"])
+        rss.append(memory_status(a.proc.pid)["RssWithoutBpfMaps"])
     return cpu, scrapes, rss
 
 
@@ -335,7 +314,6 @@ def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -
                 own.append(_gauge(body, "runqscale_agent_scrape_duration_seconds"))
                 time.sleep(0.2)
             st = memory_status(a.proc.pid)
-            split = rss_split(a.proc.pid)
             series = sum(1 for ln in body.splitlines() if ln and not ln.startswith("#"))
         finally:
             a.stop()
@@ -348,11 +326,11 @@ def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -
             "scrape_wire_bytes_median": statistics.median(wire),
             "scrape_body_bytes": len(body.encode()),
             "rss_bytes": st["VmRSS"], "peak_rss_bytes": st["VmHWM"],
-            "rss_bytes_without_bpf_maps": st["VmRSS"] - st["BpfMapRss"],
+            "rss_bytes_without_bpf_maps": st["RssWithoutBpfMaps"],
             "rss_bytes_without_bpf_maps_median": statistics.median(rss_samples),
             "rss_samples_without_bpf_maps": rss_samples,
-            "rss_anon_bytes": split["RssAnon"],
-            "rss_file_bytes_without_bpf_maps": split["RssFile"] - st["BpfMapRss"]}
+            "rss_anon_bytes": st["RssAnon"],
+            "rss_file_bytes_without_bpf_maps": st["RssFile"] - st["BpfMapRss"]}
 
 
 def _gauge(body: str, name: str) -> float:
@@ -385,37 +363,35 @@ for name, modules in json.loads(sys.argv[1]):
     for m in modules:
         importlib.import_module(m)
     out.append({"stage": name, **rss()})
-print(json.dumps(out))
-"""
-
-
-_MAPS_CHILD = r"""
-import importlib, json, sys
-for _, modules in json.loads(sys.argv[1]):
-    for m in modules:
-        importlib.import_module(m)
-with open("/proc/self/maps") as f:
+with open("/proc/self/maps") as f:  # the files the imports mapped (pathname: the 6th field)
     paths = {ln.split(None, 5)[5].strip() for ln in f if len(ln.split(None, 5)) == 6}
-print(json.dumps(sorted(p for p in paths if p.startswith("/") and not p.endswith("(deleted)"))))
+maps = sorted(p for p in paths if p.startswith("/") and not p.endswith("(deleted)"))
+print(json.dumps({"stages": out, "maps": maps}))
 """
 
 
 def evict_agent_files() -> dict:
-    """Evict what the agent reads from disk at start (interpreter_dirs, agent_libraries), then
-    read it back once with a fresh interpreter's imports: every later agent finds its files
-    as a machine does after one earlier start, whatever wrote them before (returns the import
-    floor that re-read them, and what was evicted)."""
-    dirs, libs = interpreter_dirs(), agent_libraries()
+    """Evict what the agent reads from disk at start (interpreter_dirs, and every file a fresh
+    interpreter maps once it has the agent's imports: the interpreter, libc, OpenSSL, zlib,
+    the extension modules), then read it back once with a fresh interpreter's imports: every
+    later agent finds its files as a machine does after one earlier start, whatever wrote them
+    before (returns the import floor that re-read them, and what was evicted)."""
+    dirs, libs = interpreter_dirs(), _import_child()["maps"]
     n = evict_page_cache(dirs, libs)
     return {"evicted_files": n, "dirs": dirs, "libraries": libs, "import_floor": import_floor()}
 
 
-def import_floor() -> list[dict]:
-    """RSS, anonymous and file-backed, after each stage of IMPORT_STAGES (cumulative)."""
+def _import_child() -> dict:
+    """A fresh interpreter's RSS after each stage of IMPORT_STAGES, and the files it maps."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # as the agent sets it before numpy
     out = subprocess.run([sys.executable, "-c", _IMPORT_CHILD, json.dumps(IMPORT_STAGES)],
                          capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout)
+
+
+def import_floor() -> list[dict]:
+    """RSS, anonymous and file-backed, after each stage of IMPORT_STAGES (cumulative)."""
+    return _import_child()["stages"]
 
 
 def idle_rss() -> dict:
@@ -427,7 +403,7 @@ def idle_rss() -> dict:
     finally:
         a.stop()
     return {"rss_bytes": st["VmRSS"], "peak_rss_bytes": st["VmHWM"],
-            "rss_bytes_without_bpf_maps": st["VmRSS"] - st["BpfMapRss"]}
+            "rss_bytes_without_bpf_maps": st["RssWithoutBpfMaps"]}
 
 
 def main() -> None:
