@@ -30,6 +30,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -39,6 +40,13 @@ import psutil
 from runqscale.ports import free_port
 
 RUNQLAT = "/usr/sbin/runqlat-bpfcc"
+# The bin directory of the install whose agent is measured (agent/bench_install.py: as the
+# image installs it); None: this interpreter's environment (the development venv).
+AGENT_BIN: str | None = None
+
+
+def agent_python() -> str:
+    return os.path.join(AGENT_BIN, "python") if AGENT_BIN else sys.executable
 
 
 def memory_status(pid: int) -> dict[str, int]:
@@ -69,12 +77,17 @@ def _bpf_map_rss(pid: int) -> int:
     return total
 
 
-def interpreter_dirs() -> list[str]:
-    """Where the agent's Python code and extension modules come from: the standard library
-    and the environment's site-packages (numpy and its bundled OpenBLAS among them); a
-    directory inside another listed one is left out (a venv's platstdlib holds its
-    site-packages)."""
-    paths = sysconfig.get_paths()
+def interpreter_dirs(python: str | None = None) -> list[str]:
+    """Where the agent's Python code and extension modules come from (`python`'s, else this
+    interpreter's): the standard library and the environment's site-packages (numpy and its
+    bundled OpenBLAS among them); a directory inside another listed one is left out (a venv's
+    platstdlib holds its site-packages)."""
+    if python is None:
+        paths = sysconfig.get_paths()
+    else:
+        paths = json.loads(subprocess.run(
+            [python, "-c", "import json, sysconfig; print(json.dumps(sysconfig.get_paths()))"],
+            capture_output=True, text=True, check=True).stdout)
     dirs = sorted({os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib", "purelib",
                                                          "platlib") if os.path.isdir(paths[k])})
     return [d for d in dirs if not any(d.startswith(o + os.sep) for o in dirs if o != d)]
@@ -126,8 +139,9 @@ class Agent:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        exe = shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
-                                                        "runqscale")
+        exe = os.path.join(AGENT_BIN, "runqscale") if AGENT_BIN else \
+            shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
+                                                      "runqscale")
         t0 = time.monotonic()
         self.proc = subprocess.Popen([exe, "agent", "--listen", f"127.0.0.1:{self.port}", *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -245,22 +259,71 @@ def _uid(i: int) -> str:
 
 
 @contextlib.contextmanager
-def live_cgroups(n: int, pods_file: str) -> Iterator[None]:
-    """n live cgroups (WORKER's threads, one in each) named in `pods_file` as a kubelet would
-    list them, for as long as the block runs."""
+def kubelet_over_tls(pods_file: str) -> Iterator[list[str]]:
+    """A stand-in kubelet serving `pods_file` as `GET /pods` over HTTPS (its own self-signed
+    certificate, a bearer token), for as long as the block runs; yields the agent's flags to
+    use it. On a node the agent fetches pods over TLS (the DaemonSet: from the API server), so
+    its RSS includes OpenSSL (~4.6 MB with its library pages); a pods file would leave that
+    out."""
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    d = os.path.dirname(os.path.abspath(pods_file))
+    cert, key, token = (os.path.join(d, n) for n in ("kubelet.crt", "kubelet.key", "token"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    with open(token, "w") as f:
+        f.write("bench-token\n")
+
+    class Pods(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            ok = self.path == "/pods" and \
+                self.headers.get("Authorization") == "Bearer bench-token"
+            with open(pods_file, "rb") as f:
+                body = f.read() if ok else b"{}"
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Pods)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield ["--pods-source", "kubelet", "--kubelet-url",
+               f"https://127.0.0.1:{srv.server_address[1]}", "--kubelet-ca-file", cert,
+               "--kubelet-token-file", token]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+@contextlib.contextmanager
+def live_cgroups(n: int, pods_file: str) -> Iterator[list[str]]:
+    """n live cgroups (WORKER's threads, one in each) named in `pods_file`, served as a kubelet
+    lists them (kubelet_over_tls), for as long as the block runs; yields the agent's flags to
+    fetch that list."""
     from runqscale.probes.model import Hierarchy
     from runqscale.scaler.actuators.cgroups import Sandbox
 
     with open(pods_file, "w") as f:
         json.dump(_pod_list(n), f)
-    with Sandbox(Hierarchy.V1_CPU, name="rqs-bench") as sb:
+    with Sandbox(Hierarchy.V1_CPU, name="rqs-bench") as sb, \
+            kubelet_over_tls(pods_file) as pods_flags:
         groups = [sb.group(f"kubepods/burstable/pod{_uid(i)}/{i:064x}") for i in range(n)]
         worker = subprocess.Popen([sys.executable, "-S", "-c", WORKER,
                                    *(",".join(g.dirs) for g in groups)],
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-            yield
+            yield pods_flags
         finally:
             worker.kill()
             worker.wait()
@@ -291,8 +354,8 @@ def cpu_while_scraped(a: Agent, seconds: float, scrape_every: float
 
 
 def bench_cgroups(n: int, seconds: float, scrape_every: float, pods_file: str) -> dict:
-    with live_cgroups(n, pods_file):
-        a = Agent("--pods-file", pods_file)
+    with live_cgroups(n, pods_file) as pods_flags:
+        a = Agent(*pods_flags)
         try:
             time.sleep(3)
             _, body = a.scrape()
@@ -343,9 +406,10 @@ def _gauge(body: str, name: str) -> float:
 IMPORT_STAGES = (
     ("interpreter", ()),
     ("click (the CLI)", ("click",)),
-    ("HTTP server and client, TLS, zlib", ("http.server", "http.client", "ssl", "zlib")),
+    ("HTTP server, TLS (pods are fetched over HTTPS), zlib", ("socketserver", "ssl", "zlib")),
     ("numpy", ("numpy",)),
     ("runqscale's agent modules", ("runqscale.cli", "runqscale.agent.daemon_cmd",
+                                   "runqscale.agent.pods", "runqscale.http1",
                                    "runqscale.agent.daemon", "runqscale.agent.cgroupwatch",
                                    "runqscale.agent.malloc_tuning", "runqscale.agent.privdrop",
                                    "runqscale.probes.core", "runqscale.exporter.server",
@@ -376,7 +440,7 @@ def evict_agent_files() -> dict:
     the extension modules), then read it back once with a fresh interpreter's imports: every
     later agent finds its files as a machine does after one earlier start, whatever wrote them
     before (returns the import floor that re-read them, and what was evicted)."""
-    dirs, libs = interpreter_dirs(), _import_child()["maps"]
+    dirs, libs = interpreter_dirs(agent_python()), _import_child()["maps"]
     n = evict_page_cache(dirs, libs)
     return {"evicted_files": n, "dirs": dirs, "libraries": libs, "import_floor": import_floor()}
 
@@ -384,8 +448,10 @@ def evict_agent_files() -> dict:
 def _import_child() -> dict:
     """A fresh interpreter's RSS after each stage of IMPORT_STAGES, and the files it maps."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # as the agent sets it before numpy
-    out = subprocess.run([sys.executable, "-c", _IMPORT_CHILD, json.dumps(IMPORT_STAGES)],
-                         capture_output=True, text=True, check=True, env=env)
+    # cwd "/": `-c` puts the working directory first on sys.path, and a checkout's runqscale/
+    # would shadow the install under test
+    out = subprocess.run([agent_python(), "-c", _IMPORT_CHILD, json.dumps(IMPORT_STAGES)],
+                         capture_output=True, text=True, check=True, env=env, cwd="/")
     return json.loads(out.stdout)
 
 
@@ -394,8 +460,15 @@ def import_floor() -> list[dict]:
     return _import_child()["stages"]
 
 
-def idle_rss() -> dict:
-    a = Agent()
+def idle_rss(pods_file: str) -> dict:
+    """The agent with no container, fetching an empty pod list over TLS as on a node."""
+    with open(pods_file, "w") as f:
+        json.dump(_pod_list(0), f)
+    with kubelet_over_tls(pods_file) as pods_flags:
+        return _idle(Agent(*pods_flags))
+
+
+def _idle(a: Agent) -> dict:
     try:
         time.sleep(5)
         a.scrape()
@@ -413,10 +486,20 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--scrape-every", type=float, default=15.0)
     ap.add_argument("--starts", type=int, default=5)
+    ap.add_argument("--install", choices=("image", "here"), default="image",
+                    help="image: measure the agent installed as the image installs it (a plain "
+                         "venv, pip install ., compiled; agent/bench_install.py); here: this "
+                         "environment's (a development venv's start-up hooks included)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("runqscale.agent.bench: error: needs root (BPF and cgroups)")
-    res: dict = {"machine": {"kernel": os.uname().release, "cpus": os.cpu_count()}}
+    global AGENT_BIN
+    if a.install == "image":
+        from runqscale.agent.bench_install import image_install
+
+        AGENT_BIN = image_install()
+    res: dict = {"machine": {"kernel": os.uname().release, "cpus": os.cpu_count()},
+                 "install": a.install, "agent_bin": AGENT_BIN or os.path.dirname(sys.executable)}
 
     def loadavg() -> float:
         return os.getloadavg()[0]
@@ -429,7 +512,8 @@ def main() -> None:
     cache = evict_agent_files()
     res["agent_import_floor"] = cache.pop("import_floor")
     res["page_cache"] = cache
-    res["agent_idle"] = idle_rss()
+    with tempfile.TemporaryDirectory() as tmp:
+        res["agent_idle"] = idle_rss(os.path.join(tmp, "pods.json"))
     res["runqlat_bpfcc"] = bench_runqlat()
     with tempfile.TemporaryDirectory() as tmp:
         res["agent_500_cgroups"] = bench_cgroups(a.cgroups, a.seconds, a.scrape_every,

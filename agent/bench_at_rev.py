@@ -51,12 +51,12 @@ def split_spec(spec: str) -> tuple[str, list[str]]:
     return rev, flags
 
 
-def _one(path: str, flags: list[str], pods_file: str, seconds: float,
+def _one(path: str, flags: list[str], pods_flags: list[str], seconds: float,
          scrape_every: float) -> dict:
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = path  # the agent process inherits it
     try:
-        a = bench.Agent("--pods-file", pods_file, *flags)
+        a = bench.Agent(*pods_flags, *flags)
     finally:
         _restore("PYTHONPATH", saved)
     try:
@@ -81,11 +81,11 @@ def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: fl
         scrape_every: float, pods_file: str) -> dict:
     runs: dict[str, list[dict]] = {r: [] for r in revs}
     cache = bench.evict_agent_files()  # as agent.bench: the RSS is not set by history
-    with bench.live_cgroups(n, pods_file):
+    with bench.live_cgroups(n, pods_file) as pods_flags:
         for r in range(rounds):
             for rev in revs if r % 2 == 0 else revs[::-1]:
                 tree, flags = split_spec(rev)
-                res = _one(paths[tree], flags, pods_file, seconds, scrape_every)
+                res = _one(paths[tree], flags, pods_flags, seconds, scrape_every)
                 runs[rev].append(res)
                 print(f"[round {r + 1}/{rounds}] {rev}: {res['cpu_core_fraction']:.3%} of a "
                       f"core, scrapes {[round(s * 1e3) for s in res['scrape_cpu_seconds']]}"

@@ -5,10 +5,11 @@
   `refresh` seconds and sooner (at most once per `min_gap`) when a cgroup names an unknown pod;
 - the API server: one list + watch of this node's pods (`fieldSelector=spec.nodeName=<node>`).
 
-Plain http.client/json, never the kubernetes package (its import alone costs more memory than the
-whole agent's budget); not urllib.request either, which adds 0.9 MB over http.client (the
-exporter's HTTP server loads that anyway). Never a request per scrape: the loop only reads the
-latest table. Fetching runs on a background thread, so a slow kubelet never stalls sampling.
+Plain HTTP/1.1 GETs (runqscale/http1.py) and json, never the kubernetes package (its import
+alone costs more memory than the whole agent's budget), nor http.client or urllib.request
+(1.2 MB and 2.1 MB of RSS, mostly the email package they parse headers with). Never a request
+per scrape: the loop only reads the latest table. Fetching runs on a background thread, so a
+slow kubelet never stalls sampling.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
 from typing import Any
 
 from runqscale.agent.identity import container_id_of
+from runqscale.http1 import Response, get
 from runqscale.tokens import TokenFile
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -221,45 +222,19 @@ class HttpError(OSError):
         self.status = status
 
 
-class _Response:
-    """One GET's response; closing it closes its connection."""
-
-    def __init__(self, conn: HTTPConnection, resp: HTTPResponse) -> None:
-        self._conn, self._resp = conn, resp
-
-    def read(self, n: int | None = None) -> bytes:
-        # json.load() calls read() with no size: HTTPResponse must get None then, not -1,
-        # which reads to EOF and so hangs on a kept-alive connection (kubelet, API server)
-        return self._resp.read(None if n is None or n < 0 else n)
-
-    def readline(self) -> bytes:
-        return self._resp.readline()
-
-    def __enter__(self) -> _Response:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._conn.close()
-
-
-def _open(url: str, auth: HttpAuth, timeout: float) -> _Response:
+def _open(url: str, auth: HttpAuth, timeout: float) -> Response:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{redact_url(url)}: not an http(s) URL")
-    conn = (HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                            context=auth.context(url)) if parts.scheme == "https"
-            else HTTPConnection(parts.hostname, parts.port, timeout=timeout))
-    try:
-        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                     headers=auth.headers())
-        resp = conn.getresponse()
-        if not 200 <= resp.status < 300:
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    resp = get(parts.hostname, port, (parts.path or "/") + (f"?{parts.query}" if parts.query
+                                                            else ""),
+               auth.headers(), timeout, auth.context(url))
+    if not 200 <= resp.status < 300:
+        with resp:
             body = resp.read(300).decode("utf-8", "replace").strip()
-            raise HttpError(resp.status, resp.reason, " ".join(body.split()))
-    except BaseException:
-        conn.close()
-        raise
-    return _Response(conn, resp)
+        raise HttpError(resp.status, resp.reason, " ".join(body.split()))
+    return resp
 
 
 class KubeletPodSource(PodSource):

@@ -1,6 +1,7 @@
 """The agent's HTTP(S) endpoint: `/metrics` (optionally behind a bearer token) and `/healthz`.
 
-Threaded stdlib server (no framework: memory is a feature). TLS, when configured, is negotiated
+A threaded socketserver speaking the HTTP/1.1 subset a scrape needs (runqscale/http1.py; no
+framework and not http.server: memory is a feature). TLS, when configured, is negotiated
 in the request's own thread, so a slow client never blocks accept(). The token is compared in
 constant time and re-read when its file changes (runqscale/tokens.py: rotated secrets need no
 restart).
@@ -8,17 +9,17 @@ restart).
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import socket
+import socketserver
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from runqscale.exporter.families import CONTENT_TYPE, RowFamily, iter_chunks
+from runqscale.http1 import Handler, Request
 from runqscale.tokens import TokenFile
 
 __all__ = ["MetricsServer", "TokenFile", "accepts_gzip", "gzipped", "tls_context"]
@@ -43,8 +44,9 @@ class Registry:
             yield from c.collect()
 
 
-class MetricsServer(ThreadingHTTPServer):
+class MetricsServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
+    allow_reuse_address = True
     request_queue_size = 64
 
     def __init__(self, addr: tuple[str, int], registry: Registry,
@@ -72,70 +74,54 @@ class MetricsServer(ThreadingHTTPServer):
         return t
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server: MetricsServer
-    protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
+    def get(self, req: Request) -> None:
+        if req.path == "/healthz":
             ok = self.server.healthy()
-            self._send(200 if ok else 503, b"ok\n" if ok else b"no recent sample\n")
-        elif path == "/metrics":
-            if not self._authorised():
-                self._send(401, b"bearer token required\n",
-                           {"WWW-Authenticate": 'Bearer realm="runqscale"'})
+            self.respond(200 if ok else 503, b"ok\n" if ok else b"no recent sample\n")
+        elif req.path == "/metrics":
+            if not self._authorised(req):
+                self.respond(401, b"bearer token required\n",
+                             {"WWW-Authenticate": 'Bearer realm="runqscale"'})
                 return
             t0 = time.perf_counter()
             chunks = iter_chunks(self.server.registry.collect())
             # The collectors run for the first piece, before the status line: a collector that
             # fails fails the request, it does not send a 200 and a truncated body.
             first = next(chunks, b"")
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE)
             # Chunked: the body is written as it is rendered, never held whole (megabytes at
             # hundreds of containers); a scrape cut off mid-way is an incomplete body to
             # Prometheus, never a silently short one.
-            self.send_header("Transfer-Encoding", "chunked")
+            headers = {"Content-Type": CONTENT_TYPE, "Transfer-Encoding": "chunked"}
             body: Iterable[bytes] = itertools.chain((first,), chunks)
             if self.server.gzip:
-                self.send_header("Vary", "Accept-Encoding")  # for caches between the two
-                if accepts_gzip(", ".join(self.headers.get_all("Accept-Encoding") or ())):
-                    self.send_header("Content-Encoding", "gzip")
+                headers["Vary"] = "Accept-Encoding"  # for caches between the two
+                if accepts_gzip(req.header("accept-encoding")):
+                    headers["Content-Encoding"] = "gzip"
                     body = gzipped(body)
-            self.end_headers()
-            for chunk in body:
-                if chunk:
-                    self.wfile.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-            self.wfile.write(b"0\r\n\r\n")
+            self.start(200, headers)
+            self.write_chunks(body)
             if self.server.on_scrape:
                 self.server.on_scrape(time.perf_counter() - t0)
         else:
-            self._send(404, b"try /metrics or /healthz\n")
+            self.respond(404, b"try /metrics or /healthz\n")
 
-    def _authorised(self) -> bool:
+    def _authorised(self, req: Request) -> bool:
         tf = self.server.token
         if tf is None:
             return True
-        got = self.headers.get("Authorization", "")
+        got = req.header("authorization")
         if not got.startswith("Bearer "):
             return False
         try:
             want = tf.token()
         except (OSError, ValueError):
             return False  # token file unreadable: deny rather than open up
+        import hmac  # only with a token configured: hashlib's setup is ~0.1 MB
+
         return hmac.compare_digest(got[7:].strip().encode(), want.encode())
-
-    def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        for k, v in (headers or {"Content-Type": "text/plain; charset=utf-8"}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass  # no access log: Prometheus scrapes every few seconds
 
 
 def accepts_gzip(header: str) -> bool:

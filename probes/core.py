@@ -7,7 +7,6 @@ import errno
 import os
 import struct
 import time
-from importlib import resources
 
 import numpy as np
 
@@ -59,7 +58,9 @@ def slot_count(ncpu: int, max_cgroups: int) -> int:
 
 
 def object_path() -> str:
-    path = str(resources.files("runqscale.probes") / "runqlat.bpf.o")
+    # beside this module (the package is installed as files: libbpf opens a path), not through
+    # importlib.resources, whose imports cost the agent ~0.7 MB
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runqlat.bpf.o")
     if not os.path.exists(path):
         raise ProbeError(f"{path} is missing: build it with `make bpf` (clang + bpftool)")
     return path

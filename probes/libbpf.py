@@ -4,7 +4,6 @@ attach a CO-RE object, and read its maps. No compiler or kernel headers at run t
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections import deque
@@ -16,6 +15,28 @@ c_void_p, c_int, c_char_p, c_uint32, c_size_t = (
 
 _PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 BPF_STATS_RUN_TIME = 0
+
+# dlopen's own search, by soname: ctypes.util.find_library would run `ldconfig -p` in a child
+# and costs the agent ~0.6 MB of imports (subprocess, shutil, tempfile) it needs nowhere else.
+LIBBPF_NAMES = ("libbpf.so.1", "libbpf.so.0", "libbpf.so")
+
+
+def _open_libbpf() -> ctypes.CDLL:
+    first: OSError | None = None
+    for name in LIBBPF_NAMES:
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError as e:
+            first = first or e
+    from ctypes.util import find_library  # an unusual install: ask ldconfig where it is
+
+    found = find_library("bpf")
+    try:
+        if found:
+            return ctypes.CDLL(found, use_errno=True)
+    except OSError as e:
+        first = e
+    raise ProbeError(f"libbpf not found ({first}); install it (Debian: apt-get install libbpf1)")
 
 
 class LibBpf:
@@ -45,13 +66,7 @@ class LibBpf:
     def load(cls) -> ctypes.CDLL:
         """The library with argument types set; usable without an instance (map reads)."""
         if cls._lib is None:
-            name = ctypes.util.find_library("bpf") or "libbpf.so.1"
-            try:
-                lib = ctypes.CDLL(name, use_errno=True)
-            except OSError as e:
-                raise ProbeError(
-                    f"libbpf not found ({e}); install it (Debian: apt-get install libbpf1)"
-                ) from e
+            lib = _open_libbpf()
             sig = {
                 "libbpf_set_print": (c_void_p, [_PRINT_FN]),
                 "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),

@@ -10,7 +10,6 @@ and the fix: each command reports it in its own one-line style.
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any
 
@@ -72,6 +71,8 @@ def option_defaults(command: click.Command, path: str, section: str | None = Non
         if p is None:
             names = sorted({(o.lstrip("-") if o.startswith("--") else o)
                             for q in params for o in q.opts[:1]})
+            import difflib  # only on this error path (the agent imports this module)
+
             near = difflib.get_close_matches(str(key).replace("_", "-"), names, n=1)
             hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(names)}"
             raise ConfigError(f"{path}: unknown key '{key}'; {hint}")

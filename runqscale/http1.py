@@ -1,0 +1,279 @@
+"""The HTTP/1.1 subset the agent speaks: it serves GETs (/metrics, /healthz) and makes GETs
+(the kubelet's pods, the API server's list and watch), nothing else.
+
+The standard library's http.server and http.client would do it, but importing them (with
+mimetypes, shutil and the email package, which only parses their headers) costs the agent
+~2.1 MB of RSS on every node (~0.9 the server, ~1.2 the client; docs/bench/HISTORY.md, stop
+43) for features neither side uses.
+
+Serving (`Handler`): scrapers send a request line and a few headers and read a response:
+
+- a request line `METHOD TARGET HTTP/1.x` of at most `MAX_LINE` bytes (else 414), headers of at
+  most `MAX_HEADERS` lines (else 431), no obsolete line folding (400);
+- GET only (else 405). A request announcing a body (`Content-Length` other than 0, or
+  `Transfer-Encoding`) is answered and its connection closed: its body is never read, so the
+  next request on that connection could not be found;
+- HTTP/1.1 keeps the connection open unless the client sends `Connection: close`; HTTP/1.0
+  closes it unless the client asks for keep-alive;
+- a connection idle or stalled past the socket timeout the server sets is closed.
+
+Fetching (`get`): one GET per connection (`Connection: close`), over TLS when the URL is https;
+the body is read as the response frames it (chunked, Content-Length, or up to the close), so a
+watch's events arrive as they are sent.
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+MAX_LINE = 8192  # what nginx allows per request line and header line by default
+MAX_HEADERS = 100  # http.client's limit
+MAX_EMPTY_LINES = 4  # skipped before a request line (a client's stray CRLF after a body)
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           405: "Method Not Allowed", 414: "URI Too Long",
+           431: "Request Header Fields Too Large", 503: "Service Unavailable",
+           505: "HTTP Version Not Supported"}
+
+
+class BadRequest(Exception):
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+
+
+class Request:
+    """One parsed request: method, target (path and query), version, headers by lower-case name
+    (every value of a repeated header kept, in order)."""
+
+    def __init__(self, method: str, target: str, version: str,
+                 headers: dict[str, list[str]]) -> None:
+        self.method, self.target, self.version, self.headers = method, target, version, headers
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def header(self, name: str) -> str:
+        """The header's values joined as one list (RFC 9110, 5.3); "" when absent."""
+        return ", ".join(self.headers.get(name, ()))
+
+    def keeps_alive(self) -> bool:
+        tokens = {t.strip().lower() for t in self.header("connection").split(",")}
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
+
+    def has_body(self) -> bool:
+        return "transfer-encoding" in self.headers or \
+            self.header("content-length").strip() not in ("", "0")
+
+
+def _line(rfile: BinaryIO, limit: int, code: int) -> bytes:
+    line = rfile.readline(limit + 1)
+    if len(line) > limit:
+        raise BadRequest(code, "line too long")
+    return line
+
+
+def read_request(rfile: BinaryIO) -> Request | None:
+    """The next request on the connection; None when the client closed it between requests."""
+    raw = _line(rfile, MAX_LINE, 414)
+    for _ in range(MAX_EMPTY_LINES):  # RFC 9112, 2.2: ignore empty lines before a request
+        if raw not in (b"\r\n", b"\n"):
+            break
+        raw = _line(rfile, MAX_LINE, 414)
+    if not raw:
+        return None
+    parts = raw.decode("latin-1").split()
+    if len(parts) != 3:
+        raise BadRequest(400, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported version")
+    return Request(method, target, version, read_headers(rfile))
+
+
+def read_headers(rfile: BinaryIO) -> dict[str, list[str]]:
+    """Header lines up to the empty one, by lower-case name."""
+    headers: dict[str, list[str]] = {}
+    for _ in range(MAX_HEADERS + 1):
+        line = _line(rfile, MAX_LINE, 431)
+        if line in (b"\r\n", b"\n"):
+            return headers
+        if not line:
+            raise BadRequest(400, "connection closed inside the headers")
+        if line[:1] in (b" ", b"\t"):
+            raise BadRequest(400, "obsolete header line folding")
+        name, colon, value = line.decode("latin-1").partition(":")
+        if not colon or not name or name != name.strip():
+            raise BadRequest(400, "malformed header line")
+        headers.setdefault(name.lower(), []).append(value.strip())
+    raise BadRequest(431, "too many header lines")
+
+
+class Handler(socketserver.StreamRequestHandler):
+    """Serves requests on one connection until either side closes it; subclasses implement
+    `get(request)` and answer with `respond` or `start` + `write_chunk` + `end_chunks`."""
+
+    def handle(self) -> None:
+        try:
+            while self._one():
+                pass
+        except OSError:
+            pass  # the peer went away, or its connection timed out: nothing left to answer
+
+    def _one(self) -> bool:
+        try:
+            req = read_request(self.rfile)
+        except BadRequest as e:
+            self.keep = False
+            self.respond(e.code, f"{e}\n".encode())
+            return False
+        if req is None:
+            return False
+        self.keep = req.keeps_alive() and not req.has_body()
+        if req.method != "GET":
+            self.respond(405, b"only GET is served\n", {"Allow": "GET"})
+        else:
+            self.get(req)
+        return self.keep
+
+    def get(self, req: Request) -> None:
+        raise NotImplementedError
+
+    def start(self, code: int, headers: dict[str, str]) -> None:
+        """The status line and headers (plus `Connection: close` when this response ends the
+        connection)."""
+        lines = [f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if not self.keep:
+            lines.append("Connection: close")
+        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def respond(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.start(code, {**(headers or {"Content-Type": "text/plain; charset=utf-8"}),
+                          "Content-Length": str(len(body))})
+        self.wfile.write(body)
+
+    def write_chunks(self, pieces: Iterable[bytes]) -> None:
+        """A chunked body (the response's headers said `Transfer-Encoding: chunked`)."""
+        for piece in pieces:
+            if piece:
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+        self.wfile.write(b"0\r\n\r\n")
+
+
+# -- the client side ------------------------------------------------------------------------------
+
+class Response:
+    """A GET's response: status, reason, headers, and its body as a file (read, readline);
+    closing it closes the connection."""
+
+    def __init__(self, sock: socket.socket, rfile: BinaryIO, status: int, reason: str,
+                 headers: dict[str, list[str]]) -> None:
+        self._sock, self._rfile = sock, rfile
+        self.status, self.reason, self.headers = status, reason, headers
+        coding = ", ".join(headers.get("transfer-encoding", ())).lower()
+        length = ", ".join(headers.get("content-length", ())).strip()
+        self._chunked = coding.endswith("chunked")
+        if coding and not self._chunked:
+            raise ValueError(f"unsupported Transfer-Encoding {coding!r}")
+        self._left: int | None = None  # bytes left of the body (None: up to the close)
+        if not self._chunked and length:
+            if not length.isdigit():
+                raise ValueError(f"malformed Content-Length {length!r}")
+            self._left = int(length)
+        self._buf, self._eof = b"", False
+
+    def _piece(self) -> bytes:
+        """The next piece of the body as framed on the wire; b"" at its end."""
+        if self._eof:
+            return b""
+        if self._chunked:
+            size_line = _line(self._rfile, MAX_LINE, 400)
+            size = size_line.split(b";", 1)[0].strip()
+            if not size or any(c not in b"0123456789abcdefABCDEF" for c in size):
+                raise ValueError(f"malformed chunk size line {size_line[:40]!r}")
+            n = int(size, 16)
+            if n == 0:
+                read_headers(self._rfile)  # trailers, up to the empty line
+                self._eof = True
+                return b""
+            data = self._exactly(n)
+            if self._rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise ValueError("chunk not followed by CRLF")
+            return data
+        if self._left is not None:
+            data = self._exactly(min(self._left, 65536)) if self._left else b""
+            self._left -= len(data)
+        else:
+            data = self._rfile.read1(65536)
+        self._eof = not data
+        return data
+
+    def _exactly(self, n: int) -> bytes:
+        data = self._rfile.read(n)
+        if len(data) < n:
+            raise ConnectionError("connection closed inside the response body")
+        return data
+
+    def read(self, n: int | None = None) -> bytes:
+        """Up to n bytes of the body (all that is left when n is None or negative)."""
+        if n is None or n < 0:
+            parts = [self._buf]
+            while piece := self._piece():
+                parts.append(piece)
+            self._buf = b""
+            return b"".join(parts)
+        while len(self._buf) < n and (piece := self._piece()):
+            self._buf += piece
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def readline(self) -> bytes:
+        """The body's next line, with its newline (b"" at the end of the body)."""
+        while (i := self._buf.find(b"\n")) < 0:
+            piece = self._piece()
+            if not piece:
+                out, self._buf = self._buf, b""
+                return out
+            self._buf += piece
+        out, self._buf = self._buf[:i + 1], self._buf[i + 1:]
+        return out
+
+    def close(self) -> None:
+        self._rfile.close()
+        self._sock.close()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def get(host: str, port: int, target: str, headers: dict[str, str], timeout: float,
+        tls: Any = None) -> Response:
+    """GET `target` from host:port (through `tls`, an ssl.SSLContext, when given), one request
+    on its own connection; the response as soon as its headers are in."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=host)
+        name = f"[{host}]" if ":" in host else host
+        head = [f"GET {target} HTTP/1.1", f"Host: {name}:{port}", "Connection: close",
+                "Accept-Encoding: identity", *(f"{k}: {v}" for k, v in headers.items())]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        rfile = sock.makefile("rb")
+        status_line = _line(rfile, MAX_LINE, 400).decode("latin-1").rstrip("\r\n")
+        version, _, rest = status_line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or not code.isdigit() or len(code) != 3:
+            raise ValueError(f"not an HTTP/1.x response: {status_line[:60]!r}")
+        return Response(sock, rfile, int(code), reason, read_headers(rfile))
+    except BaseException:
+        sock.close()
+        raise

@@ -1,0 +1,220 @@
+"""The agent's HTTP/1.1 (runqscale/http1.py) over real sockets. Serving: what scrapers and probes
+send is answered, keep-alive holds across requests, and malformed or oversized requests get a
+clear status and a closed connection instead of a hung thread or a desynchronised stream.
+Fetching: bodies framed every way a kubelet or API server frames them read back byte for byte,
+line by line as a watch reads them, and broken framing is an error, never a short body."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runqscale.exporter.families import RowFamily, label_string
+from runqscale.exporter.server import MetricsServer, Registry
+from runqscale.http1 import MAX_HEADERS, MAX_LINE, get
+
+
+class One:
+    def collect(self) -> Iterator[RowFamily]:
+        fam = RowFamily("rq_demo", "doc", "gauge", ("container",))
+        fam.add(("a",), label_string(("container",), ("a",)), 1.0)
+        yield fam
+
+
+@pytest.fixture
+def server() -> Iterator[MetricsServer]:
+    registry = Registry()
+    registry.register(One())
+    srv = MetricsServer(("127.0.0.1", 0), registry, healthy=lambda: True)
+    srv.serve_in_thread()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _raw(srv: MetricsServer, data: bytes) -> tuple[bytes, bool]:
+    """Send `data`, read until the server closes or goes quiet: (what came back, closed)."""
+    with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=3) as s:
+        s.sendall(data)
+        out, closed = b"", False
+        s.settimeout(1.0)
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+            closed = True
+        except TimeoutError:
+            pass
+    return out, closed
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(server: MetricsServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    for path, status in (("/metrics", 200), ("/healthz", 200), ("/nope", 404),
+                         ("/metrics?x=1", 200)):
+        conn.request("GET", path)
+        r = conn.getresponse()
+        body = r.read()
+        assert r.status == status, path
+        if path.startswith("/metrics"):
+            assert b'rq_demo{container="a"} 1.0' in body
+    conn.close()
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
+    (b"GET /metrics\r\n\r\n", 400),  # HTTP/0.9 is not served
+    (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"GET /" + b"a" * MAX_LINE + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /metrics HTTP/1.1\r\nX: " + b"b" * MAX_LINE + b"\r\n\r\n", 431),
+    (b"GET /metrics HTTP/1.1\r\n" + b"X: y\r\n" * (MAX_HEADERS + 1) + b"\r\n", 431),
+    (b"GET /metrics HTTP/1.1\r\nA: b\r\n  folded\r\n\r\n", 400),
+    (b"GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+])
+def test_bad_requests_get_a_status_and_a_closed_connection(server: MetricsServer,
+                                                           request_bytes: bytes,
+                                                           status: int) -> None:
+    out, closed = _raw(server, request_bytes)
+    assert out.startswith(b"HTTP/1.1 %d " % status), out[:80]
+    # a well-formed request for another method leaves the connection usable; the rest end it
+    assert closed == (status != 405)
+    assert (b"Connection: close" in out) == closed
+
+
+def test_http10_and_connection_close_end_the_connection(server: MetricsServer) -> None:
+    for req in (b"GET /healthz HTTP/1.0\r\n\r\n",
+                b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"):
+        out, closed = _raw(server, req)
+        assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"ok\n") and closed
+
+
+def test_http11_without_close_stays_open_and_pipelines(server: MetricsServer) -> None:
+    two = b"GET /healthz HTTP/1.1\r\n\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    out, closed = _raw(server, two)
+    assert out.count(b"HTTP/1.1 200 OK") == 2
+    assert not closed  # still open for a third
+
+
+def test_a_request_with_a_body_is_answered_then_closed(server: MetricsServer) -> None:
+    # the body is never read, so the stream could not be parsed after it: close instead
+    out, closed = _raw(server, b"GET /healthz HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+                               b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200 OK") == 1 and closed
+
+
+def test_a_client_that_vanishes_mid_request_leaves_the_server_serving(
+        server: MetricsServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=3) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: ")
+    out, _ = _raw(server, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 ")
+
+
+def test_the_agent_imports_neither_http_server_nor_http_client() -> None:
+    """The point of runqscale/http1.py: the agent's process never loads http.server or
+    http.client (nor what only they bring: the email package, mimetypes, shutil)."""
+    import subprocess
+
+    # only what the agent's imports add (a site hook may load some of these before it)
+    code = ("import sys; before = set(sys.modules); "
+            "import runqscale.exporter.server, runqscale.agent.daemon_cmd, "
+            "runqscale.agent.daemon; "
+            "import runqscale.agent.pods; "
+            "print(sorted({'http.server', 'http.client', 'email', 'mimetypes', 'shutil'} "
+            "& (set(sys.modules) - before)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+# -- fetching ------------------------------------------------------------------------------------
+
+def _answer_once(response: bytes) -> tuple[int, list[bytes]]:
+    """A server that reads one request's head, answers `response` verbatim and closes; returns
+    its port and (after the fact) the request head it got."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            got.append(head)
+            conn.sendall(response)
+        lsock.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock.getsockname()[1], got
+
+
+def _chunked(body: bytes, cuts: list[int]) -> bytes:
+    out, prev = b"", 0
+    for c in [*sorted({c % (len(body) + 1) for c in cuts}), len(body)]:
+        if c > prev:
+            out += b"%x;ext=1\r\n%b\r\n" % (c - prev, body[prev:c])
+            prev = c
+    return out + b"0\r\nX-Trailer: y\r\n\r\n"
+
+
+LINES = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"") + b"\n"),
+                 max_size=8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(lines=LINES, cuts=st.lists(st.integers(0, 400), max_size=6),
+       framing=st.sampled_from(["chunked", "length", "close"]))
+def test_a_body_reads_back_whole_and_line_by_line_however_it_is_framed(
+        lines: list[bytes], cuts: list[int], framing: str) -> None:
+    body = b"".join(lines)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    for by_line in (False, True):
+        if framing == "chunked":
+            wire = head + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(body, cuts)
+        elif framing == "length":
+            wire = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        else:
+            wire = head + b"\r\n" + body
+        port, _ = _answer_once(wire)
+        with get("127.0.0.1", port, "/pods", {}, 5) as r:
+            assert r.status == 200
+            if by_line:
+                got = []
+                while line := r.readline():
+                    got.append(line)
+                assert got == lines
+            else:
+                assert r.read() == body
+
+
+def test_the_request_names_host_target_and_headers_and_closes() -> None:
+    port, got = _answer_once(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+    with get("127.0.0.1", port, "/api/v1/pods?watch=1", {"Authorization": "Bearer t"}, 5) as r:
+        assert (r.status, r.reason, r.read()) == (204, "No Content", b"")
+    head = got[0].decode()
+    assert head.startswith("GET /api/v1/pods?watch=1 HTTP/1.1\r\n")
+    for line in (f"Host: 127.0.0.1:{port}", "Connection: close", "Authorization: Bearer t"):
+        assert line + "\r\n" in head
+
+
+@pytest.mark.parametrize(("wire", "error"), [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
+     ValueError),  # not a hex size
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab", ConnectionError),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", ConnectionError),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ValueError),
+    (b"SSH-2.0-OpenSSH\r\n\r\n", ValueError),
+])
+def test_broken_framing_is_an_error_not_a_short_body(wire: bytes, error: type) -> None:
+    port, _ = _answer_once(wire)
+    with pytest.raises(error):
+        with get("127.0.0.1", port, "/", {}, 5) as r:
+            r.read()
