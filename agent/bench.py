@@ -143,8 +143,14 @@ class Agent:
             shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
                                                       "runqscale")
         t0 = time.monotonic()
+        env = None
+        if AGENT_BIN:
+            from runqscale.agent.bench_install import RUNTIME_ENV
+
+            env = {**os.environ, **RUNTIME_ENV}
         self.proc = subprocess.Popen([exe, "agent", "--listen", f"127.0.0.1:{self.port}", *args],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env=env)
         while True:
             if self.proc.poll() is not None:
                 raise SystemExit(f"agent exited: {self.proc.stderr.read()}")  # type: ignore
@@ -278,15 +284,21 @@ def kubelet_over_tls(pods_file: str) -> Iterator[list[str]]:
         f.write("bench-token\n")
 
     class Pods(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # and a chunked body, as the kubelet sends it
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             ok = self.path == "/pods" and \
                 self.headers.get("Authorization") == "Bearer bench-token"
             with open(pods_file, "rb") as f:
                 body = f.read() if ok else b"{}"
             self.send_response(200 if ok else 401)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            self.wfile.write(body)
+            for i in range(0, len(body), 32768):
+                piece = body[i:i + 32768]
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
 
         def log_message(self, *args: object) -> None:
             pass

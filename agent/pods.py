@@ -232,7 +232,10 @@ def _open(url: str, auth: HttpAuth, timeout: float) -> Response:
                auth.headers(), timeout, auth.context(url))
     if not 200 <= resp.status < 300:
         with resp:
-            body = resp.read(300).decode("utf-8", "replace").strip()
+            try:
+                body = resp.read(300).decode("utf-8", "replace").strip()
+            except (OSError, ValueError):
+                body = ""  # the status says enough
         raise HttpError(resp.status, resp.reason, " ".join(body.split()))
     return resp
 

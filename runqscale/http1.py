@@ -10,12 +10,13 @@ Serving (`Handler`): scrapers send a request line and a few headers and read a r
 
 - a request line `METHOD TARGET HTTP/1.x` of at most `MAX_LINE` bytes (else 414), headers of at
   most `MAX_HEADERS` lines (else 431), no obsolete line folding (400);
-- GET only (else 405). A request announcing a body (`Content-Length` other than 0, or
-  `Transfer-Encoding`) is answered and its connection closed: its body is never read, so the
-  next request on that connection could not be found;
-- HTTP/1.1 keeps the connection open unless the client sends `Connection: close`; HTTP/1.0
-  closes it unless the client asks for keep-alive;
-- a connection idle or stalled past the socket timeout the server sets is closed.
+- GET only: any other method gets 405 (without a body for HEAD) and its connection closed. A
+  request announcing a body (`Content-Length` other than 0, or `Transfer-Encoding`) is answered
+  and its connection closed: its body is never read, so the next request could not be found;
+- HTTP/1.1 keeps the connection open unless the client sends `Connection: close`. An HTTP/1.0
+  request is answered without chunked framing (its body ends with the connection) and closes;
+- a connection idle or stalled past the socket timeout the server sets is closed (the timeout
+  is per read or write: a client trickling a byte at a time holds its thread longer).
 
 Fetching (`get`): one GET per connection (`Connection: close`), over TLS when the URL is https;
 the body is read as the response frames it (chunked, Content-Length, or up to the close), so a
@@ -38,7 +39,7 @@ REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            505: "HTTP Version Not Supported"}
 
 
-class BadRequest(Exception):
+class BadRequest(ValueError):
     def __init__(self, code: int, why: str) -> None:
         super().__init__(why)
         self.code = code
@@ -61,10 +62,9 @@ class Request:
         return ", ".join(self.headers.get(name, ()))
 
     def keeps_alive(self) -> bool:
+        """HTTP/1.1 without `Connection: close` (HTTP/1.0 connections always close here)."""
         tokens = {t.strip().lower() for t in self.header("connection").split(",")}
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return "close" not in tokens
+        return self.version == "HTTP/1.1" and "close" not in tokens
 
     def has_body(self) -> bool:
         return "transfer-encoding" in self.headers or \
@@ -116,7 +116,11 @@ def read_headers(rfile: BinaryIO) -> dict[str, list[str]]:
 
 class Handler(socketserver.StreamRequestHandler):
     """Serves requests on one connection until either side closes it; subclasses implement
-    `get(request)` and answer with `respond` or `start` + `write_chunk` + `end_chunks`."""
+    `get(request)` and answer with `respond`, or with `start` and `write_chunks`."""
+
+    keep = False  # whether the connection stays open after this response
+    framed = True  # whether the client reads chunked framing (HTTP/1.1)
+    bodiless = False  # a HEAD request: headers only
 
     def handle(self) -> None:
         try:
@@ -129,12 +133,13 @@ class Handler(socketserver.StreamRequestHandler):
         try:
             req = read_request(self.rfile)
         except BadRequest as e:
-            self.keep = False
+            self.keep, self.framed, self.bodiless = False, True, False
             self.respond(e.code, f"{e}\n".encode())
             return False
         if req is None:
             return False
-        self.keep = req.keeps_alive() and not req.has_body()
+        self.framed, self.bodiless = req.version == "HTTP/1.1", req.method == "HEAD"
+        self.keep = req.method == "GET" and req.keeps_alive() and not req.has_body()
         if req.method != "GET":
             self.respond(405, b"only GET is served\n", {"Allow": "GET"})
         else:
@@ -146,9 +151,10 @@ class Handler(socketserver.StreamRequestHandler):
 
     def start(self, code: int, headers: dict[str, str]) -> None:
         """The status line and headers (plus `Connection: close` when this response ends the
-        connection)."""
+        connection; an HTTP/1.0 client gets no chunked framing: the close ends its body)."""
         lines = [f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"{k}: {v}" for k, v in headers.items()
+                  if self.framed or k.lower() != "transfer-encoding"]
         if not self.keep:
             lines.append("Connection: close")
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -156,14 +162,18 @@ class Handler(socketserver.StreamRequestHandler):
     def respond(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.start(code, {**(headers or {"Content-Type": "text/plain; charset=utf-8"}),
                           "Content-Length": str(len(body))})
-        self.wfile.write(body)
+        if not self.bodiless:
+            self.wfile.write(body)
 
     def write_chunks(self, pieces: Iterable[bytes]) -> None:
-        """A chunked body (the response's headers said `Transfer-Encoding: chunked`)."""
+        """A chunked body (the response's headers said `Transfer-Encoding: chunked`); to an
+        HTTP/1.0 client the pieces as they are."""
         for piece in pieces:
             if piece:
-                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
-        self.wfile.write(b"0\r\n\r\n")
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece) if self.framed
+                                 else piece)
+        if self.framed:
+            self.wfile.write(b"0\r\n\r\n")
 
 
 # -- the client side ------------------------------------------------------------------------------
@@ -186,7 +196,7 @@ class Response:
             if not length.isdigit():
                 raise ValueError(f"malformed Content-Length {length!r}")
             self._left = int(length)
-        self._buf, self._eof = b"", False
+        self._buf, self._pos, self._eof = bytearray(), 0, False  # unread: _buf[_pos:]
 
     def _piece(self) -> bytes:
         """The next piece of the body as framed on the wire; b"" at its end."""
@@ -220,29 +230,37 @@ class Response:
             raise ConnectionError("connection closed inside the response body")
         return data
 
+    def _take(self, end: int) -> bytes:
+        """The unread buffer up to `end`; the consumed front is dropped once it is most of it."""
+        out = bytes(self._buf[self._pos:end])
+        self._pos = end
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[:self._pos]
+            self._pos = 0
+        return out
+
     def read(self, n: int | None = None) -> bytes:
         """Up to n bytes of the body (all that is left when n is None or negative)."""
         if n is None or n < 0:
-            parts = [self._buf]
+            parts = [bytes(self._buf[self._pos:])]
             while piece := self._piece():
                 parts.append(piece)
-            self._buf = b""
+            self._buf, self._pos = bytearray(), 0
             return b"".join(parts)
-        while len(self._buf) < n and (piece := self._piece()):
+        while len(self._buf) - self._pos < n and (piece := self._piece()):
             self._buf += piece
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+        return self._take(min(len(self._buf), self._pos + n))
 
     def readline(self) -> bytes:
         """The body's next line, with its newline (b"" at the end of the body)."""
-        while (i := self._buf.find(b"\n")) < 0:
+        scan = self._pos  # where the search for a newline resumes: no byte is searched twice
+        while (i := self._buf.find(b"\n", scan)) < 0:
+            scan = len(self._buf)
             piece = self._piece()
             if not piece:
-                out, self._buf = self._buf, b""
-                return out
+                return self._take(len(self._buf))
             self._buf += piece
-        out, self._buf = self._buf[:i + 1], self._buf[i + 1:]
-        return out
+        return self._take(i + 1)
 
     def close(self) -> None:
         self._rfile.close()
@@ -260,6 +278,7 @@ def get(host: str, port: int, target: str, headers: dict[str, str], timeout: flo
     """GET `target` from host:port (through `tls`, an ssl.SSLContext, when given), one request
     on its own connection; the response as soon as its headers are in."""
     sock = socket.create_connection((host, port), timeout=timeout)
+    rfile: BinaryIO | None = None
     try:
         if tls is not None:
             sock = tls.wrap_socket(sock, server_hostname=host)
@@ -275,5 +294,7 @@ def get(host: str, port: int, target: str, headers: dict[str, str], timeout: flo
             raise ValueError(f"not an HTTP/1.x response: {status_line[:60]!r}")
         return Response(sock, rfile, int(code), reason, read_headers(rfile))
     except BaseException:
+        if rfile is not None:
+            rfile.close()  # it holds a reference to the socket: both must close to free it
         sock.close()
         raise
