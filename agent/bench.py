@@ -270,7 +270,9 @@ def kubelet_over_tls(pods_file: str) -> Iterator[list[str]]:
     certificate, a bearer token), for as long as the block runs; yields the agent's flags to
     use it. On a node the agent fetches pods over TLS (the DaemonSet: from the API server), so
     its RSS includes OpenSSL (~4.6 MB with its library pages); a pods file would leave that
-    out."""
+    out. The agent fetches once at start and again only for a pod it does not know (a long
+    --pods-refresh): the DaemonSet's API-server watch, too, costs nothing while pods stay put,
+    where a poll every 10 s would add a TLS handshake and a parse of the whole list."""
     import ssl
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -311,7 +313,7 @@ def kubelet_over_tls(pods_file: str) -> Iterator[list[str]]:
     try:
         yield ["--pods-source", "kubelet", "--kubelet-url",
                f"https://127.0.0.1:{srv.server_address[1]}", "--kubelet-ca-file", cert,
-               "--kubelet-token-file", token]
+               "--kubelet-token-file", token, "--pods-refresh", "1h"]
     finally:
         srv.shutdown()
         srv.server_close()
