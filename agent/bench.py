@@ -2,7 +2,8 @@
 
     python -m runqscale.agent.bench --out bench-agent.json
 
-Needs root (BPF, cgroups). Measures, on this machine:
+Needs root (BPF, cgroups). Measures the agent as the image installs it (agent/bench_install.py;
+`--install here`: this environment's), on this machine:
 - start: wall time from spawning `runqscale agent` to its /healthz answering 200 (first sample
   taken), and the agent's own "first sample N s after process start"; median of --starts runs;
 - RSS of the agent after it has run with the 500 cgroups (VmRSS, and the peak VmHWM), and the
@@ -10,7 +11,7 @@ Needs root (BPF, cgroups). Measures, on this machine:
 - bcc's runqlat (`/usr/sbin/runqlat-bpfcc`): spawn to "Tracing..." (programs compiled and attached),
   and its RSS while tracing;
 - with 500 live cgroups (one process, 500 threads, each in its own cgroup, waking twice a second,
-  each a pod's container named in a pods file as the kubelet would list it):
+  each a pod's container in the pod list a stand-in kubelet serves over HTTPS):
   the agent's CPU (utime+stime over --seconds, scraped every --scrape-every seconds as Prometheus
   would) and /metrics scrape time (client wall time, median and max of 10, and the agent's own
   scrape-duration gauge).
@@ -278,10 +279,17 @@ def kubelet_over_tls(pods_file: str) -> Iterator[list[str]]:
 
     d = os.path.dirname(os.path.abspath(pods_file))
     cert, key, token = (os.path.join(d, n) for n in ("kubelet.crt", "kubelet.key", "token"))
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                        "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
+                       text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        why = getattr(e, "stderr", "") or str(e)
+        raise SystemExit("runqscale bench: error: making the stand-in kubelet's certificate "
+                         f"with openssl failed ({why.strip()[-200:]}); apt-get install openssl"
+                         ) from e
     with open(token, "w") as f:
         f.write("bench-token\n")
 
@@ -420,7 +428,7 @@ def _gauge(body: str, name: str) -> float:
 IMPORT_STAGES = (
     ("interpreter", ()),
     ("click (the CLI)", ("click",)),
-    ("HTTP server, TLS (pods are fetched over HTTPS), zlib", ("socketserver", "ssl", "zlib")),
+    ("socketserver, TLS (pods come over HTTPS), zlib", ("socketserver", "ssl", "zlib")),
     ("numpy", ("numpy",)),
     ("runqscale's agent modules", ("runqscale.cli", "runqscale.agent.daemon_cmd",
                                    "runqscale.agent.pods", "runqscale.http1",

@@ -28,28 +28,51 @@ RUNTIME_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def repo_root() -> str:
-    """The source tree this package was installed from (editable installs and checkouts)."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.exists(os.path.join(here, "setup.cfg")):
-        raise SystemExit(f"runqscale bench: error: {here} is not a source tree (no setup.cfg); "
-                         "run the bench from a checkout, or pass --install here")
-    return here
+    """The checkout this package was installed from (an editable install)."""
+    from runqscale.revtree import repo_root as git_root
+
+    return git_root("runqscale bench (--install image; --install here needs no checkout)")
+
+
+def _instructions(path: str) -> list[list[str]]:
+    """The Containerfile's instructions as words (continued lines joined, comments dropped)."""
+    out, pending = [], ""
+    with open(path) as f:
+        for raw in f:
+            line = raw.strip()
+            if not pending and (not line or line.startswith("#")):
+                continue
+            if line.endswith("\\"):
+                pending += line[:-1] + " "
+                continue
+            out.append((pending + line).split())
+            pending = ""
+    if pending:
+        out.append(pending.split())
+    return out
 
 
 def containerfile_sources(repo: str) -> list[str]:
-    """What the Containerfile's wheel stage copies from the build context (its COPY lines
-    without --from): the bench installs from the same set, so it fails where the image build
-    would (a package directory left out)."""
+    """What the Containerfile's `wheel` stage copies from the build context (its COPY lines
+    without --from; other flags skipped): the bench installs from the same set, so it fails
+    where the image build would (a package directory left out)."""
     out: list[str] = []
     stage = None
-    with open(os.path.join(repo, "Containerfile")) as f:
-        for line in f:
-            words = line.split()
-            if words[:1] == ["FROM"]:
-                stage = words[-1] if "AS" in (w.upper() for w in words) else None
-            elif stage == "wheel" and words[:1] == ["COPY"] and \
-                    not any(w.startswith("--from") for w in words):
-                out += words[1:-1]
+    for words in _instructions(os.path.join(repo, "Containerfile")):
+        op = words[0].upper()
+        if op == "FROM":
+            stage = words[-1] if len(words) > 2 and words[-2].upper() == "AS" else None
+        elif stage == "wheel" and op == "COPY":
+            if any(w.startswith("--from") for w in words[1:]):
+                continue  # from another stage, not the build context
+            args = [w for w in words[1:] if not w.startswith("--")]
+            if args and args[0].startswith("["):
+                raise SystemExit("runqscale bench: error: Containerfile: COPY in JSON form is "
+                                 "not understood here; write `COPY SRC... DEST`")
+            out += args[:-1]
+    if not out:
+        raise SystemExit("runqscale bench: error: Containerfile: no COPY from the build context "
+                         "in a stage named `wheel`; the bench installs what that stage copies")
     return out
 
 
@@ -71,15 +94,22 @@ def image_install(repo: str | None = None) -> str:
     venv = os.path.join(CACHE, f"agent-bench-venv-{h.hexdigest()[:12]}")
     bin_dir = os.path.join(venv, "bin")
     fresh = not os.path.exists(os.path.join(bin_dir, ".deps-installed"))
+    obj = os.path.join(repo, "probes", "runqlat.bpf.o")
+    for need, fix in ((PYTHON, "apt-get install python3-venv"), (obj, "make bpf")):
+        if not os.path.exists(need):
+            raise SystemExit(f"runqscale bench: error: {need} is missing; {fix}")
     if fresh:
         print(f"bench: building the image's install in {venv} (once per setup.cfg)",
               file=sys.stderr, flush=True)
         _run([PYTHON, "-m", "venv", "--clear", venv])
+        # the build backend once, so later installs build without the network
+        _run([os.path.join(bin_dir, "pip"), "install", "-q", "--no-cache-dir",
+              "setuptools>=64", "wheel"])
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "src")
         os.mkdir(src)
         # the BPF object comes from the image's own build stage there; from the checkout here
-        for name in [*containerfile_sources(repo), "probes/runqlat.bpf.o"]:
+        for name in [*containerfile_sources(repo), os.path.relpath(obj, repo)]:
             path = os.path.join(repo, name)
             dest = os.path.join(src, name)
             if os.path.isdir(path):
@@ -88,7 +118,8 @@ def image_install(repo: str | None = None) -> str:
             else:
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 shutil.copy(path, dest)
-        pip = [os.path.join(bin_dir, "pip"), "install", "-q", "--no-cache-dir"]
+        pip = [os.path.join(bin_dir, "pip"), "install", "-q", "--no-cache-dir",
+               "--no-build-isolation"]
         _run([*pip, src] if fresh else [*pip, "--no-deps", "--force-reinstall", src])
     if fresh:
         open(os.path.join(bin_dir, ".deps-installed"), "w").close()

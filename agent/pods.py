@@ -184,7 +184,9 @@ class HttpAuth:
         return h
 
     def context(self, url: str) -> Any:
-        if not url.startswith("https:"):
+        """The TLS context for an https URL (the scheme in any case: `HTTPS://` is https too),
+        None for http."""
+        if urllib.parse.urlsplit(url).scheme != "https":
             return None
         import ssl
 
@@ -228,9 +230,12 @@ def _open(url: str, auth: HttpAuth, timeout: float) -> Response:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{redact_url(url)}: not an http(s) URL")
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    tls = auth.context(url)
+    if parts.scheme == "https" and tls is None:  # never send the token in clear for https
+        raise ValueError(f"{redact_url(url)}: no TLS context for an https URL")
     resp = get(parts.hostname, port, (parts.path or "/") + (f"?{parts.query}" if parts.query
                                                             else ""),
-               auth.headers(), timeout, auth.context(url))
+               auth.headers(), timeout, tls)
     if not 200 <= resp.status < 300:
         with resp:
             try:

@@ -19,9 +19,9 @@ Serving (`Handler`): scrapers send a request line and a few headers and read a r
 - a connection idle or stalled past the socket timeout the server sets is closed (the timeout
   is per read or write: a client trickling a byte at a time holds its thread longer).
 
-Fetching (`get`): one GET per connection (`Connection: close`), over TLS when the URL is https;
-the body is read as the response frames it (chunked, Content-Length, or up to the close), so a
-watch's events arrive as they are sent.
+Fetching (`get`): one GET per connection (`Connection: close`), over TLS when the caller gives
+a context; the body is read as the response frames it (chunked, Content-Length, or up to the
+close), in pieces of at most 64 KiB, so a watch's events arrive as they are sent.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 MAX_LINE = 8192  # what nginx allows per request line and header line by default
 MAX_HEADERS = 100  # http.client's limit
+PIECE = 65536  # the most a client read takes from the socket at once
 MAX_EMPTY_LINES = 4  # skipped before a request line (a client's stray CRLF after a body)
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
            405: "Method Not Allowed", 414: "URI Too Long",
@@ -198,11 +199,18 @@ class Response:
                 raise ValueError(f"malformed Content-Length {length!r}")
             self._left = int(length)
         self._buf, self._pos, self._eof = bytearray(), 0, False  # unread: _buf[_pos:]
+        self._chunk_left = 0  # bytes of the current chunk not read yet
 
     def _piece(self) -> bytes:
         """The next piece of the body as framed on the wire; b"" at its end."""
         if self._eof:
             return b""
+        if self._chunked and self._chunk_left:
+            data = self._exactly(min(self._chunk_left, PIECE))
+            self._chunk_left -= len(data)
+            if not self._chunk_left and self._rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise ValueError("chunk not followed by CRLF")
+            return data
         if self._chunked:
             size_line = _line(self._rfile, MAX_LINE, 400)
             size = size_line.split(b";", 1)[0].strip()
@@ -213,15 +221,13 @@ class Response:
                 read_headers(self._rfile)  # trailers, up to the empty line
                 self._eof = True
                 return b""
-            data = self._exactly(n)
-            if self._rfile.readline(3) not in (b"\r\n", b"\n"):
-                raise ValueError("chunk not followed by CRLF")
-            return data
+            self._chunk_left = n  # read in pieces: a declared size is not an allocation
+            return self._piece()
         if self._left is not None:
-            data = self._exactly(min(self._left, 65536)) if self._left else b""
+            data = self._exactly(min(self._left, PIECE)) if self._left else b""
             self._left -= len(data)
         else:
-            data = self._rfile.read1(65536)
+            data = self._rfile.read1(PIECE)
         self._eof = not data
         return data
 
@@ -278,6 +284,10 @@ def get(host: str, port: int, target: str, headers: dict[str, str], timeout: flo
         tls: Any = None) -> Response:
     """GET `target` from host:port (through `tls`, an ssl.SSLContext, when given), one request
     on its own connection; the response as soon as its headers are in."""
+    bad = [t for t in (*headers.keys(), *headers.values()) if any(c in t for c in "\r\n\0")]
+    if any(c in target for c in " \r\n\0") or bad:
+        raise ValueError(f"refusing to send {(bad or [target])[0][:40]!r}: a space in the "
+                         "request target, or CR, LF or NUL anywhere, would corrupt the request")
     sock = socket.create_connection((host, port), timeout=timeout)
     rfile: BinaryIO | None = None
     try:

@@ -162,7 +162,11 @@ def _answer_once(response: bytes) -> tuple[int, list[bytes], threading.Thread]:
         with conn:
             head = b""
             while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
+                more = conn.recv(4096)
+                if not more:  # the client gave up (e.g. it wanted TLS): keep what it sent
+                    got.append(head)
+                    return
+                head += more
             got.append(head)
             conn.sendall(response)
         lsock.close()
@@ -255,3 +259,80 @@ def test_many_lines_in_one_piece_read_in_linear_time() -> None:
         spent = time.process_time() - t0
     assert n == 60000
     assert spent < 1.0  # quadratic slicing took ~1.5 s for this body; linear takes ~0.05 s
+
+
+def test_an_upper_case_https_url_still_means_tls_never_a_token_in_clear(tmp_path) -> None:
+    """`HTTPS://...` is https (schemes are case-insensitive): the agent must start TLS, not
+    send its bearer token to whatever listens in plain text."""
+    from runqscale.agent.pods import HttpAuth, _open
+
+    token = tmp_path / "token"
+    token.write_text("SECRET-TOKEN\n")
+    port, got, server = _answer_once(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    with pytest.raises((OSError, ValueError)):
+        _open(f"HTTPS://127.0.0.1:{port}/pods", HttpAuth(str(token), insecure=True), 1.0)
+    server.join(5)
+    assert got and b"SECRET-TOKEN" not in got[0] and not got[0].startswith(b"GET ")
+
+
+def test_a_watch_line_is_read_as_soon_as_its_chunk_arrives() -> None:
+    """The API server sends a watch event per chunk, minutes apart: readline must return each
+    event when its chunk is in, not wait for more of the body."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    first_read = threading.Event()
+
+    def serve() -> None:
+        conn, _ = lsock.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"11\r\n{\"type\":\"ADDED\"}\n\r\n")
+            assert first_read.wait(5)  # the client has the first event before the second
+            conn.sendall(b"13\r\n{\"type\":\"DELETED\"}\n\r\n0\r\n\r\n")
+        lsock.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    with get("127.0.0.1", lsock.getsockname()[1], "/api/v1/pods?watch=1", {}, 5) as r:
+        assert r.readline() == b'{"type":"ADDED"}\n'
+        first_read.set()
+        assert r.readline() == b'{"type":"DELETED"}\n'
+        assert r.readline() == b""
+
+
+def test_metrics_over_tls_with_a_bearer_token(tmp_path) -> None:
+    """The agent's HTTPS endpoint (--tls-cert/--tls-key, --auth-token-file) read by this
+    module's own TLS client: 401 without the token, the metrics with it, on one server."""
+    import ssl
+    import subprocess
+
+    from runqscale.exporter.server import tls_context
+    from runqscale.tokens import TokenFile
+
+    cert, key, token = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "token"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    token.write_text("t0k3n\n")
+    registry = Registry()
+    registry.register(One())
+    srv = MetricsServer(("127.0.0.1", 0), registry, healthy=lambda: True,
+                        ssl_context=tls_context(str(cert), str(key)), token=TokenFile(str(token)))
+    srv.serve_in_thread()
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        port = srv.server_address[1]
+        with get("127.0.0.1", port, "/metrics", {}, 5, ctx) as r:
+            assert r.status == 401 and r.headers["www-authenticate"]
+        with get("127.0.0.1", port, "/metrics", {"Authorization": "Bearer t0k3n"}, 5,
+                 ctx) as r:
+            assert r.status == 200 and b'rq_demo{container="a"} 1.0' in r.read()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_request_that_would_split_is_refused_before_it_is_sent() -> None:
+    for target, headers in (("/a b", {}), ("/pods", {"X": "1\r\nInjected: yes"})):
+        with pytest.raises(ValueError):
+            get("127.0.0.1", 9, target, headers, 1)
