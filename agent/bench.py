@@ -265,6 +265,21 @@ def _uid(i: int) -> str:
     return f"{i:08d}-0000-0000-0000-000000000000"
 
 
+def self_signed_cert(cert: str, key: str) -> None:
+    """A certificate for 127.0.0.1 (EC P-256, a day or two) and its key, with the openssl CLI:
+    the stand-in kubelet's here, the agent's HTTPS endpoint's in the tests."""
+    try:
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                        "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
+                       text=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        why = getattr(e, "stderr", "") or str(e)
+        raise SystemExit(f"runqscale: error: making a self-signed certificate with openssl "
+                         f"failed ({why.strip()[-200:]}); apt-get install openssl") from e
+
+
 @contextlib.contextmanager
 def kubelet_over_tls(pods_file: str) -> Iterator[list[str]]:
     """A stand-in kubelet serving `pods_file` as `GET /pods` over HTTPS (its own self-signed
@@ -274,48 +289,32 @@ def kubelet_over_tls(pods_file: str) -> Iterator[list[str]]:
     out. The agent fetches once at start and again only for a pod it does not know (a long
     --pods-refresh): the DaemonSet's API-server watch, too, costs nothing while pods stay put,
     where a poll every 10 s would add a TLS handshake and a parse of the whole list."""
+    import socketserver
     import ssl
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from runqscale.http1 import Handler, Request
 
     d = os.path.dirname(os.path.abspath(pods_file))
     cert, key, token = (os.path.join(d, n) for n in ("kubelet.crt", "kubelet.key", "token"))
-    try:
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert,
-                        "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
-                        "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True,
-                       text=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        why = getattr(e, "stderr", "") or str(e)
-        raise SystemExit("runqscale bench: error: making the stand-in kubelet's certificate "
-                         f"with openssl failed ({why.strip()[-200:]}); apt-get install openssl"
-                         ) from e
+    self_signed_cert(cert, key)
     with open(token, "w") as f:
         f.write("bench-token\n")
 
-    class Pods(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # and a chunked body, as the kubelet sends it
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            ok = self.path == "/pods" and \
-                self.headers.get("Authorization") == "Bearer bench-token"
+    class Pods(Handler):
+        def get(self, req: Request) -> None:
+            if req.path != "/pods" or req.header("authorization") != "Bearer bench-token":
+                self.respond(401, b"{}")
+                return
             with open(pods_file, "rb") as f:
-                body = f.read() if ok else b"{}"
-            self.send_response(200 if ok else 401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for i in range(0, len(body), 32768):
-                piece = body[i:i + 32768]
-                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
-            self.wfile.write(b"0\r\n\r\n")
-
-        def log_message(self, *args: object) -> None:
-            pass
+                body = f.read()
+            # chunked, as the kubelet sends it
+            self.start(200, {"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+            self.write_chunks(body[i:i + 32768] for i in range(0, len(body), 32768))
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Pods)
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Pods)
+    srv.daemon_threads = True
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:

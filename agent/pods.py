@@ -8,9 +8,8 @@
 Plain HTTP/1.1 GETs (runqscale/http1.py) and json, never the kubernetes package (its import
 alone costs more memory than the whole agent's budget), nor http.client (1.1 MB of RSS on top
 of the agent's other imports, mostly the email package it parses headers with) or
-urllib.request (more again). Never a request
-per scrape: the loop only reads the latest table. Fetching runs on a background thread, so a
-slow kubelet never stalls sampling.
+urllib.request (more again). Never a request per scrape: the loop only reads the latest table.
+Fetching runs on a background thread, so a slow kubelet never stalls sampling.
 """
 
 from __future__ import annotations
@@ -183,11 +182,9 @@ class HttpAuth:
             h["Authorization"] = "Bearer " + self._tokens.token()  # re-read when it rotates
         return h
 
-    def context(self, url: str) -> Any:
-        """The TLS context for an https URL (the scheme in any case: `HTTPS://` is https too),
-        None for http."""
-        if urllib.parse.urlsplit(url).scheme != "https":
-            return None
+    def context(self) -> Any:
+        """The TLS context for an https URL (the caller decides from the parsed scheme, which
+        is https in any case: `HTTPS://` too)."""
         import ssl
 
         if self.insecure:
@@ -229,10 +226,9 @@ def _open(url: str, auth: HttpAuth, timeout: float) -> Response:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{redact_url(url)}: not an http(s) URL")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    tls = auth.context(url)
-    if parts.scheme == "https" and tls is None:  # never send the token in clear for https
-        raise ValueError(f"{redact_url(url)}: no TLS context for an https URL")
+    https = parts.scheme == "https"  # urlsplit lower-cases it: HTTPS:// is TLS too
+    port = parts.port or (443 if https else 80)
+    tls = auth.context() if https else None
     resp = get(parts.hostname, port, (parts.path or "/") + (f"?{parts.query}" if parts.query
                                                             else ""),
                auth.headers(), timeout, tls)

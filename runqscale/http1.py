@@ -241,7 +241,7 @@ class Response:
         """The unread buffer up to `end`; the consumed front is dropped once it is most of it."""
         out = bytes(self._buf[self._pos:end])
         self._pos = end
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+        if self._pos > PIECE and self._pos * 2 > len(self._buf):
             del self._buf[:self._pos]
             self._pos = 0
         return out

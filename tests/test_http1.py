@@ -303,16 +303,13 @@ def test_metrics_over_tls_with_a_bearer_token(tmp_path) -> None:
     """The agent's HTTPS endpoint (--tls-cert/--tls-key, --auth-token-file) read by this
     module's own TLS client: 401 without the token, the metrics with it, on one server."""
     import ssl
-    import subprocess
 
+    from runqscale.agent.bench import self_signed_cert
     from runqscale.exporter.server import tls_context
     from runqscale.tokens import TokenFile
 
     cert, key, token = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "token"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    self_signed_cert(str(cert), str(key))
     token.write_text("t0k3n\n")
     registry = Registry()
     registry.register(One())

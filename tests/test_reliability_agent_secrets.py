@@ -28,6 +28,8 @@ from agent_helpers import FakeKubelet, FakePod
 from conftest import require_root
 from prometheus_helpers import free_port
 
+from runqscale.agent.bench import self_signed_cert
+
 RUNQSCALE = str(Path(sys.executable).parent / "runqscale")
 METRICS_TOKEN = "mtok-7f3c9a1e5b2d4c6e8a0f"
 ROTATED_TOKEN = "mtok-rotated-1b2c3d4e5f60718293"
@@ -50,10 +52,7 @@ def _status(url: str, ctx: ssl.SSLContext, header: str | None) -> int:
 def test_tls_token_auth_and_no_secret_in_the_output(tmp_path: Path) -> None:
     require_root()
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout",
-                    str(key), "-out", str(cert)], check=True, capture_output=True)
+    self_signed_cert(str(cert), str(key))
     token = tmp_path / "metrics-token"
     token.write_text(METRICS_TOKEN + "\n")
     ktoken = tmp_path / "kubelet-token"
