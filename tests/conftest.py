@@ -1,4 +1,4 @@
-"""Shared test policy: no test skips silently in CI.
+"""Shared test policy: no test skips silently in CI (nor a whole module).
 
 With CI=true, every skipped test turns into a failure, so a missing BPF toolchain, Prometheus, API
 server, redis, memcached, nginx, real node (containerd, kubelet) or test VM (qemu, Debian's 6.1
@@ -24,6 +24,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"test skipped in CI (CI=true): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """A module skipped as a whole (`pytest.skip(..., allow_module_level=True)`) never reaches
+    pytest_runtest_makereport: with CI=true it fails the run too."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"module skipped in CI (CI=true): {reason}"
 
 
 def require_root() -> None:
