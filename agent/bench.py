@@ -50,6 +50,20 @@ def agent_python() -> str:
     return os.path.join(AGENT_BIN, "python") if AGENT_BIN else sys.executable
 
 
+def agent_interpreter_flags() -> list[str]:
+    """The interpreter flags the DaemonSet runs the agent with (deploy/base/
+    agent-daemonset.yaml: `python3 <flags> -m runqscale.cli agent`); none for --install here."""
+    if not AGENT_BIN:
+        return []
+    from runqscale.agent.bench_install import daemonset_command
+
+    cmd = daemonset_command()
+    if not cmd[0].startswith("python") or cmd[-3:] != ["-m", "runqscale.cli", "agent"]:
+        raise SystemExit(f"runqscale bench: error: the DaemonSet's agent command {cmd} is not "
+                         "`python3 [FLAGS] -m runqscale.cli agent`; update agent/bench.py with it")
+    return cmd[1:-3]
+
+
 def memory_status(pid: int) -> dict[str, int]:
     """RSS now (psutil) and its peak: VmHWM, which psutil does not expose, from the kernel,
     with VmRSS's parts (RssAnon, RssFile, RssShmem); the part of the RSS that is BPF maps
@@ -137,21 +151,28 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Agent:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, interpreter_flags: list[str] | None = None) -> None:
+        """`runqscale agent ARGS`; from an image install (AGENT_BIN) as the DaemonSet runs it,
+        with `interpreter_flags` instead of the DaemonSet's if given."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        exe = os.path.join(AGENT_BIN, "runqscale") if AGENT_BIN else \
-            shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
-                                                      "runqscale")
-        t0 = time.monotonic()
-        env = None
+        cmd = [shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
+                                                         "runqscale"), "agent"]
+        env = cwd = None
+        if interpreter_flags is not None and not AGENT_BIN:
+            raise SystemExit("runqscale bench: error: interpreter flags are for the image's "
+                             "install (--install image): this venv has no bytecode for them")
         if AGENT_BIN:
             from runqscale.agent.bench_install import RUNTIME_ENV
 
-            env = {**os.environ, **RUNTIME_ENV}
-        self.proc = subprocess.Popen([exe, "agent", "--listen", f"127.0.0.1:{self.port}", *args],
+            # as the DaemonSet runs it: its command, the image's interpreter and environment
+            flags = agent_interpreter_flags() if interpreter_flags is None else interpreter_flags
+            cmd = [agent_python(), *flags, "-m", "runqscale.cli", "agent"]
+            env, cwd = {**os.environ, **RUNTIME_ENV}, "/"  # `-m`: no checkout on sys.path
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{self.port}", *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env=env)
+                                     env=env, cwd=cwd)
         while True:
             if self.proc.poll() is not None:
                 raise SystemExit(f"agent exited: {self.proc.stderr.read()}")  # type: ignore
@@ -471,7 +492,8 @@ def _import_child() -> dict:
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # as the agent sets it before numpy
     # cwd "/": `-c` puts the working directory first on sys.path, and a checkout's runqscale/
     # would shadow the install under test
-    out = subprocess.run([agent_python(), "-c", _IMPORT_CHILD, json.dumps(IMPORT_STAGES)],
+    out = subprocess.run([agent_python(), *agent_interpreter_flags(), "-c", _IMPORT_CHILD,
+                          json.dumps(IMPORT_STAGES)],
                          capture_output=True, text=True, check=True, env=env, cwd="/")
     return json.loads(out.stdout)
 

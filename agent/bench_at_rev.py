@@ -3,6 +3,9 @@ benchmark, not a test).
 
     python -m runqscale.agent.bench_at_rev 4b78703 WORKTREE --rounds 6 --out at-rev.json
     python -m runqscale.agent.bench_at_rev WORKTREE WORKTREE+--gzip --rounds 4   # a flag's cost
+    python -m runqscale.agent.bench_at_rev --install image WORKTREE WORKTREE+py: --rounds 4
+        # the checkout installed as the image installs it, run as the DaemonSet runs it (-OO)
+        # and with no interpreter flag (`py:FLAGS`: the interpreter's flags, comma-separated)
 
 Each revision's tree is checked out on its own (a git worktree, its probe object built from its
 own sources) and laid out as the installed package, so `runqscale agent` runs that revision's
@@ -51,12 +54,22 @@ def split_spec(spec: str) -> tuple[str, list[str]]:
     return rev, flags
 
 
-def _one(path: str, flags: list[str], pods_flags: list[str], seconds: float,
+def interpreter_flags(flags: list[str]) -> tuple[list[str], list[str] | None]:
+    """The agent's flags and, from a `py:FLAGS` among them, the interpreter's (None: as the
+    DaemonSet runs it)."""
+    agent = [f for f in flags if not f.startswith("py:")]
+    py = [f[3:] for f in flags if f.startswith("py:")]
+    return agent, ([w for w in ",".join(py).split(",") if w] if py else None)
+
+
+def _one(path: str | None, flags: list[str], pods_flags: list[str], seconds: float,
          scrape_every: float) -> dict:
+    agent_flags, py_flags = interpreter_flags(flags)
     saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = path  # the agent process inherits it
+    if path is not None:  # an image install holds its own copy (bench.AGENT_BIN)
+        os.environ["PYTHONPATH"] = path  # the agent process inherits it
     try:
-        a = bench.Agent(*pods_flags, *flags)
+        a = bench.Agent(*pods_flags, *agent_flags, interpreter_flags=py_flags)
     finally:
         _restore("PYTHONPATH", saved)
     try:
@@ -77,7 +90,7 @@ def _restore(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
-def run(revs: list[str], paths: dict[str, str], n: int, rounds: int, seconds: float,
+def run(revs: list[str], paths: dict[str, str | None], n: int, rounds: int, seconds: float,
         scrape_every: float, pods_file: str) -> dict:
     runs: dict[str, list[dict]] = {r: [] for r in revs}
     cache = bench.evict_agent_files()  # as agent.bench: the RSS is not set by history
@@ -129,6 +142,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=45.0)
     ap.add_argument("--scrape-every", type=float, default=15.0)
     ap.add_argument("--out", default="bench-results/agent-at-rev.json")
+    ap.add_argument("--install", choices=("here", "image"), default="here",
+                    help="here: each revision's tree from this venv; image: the checkout as the "
+                         f"image installs it (agent/bench_install.py; {WORKTREE} only), run as "
+                         "the DaemonSet runs it unless a py:FLAGS says otherwise")
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("runqscale.agent.bench_at_rev: error: needs root (BPF and cgroups)")
@@ -137,13 +154,27 @@ def main() -> None:
                          "--rounds 2 or more")
     repo = revtree.repo_root("runqscale.agent.bench_at_rev")
     trees = list(dict.fromkeys(split_spec(spec)[0] for spec in a.revs))
+    if a.install == "image":
+        if trees != [WORKTREE]:
+            raise SystemExit("runqscale.agent.bench_at_rev: error: --install image measures the "
+                             f"checkout: give {WORKTREE} (with +FLAGs) only")
+        from runqscale.agent.bench_install import image_install
+
+        bench.AGENT_BIN = image_install()
+    elif any(interpreter_flags(split_spec(s)[1])[1] is not None for s in a.revs):
+        raise SystemExit("runqscale.agent.bench_at_rev: error: py:FLAGS needs --install image "
+                         "(its bytecode is compiled for the DaemonSet's flags)")
     with tempfile.TemporaryDirectory(prefix="runqscale-agent-at-rev-") as tmp:
         try:
-            paths = {rev: tree_at(rev, repo, tmp) for rev in trees}
+            paths: dict[str, str | None] = (
+                {WORKTREE: None} if a.install == "image"
+                else {rev: tree_at(rev, repo, tmp) for rev in trees})
             res = run(a.revs, paths, a.cgroups, a.rounds, a.seconds, a.scrape_every,
                       os.path.join(tmp, "pods.json"))
         finally:  # the worktrees go with the directory; git forgets them too
-            revtree.remove_worktrees(repo, tmp, trees)
+            if a.install == "here":
+                revtree.remove_worktrees(repo, tmp, trees)
+    res["install"] = a.install
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)

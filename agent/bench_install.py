@@ -123,5 +123,27 @@ def image_install(repo: str | None = None) -> str:
         _run([*pip, src] if fresh else [*pip, "--no-deps", "--force-reinstall", src])
     if fresh:
         open(os.path.join(bin_dir, ".deps-installed"), "w").close()
-    _run([os.path.join(bin_dir, "python"), "-m", "compileall", "-q", venv])
+    python = os.path.join(bin_dir, "python")
+    _run([python, "-m", "compileall", "-q", venv])
+    # the -OO bytecode the DaemonSet's agent loads (daemonset_command), in the venv and, as the
+    # image's runtime stage compiles it, the interpreter's standard library (already compiled
+    # files are skipped: a second call takes about a second)
+    stdlib = subprocess.run([PYTHON, "-c", "import sysconfig; print(sysconfig.get_path('stdlib'))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if not os.access(stdlib, os.W_OK):
+        raise SystemExit(f"runqscale bench: error: {stdlib} is not writable; run as root to "
+                         "compile its -OO bytecode as the image does")
+    _run([python, "-OO", "-m", "compileall", "-q", venv, stdlib])
     return bin_dir
+
+
+def daemonset_command(repo: str | None = None) -> list[str]:
+    """The agent's command in deploy/base/agent-daemonset.yaml (interpreter flags included), as
+    the bench runs it from the image-like venv."""
+    import yaml
+
+    path = os.path.join(repo or repo_root(), "deploy", "base", "agent-daemonset.yaml")
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    agent = next(c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == "agent")
+    return list(agent["command"])

@@ -54,3 +54,29 @@ def test_short_lived_cgroups_resolve_and_removal_is_seen_without_stat(
             assert _until(lambda: not index.exists(live.rel)), "removal not seen in 3 s"
         finally:
             index.close()
+
+
+def test_each_cgroup_path_is_held_once_by_the_walk_the_watch_and_later_walks() -> None:
+    """Memory at 500 containers (issue 18): the walk, the inotify index and every re-walk keep
+    the same string per cgroup, not a copy each (stop 44: 0.575 -> 0.425 MB for 1004 paths)."""
+    require_root()
+    hier, root = CgroupMounts.read().choose("auto")
+    with Sandbox(hier, name="rq-watch-intern") as sb:
+        early = sb.group("pod-early/ctr")
+        index = WatchedCgroupIndex(root, retain=10)
+        try:
+            late = sb.group("pod-late/ctr")  # learned from IN_CREATE, not at start
+            assert _until(lambda: late.rel in index._watched)
+            index.walk()
+            first = dict(index._by_id)
+            index.walk()
+            for g in (early, late):
+                ino = os.stat(g.dirs[0]).st_ino
+                walked = index._by_id[ino]
+                assert walked == g.rel
+                assert walked is first[ino], "a re-walk made a second copy"
+                watched = next(r for r in index._watched if r == g.rel)
+                assert watched is walked, "the watch and the walk hold two copies"
+                assert index._learned[ino][0] is walked
+        finally:
+            index.close()

@@ -2,7 +2,8 @@
 ask for. Started as root with only the DaemonSet's capabilities (setpriv: bounding set = the
 manifest's `add` list, no_new_privs, like containerd with allowPrivilegeEscalation: false), every
 thread of the running agent has empty effective and permitted sets, and it still measures: a
-cgroup created after the drop gets fresh series, and when it is removed its entry is deleted from
+cgroup created after the drop gets fresh series (the agent started with the DaemonSet's command,
+-OO included), and when it is removed its entry is deleted from
 the BPF map (map reads and deletes through the held fds need no capability here). As plain root
 the bounding set is emptied as well. Figures: `pytest -s` prints a `privileges:` line."""
 
@@ -25,7 +26,7 @@ from conftest import require_root
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_helpers import free_port
 
-from runqscale.agent import privdrop
+from runqscale.agent import bench_install, privdrop
 from runqscale.probes import core
 from runqscale.probes.model import Hierarchy
 from runqscale.validation.sandbox import PERIODIC, Sandbox
@@ -63,14 +64,23 @@ def task_caps(pid: int) -> dict[int, dict[str, int]]:
     return out
 
 
+def daemonset_command() -> list[str]:
+    """The DaemonSet's agent command with this venv's interpreter for its `python3`: the agent
+    runs here as it runs on a node (its interpreter flags, -OO, included)."""
+    cmd = bench_install.daemonset_command(str(REPO))
+    return [sys.executable, *cmd[1:]] if cmd[0].startswith("python") else [RUNQSCALE, *cmd[1:]]
+
+
 class Started:
-    def __init__(self, prefix: list[str], *args: str) -> None:
+    def __init__(self, prefix: list[str], *args: str, command: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [*prefix, RUNQSCALE, "agent", "--listen", f"127.0.0.1:{self.port}", "--backend",
-             "core", "--pods-source", "none", "--interval", "0.5s", "--window", "2s", *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            [*prefix, *(command or [RUNQSCALE, "agent"]), "--listen", f"127.0.0.1:{self.port}",
+             "--backend", "core", "--pods-source", "none", "--interval", "0.5s", "--window",
+             "2s", *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd="/")  # `-m`: the checkout's directory is not what is installed
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
@@ -139,8 +149,9 @@ def test_daemonset_caps_are_dropped_after_attach_and_the_agent_keeps_measuring()
         pytest.skip("needs setpriv (util-linux) and bpftool")
     caps = daemonset_caps()
     bounding = "-all," + ",".join(f"+{c.lower()}" for c in caps)
+    # the DaemonSet's capabilities and its command (-OO: no docstrings, no asserts)
     agent = Started(["setpriv", f"--bounding-set={bounding}", "--inh-caps=-all",
-                     "--no-new-privs"])
+                     "--no-new-privs"], command=daemonset_command())
     err = ""
     try:
         agent.wait_serving()

@@ -91,12 +91,18 @@ if [ "$(cat "$out/runqscale.key" 2>/dev/null)" != "$src_key" ]; then
     /opt/runqscale/bin/pip install -q \
     --no-index --no-cache-dir --find-links /wheels runqscale
   chroot "$w/rootfs" /opt/runqscale/bin/python -m compileall -q /opt/runqscale >/dev/null || true
+  # -OO bytecode as the Containerfile makes it (the DaemonSet runs the agent with -OO): the venv's,
+  # and the standard library's, which goes into a layer of its own (the overlay's upper dir)
+  chroot "$w/rootfs" /opt/runqscale/bin/python -OO -m compileall -q /opt/runqscale >/dev/null || true
+  stdlib=$(chroot "$w/rootfs" /usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
+  chroot "$w/rootfs" /usr/bin/python3 -OO -m compileall -q "$stdlib" >/dev/null || true
   chroot "$w/rootfs" /opt/runqscale/bin/python -c \
     'import runqscale.probes, os, sys; p = os.path.dirname(runqscale.probes.__file__); sys.exit(not os.path.exists(p + "/runqlat.bpf.o"))'
   rm -rf "$w/oci"; cp -al "$cache/oci-base" "$w/oci"
   umoci tag --image "$w/oci:base" dev
   umoci rm --image "$w/oci:base"
   nice -n 19 umoci insert --image "$w/oci:dev" "$w/venv" /opt/runqscale
+  nice -n 19 umoci insert --image "$w/oci:dev" "$w/upper$stdlib" "$stdlib"
   # as the Containerfile: the agent overrides the user (uid 0 + three capabilities), the scaler
   # and the workloads run as 65532
   umoci config --image "$w/oci:dev" --config.user 65532:65532 \
@@ -136,6 +142,10 @@ if [ "${BCC:-}" = 1 ] && [ "$(cat "$out/runqscale-bcc.key" 2>/dev/null)" != "$sr
   chroot "$w/rootfs" env -u PIP_FIND_LINKS PIP_DISABLE_PIP_VERSION_CHECK=1 \
     /opt/runqscale/bin/pip install -q --no-index --no-cache-dir --find-links /wheels runqscale
   chroot "$w/rootfs" /opt/runqscale/bin/python -c 'import bcc, runqscale.probes'
+  # the agent runs with -OO (the DaemonSet): its bytecode, as for the image above
+  stdlib=$(chroot "$w/rootfs" /usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
+  chroot "$w/rootfs" /usr/bin/python3 -OO -m compileall -q /opt/runqscale "$stdlib" \
+    /usr/lib/python3/dist-packages >/dev/null || true
   umount "$w/rootfs/wheels" "$w/rootfs/proc"
   rmdir "$w/rootfs/wheels"
   rm -rf "$w/rootfs"/var/lib/apt/lists/* "$w/rootfs"/var/cache/apt/*.bin "$w/rootfs/.complete"
