@@ -5,11 +5,24 @@ framework and not http.server: memory is a feature). TLS, when configured, is ne
 in the request's own thread, so a slow client never blocks accept(). The token is compared in
 constant time and re-read when its file changes (runqscale/tokens.py: rotated secrets need no
 restart).
+
+What any number of clients can make the agent hold is bounded (it is a guest on the node):
+- at most `max_connections` connections at once (a thread each); one more is answered 503 (or,
+  over TLS, closed) from the accepting thread and closed;
+- at most `max_scrapes` /metrics bodies rendered at once (each holds a family's rows: about a
+  megabyte at 500 containers); a scrape waits for its turn up to its response deadline, then
+  gets 503;
+- deadlines per request: `head_timeout` seconds from accepting the connection, or from the end
+  of the previous response, to the end of the request head (TLS handshake included: a client
+  trickling bytes or idling on a kept-alive connection is cut off), `response_timeout` seconds
+  to answer it (a client that reads its body a byte at a time). The accepting thread checks
+  them twice a second and shuts a late connection's socket down, which ends its thread.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import socketserver
 import threading
@@ -44,6 +57,27 @@ class Registry:
             yield from c.collect()
 
 
+MAX_CONNECTIONS = 32  # Prometheus keeps one per target (two for an HA pair), plus a few curls
+MAX_SCRAPES = 2  # /metrics bodies rendered at once
+HEAD_TIMEOUT_S = 10.0
+RESPONSE_TIMEOUT_S = 60.0  # a 500-container body (~6.6 MB) to a slow but honest reader
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: 27\r\nConnection: close\r\n\r\ntoo many open connections\r\n")
+
+
+class _Conn:
+    """One open connection: its socket (the TLS one once wrapped), the current deadline, and a
+    duplicate of its descriptor to shut it down by. The duplicate names the same socket
+    whatever happens to the original (TLS takes it over, a failed handshake closes it, the
+    number is reused by a later connection) until it is closed with the connection."""
+
+    __slots__ = ("sock", "deadline", "dup")
+
+    def __init__(self, sock: socket.socket, deadline: float | None) -> None:
+        self.sock, self.deadline = sock, deadline
+        self.dup = socket.socket(fileno=os.dup(sock.fileno()))
+
+
 class MetricsServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -52,21 +86,87 @@ class MetricsServer(socketserver.ThreadingTCPServer):
     def __init__(self, addr: tuple[str, int], registry: Registry,
                  healthy: Callable[[], bool], on_scrape: Callable[[float], None] | None = None,
                  ssl_context: Any = None, token: TokenFile | None = None,
-                 gzip: bool = False) -> None:
+                 gzip: bool = False, max_connections: int = MAX_CONNECTIONS,
+                 max_scrapes: int = MAX_SCRAPES, head_timeout: float = HEAD_TIMEOUT_S,
+                 response_timeout: float = RESPONSE_TIMEOUT_S) -> None:
         host = addr[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.registry, self.healthy, self.on_scrape = registry, healthy, on_scrape
         self.ssl_context, self.token, self.gzip = ssl_context, token, gzip
+        self.max_connections, self.head_timeout = max_connections, head_timeout
+        self.response_timeout = response_timeout
+        self.scrape_slots = threading.BoundedSemaphore(max_scrapes)
+        self._conns: dict[int, _Conn] = {}  # by the accepted socket's id()
+        self._conns_lock = threading.Lock()
+        self._local = threading.local()  # the handler thread's _Conn
+        self.refused = 0  # connections over max_connections
+        self.cut_off = 0  # connections shut down past a deadline
         super().__init__(addr, _Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._conns_lock:
+            full = len(self._conns) >= self.max_connections
+            if not full:
+                self._conns[id(request)] = _Conn(request,
+                                                 time.monotonic() + self.head_timeout)
+        if full:
+            self.refused += 1
+            if self.ssl_context is None:
+                try:  # from the accepting thread: never wait for this client
+                    request.setblocking(False)
+                    request.send(BUSY)
+                except OSError:
+                    pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
     def finish_request(self, request: Any, client_address: Any) -> None:
+        conn = self._conns[id(request)]
+        self._local.conn = conn
         request.settimeout(10)
         if self.ssl_context is not None:
             try:
                 request = self.ssl_context.wrap_socket(request, server_side=True)
             except (OSError, ValueError):
                 return  # failed handshake: drop this connection only
+            conn.sock = request
         super().finish_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._conns_lock:
+            conn = self._conns.pop(id(request), None)
+        if conn is not None:
+            conn.dup.close()
+            if conn.sock is not request:
+                conn.sock.close()  # the TLS socket wrapped around it
+        super().shutdown_request(request)
+
+    def deadline(self, seconds: float) -> None:
+        """From a handler: the current connection must be done with what it does now within
+        `seconds`."""
+        self._local.conn.deadline = time.monotonic() + seconds
+
+    def service_actions(self) -> None:
+        """serve_forever's hook (every poll, 0.5 s): shut down connections past their deadline.
+        shutdown(2) through the connection's duplicate descriptor ends the blocked read or
+        write (or TLS handshake) in its thread, which then closes it; the TLS object is never
+        touched from here."""
+        now = time.monotonic()
+        with self._conns_lock:  # held: shutdown_request cannot close a duplicate meanwhile
+            for c in self._conns.values():
+                if c.deadline is not None and c.deadline < now:
+                    c.deadline = None
+                    try:
+                        c.dup.shutdown(socket.SHUT_RDWR)
+                        self.cut_off += 1
+                    except OSError:
+                        pass  # the peer is gone already
+
+    @property
+    def connections(self) -> int:
+        with self._conns_lock:
+            return len(self._conns)
 
     def serve_in_thread(self) -> threading.Thread:
         t = threading.Thread(target=self.serve_forever, name="http", daemon=True)
@@ -77,6 +177,12 @@ class MetricsServer(socketserver.ThreadingTCPServer):
 class _Handler(Handler):
     server: MetricsServer
 
+    def reading(self) -> None:
+        self.server.deadline(self.server.head_timeout)
+
+    def responding(self) -> None:
+        self.server.deadline(self.server.response_timeout)
+
     def get(self, req: Request) -> None:
         if req.path == "/healthz":
             ok = self.server.healthy()
@@ -86,27 +192,36 @@ class _Handler(Handler):
                 self.respond(401, b"bearer token required\n",
                              {"WWW-Authenticate": 'Bearer realm="runqscale"'})
                 return
-            t0 = time.perf_counter()
-            chunks = iter_chunks(self.server.registry.collect())
-            # The collectors run for the first piece, before the status line: a collector that
-            # fails fails the request, it does not send a 200 and a truncated body.
-            first = next(chunks, b"")
-            # Chunked: the body is written as it is rendered, never held whole (megabytes at
-            # hundreds of containers); a scrape cut off mid-way is an incomplete body to
-            # Prometheus, never a silently short one.
-            headers = {"Content-Type": CONTENT_TYPE, "Transfer-Encoding": "chunked"}
-            body: Iterable[bytes] = itertools.chain((first,), chunks)
-            if self.server.gzip:
-                headers["Vary"] = "Accept-Encoding"  # for caches between the two
-                if accepts_gzip(req.header("accept-encoding")):
-                    headers["Content-Encoding"] = "gzip"
-                    body = gzipped(body)
-            self.start(200, headers)
-            self.write_chunks(body)
-            if self.server.on_scrape:
-                self.server.on_scrape(time.perf_counter() - t0)
+            if not self.server.scrape_slots.acquire(timeout=self.server.response_timeout):
+                self.respond(503, b"too many scrapes at once\n", {"Retry-After": "1"})
+                return
+            try:
+                self._metrics(req)
+            finally:
+                self.server.scrape_slots.release()
         else:
             self.respond(404, b"try /metrics or /healthz\n")
+
+    def _metrics(self, req: Request) -> None:
+        t0 = time.perf_counter()
+        chunks = iter_chunks(self.server.registry.collect())
+        # The collectors run for the first piece, before the status line: a collector that
+        # fails fails the request, it does not send a 200 and a truncated body.
+        first = next(chunks, b"")
+        # Chunked: the body is written as it is rendered, never held whole (megabytes at
+        # hundreds of containers); a scrape cut off mid-way is an incomplete body to
+        # Prometheus, never a silently short one.
+        headers = {"Content-Type": CONTENT_TYPE, "Transfer-Encoding": "chunked"}
+        body: Iterable[bytes] = itertools.chain((first,), chunks)
+        if self.server.gzip:
+            headers["Vary"] = "Accept-Encoding"  # for caches between the two
+            if accepts_gzip(req.header("accept-encoding")):
+                headers["Content-Encoding"] = "gzip"
+                body = gzipped(body)
+        self.start(200, headers)
+        self.write_chunks(body)
+        if self.server.on_scrape:
+            self.server.on_scrape(time.perf_counter() - t0)
 
     def _authorised(self, req: Request) -> bool:
         tf = self.server.token

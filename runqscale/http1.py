@@ -16,8 +16,9 @@ Serving (`Handler`): scrapers send a request line and a few headers and read a r
   and its connection closed: its body is never read, so the next request could not be found;
 - HTTP/1.1 keeps the connection open unless the client sends `Connection: close`. An HTTP/1.0
   request is answered without chunked framing (its body ends with the connection) and closes;
-- a connection idle or stalled past the socket timeout the server sets is closed (the timeout
-  is per read or write: a client trickling a byte at a time holds its thread longer).
+- a connection idle or stalled past the socket timeout the server sets is closed. That timeout
+  is per read or write; a whole request head, or a whole response, has a deadline only where a
+  server enforces one through the `reading` and `responding` hooks (exporter/server.py does).
 
 Fetching (`get`): one GET per connection (`Connection: close`), over TLS when the caller gives
 a context; the body is read as the response frames it (chunked, Content-Length, or up to the
@@ -131,10 +132,19 @@ class Handler(socketserver.StreamRequestHandler):
         except OSError:
             pass  # the peer went away, or its connection timed out: nothing left to answer
 
+    def reading(self) -> None:
+        """Called before waiting for a request head (a server may start a deadline here)."""
+
+    def responding(self) -> None:
+        """Called once a request head has arrived, before it is answered."""
+
     def _one(self) -> bool:
+        self.reading()
         try:
             req = read_request(self.rfile)
+            self.responding()
         except BadRequest as e:
+            self.responding()
             self.keep, self.framed, self.bodiless = False, True, False
             self.respond(e.code, f"{e}\n".encode())
             return False
