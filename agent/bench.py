@@ -64,6 +64,14 @@ def agent_interpreter_flags() -> list[str]:
     return cmd[1:-3]
 
 
+def image_env() -> dict[str, str]:
+    """The image's environment (Containerfile ENV), not this shell's: a PYTHONPATH,
+    PYTHONOPTIMIZE, PYTHONMALLOC or MALLOC_* set here would change what is measured."""
+    from runqscale.agent.bench_install import RUNTIME_ENV
+
+    return {"PATH": f"{AGENT_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", **RUNTIME_ENV}
+
+
 def memory_status(pid: int) -> dict[str, int]:
     """RSS now (psutil) and its peak: VmHWM, which psutil does not expose, from the kernel,
     with VmRSS's parts (RssAnon, RssFile, RssShmem); the part of the RSS that is BPF maps
@@ -163,12 +171,10 @@ class Agent:
             raise SystemExit("runqscale bench: error: interpreter flags are for the image's "
                              "install (--install image): this venv has no bytecode for them")
         if AGENT_BIN:
-            from runqscale.agent.bench_install import RUNTIME_ENV
-
             # as the DaemonSet runs it: its command, the image's interpreter and environment
             flags = agent_interpreter_flags() if interpreter_flags is None else interpreter_flags
             cmd = [agent_python(), *flags, "-m", "runqscale.cli", "agent"]
-            env, cwd = {**os.environ, **RUNTIME_ENV}, "/"  # `-m`: no checkout on sys.path
+            env, cwd = image_env(), "/"  # `-m`: no checkout on sys.path
         t0 = time.monotonic()
         self.proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{self.port}", *args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -489,7 +495,8 @@ def evict_agent_files() -> dict:
 
 def _import_child() -> dict:
     """A fresh interpreter's RSS after each stage of IMPORT_STAGES, and the files it maps."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")  # as the agent sets it before numpy
+    env = dict(image_env() if AGENT_BIN else os.environ,
+               OPENBLAS_NUM_THREADS="1")  # as the agent sets it before numpy
     # cwd "/": `-c` puts the working directory first on sys.path, and a checkout's runqscale/
     # would shadow the install under test
     out = subprocess.run([agent_python(), *agent_interpreter_flags(), "-c", _IMPORT_CHILD,

@@ -122,7 +122,7 @@ class WatchedCgroupIndex(CgroupIndex):
                 with os.scandir(self.abspath(r)) as it:
                     for e in it:
                         if e.is_dir(follow_symlinks=False):
-                            child = sys.intern(r.rstrip("/") + "/" + e.name)  # as the walk's
+                            child = self.shared(r.rstrip("/") + "/" + e.name)  # the walk's copy
                             self._learn(child, now, e.inode())
                             stack.append(child)
             except OSError:
@@ -189,7 +189,7 @@ class WatchedCgroupIndex(CgroupIndex):
                     parent = self._wd.get(wd)
                 if parent is None:
                     continue
-                rel = sys.intern(parent.rstrip("/") + "/" + os.fsdecode(name))
+                rel = self.shared(parent.rstrip("/") + "/" + os.fsdecode(name))
                 self._learn(rel, now)
                 self._watch_tree(rel)
 

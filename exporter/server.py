@@ -7,16 +7,21 @@ constant time and re-read when its file changes (runqscale/tokens.py: rotated se
 restart).
 
 What any number of clients can make the agent hold is bounded (it is a guest on the node):
-- at most `max_connections` connections at once (a thread each); one more is answered 503 (or,
-  over TLS, closed) from the accepting thread and closed;
+- at most `max_connections` connections at once (a thread each), `max_per_peer` of them from one
+  address; one more is answered 503 (or, over TLS, closed) from the accepting thread;
 - at most `max_scrapes` /metrics bodies rendered at once (each holds a family's rows: about a
-  megabyte at 500 containers); a scrape waits for its turn up to its response deadline, then
-  gets 503;
-- deadlines per request: `head_timeout` seconds from accepting the connection, or from the end
-  of the previous response, to the end of the request head (TLS handshake included: a client
-  trickling bytes or idling on a kept-alive connection is cut off), `response_timeout` seconds
-  to answer it (a client that reads its body a byte at a time). The accepting thread checks
-  them twice a second and shuts a late connection's socket down, which ends its thread.
+  megabyte at 500 containers); a scrape waits `scrape_wait` seconds for its turn, then gets
+  503 (Prometheus retries at its next interval);
+- deadlines: `head_timeout` seconds from accepting the connection to the end of its first
+  request head (the TLS handshake included), and from the end of a response to the end of the
+  next head (a client trickling bytes, or idling on a kept-alive connection, is cut off);
+  `response_timeout` seconds to answer (a client that reads its body a byte at a time), counted
+  again once a scrape has its render slot. The accepting thread checks them twice a second
+  and shuts a late connection's socket down, which ends its thread.
+
+The bounds keep memory and threads in check; they do not make the endpoint safe to expose: a
+few addresses can still keep Prometheus waiting, so restrict who reaches the port (a
+NetworkPolicy, --auth-token-file, TLS).
 """
 
 from __future__ import annotations
@@ -58,7 +63,9 @@ class Registry:
 
 
 MAX_CONNECTIONS = 32  # Prometheus keeps one per target (two for an HA pair), plus a few curls
+MAX_PER_PEER = 8
 MAX_SCRAPES = 2  # /metrics bodies rendered at once
+SCRAPE_WAIT_S = 5.0  # for a render slot: under Prometheus' default 10 s scrape timeout
 HEAD_TIMEOUT_S = 10.0
 RESPONSE_TIMEOUT_S = 60.0  # a 500-container body (~6.6 MB) to a slow but honest reader
 BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -71,10 +78,10 @@ class _Conn:
     whatever happens to the original (TLS takes it over, a failed handshake closes it, the
     number is reused by a later connection) until it is closed with the connection."""
 
-    __slots__ = ("sock", "deadline", "dup")
+    __slots__ = ("sock", "deadline", "dup", "peer")
 
-    def __init__(self, sock: socket.socket, deadline: float | None) -> None:
-        self.sock, self.deadline = sock, deadline
+    def __init__(self, sock: socket.socket, deadline: float | None, peer: str) -> None:
+        self.sock, self.deadline, self.peer = sock, deadline, peer
         self.dup = socket.socket(fileno=os.dup(sock.fileno()))
 
 
@@ -87,14 +94,16 @@ class MetricsServer(socketserver.ThreadingTCPServer):
                  healthy: Callable[[], bool], on_scrape: Callable[[float], None] | None = None,
                  ssl_context: Any = None, token: TokenFile | None = None,
                  gzip: bool = False, max_connections: int = MAX_CONNECTIONS,
-                 max_scrapes: int = MAX_SCRAPES, head_timeout: float = HEAD_TIMEOUT_S,
+                 max_per_peer: int = MAX_PER_PEER, max_scrapes: int = MAX_SCRAPES,
+                 scrape_wait: float = SCRAPE_WAIT_S, head_timeout: float = HEAD_TIMEOUT_S,
                  response_timeout: float = RESPONSE_TIMEOUT_S) -> None:
         host = addr[0]
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.registry, self.healthy, self.on_scrape = registry, healthy, on_scrape
         self.ssl_context, self.token, self.gzip = ssl_context, token, gzip
-        self.max_connections, self.head_timeout = max_connections, head_timeout
-        self.response_timeout = response_timeout
+        self.max_connections, self.max_per_peer = max_connections, max_per_peer
+        self.head_timeout, self.response_timeout = head_timeout, response_timeout
+        self.scrape_wait = scrape_wait
         self.scrape_slots = threading.BoundedSemaphore(max_scrapes)
         self._conns: dict[int, _Conn] = {}  # by the accepted socket's id()
         self._conns_lock = threading.Lock()
@@ -104,11 +113,13 @@ class MetricsServer(socketserver.ThreadingTCPServer):
         super().__init__(addr, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        peer = str(client_address[0]) if isinstance(client_address, tuple) else ""
         with self._conns_lock:
-            full = len(self._conns) >= self.max_connections
+            full = (len(self._conns) >= self.max_connections
+                    or sum(c.peer == peer for c in self._conns.values()) >= self.max_per_peer)
             if not full:
-                self._conns[id(request)] = _Conn(request,
-                                                 time.monotonic() + self.head_timeout)
+                self._conns[id(request)] = _Conn(request, time.monotonic() + self.head_timeout,
+                                                 peer)
         if full:
             self.refused += 1
             if self.ssl_context is None:
@@ -163,6 +174,14 @@ class MetricsServer(socketserver.ThreadingTCPServer):
                     except OSError:
                         pass  # the peer is gone already
 
+    def render_slot(self) -> bool:
+        """From a handler: take one of the `max_scrapes` render slots, waiting up to
+        `scrape_wait`; on success the response deadline starts again."""
+        if not self.scrape_slots.acquire(timeout=self.scrape_wait):
+            return False
+        self.deadline(self.response_timeout)
+        return True
+
     @property
     def connections(self) -> int:
         with self._conns_lock:
@@ -177,10 +196,14 @@ class MetricsServer(socketserver.ThreadingTCPServer):
 class _Handler(Handler):
     server: MetricsServer
 
+    heads = 0  # request heads read on this connection
+
     def reading(self) -> None:
-        self.server.deadline(self.server.head_timeout)
+        if self.heads:  # the first head's deadline runs from accept (TLS handshake included)
+            self.server.deadline(self.server.head_timeout)
 
     def responding(self) -> None:
+        self.heads += 1
         self.server.deadline(self.server.response_timeout)
 
     def get(self, req: Request) -> None:
@@ -190,10 +213,12 @@ class _Handler(Handler):
         elif req.path == "/metrics":
             if not self._authorised(req):
                 self.respond(401, b"bearer token required\n",
-                             {"WWW-Authenticate": 'Bearer realm="runqscale"'})
+                             {"Content-Type": "text/plain; charset=utf-8",
+                              "WWW-Authenticate": 'Bearer realm="runqscale"'})
                 return
-            if not self.server.scrape_slots.acquire(timeout=self.server.response_timeout):
-                self.respond(503, b"too many scrapes at once\n", {"Retry-After": "1"})
+            if not self.server.render_slot():
+                self.respond(503, b"too many scrapes at once\n",
+                             {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "1"})
                 return
             try:
                 self._metrics(req)

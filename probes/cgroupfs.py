@@ -8,7 +8,6 @@ never mixed: one probe instance measures exactly one hierarchy.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -64,6 +63,10 @@ class CgroupIndex:
     def __init__(self, root: str, min_rescan_s: float = 0.2) -> None:
         self.root = root.rstrip("/") or "/"
         self._by_id: dict[int, str] = {}
+        # one string per cgroup path, shared by the walks and the watch (agent/cgroupwatch.py):
+        # ~1000 paths at 500 containers would otherwise be held twice or more. Not sys.intern:
+        # CPython 3.12.0-3.12.5 never frees interned strings, and cgroups come and go.
+        self._paths: dict[str, str] = {}
         self._last_walk = -1e9
         self._min_rescan_s = min_rescan_s
         self.walks = 0
@@ -74,9 +77,7 @@ class CgroupIndex:
         while stack:
             path, rel = stack.pop()
             try:
-                # interned: the watching index (agent/cgroupwatch.py) and every walk after
-                # this one hold the same string, not a copy each (~1000 at 500 containers)
-                found[os.stat(path).st_ino] = sys.intern(rel)
+                found[os.stat(path).st_ino] = self.shared(rel)
                 with os.scandir(path) as it:
                     for e in it:
                         if e.is_dir(follow_symlinks=False):
@@ -84,8 +85,13 @@ class CgroupIndex:
             except (FileNotFoundError, NotADirectoryError, PermissionError):
                 continue  # vanished while walking: it is gone, which is fine
         self._by_id = found
+        self._paths = {rel: rel for rel in found.values()}  # only the paths that still exist
         self._last_walk = time.monotonic()
         self.walks += 1
+
+    def shared(self, rel: str) -> str:
+        """The index's own copy of the path `rel` (this one if it has none yet)."""
+        return self._paths.setdefault(rel, rel)
 
     def path_of(self, cgroup_id: int) -> str | None:
         rel = self._by_id.get(cgroup_id)

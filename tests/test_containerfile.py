@@ -68,3 +68,22 @@ def test_the_agent_command_runs_under_the_daemonsets_interpreter_flags() -> None
                          cwd="/", timeout=60)
     assert out.returncode == 0, out.stderr
     assert "--listen" in out.stdout and "--backend" in out.stdout
+
+
+def test_what_the_agent_imports_loads_under_the_daemonsets_interpreter_flags() -> None:
+    """Without root (the kernel tests run the whole agent under -OO): every module the agent's
+    process imports loads with docstrings stripped (numpy 2.2.0rc1 once failed to, under -OO)."""
+    import subprocess
+    import sys
+
+    from runqscale.agent.bench_install import daemonset_command
+
+    flags = daemonset_command(REPO)[1:-3]
+    code = ("import numpy, runqscale.agent.daemon, runqscale.agent.daemon_cmd, "
+            "runqscale.exporter.server, runqscale.exporter.collector, runqscale.probes.core, "
+            "runqscale.agent.pods, runqscale.http1, sys; "
+            "print(sys.flags.optimize, int(numpy.ones(3).sum()))")
+    out = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True,
+                         cwd="/", timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "3"]

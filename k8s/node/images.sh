@@ -92,17 +92,28 @@ if [ "$(cat "$out/runqscale.key" 2>/dev/null)" != "$src_key" ]; then
     --no-index --no-cache-dir --find-links /wheels runqscale
   chroot "$w/rootfs" /opt/runqscale/bin/python -m compileall -q /opt/runqscale >/dev/null || true
   # -OO bytecode as the Containerfile makes it (the DaemonSet runs the agent with -OO): the venv's,
-  # and the standard library's, which goes into a layer of its own (the overlay's upper dir)
+  # and the standard library's, which goes into a layer of its own
   chroot "$w/rootfs" /opt/runqscale/bin/python -OO -m compileall -q /opt/runqscale >/dev/null || true
   stdlib=$(chroot "$w/rootfs" /usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
-  chroot "$w/rootfs" /usr/bin/python3 -OO -m compileall -q "$stdlib" >/dev/null || true
+  chroot "$w/rootfs" /usr/bin/python3 -OO -m compileall -q "$stdlib" >/dev/null
+  # compileall's status is not the proof (a dependency's odd file may fail it): the agent's own
+  # start-up modules must have their -OO bytecode, or it compiles them at every start
+  chroot "$w/rootfs" /opt/runqscale/bin/python -OO -c 'import importlib.util as u, os, sys
+for m in ("socketserver", "ssl", "json", "runqscale.cli", "runqscale.agent.daemon", "numpy"):
+    src = u.find_spec(m).origin
+    if not os.path.exists(u.cache_from_source(src, optimization=2)):
+        sys.exit(f"no -OO bytecode for {m} ({src})")'
+  # only the new .opt-2.pyc files, copied out of the overlay's upper dir (whose copied-up
+  # directories may carry overlayfs xattrs) into a clean tree for their own layer
+  mkdir -p "$w/stdlib-opt2"
+  (cd "$w/upper$stdlib" && find . -name '*.opt-2.pyc' -exec cp --parents -t "$w/stdlib-opt2/" {} +)
   chroot "$w/rootfs" /opt/runqscale/bin/python -c \
     'import runqscale.probes, os, sys; p = os.path.dirname(runqscale.probes.__file__); sys.exit(not os.path.exists(p + "/runqlat.bpf.o"))'
   rm -rf "$w/oci"; cp -al "$cache/oci-base" "$w/oci"
   umoci tag --image "$w/oci:base" dev
   umoci rm --image "$w/oci:base"
   nice -n 19 umoci insert --image "$w/oci:dev" "$w/venv" /opt/runqscale
-  nice -n 19 umoci insert --image "$w/oci:dev" "$w/upper$stdlib" "$stdlib"
+  nice -n 19 umoci insert --image "$w/oci:dev" "$w/stdlib-opt2" "$stdlib"
   # as the Containerfile: the agent overrides the user (uid 0 + three capabilities), the scaler
   # and the workloads run as 65532
   umoci config --image "$w/oci:dev" --config.user 65532:65532 \
@@ -144,7 +155,8 @@ if [ "${BCC:-}" = 1 ] && [ "$(cat "$out/runqscale-bcc.key" 2>/dev/null)" != "$sr
   chroot "$w/rootfs" /opt/runqscale/bin/python -c 'import bcc, runqscale.probes'
   # the agent runs with -OO (the DaemonSet): its bytecode, as for the image above
   stdlib=$(chroot "$w/rootfs" /usr/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
-  chroot "$w/rootfs" /usr/bin/python3 -OO -m compileall -q /opt/runqscale "$stdlib" \
+  chroot "$w/rootfs" /usr/bin/python3 -OO -m compileall -q "$stdlib" >/dev/null
+  chroot "$w/rootfs" /usr/bin/python3 -OO -m compileall -q /opt/runqscale \
     /usr/lib/python3/dist-packages >/dev/null || true
   umount "$w/rootfs/wheels" "$w/rootfs/proc"
   rmdir "$w/rootfs/wheels"
