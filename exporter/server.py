@@ -108,7 +108,7 @@ class MetricsServer(socketserver.ThreadingTCPServer):
         self._conns: dict[int, _Conn] = {}  # by the accepted socket's id()
         self._conns_lock = threading.Lock()
         self._local = threading.local()  # the handler thread's _Conn
-        self.refused = 0  # connections over max_connections
+        self.refused = 0  # connections over max_connections or max_per_peer
         self.cut_off = 0  # connections shut down past a deadline
         super().__init__(addr, _Handler)
 
