@@ -153,3 +153,13 @@ def one_value(scrape: dict[str, list[Any]], name: str, **labels: str) -> float:
     got = samples_for(scrape, name, **labels)
     assert len(got) == 1, f"{name}{labels}: {len(got)} samples"
     return float(got[0].value)
+
+
+def until(cond: Any, timeout: float, step: float = 0.01) -> bool:
+    """Whether `cond()` turned true within `timeout` seconds (polled every `step`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return False

@@ -10,6 +10,7 @@ import os
 import time
 
 import pytest
+from agent_helpers import until
 from conftest import require_root
 
 from runqscale.agent.cgroupwatch import WatchedCgroupIndex
@@ -19,13 +20,6 @@ from runqscale.validation.sandbox import Sandbox
 pytestmark = pytest.mark.kernel  # root and the real cgroupfs: a skip fails the run in CI
 
 
-def _until(cond, timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_short_lived_cgroups_resolve_and_removal_is_seen_without_stat(
@@ -40,9 +34,9 @@ def test_short_lived_cgroups_resolve_and_removal_is_seen_without_stat(
             brief_id = os.stat(brief.dirs[0]).st_ino
             time.sleep(0.2)  # a short job: it lives for a fraction of one 1 s interval
             sb.remove(brief)  # ... and is gone before any read of the probe
-            assert _until(lambda: index._learned.get(brief_id) is not None)
+            assert until(lambda: index._learned.get(brief_id) is not None, 3.0)
             assert index.path_of(brief_id) == brief.rel
-            assert _until(lambda: live.rel in index._watched)
+            assert until(lambda: live.rel in index._watched, 3.0)
 
             stats = []
             real_isdir = os.path.isdir
@@ -51,7 +45,7 @@ def test_short_lived_cgroups_resolve_and_removal_is_seen_without_stat(
             assert all(index.exists(live.rel) for _ in range(100))
             assert stats == [], "a watched, live cgroup must not cost a stat()"
             sb.remove(live)
-            assert _until(lambda: not index.exists(live.rel)), "removal not seen in 3 s"
+            assert until(lambda: not index.exists(live.rel), 3.0), "removal not seen in 3 s"
         finally:
             index.close()
 
@@ -66,7 +60,7 @@ def test_each_cgroup_path_is_held_once_by_the_walk_the_watch_and_later_walks() -
         index = WatchedCgroupIndex(root, retain=10)
         try:
             late = sb.group("pod-late/ctr")  # learned from IN_CREATE, not at start
-            assert _until(lambda: late.rel in index._watched)
+            assert until(lambda: late.rel in index._watched, 3.0)
             index.walk()
             first = dict(index._by_id)
             index.walk()

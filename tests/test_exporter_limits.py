@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Iterator
 
+from agent_helpers import until
+
 from runqscale.exporter.families import RowFamily, label_string
 from runqscale.exporter.server import MetricsServer, Registry
 from runqscale.http1 import get
@@ -59,13 +61,6 @@ def _scrape(srv: MetricsServer) -> tuple[int, bytes]:
         return r.status, r.read()
 
 
-def _until(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _closed_within(s: socket.socket, seconds: float) -> float | None:
@@ -89,7 +84,7 @@ def test_connections_over_the_cap_get_503_and_the_others_keep_working() -> None:
     try:
         for _ in range(3):
             idle.append(socket.create_connection(("127.0.0.1", srv.server_address[1])))
-        assert _until(lambda: srv.connections == 3, 3)
+        assert until(lambda: srv.connections == 3, 3)
         with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=3) as s:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = b""
@@ -98,7 +93,7 @@ def test_connections_over_the_cap_get_503_and_the_others_keep_working() -> None:
         assert answer.startswith(b"HTTP/1.1 503 "), answer
         assert b"Connection: close" in answer and srv.refused == 1
         idle.pop().close()
-        assert _until(lambda: srv.connections == 2, 3)
+        assert until(lambda: srv.connections == 2, 3)
         status, body = _scrape(srv)
         assert status == 200 and b"rq_demo" in body
     finally:
@@ -127,7 +122,7 @@ def test_a_client_trickling_its_request_head_is_cut_off_at_the_deadline() -> Non
         assert closed, "a trickling client kept its connection past the head deadline"
         assert 0.8 <= took <= 2.5, took
         assert srv.cut_off == 1
-        assert _until(lambda: srv.connections == 0, 3)
+        assert until(lambda: srv.connections == 0, 3)
     finally:
         _stop(srv)
 
@@ -154,8 +149,8 @@ def test_a_client_that_does_not_read_its_response_is_cut_off_at_the_deadline() -
         with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=3) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert _until(lambda: srv.cut_off == 1, 5), "the stalled response was not cut off"
-        assert _until(lambda: srv.connections == 0, 3)
+            assert until(lambda: srv.cut_off == 1, 5), "the stalled response was not cut off"
+        assert until(lambda: srv.connections == 0, 3)
         srv.response_timeout = 60.0  # a 10 MB body to this test's own reader, on a busy machine
         status, body = _scrape(srv)  # the only render slot was released
         assert status == 200 and body.count(b"\n") > 120_000
@@ -175,7 +170,7 @@ def test_at_most_max_scrapes_bodies_are_rendered_at_once() -> None:
                 for _ in range(2)]
         for t in held:
             t.start()
-        assert _until(lambda: rows.inside == 2, 3)
+        assert until(lambda: rows.inside == 2, 3)
         t0 = time.monotonic()
         status, body = _scrape(srv)  # a third waits for a slot, then gives up
         waited = time.monotonic() - t0
@@ -215,7 +210,7 @@ def test_over_tls_a_silent_client_is_cut_off_during_the_handshake(tmp_path) -> N
         with get("127.0.0.1", srv.server_address[1], "/metrics", {}, timeout=10,
                  tls=client) as r:
             assert r.status == 200 and b"rq_demo" in r.read()
-        assert _until(lambda: srv.connections == 0, 3)
+        assert until(lambda: srv.connections == 0, 3)
     finally:
         _stop(srv)
 
@@ -229,7 +224,7 @@ def test_one_address_gets_at_most_max_per_peer_connections() -> None:
         for _ in range(2):
             idle.append(socket.create_connection(("127.0.0.1", port),
                                                  source_address=("127.0.0.2", 0)))
-        assert _until(lambda: srv.connections == 2, 3)
+        assert until(lambda: srv.connections == 2, 3)
         with socket.create_connection(("127.0.0.1", port), timeout=3,
                                       source_address=("127.0.0.2", 0)) as s:
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
