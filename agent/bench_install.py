@@ -14,6 +14,7 @@ could carry modules since deleted), so the bench runs the code as it is now.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -27,6 +28,7 @@ PYTHON = "/usr/bin/python3"  # the image's interpreter: Debian's python3
 RUNTIME_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
 
 
+@functools.cache  # asked for at every agent the bench starts: one git call per run
 def repo_root() -> str:
     """The checkout this package was installed from (an editable install)."""
     from runqscale.revtree import repo_root as git_root
@@ -52,17 +54,26 @@ def _instructions(path: str) -> list[list[str]]:
     return out
 
 
+def containerfile_stages(repo: str) -> list[tuple[str | None, list[list[str]]]]:
+    """The Containerfile's stages in order: each one's name (`FROM ... AS name`, else None) and
+    its instructions after the FROM, as words."""
+    stages: list[tuple[str | None, list[list[str]]]] = []
+    for words in _instructions(os.path.join(repo, "Containerfile")):
+        if words[0].upper() == "FROM":
+            named = len(words) > 2 and words[-2].upper() == "AS"
+            stages.append((words[-1] if named else None, []))
+        elif stages:
+            stages[-1][1].append(words)
+    return stages
+
+
 def containerfile_sources(repo: str) -> list[str]:
     """What the Containerfile's `wheel` stage copies from the build context (its COPY lines
     without --from; other flags skipped): the bench installs from the same set, so it fails
     where the image build would (a package directory left out)."""
     out: list[str] = []
-    stage = None
-    for words in _instructions(os.path.join(repo, "Containerfile")):
-        op = words[0].upper()
-        if op == "FROM":
-            stage = words[-1] if len(words) > 2 and words[-2].upper() == "AS" else None
-        elif stage == "wheel" and op == "COPY":
+    for words in dict(containerfile_stages(repo)).get("wheel", []):
+        if words[0].upper() == "COPY":
             if any(w.startswith("--from") for w in words[1:]):
                 continue  # from another stage, not the build context
             args = [w for w in words[1:] if not w.startswith("--")]
@@ -140,10 +151,15 @@ def image_install(repo: str | None = None) -> str:
 def daemonset_command(repo: str | None = None) -> list[str]:
     """The agent's command in deploy/base/agent-daemonset.yaml (interpreter flags included), as
     the bench runs it from the image-like venv."""
+    return list(_daemonset_command(os.path.join(repo or repo_root(), "deploy", "base",
+                                                "agent-daemonset.yaml")))
+
+
+@functools.cache  # one read per run, not one per agent started
+def _daemonset_command(path: str) -> tuple[str, ...]:
     import yaml
 
-    path = os.path.join(repo or repo_root(), "deploy", "base", "agent-daemonset.yaml")
     with open(path) as f:
         doc = yaml.safe_load(f)
     agent = next(c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == "agent")
-    return list(agent["command"])
+    return tuple(agent["command"])

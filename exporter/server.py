@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from runqscale.exporter.families import CONTENT_TYPE, RowFamily, iter_chunks
-from runqscale.http1 import Handler, Request
+from runqscale.http1 import Handler, Request, whole_response
 from runqscale.tokens import TokenFile
 
 __all__ = ["MetricsServer", "TokenFile", "accepts_gzip", "gzipped", "tls_context"]
@@ -68,8 +68,8 @@ MAX_SCRAPES = 2  # /metrics bodies rendered at once
 SCRAPE_WAIT_S = 5.0  # for a render slot: under Prometheus' default 10 s scrape timeout
 HEAD_TIMEOUT_S = 10.0
 RESPONSE_TIMEOUT_S = 60.0  # a 500-container body (~6.6 MB) to a slow but honest reader
-BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: 27\r\nConnection: close\r\n\r\ntoo many open connections\r\n")
+BUSY = whole_response(503, b"too many open connections\n",
+                      {"Content-Type": "text/plain; charset=utf-8"})
 
 
 class _Conn:

@@ -117,6 +117,19 @@ def read_headers(rfile: BinaryIO) -> dict[str, list[str]]:
     raise BadRequest(431, "too many header lines")
 
 
+def response_head(code: int, headers: dict[str, str]) -> bytes:
+    """A response's status line and headers, up to the empty line."""
+    lines = [f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def whole_response(code: int, body: bytes, headers: dict[str, str]) -> bytes:
+    """A complete response with `body` that closes its connection (Content-Length framed)."""
+    return response_head(code, {**headers, "Content-Length": str(len(body)),
+                                "Connection": "close"}) + body
+
+
 class Handler(socketserver.StreamRequestHandler):
     """Serves requests on one connection until either side closes it; subclasses implement
     `get(request)` and answer with `respond`, or with `start` and `write_chunks`."""
@@ -164,12 +177,10 @@ class Handler(socketserver.StreamRequestHandler):
     def start(self, code: int, headers: dict[str, str]) -> None:
         """The status line and headers (plus `Connection: close` when this response ends the
         connection; an HTTP/1.0 client gets no chunked framing: the close ends its body)."""
-        lines = [f"HTTP/1.1 {code} {REASONS.get(code, 'Unknown')}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()
-                  if self.framed or k.lower() != "transfer-encoding"]
-        if not self.keep:
-            lines.append("Connection: close")
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.wfile.write(response_head(code, {
+            **{k: v for k, v in headers.items()
+               if self.framed or k.lower() != "transfer-encoding"},
+            **({} if self.keep else {"Connection": "close"})}))
 
     def respond(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.start(code, {**(headers or {"Content-Type": "text/plain; charset=utf-8"}),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import configparser
 import os
 
-from runqscale.agent.bench_install import containerfile_sources
+from runqscale.agent.bench_install import containerfile_sources, containerfile_stages
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,17 +26,6 @@ def test_the_image_build_copies_every_package_directory_and_the_metadata() -> No
     assert _package_dirs() >= {"runqscale", "probes", "agent", "exporter", "scaler"}
 
 
-def _runtime_stage(repo: str) -> list[list[str]]:
-    from runqscale.agent.bench_install import _instructions
-
-    stages: list[list[list[str]]] = []
-    for words in _instructions(os.path.join(repo, "Containerfile")):
-        if words[0].upper() == "FROM":
-            stages.append([])
-        stages[-1].append(words)
-    return stages[-1]
-
-
 def test_the_image_has_bytecode_at_the_optimisation_level_the_daemonset_runs_the_agent() -> None:
     """With PYTHONDONTWRITEBYTECODE set (as the image sets it), an agent run with -OO and no
     -OO bytecode compiles every module at every start, in memory: it held 1.8 MB more than
@@ -50,7 +39,7 @@ def test_the_image_has_bytecode_at_the_optimisation_level_the_daemonset_runs_the
     assert flags == ["-OO"], cmd  # what docs and figures describe; change them together
     text = open(os.path.join(REPO, "Containerfile")).read()
     assert "/opt/runqscale/bin/python -OO -m compileall -q /opt/runqscale" in text
-    runtime = " ".join(" ".join(w) for w in _runtime_stage(REPO))
+    runtime = " ".join(" ".join(w) for w in containerfile_stages(REPO)[-1][1])
     assert "python3 -OO -m compileall" in runtime and "get_path(\"stdlib\")" in runtime
     assert "PYTHONDONTWRITEBYTECODE=1" in runtime
 
