@@ -52,16 +52,12 @@ def agent_python() -> str:
 
 def agent_interpreter_flags() -> list[str]:
     """The interpreter flags the DaemonSet runs the agent with (deploy/base/
-    agent-daemonset.yaml: `python3 <flags> -m runqscale.cli agent`); none for --install here."""
+    agent-daemonset.yaml: `python3 <flags> -m runqscale.agent`); none for --install here."""
     if not AGENT_BIN:
         return []
-    from runqscale.agent.bench_install import daemonset_command
+    from runqscale.agent.bench_install import daemonset_interpreter_flags
 
-    cmd = daemonset_command()
-    if not cmd[0].startswith("python") or cmd[-3:] != ["-m", "runqscale.cli", "agent"]:
-        raise SystemExit(f"runqscale bench: error: the DaemonSet's agent command {cmd} is not "
-                         "`python3 [FLAGS] -m runqscale.cli agent`; update agent/bench.py with it")
-    return cmd[1:-3]
+    return daemonset_interpreter_flags()
 
 
 def image_env() -> dict[str, str]:
@@ -159,21 +155,25 @@ def _cpu_seconds(pid: int) -> float:
 
 
 class Agent:
-    def __init__(self, *args: str, interpreter_flags: list[str] | None = None) -> None:
+    def __init__(self, *args: str, interpreter_flags: list[str] | None = None,
+                 module: list[str] | None = None) -> None:
         """`runqscale agent ARGS`; from an image install (AGENT_BIN) as the DaemonSet runs it,
-        with `interpreter_flags` instead of the DaemonSet's if given."""
+        with `interpreter_flags` instead of the DaemonSet's if given, and `python -m MODULE...`
+        instead of its module if given (e.g. ["runqscale.cli", "agent"])."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [shutil.which("runqscale") or os.path.join(os.path.dirname(sys.executable),
                                                          "runqscale"), "agent"]
         env = cwd = None
-        if interpreter_flags is not None and not AGENT_BIN:
+        if (interpreter_flags is not None or module is not None) and not AGENT_BIN:
             raise SystemExit("runqscale bench: error: interpreter flags are for the image's "
                              "install (--install image): this venv has no bytecode for them")
         if AGENT_BIN:
             # as the DaemonSet runs it: its command, the image's interpreter and environment
             flags = agent_interpreter_flags() if interpreter_flags is None else interpreter_flags
-            cmd = [agent_python(), *flags, "-m", "runqscale.cli", "agent"]
+            from runqscale.agent.bench_install import AGENT_MODULE
+
+            cmd = [agent_python(), *flags, *(AGENT_MODULE if module is None else ["-m", *module])]
             env, cwd = image_env(), "/"  # `-m`: no checkout on sys.path
         t0 = time.monotonic()
         self.proc = subprocess.Popen([*cmd, "--listen", f"127.0.0.1:{self.port}", *args],
@@ -453,10 +453,9 @@ def _gauge(body: str, name: str) -> float:
 # agent needs them: the floor under its RSS before it has read a single cgroup.
 IMPORT_STAGES = (
     ("interpreter", ()),
-    ("click (the CLI)", ("click",)),
     ("socketserver, TLS (pods come over HTTPS), zlib", ("socketserver", "ssl", "zlib")),
     ("numpy", ("numpy",)),
-    ("runqscale's agent modules", ("runqscale.cli", "runqscale.agent.daemon_cmd",
+    ("runqscale's agent modules", ("runqscale.agent.daemon_cmd",
                                    "runqscale.agent.pods", "runqscale.http1",
                                    "runqscale.agent.daemon", "runqscale.agent.cgroupwatch",
                                    "runqscale.agent.malloc_tuning", "runqscale.agent.privdrop",

@@ -6,6 +6,9 @@ benchmark, not a test).
     python -m runqscale.agent.bench_at_rev --install image WORKTREE WORKTREE+py: --rounds 4
         # the checkout installed as the image installs it, run as the DaemonSet runs it (-OO)
         # and with no interpreter flag (`py:FLAGS`: the interpreter's flags, comma-separated)
+    python -m runqscale.agent.bench_at_rev --install image WORKTREE WORKTREE+mod:runqscale.cli,agent
+        # started as the DaemonSet starts it, and as `python -m runqscale.cli agent`
+        # (`mod:MODULE[,ARGS]`: what follows the interpreter's `-m`)
 
 Each revision's tree is checked out on its own (a git worktree, its probe object built from its
 own sources) and laid out as the installed package, so `runqscale agent` runs that revision's
@@ -56,10 +59,20 @@ def split_spec(spec: str) -> tuple[str, list[str]]:
 
 def interpreter_flags(flags: list[str]) -> tuple[list[str], list[str] | None]:
     """The agent's flags and, from a `py:FLAGS` among them, the interpreter's (None: as the
-    DaemonSet runs it)."""
-    agent = [f for f in flags if not f.startswith("py:")]
+    DaemonSet runs it). A `mod:` is neither (module_args)."""
+    agent = [f for f in flags if not f.startswith(("py:", "mod:"))]
     py = [f[3:] for f in flags if f.startswith("py:")]
     return agent, ([w for w in ",".join(py).split(",") if w] if py else None)
+
+
+def module_args(flags: list[str]) -> list[str] | None:
+    """From a `mod:MODULE[,ARGS]` among the flags, what follows the interpreter's `-m` (None:
+    the DaemonSet's module)."""
+    mods = [f[4:] for f in flags if f.startswith("mod:")]
+    if len(mods) > 1 or (mods and not mods[0].split(",")[0]):
+        raise SystemExit("runqscale.agent.bench_at_rev: error: give one mod:MODULE[,ARGS], "
+                         "e.g. mod:runqscale.cli,agent")
+    return [w for w in mods[0].split(",") if w] if mods else None
 
 
 def _one(path: str | None, flags: list[str], pods_flags: list[str], seconds: float,
@@ -69,7 +82,8 @@ def _one(path: str | None, flags: list[str], pods_flags: list[str], seconds: flo
     if path is not None:  # an image install holds its own copy (bench.AGENT_BIN)
         os.environ["PYTHONPATH"] = path  # the agent process inherits it
     try:
-        a = bench.Agent(*pods_flags, *agent_flags, interpreter_flags=py_flags)
+        a = bench.Agent(*pods_flags, *agent_flags, interpreter_flags=py_flags,
+                        module=module_args(flags))
     finally:
         _restore("PYTHONPATH", saved)
     try:
@@ -161,9 +175,10 @@ def main() -> None:
         from runqscale.agent.bench_install import image_install
 
         bench.AGENT_BIN = image_install()
-    elif any(interpreter_flags(split_spec(s)[1])[1] is not None for s in a.revs):
-        raise SystemExit("runqscale.agent.bench_at_rev: error: py:FLAGS needs --install image "
-                         "(its bytecode is compiled for the DaemonSet's flags)")
+    elif any(interpreter_flags(split_spec(s)[1])[1] is not None or
+             module_args(split_spec(s)[1]) is not None for s in a.revs):
+        raise SystemExit("runqscale.agent.bench_at_rev: error: py:FLAGS and mod:MODULE need "
+                         "--install image (the bytecode is compiled for the DaemonSet's flags)")
     with tempfile.TemporaryDirectory(prefix="runqscale-agent-at-rev-") as tmp:
         try:
             paths: dict[str, str | None] = (

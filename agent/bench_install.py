@@ -148,6 +148,20 @@ def image_install(repo: str | None = None) -> str:
     return bin_dir
 
 
+# how the DaemonSet's command starts the agent, after the interpreter and its flags
+AGENT_MODULE = ["-m", "runqscale.agent"]
+
+
+def daemonset_interpreter_flags(repo: str | None = None) -> list[str]:
+    """The interpreter flags of the DaemonSet's command (`python3 [FLAGS] -m runqscale.agent`)."""
+    cmd = daemonset_command(repo)
+    if not cmd[0].startswith("python") or cmd[-len(AGENT_MODULE):] != AGENT_MODULE:
+        raise SystemExit(f"runqscale bench: error: the DaemonSet's agent command {cmd} is not "
+                         f"`python3 [FLAGS] {' '.join(AGENT_MODULE)}`; update "
+                         "agent/bench_install.py with it")
+    return cmd[1:-len(AGENT_MODULE)]
+
+
 def daemonset_command(repo: str | None = None) -> list[str]:
     """The agent's command in deploy/base/agent-daemonset.yaml (interpreter flags included), as
     the bench runs it from the image-like venv."""

@@ -1,7 +1,8 @@
 """`runqscale agent`: the DaemonSet's process — the probe, the per-container windows, /metrics.
 
-Imports are kept to what the agent needs (no kubernetes client, no plotting): its memory is part
-of the product. YAML is imported only when a YAML config file is given.
+Imports are kept to what the agent needs (no kubernetes client, no plotting, no click: its flags
+are parsed with argparse, agent/options.py): its memory is part of the product. YAML is imported
+only when a YAML config file is given.
 """
 
 from __future__ import annotations
@@ -15,20 +16,15 @@ import os
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import signal  # noqa: E402
-import socket  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from functools import partial  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, NoReturn  # noqa: E402
 
-import click  # noqa: E402
+from runqscale.agent import errors  # noqa: E402
+from runqscale.agent.options import PROG, AgentOptions, parse_agent_args  # noqa: E402
 
-from runqscale.agent.errors import fail  # noqa: E402
-from runqscale.config import ConfigError, option_defaults  # noqa: E402
-from runqscale.params import DURATION, LISTEN  # noqa: E402
-from runqscale.probes.backends import BACKENDS, HIERARCHIES  # noqa: E402
-
-PODS_SOURCES = ("auto", "file", "kubelet", "apiserver", "none")
 OPEN_FILES_WANTED = 1 << 16
 
 
@@ -48,87 +44,26 @@ def _raise_open_file_limit() -> None:
             pass  # refused: CpuStatReader keeps within the soft limit it finds
 
 
-def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """--config FILE: YAML or JSON with the long option names as keys (runqscale/config.py).
-    Command-line flags win over the file."""
-    if not value:
-        return value
-    try:
-        defaults = option_defaults(ctx.command, value)
-    except ConfigError as e:
-        fail(f"--config {e}", usage=True)
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
+def fail(message: str, usage: bool = False) -> NoReturn:
+    errors.fail(message, usage, prog=PROG)
 
 
-def _default_node() -> str:
-    return os.environ.get("NODE_NAME") or socket.gethostname()
+def _say(line: str) -> None:
+    sys.stderr.write(f"runqscale agent: {line}\n")
+    sys.stderr.flush()
 
 
-@click.command("agent")
-@click.option("--config", type=click.Path(dir_okay=False), callback=_load_config, is_eager=True,
-              expose_value=False, help="YAML or JSON file with these options as keys "
-              "(e.g. `listen: ':9100'`); flags override it.")
-@click.option("--listen", type=LISTEN, default=":9100", show_default=True,
-              help="Address for /metrics and /healthz.")
-@click.option("--interval", type=DURATION, default="1s", show_default=True,
-              help="How often to read the probe.")
-@click.option("--window", type=DURATION, default="10s", show_default=True,
-              help="Window of the p95/p99 gauges; also how long a removed container's series "
-                   "stay.")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="Probe backend: core (CO-RE/libbpf), bcc, or auto.")
-@click.option("--hierarchy", type=click.Choice(HIERARCHIES), default="auto", show_default=True,
-              help="Cgroup hierarchy to attribute to (auto: v1 cpu where mounted, else v2).")
-@click.option("--node-name", default=_default_node, show_default="$NODE_NAME or hostname",
-              help="Value of the `node` label; also selects this node's pods on the API server.")
-@click.option("--pods-source", type=click.Choice(PODS_SOURCES), default="auto",
-              show_default=True,
-              help="Where pod names come from. auto: --pods-file, else --kubelet-url, else the "
-                   "API server when in a cluster, else none (labels are cgroup paths).")
-@click.option("--pods-file", type=click.Path(dir_okay=False),
-              help="A PodList JSON file (the kubelet's /pods), re-read when it changes.")
-@click.option("--kubelet-url", help="Kubelet base URL, e.g. https://$NODE_NAME:10250 or "
-              "http://127.0.0.1:10255 (read-only port).")
-@click.option("--kubelet-token-file", type=click.Path(dir_okay=False),
-              help="Bearer token for the kubelet (default: the pod's service-account token).")
-@click.option("--kubelet-ca-file", type=click.Path(dir_okay=False, exists=True),
-              help="CA bundle that signed the kubelet's serving certificate.")
-@click.option("--kubelet-insecure-tls", is_flag=True,
-              help="Do not verify the kubelet's certificate (self-signed serving certs).")
-@click.option("--apiserver-url", help="API server URL (default: in-cluster).")
-@click.option("--pods-refresh", type=DURATION, default="10s", show_default=True,
-              help="Kubelet pod-list poll period (sooner when an unknown pod appears).")
-@click.option("--cgroup", "cgroups", multiple=True, metavar="PATH",
-              help="Only export this cgroup and its children (relative to the hierarchy root). "
-                   "Repeatable.")
-@click.option("--max-cgroups", type=click.IntRange(min=16), default=8192, show_default=True,
-              help="Capacity of the probe's per-cgroup map.")
-@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True),
-              help="Serve HTTPS with this certificate (PEM); needs --tls-key.")
-@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True),
-              help="Private key (PEM) for --tls-cert.")
-@click.option("--auth-token-file", type=click.Path(dir_okay=False, exists=True),
-              help="Require `Authorization: Bearer <token>` on /metrics (re-read on change).")
-@click.option("--gzip/--no-gzip", default=False, show_default=True,
-              help="Compress /metrics for clients that accept gzip (Prometheus does): ~19x "
-                   "less scrape traffic for ~1.15x the agent's CPU (at 500 containers, a "
-                   "scrape every 15 s).")
-def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
-          hierarchy: str, node_name: str, pods_source: str, pods_file: str | None,
-          kubelet_url: str | None, kubelet_token_file: str | None, kubelet_ca_file: str | None,
-          kubelet_insecure_tls: bool, apiserver_url: str | None, pods_refresh: float,
-          cgroups: tuple[str, ...], max_cgroups: int, tls_cert: str | None,
-          tls_key: str | None, auth_token_file: str | None, gzip: bool) -> None:
-    """Node agent: measure run-queue latency per container and serve it on /metrics.
+def main(argv: list[str] | None = None) -> None:
+    """`python -m runqscale.agent [FLAGS]` (the DaemonSet's command) and `runqscale agent`."""
+    run_agent(parse_agent_args(argv))
 
-    \b
-    Examples:
-      runqscale agent                                  # :9100, 1 s interval, 10 s window
-      runqscale agent --listen 127.0.0.1:9100 --pods-file pods.json
-      runqscale agent --kubelet-url https://$NODE_NAME:10250 --kubelet-insecure-tls
-      runqscale agent --config /etc/runqscale/agent.yaml
-    """
+
+def run_agent(o: AgentOptions) -> None:
+    """Node agent: measure run-queue latency per container and serve it on /metrics."""
+    listen, interval, window, hierarchy = o.listen, o.interval, o.window, o.hierarchy
+    pods_file, kubelet_url, apiserver_url = o.pods_file, o.kubelet_url, o.apiserver_url
+    tls_cert, tls_key, auth_token_file, node_name = (o.tls_cert, o.tls_key, o.auth_token_file,
+                                                     o.node_name)
     from runqscale.agent.cgroupwatch import WatchedCgroupIndex
     from runqscale.agent.daemon import Agent
     from runqscale.agent.malloc_tuning import fix_heap_thresholds, one_arena
@@ -159,12 +94,12 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
         _, root = mounts.choose(hierarchy)
     except ProbeError as e:
         fail(str(e), usage=True)
-    for c in cgroups:
+    for c in o.cgroups:
         if not os.path.isdir(os.path.join(root, c.lstrip("/"))):
             fail(f"--cgroup {c}: no such cgroup under {root}; give a path relative to that root",
                  usage=True)
 
-    source = pods_source
+    source = o.pods_source
     if source == "auto":
         source = ("file" if pods_file else "kubelet" if kubelet_url
                   else "apiserver" if (apiserver_url or in_cluster_apiserver()) else "none")
@@ -180,10 +115,10 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
         if not kubelet_url:
             fail("--pods-source kubelet needs --kubelet-url, e.g. https://$NODE_NAME:10250",
                  usage=True)
-        tok = kubelet_token_file or (sa_token if os.path.exists(sa_token) else None)
+        tok = o.kubelet_token_file or (sa_token if os.path.exists(sa_token) else None)
         make_pods = partial(KubeletPodSource, kubelet_url,
-                            HttpAuth(tok, kubelet_ca_file, kubelet_insecure_tls),
-                            refresh=pods_refresh)
+                            HttpAuth(tok, o.kubelet_ca_file, o.kubelet_insecure_tls),
+                            refresh=o.pods_refresh)
     elif source == "apiserver":
         url = apiserver_url or in_cluster_apiserver()
         if not url:
@@ -221,21 +156,21 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     try:
         server = MetricsServer(listen, registry, healthy=lambda: "a" in holder and
                                holder["a"].healthy(), ssl_context=ctx, token=token,
-                               gzip=gzip)
+                               gzip=o.gzip)
     except OSError as e:
         fail(f"--listen {listen[0]}:{listen[1]}: {e.strerror}; pick a free port or address")
 
     try:
-        probe, mounts, root = open_probe_for_agent(backend, hierarchy, max_cgroups, mounts)
+        probe, mounts, root = open_probe_for_agent(o.backend, hierarchy, o.max_cgroups, mounts)
     except ProbeError as e:
         server.server_close()
         fail(str(e))
     drop = drop_privileges(probe, root)
-    click.echo(f"runqscale agent: {drop.line()}", err=True)
+    _say(drop.line())
     pods = make_pods()
     # Learn cgroups as they are created, so short-lived ones resolve (see agent/cgroupwatch.py).
     index = WatchedCgroupIndex(root, retain=max(window, 3 * interval))
-    sampler = Sampler(probe, mounts, root, only=list(cgroups) or None, read_cpu=False,
+    sampler = Sampler(probe, mounts, root, only=list(o.cgroups) or None, read_cpu=False,
                       index=index)
     ag = Agent(sampler, pods, interval, window)
     server.on_scrape = _register(registry, ag, node_name, probe).record_scrape
@@ -247,10 +182,9 @@ def agent(listen: tuple[str, int], interval: float, window: float, backend: str,
     ready = _since_process_start()
     scheme = "https" if ctx else "http"
     host, port = server.server_address[:2]
-    click.echo(f"runqscale agent: serving {scheme}://{_fmt_host(host)}:{port}/metrics; backend "
-               f"{probe.backend}, hierarchy {probe.hierarchy.value} at {root}, pods from "
-               f"{pods.kind}, node {node_name}; first sample {ready:.3f}s after process start",
-               err=True)
+    _say(f"serving {scheme}://{_fmt_host(host)}:{port}/metrics; backend "
+         f"{probe.backend}, hierarchy {probe.hierarchy.value} at {root}, pods from "
+         f"{pods.kind}, node {node_name}; first sample {ready:.3f}s after process start")
     ag.start()
 
     done = threading.Event()
@@ -312,4 +246,4 @@ def _since_process_start() -> float:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    agent(prog_name="runqscale agent")
+    main()

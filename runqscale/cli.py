@@ -17,7 +17,7 @@ from runqscale import __version__
 # name -> (module, attribute, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "probe": ("runqscale.agent.probe_cmd", "probe", "Live per-container run-queue latency."),
-    "agent": ("runqscale.agent.daemon_cmd", "agent", "Node daemon: probes + Prometheus /metrics."),
+    "agent": ("runqscale.cli", "agent", "Node daemon: probes + Prometheus /metrics."),
     "scaler": ("runqscale.scaler.cli", "scaler", "Scaling policies: decide from signals."),
     "validate": ("runqscale.validation.cli", "validate", "Stress-test validation on this host."),
     "status": ("runqscale.scaler.status_cmd", "status", "Opted-in workloads: now vs recommended."),
@@ -54,6 +54,18 @@ def main() -> None:
       runqscale scaler --policy showar --signals signals.jsonl --once
       runqscale validate stress            # hog vs light service, verdict in under a minute
     """
+
+
+@click.command("agent", add_help_option=False, context_settings={
+    "ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent(args: tuple[str, ...]) -> None:
+    """Node daemon: probes + Prometheus /metrics (`runqscale agent --help`)."""
+    # Its flags are parsed by argparse (agent/options.py), one parser for this command and the
+    # DaemonSet's `python -m runqscale.agent`, which never loads click.
+    from runqscale.agent.daemon_cmd import main as agent_main
+
+    agent_main(list(args))
 
 
 def run_one_line(group: click.Group, prog: str) -> None:

@@ -11,9 +11,11 @@ and the fix: each command reports it in its own one-line style.
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import click
+if TYPE_CHECKING:
+    import click  # not imported at run time here: the agent's argparse path must not load it
 
 
 class ConfigError(ValueError):
@@ -44,12 +46,42 @@ def _parse(path: str, kind: str | None) -> Any:
         raise ConfigError(f"{path}: {what} ({first}); fix the syntax") from None
 
 
+@dataclass(frozen=True)
+class ConfigKey:
+    """One option as a config file may name it: its parameter name, its long option names
+    (without dashes), and the shape its value must have: "multiple" (a value or a list),
+    "path" (a string), "bool", or "scalar"."""
+
+    name: str
+    options: tuple[str, ...]
+    shape: str
+
+
 def option_defaults(command: click.Command, path: str, section: str | None = None,
-                    path_types: tuple[type, ...] = (click.Path,),
+                    path_types: tuple[type, ...] | None = None,
                     kind: str | None = None) -> dict[str, Any]:
     """The file's values as {parameter name: value} for `ctx.default_map`. `path_types`: option
-    types whose value is a file path (must be a string); `kind`: TOML, JSON or YAML whatever the
-    file's extension (default: by extension)."""
+    types whose value is a file path (must be a string; default click.Path); `kind`: TOML,
+    JSON or YAML whatever the file's extension (default: by extension)."""
+    import click
+
+    path_types = path_types or (click.Path,)
+    keys = []
+    for p in command.params:
+        if not p.name or p.name == "config":
+            continue
+        shape = ("multiple" if getattr(p, "multiple", False) else
+                 "path" if isinstance(p.type, path_types) else
+                 "bool" if isinstance(p.type, click.types.BoolParamType) else "scalar")
+        keys.append(ConfigKey(p.name, tuple(o.lstrip("-") for o in p.opts
+                                            if o.startswith("--")), shape))
+    return file_values(path, keys, section, kind)
+
+
+def file_values(path: str, keys: list[ConfigKey], section: str | None = None,
+                kind: str | None = None) -> dict[str, Any]:
+    """The file's values as {parameter name: value}, each checked for its key's shape (not
+    converted: the caller converts them as it converts flags)."""
     doc = _parse(path, kind)
     if section is not None and isinstance(doc, dict) and section in doc:
         doc = doc[section]
@@ -60,39 +92,36 @@ def option_defaults(command: click.Command, path: str, section: str | None = Non
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
-    params = [p for p in command.params if p.name and p.name != "config"]
-    known: dict[str, click.Parameter] = {}
-    for p in params:
-        for key in (p.name or "", *(o.lstrip("-") for o in p.opts if o.startswith("--"))):
-            known[key.replace("_", "-")] = p
+    known: dict[str, ConfigKey] = {}
+    for k in keys:
+        for spelling in (k.name, *k.options):
+            known[spelling.replace("_", "-")] = k
     out: dict[str, Any] = {}
     for key, v in doc.items():
-        p = known.get(str(key).replace("_", "-"))
-        if p is None:
-            names = sorted({(o.lstrip("-") if o.startswith("--") else o)
-                            for q in params for o in q.opts[:1]})
+        k = known.get(str(key).replace("_", "-"))
+        if k is None:
+            names = sorted({(k.options[0] if k.options else k.name) for k in keys})
             import difflib  # only on this error path (the agent imports this module)
 
             near = difflib.get_close_matches(str(key).replace("_", "-"), names, n=1)
             hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(names)}"
             raise ConfigError(f"{path}: unknown key '{key}'; {hint}")
-        out[p.name or ""] = _shaped(path, str(key), v, p, path_types)
+        out[k.name] = _shaped(path, str(key), v, k.shape)
     return out
 
 
-def _shaped(path: str, key: str, v: Any, p: click.Parameter,
-            path_types: tuple[type, ...]) -> Any:
+def _shaped(path: str, key: str, v: Any, shape: str) -> Any:
     scalar = (str, int, float, bool)
-    if getattr(p, "multiple", False):
+    if shape == "multiple":
         v = [v] if isinstance(v, scalar) else v
         if isinstance(v, list) and all(isinstance(x, scalar) for x in v):
             return v
         want = "a value or a list of values"
-    elif isinstance(p.type, path_types):
+    elif shape == "path":
         if isinstance(v, str):
             return v
         want = "a string (a file path)"
-    elif isinstance(p.type, click.types.BoolParamType):
+    elif shape == "bool":
         if isinstance(v, bool):
             return v
         want = "true or false"

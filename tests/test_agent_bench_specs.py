@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runqscale.agent.bench import Agent
-from runqscale.agent.bench_at_rev import interpreter_flags, split_spec
+from runqscale.agent.bench_at_rev import interpreter_flags, module_args, split_spec
 
 
 @pytest.mark.parametrize(("spec", "rev", "agent", "py"), [
@@ -28,3 +28,21 @@ def test_interpreter_flags_need_the_image_install() -> None:
     the bench refuses rather than measure that."""
     with pytest.raises(SystemExit, match="--install image"):
         Agent(interpreter_flags=["-OO"])
+
+
+@pytest.mark.parametrize(("spec", "module", "agent"), [
+    ("WORKTREE", None, []),
+    ("WORKTREE+mod:runqscale.cli,agent", ["runqscale.cli", "agent"], []),
+    ("WORKTREE+--gzip+mod:runqscale.agent", ["runqscale.agent"], ["--gzip"]),
+])
+def test_a_mod_spec_names_what_follows_the_interpreters_dash_m(
+        spec: str, module: list[str] | None, agent: list[str]) -> None:
+    _, flags = split_spec(spec)
+    assert module_args(flags) == module
+    assert interpreter_flags(flags) == (agent, None)  # neither an agent nor an interpreter flag
+
+
+@pytest.mark.parametrize("spec", ["WORKTREE+mod:", "WORKTREE+mod:a+mod:b"])
+def test_a_bad_mod_spec_is_refused(spec: str) -> None:
+    with pytest.raises(SystemExit, match="mod:MODULE"):
+        module_args(split_spec(spec)[1])

@@ -31,11 +31,11 @@ def test_the_image_has_bytecode_at_the_optimisation_level_the_daemonset_runs_the
     -OO bytecode compiles every module at every start, in memory: it held 1.8 MB more than
     without -OO (stop 44). So each interpreter flag of the DaemonSet's command has its compile
     step, for the venv (wheel stage) and the standard library (runtime stage)."""
-    from runqscale.agent.bench_install import daemonset_command
+    from runqscale.agent.bench_install import daemonset_command, daemonset_interpreter_flags
 
     cmd = daemonset_command(REPO)
-    assert cmd[0] == "python3" and cmd[-3:] == ["-m", "runqscale.cli", "agent"], cmd
-    flags = [w for w in cmd[1:-3] if w.startswith("-O")]
+    assert cmd[0] == "python3", cmd
+    flags = [w for w in daemonset_interpreter_flags(REPO) if w.startswith("-O")]
     assert flags == ["-OO"], cmd  # what docs and figures describe; change them together
     text = open(os.path.join(REPO, "Containerfile")).read()
     assert "/opt/runqscale/bin/python -OO -m compileall -q /opt/runqscale" in text
@@ -45,8 +45,8 @@ def test_the_image_has_bytecode_at_the_optimisation_level_the_daemonset_runs_the
 
 
 def test_the_agent_command_runs_under_the_daemonsets_interpreter_flags() -> None:
-    """`python3 -OO -m runqscale.cli agent --help`: the CLI imports and parses with docstrings
-    stripped (click builds help from them; None must not break it)."""
+    """`python3 -OO -m runqscale.agent --help`: the agent imports and parses with docstrings
+    stripped (None must not break its help)."""
     import subprocess
     import sys
 
@@ -61,18 +61,26 @@ def test_the_agent_command_runs_under_the_daemonsets_interpreter_flags() -> None
 
 def test_what_the_agent_imports_loads_under_the_daemonsets_interpreter_flags() -> None:
     """Without root (the kernel tests run the whole agent under -OO): every module the agent's
-    process imports loads with docstrings stripped (numpy 2.2.0rc1 once failed to, under -OO)."""
+    process imports loads with docstrings stripped (numpy 2.2.0rc1 once failed to, under -OO),
+    and none of them, nor parsing its flags and a config file, loads click (~1 MB of RSS)."""
     import subprocess
     import sys
 
-    from runqscale.agent.bench_install import daemonset_command
+    from runqscale.agent.bench_install import daemonset_interpreter_flags
 
-    flags = daemonset_command(REPO)[1:-3]
-    code = ("import numpy, runqscale.agent.daemon, runqscale.agent.daemon_cmd, "
+    flags = daemonset_interpreter_flags(REPO)
+    code = ("import json, tempfile, numpy, runqscale.agent.daemon, runqscale.agent.daemon_cmd, "
             "runqscale.exporter.server, runqscale.exporter.collector, runqscale.probes.core, "
-            "runqscale.agent.pods, runqscale.http1, sys; "
-            "print(sys.flags.optimize, int(numpy.ones(3).sum()))")
+            "runqscale.agent.pods, runqscale.http1, runqscale.agent.cgroupwatch, "
+            "runqscale.agent.privdrop, runqscale.agent.malloc_tuning, "
+            "runqscale.exporter.process, sys\n"
+            "from runqscale.agent.options import parse_agent_args\n"
+            "f = tempfile.NamedTemporaryFile('w', suffix='.json', delete=False)\n"
+            "json.dump({'interval': '2s'}, f); f.close()\n"
+            "o = parse_agent_args(['--config', f.name, '--window', '20s'])\n"
+            "print(sys.flags.optimize, int(numpy.ones(3).sum()), o.interval, o.window, "
+            "'click' in sys.modules)")
     out = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True,
                          cwd="/", timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["2", "3"]
+    assert out.stdout.split() == ["2", "3", "2.0", "20.0", "False"]

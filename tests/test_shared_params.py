@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runqscale.config import ConfigError, option_defaults
-from runqscale.params import DURATION, DURATION_OR_ZERO, parse_duration
+from runqscale.params import DURATION, DURATION_OR_ZERO
 from runqscale.ports import free_port
 from runqscale.tokens import TokenFile
+from runqscale.values import parse_duration
 
 # -- durations ----------------------------------------------------------------------------------
 

@@ -99,7 +99,8 @@ if [ "$(cat "$out/runqscale.key" 2>/dev/null)" != "$src_key" ]; then
   # compileall's status is not the proof (a dependency's odd file may fail it): the agent's own
   # start-up modules must have their -OO bytecode, or it compiles them at every start
   chroot "$w/rootfs" /opt/runqscale/bin/python -OO -c 'import importlib.util as u, os, sys
-for m in ("socketserver", "ssl", "json", "runqscale.cli", "runqscale.agent.daemon", "numpy"):
+for m in ("socketserver", "ssl", "json", "argparse", "runqscale.agent.__main__",
+          "runqscale.agent.daemon", "numpy"):
     src = u.find_spec(m).origin
     if not os.path.exists(u.cache_from_source(src, optimization=2)):
         sys.exit(f"no -OO bytecode for {m} ({src})")'

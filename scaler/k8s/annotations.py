@@ -16,8 +16,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from runqscale.params import parse_duration
 from runqscale.scaler.model import ScalerConfig
+from runqscale.values import parse_duration
 
 PREFIX = "runqscale.io/"
 POLICY = PREFIX + "policy"
