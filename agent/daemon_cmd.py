@@ -173,7 +173,7 @@ def run_agent(o: AgentOptions) -> None:
     sampler = Sampler(probe, mounts, root, only=list(o.cgroups) or None, read_cpu=False,
                       index=index)
     ag = Agent(sampler, pods, interval, window)
-    server.on_scrape = _register(registry, ag, node_name, probe).record_scrape
+    server.on_scrape = _register(registry, ag, node_name, probe, server).record_scrape
     ag.step()
     holder["a"] = ag
     # Serve only now: a scrape during start-up waits in the listen backlog for the first sample
@@ -215,13 +215,13 @@ def open_probe_for_agent(backend: str, hierarchy: str, max_cgroups: int, mounts:
     return open_probe(backend, hierarchy, max_cgroups=max_cgroups, mounts=mounts, bpf_stats=True)
 
 
-def _register(registry: Any, ag: Any, node: str, probe: Any) -> Any:
+def _register(registry: Any, ag: Any, node: str, probe: Any, server: Any) -> Any:
     from runqscale import __version__
     from runqscale.exporter.collector import AgentCollector, BuildInfo
     from runqscale.exporter.process import ProcessCollector
 
     build = BuildInfo(__version__, probe.backend, os.uname().release, probe.hierarchy.value)
-    collector = AgentCollector(ag.snapshot, node, build)
+    collector = AgentCollector(ag.snapshot, node, build, server.refusals)
     registry.register(collector)
     registry.register(ProcessCollector())  # the agent's own CPU and memory: product features
     return collector

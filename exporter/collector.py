@@ -76,8 +76,11 @@ def _derived(snap: AgentSnapshot) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class AgentCollector:
-    def __init__(self, snapshot: Callable[[], AgentSnapshot], node: str, build: BuildInfo) -> None:
+    def __init__(self, snapshot: Callable[[], AgentSnapshot], node: str, build: BuildInfo,
+                 http_refusals: Callable[[], dict[str, int]]) -> None:
+        # http_refusals: the endpoint's refusals by reason (MetricsServer.refusals)
         self.snapshot, self.node, self.build = snapshot, node, build
+        self.http_refusals = http_refusals
         self.scrape_seconds = 0.0  # the previous scrape's duration (set by the HTTP server)
         # cgroup id -> its escaped labels as the previous scrape rendered them (made again only
         # when the labels or the cgroup path change)
@@ -161,3 +164,8 @@ class AgentCollector:
         values = (b.version, b.backend, b.kernel, b.hierarchy)
         info.add(values, label_string(spec.labels, values), 1.0)
         yield info
+        spec = m.AGENT_HTTP_REFUSED
+        refused = RowFamily(spec.name, spec.help, spec.type, spec.labels)
+        for reason, n in self.http_refusals().items():
+            refused.add((reason,), label_string(spec.labels, (reason,)), float(n))
+        yield refused

@@ -112,9 +112,14 @@ AGENT_CONTAINERS = Metric("runqscale_agent_containers", "gauge",
 AGENT_BUILD_INFO = Metric("runqscale_agent_build_info", "gauge",
                           "Agent build and runtime: version, probe backend, kernel, cgroup "
                           "hierarchy measured.", ("version", "backend", "kernel", "hierarchy"))
+AGENT_HTTP_REFUSED = Metric("runqscale_agent_http_refused", "counter",
+                            "Connections and requests this endpoint turned away, by reason: "
+                            "connection_limit, scrape_limit (503), deadline (shut down), "
+                            "unauthorized (401).", ("reason",))
 AGENT_METRICS = (AGENT_EVENTS, AGENT_BPF_RUN_SECONDS, AGENT_BPF_RUNS, AGENT_MAP_ENTRIES,
                  AGENT_MAP_CAPACITY, AGENT_MAP_FULL, AGENT_ATTRIBUTION_MISSES, AGENT_UNKNOWN_PODS,
-                 AGENT_SAMPLE_ERRORS, AGENT_SCRAPE_SECONDS, AGENT_CONTAINERS, AGENT_BUILD_INFO)
+                 AGENT_SAMPLE_ERRORS, AGENT_SCRAPE_SECONDS, AGENT_CONTAINERS, AGENT_BUILD_INFO,
+                 AGENT_HTTP_REFUSED)
 
 # -- the scaler's own /metrics (`runqscale scaler k8s`) ----------------------------------------
 # The dashboard's scaler panels (deploy/grafana) read decisions_total by namespace, workload,

@@ -68,6 +68,8 @@ MAX_SCRAPES = 2  # /metrics bodies rendered at once
 SCRAPE_WAIT_S = 5.0  # for a render slot: under Prometheus' default 10 s scrape timeout
 HEAD_TIMEOUT_S = 10.0
 RESPONSE_TIMEOUT_S = 60.0  # a 500-container body (~6.6 MB) to a slow but honest reader
+# why a connection or request was turned away (runqscale_agent_http_refused_total{reason})
+REFUSALS = ("connection_limit", "scrape_limit", "deadline", "unauthorized")
 BUSY = whole_response(503, b"too many open connections\n",
                       {"Content-Type": "text/plain; charset=utf-8"})
 
@@ -108,8 +110,8 @@ class MetricsServer(socketserver.ThreadingTCPServer):
         self._conns: dict[int, _Conn] = {}  # by the accepted socket's id()
         self._conns_lock = threading.Lock()
         self._local = threading.local()  # the handler thread's _Conn
-        self.refused = 0  # connections over max_connections or max_per_peer
-        self.cut_off = 0  # connections shut down past a deadline
+        self._refusals = dict.fromkeys(REFUSALS, 0)  # counted from several threads: locked
+        self._refusals_lock = threading.Lock()
         super().__init__(addr, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -121,7 +123,7 @@ class MetricsServer(socketserver.ThreadingTCPServer):
                 self._conns[id(request)] = _Conn(request, time.monotonic() + self.head_timeout,
                                                  peer)
         if full:
-            self.refused += 1
+            self.refuse("connection_limit")
             if self.ssl_context is None:
                 try:  # from the accepting thread: never wait for this client
                     request.setblocking(False)
@@ -170,9 +172,18 @@ class MetricsServer(socketserver.ThreadingTCPServer):
                     c.deadline = None
                     try:
                         c.dup.shutdown(socket.SHUT_RDWR)
-                        self.cut_off += 1
+                        self.refuse("deadline")
                     except OSError:
                         pass  # the peer is gone already
+
+    def refuse(self, reason: str) -> None:
+        with self._refusals_lock:
+            self._refusals[reason] += 1
+
+    def refusals(self) -> dict[str, int]:
+        """Connections and requests turned away so far, by reason (REFUSALS)."""
+        with self._refusals_lock:
+            return dict(self._refusals)
 
     def render_slot(self) -> bool:
         """From a handler: take one of the `max_scrapes` render slots, waiting up to
@@ -212,11 +223,13 @@ class _Handler(Handler):
             self.respond(200 if ok else 503, b"ok\n" if ok else b"no recent sample\n")
         elif req.path == "/metrics":
             if not self._authorised(req):
+                self.server.refuse("unauthorized")
                 self.respond(401, b"bearer token required\n",
                              {"Content-Type": "text/plain; charset=utf-8",
                               "WWW-Authenticate": 'Bearer realm="runqscale"'})
                 return
             if not self.server.render_slot():
+                self.server.refuse("scrape_limit")
                 self.respond(503, b"too many scrapes at once\n",
                              {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "1"})
                 return

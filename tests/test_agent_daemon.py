@@ -19,6 +19,7 @@ from runqscale.agent.sampler import Sampler
 from runqscale.exporter.buckets import LE_STRINGS
 from runqscale.exporter.collector import AgentCollector, BuildInfo
 from runqscale.exporter.families import render
+from runqscale.exporter.server import REFUSALS
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.probes.model import (
     HOLDERS,
@@ -81,7 +82,8 @@ def _setup(tmp_path):
     sampler = Sampler(probe, mounts, str(root))
     agent = Agent(sampler, PodSource(), interval=1.0, window=3.0, clock=lambda: probe.t)
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(AgentCollector(agent.snapshot, "n1", BuildInfo("0", "fake", "k", "v2")))
+    reg.register(AgentCollector(agent.snapshot, "n1", BuildInfo("0", "fake", "k", "v2"),
+                                lambda: dict.fromkeys(REFUSALS, 0)))
     return root, probe, agent, reg
 
 

@@ -91,7 +91,7 @@ def test_connections_over_the_cap_get_503_and_the_others_keep_working() -> None:
             while chunk := s.recv(4096):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 503 "), answer
-        assert b"Connection: close" in answer and srv.refused == 1
+        assert b"Connection: close" in answer and srv.refusals()["connection_limit"] == 1
         idle.pop().close()
         assert until(lambda: srv.connections == 2, 3)
         status, body = _scrape(srv)
@@ -121,7 +121,7 @@ def test_a_client_trickling_its_request_head_is_cut_off_at_the_deadline() -> Non
             assert _scrape(srv)[0] == 200
         assert closed, "a trickling client kept its connection past the head deadline"
         assert 0.8 <= took <= 2.5, took
-        assert srv.cut_off == 1
+        assert srv.refusals()["deadline"] == 1
         assert until(lambda: srv.connections == 0, 3)
     finally:
         _stop(srv)
@@ -149,7 +149,8 @@ def test_a_client_that_does_not_read_its_response_is_cut_off_at_the_deadline() -
         with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=3) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert until(lambda: srv.cut_off == 1, 5), "the stalled response was not cut off"
+            assert until(lambda: srv.refusals()["deadline"] == 1, 5), \
+                "the stalled response was not cut off"
         assert until(lambda: srv.connections == 0, 3)
         srv.response_timeout = 60.0  # a 10 MB body to this test's own reader, on a busy machine
         status, body = _scrape(srv)  # the only render slot was released
@@ -181,6 +182,8 @@ def test_at_most_max_scrapes_bodies_are_rendered_at_once() -> None:
             t.join(10)
         assert results == [200, 200] and rows.most_inside == 2
         assert _scrape(srv)[0] == 200
+        assert srv.refusals() == {"connection_limit": 0, "scrape_limit": 1, "deadline": 0,
+                                  "unauthorized": 0}
     finally:
         gate.set()
         _stop(srv)
@@ -205,7 +208,7 @@ def test_over_tls_a_silent_client_is_cut_off_during_the_handshake(tmp_path) -> N
         with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=3) as s:
             took = _closed_within(s, 4)
         assert took is not None and 0.5 <= took <= 2.5, took
-        assert srv.cut_off == 1
+        assert srv.refusals()["deadline"] == 1
         client = ssl.create_default_context(cafile=cert)
         with get("127.0.0.1", srv.server_address[1], "/metrics", {}, timeout=10,
                  tls=client) as r:

@@ -90,6 +90,13 @@ def test_tls_token_auth_and_no_secret_in_the_output(tmp_path: Path) -> None:
         token.write_text(ROTATED_TOKEN + "\n")  # rotation: no restart
         codes["old-after-rotation"] = _status(url, ctx, f"Bearer {METRICS_TOKEN}")
         codes["rotated"] = _status(url, ctx, f"Bearer {ROTATED_TOKEN}")
+        # the six 401s so far are counted as refusals, by reason, on the agent's own /metrics
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {ROTATED_TOKEN}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            body = r.read().decode()
+        assert 'runqscale_agent_http_refused_total{reason="unauthorized"} 6.0' in body, \
+            [ln for ln in body.splitlines() if "refused" in ln]
+        assert 'runqscale_agent_http_refused_total{reason="connection_limit"} 0.0' in body
         time.sleep(1.0)  # the kubelet refuses the wrong token: logged
         ktoken.write_text(BAD_KUBELET_TOKEN + "\n")  # urllib rejects it, quoting it
         time.sleep(1.0)
