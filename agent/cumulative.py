@@ -7,25 +7,28 @@ holds the cumulative counters of the container that owns row r. The window is th
 matrix minus the one as of a window ago, so an interval costs a few numpy calls whatever the
 number of containers, and a scrape subtracts two matrices.
 
-Only two matrices are kept whole: the newest and the window's start (the agent's snapshot
-publishes both). The intervals between the start and the newest are kept as what
-changed (flat indices and values of newest minus previous), and the start moves forward by
-adding the oldest change once it leaves the window. A window of whole matrices (11 at 10 s /
-1 s) was 5.9 MB of the agent's RSS at 500 containers, where a second changes a few of each
-row's 133 words.
+Only the newest matrix is kept whole. The intervals after the window's start are kept as what
+changed (flat indices and values of newest minus previous), and the window's start is the
+newest matrix minus those changes, worked out at scrape time for the rows a scrape asks for
+(`WindowStart`). A window of whole matrices (11 at 10 s / 1 s) was 5.9 MB of the agent's RSS at
+500 containers, where a second changes a few of each row's 133 words; the start kept whole
+(until stop 45) was another 0.5 MB, remade every interval.
 
 Rows: a container keeps its row while it is tracked; a row freed when its container is dropped
 is zeroed and handed out again only once every matrix still kept was built after that (so no
 window ever subtracts a previous owner's counts). The lowest reusable row goes first and free
 rows at the top are cut off, so after a burst of short-lived cgroups the matrices shrink back
-to the containers alive. Matrices are read-only once published: the agent's snapshot holds
-them while the next interval builds a new one.
+to the containers alive. A row cut off was zero in every matrix the window keeps (it was
+released, and zeroed, before the window's start), which is how `WindowStart` reads it.
+Matrices are read-only once published: the agent's snapshot holds them while the next interval
+builds a new one.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,7 +43,76 @@ def _frozen(m: np.ndarray) -> np.ndarray:
 _EMPTY = _frozen(np.zeros((0, VALUE_WORDS), dtype=np.uint64))
 
 
+# what changed from one matrix to the next: flat (indices, values), or the whole difference
+# where that is smaller; values are uint64 differences that wrap, so previous + change is the
+# next matrix exactly (counters reset or zeroed included)
+_Change = tuple[np.ndarray, np.ndarray] | np.ndarray
+
+
+def _change(prev: np.ndarray, cur: np.ndarray) -> _Change:
+    """What changed, read-only: published snapshots hold it (WindowStart)."""
+    if prev.shape == cur.shape:
+        diff = cur - prev
+    else:
+        diff = cur.copy()
+        keep = min(len(prev), len(cur))
+        diff[:keep] -= prev[:keep]
+    flat = diff.reshape(-1)
+    idx = np.flatnonzero(flat != 0)  # 4x faster on a bool array than on the uint64 one
+    if idx.size * 12 >= flat.size * 8:
+        return _frozen(diff)
+    idx = idx.astype(np.int32) if flat.size < 2**31 else idx
+    return _frozen(idx), _frozen(flat[idx])
+
+
+@dataclass(frozen=True)
+class WindowStart:
+    """The window's start matrix, not kept whole: its height (0: no matrix is a window old yet,
+    so every row starts at 0) and the changes from it to the newest matrix, oldest first, each
+    with the height of the matrix it made. Immutable: a snapshot holds it."""
+
+    height: int
+    changes: tuple[tuple[int, _Change], ...]
+
+    def rows(self, current: np.ndarray, rows: np.ndarray, cols: int = VALUE_WORDS
+             ) -> np.ndarray:
+        """The start's values of these rows of `current` (the matrix the changes end at), first
+        `cols` words: `current` minus each change, newest first. A row a matrix did not have
+        comes out 0 with no special case: a change to a taller matrix holds the new rows' whole
+        values (zero-padded), and a row cut off was zero (module docstring). So a row the start
+        does not have reads 0, as window_slots takes it."""
+        out = current[rows, :cols]  # a copy (fancy indexing)
+        if not self.height or not len(rows):
+            out[:] = 0
+            return out
+        pos = None
+        for height, change in reversed(self.changes):
+            if isinstance(change, tuple):
+                idx, vals = change
+                if not idx.size:
+                    continue
+                if pos is None:  # where each asked-for row sits in `out`
+                    pos = np.full(max(len(current), int(rows.max()) + 1), -1, dtype=np.intp)
+                    pos[rows] = np.arange(len(rows))
+                # flat indices are sorted: take only the span the asked-for rows cover
+                lo = np.searchsorted(idx, int(rows.min()) * VALUE_WORDS)
+                hi = np.searchsorted(idx, (int(rows.max()) + 1) * VALUE_WORDS)
+                idx, vals = idx[lo:hi], vals[lo:hi]
+                r, c = np.divmod(idx, VALUE_WORDS)
+                at = pos[r]
+                keep = (at >= 0) & (c < cols)
+                out[at[keep], c[keep]] -= vals[keep]
+            else:
+                inside = rows < height
+                out[inside] -= change[rows[inside], :cols]
+        return out
+
+
+NO_START = WindowStart(0, ())
+
+
 class CumulativeTable:
+
     def __init__(self, window: float) -> None:
         if window <= 0:
             raise ValueError("window must be > 0 s")
@@ -48,14 +120,15 @@ class CumulativeTable:
         self._rows = 0  # the matrices' height: 1 + the highest row in use or still remembered
         self._pending: deque[tuple[float, int]] = deque()  # (freed at, row), oldest first
         self._reusable: list[int] = []  # heap of rows no kept matrix remembers an owner of
-        # the oldest matrix kept (the window's start once it is at least a window old) and the
-        # time of its interval; None before the first
-        self._base, self._base_t = _EMPTY, None
+        # the oldest matrix remembered (the window's start once it is at least a window old):
+        # its time (None before the first) and height; its values are not kept
+        self._base_t: float | None = None
+        self._base_height = 0
         # (time, height, change) of every later interval, oldest first: the base plus all of
         # them is the newest matrix
         self._ring: deque[tuple[float, int, _Change]] = deque()
         self.current = _EMPTY
-        self.start = _EMPTY
+        self.start = NO_START
 
     def allocate(self) -> int:
         """A row for a new container: the lowest reusable one, else a new one at the top."""
@@ -110,68 +183,39 @@ class CumulativeTable:
             cur[rows] = values
         self.current = _frozen(cur)
         if self._base_t is None:
-            self._base, self._base_t = self.current, now
+            self._base_t, self._base_height = now, len(cur)
         else:
             self._ring.append((now, len(cur), _change(prev, self.current)))
         edge = now - self.window
         # the start is the newest matrix at least a window old
         while self._ring and self._ring[0][0] <= edge:
-            t, height, change = self._ring.popleft()
-            self._base, self._base_t = _apply(self._base, height, change), t
-        self.start = self._base if self._base_t <= edge else _EMPTY
+            self._base_t, self._base_height, _ = self._ring.popleft()
+        self.start = WindowStart(self._base_height, tuple((h, c) for _, h, c in self._ring)) \
+            if self._base_t <= edge else NO_START
+
+    def start_matrix(self) -> np.ndarray:
+        """The window's start as a whole matrix (tests and tools; a scrape asks for rows)."""
+        height = self.start.height
+        if not height:
+            return _EMPTY
+        rows = np.arange(height)
+        out = np.zeros((height, VALUE_WORDS), dtype=np.uint64)
+        kept = rows[rows < len(self.current)]
+        out[kept] = self.start.rows(self.current, kept)
+        return _frozen(out)
 
     def held_bytes(self) -> int:
-        """Bytes of the window's state beyond the newest matrix: the start and the changes."""
-        return self._base.nbytes + sum(
-            sum(a.nbytes for a in c) if isinstance(c, tuple) else c.nbytes
-            for _, _, c in self._ring)
+        """Bytes of the window's state beyond the newest matrix: the changes."""
+        return sum(sum(a.nbytes for a in c) if isinstance(c, tuple) else c.nbytes
+                   for _, _, c in self._ring)
 
 
-# what changed from one matrix to the next: flat (indices, values), or the whole difference
-# where that is smaller; values are uint64 differences that wrap, so previous + change is the
-# next matrix exactly (counters reset or zeroed included)
-_Change = tuple[np.ndarray, np.ndarray] | np.ndarray
-
-
-def _change(prev: np.ndarray, cur: np.ndarray) -> _Change:
-    if prev.shape == cur.shape:
-        diff = cur - prev
-    else:
-        diff = cur.copy()
-        keep = min(len(prev), len(cur))
-        diff[:keep] -= prev[:keep]
-    flat = diff.reshape(-1)
-    idx = np.flatnonzero(flat != 0)  # 4x faster on a bool array than on the uint64 one
-    if idx.size * 12 >= flat.size * 8:
-        return diff
-    idx = idx.astype(np.int32) if flat.size < 2**31 else idx
-    return idx, flat[idx]
-
-
-def _apply(base: np.ndarray, height: int, change: _Change) -> np.ndarray:
-    """The matrix after `base`: its rows cut or zero-padded to `height`, plus the change."""
-    if len(base) == height:
-        out = base.copy()
-    else:
-        out = np.zeros((height, VALUE_WORDS), dtype=np.uint64)
-        keep = min(len(base), height)
-        out[:keep] = base[:keep]
-    if isinstance(change, tuple):
-        idx, vals = change
-        out.reshape(-1)[idx] += vals
-    else:
-        out += change
-    return _frozen(out)
-
-
-def window_slots(current: np.ndarray, start: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def window_slots(current: np.ndarray, start: WindowStart, rows: np.ndarray) -> np.ndarray:
     """Slot counts of the waits inside the window for these rows: newest minus window start
     (rows newer than the start matrix started at 0; a row whose count went down, a kernel
     entry re-created, counts from its new value)."""
     hi = current[rows, :SLOTS]
-    lo = np.zeros_like(hi)
-    old = rows < len(start)
-    lo[old] = start[rows[old], :SLOTS]
+    lo = start.rows(current, rows, SLOTS)
     reset = hi.sum(axis=1, dtype=np.uint64) < lo.sum(axis=1, dtype=np.uint64)
     lo[reset] = 0
     return hi - lo

@@ -3,10 +3,10 @@
 The sampling loop builds a new `AgentSnapshot` after every interval (and after a failed one, to
 count it) and swaps a single reference to it; a scrape takes that reference and renders it, with
 no lock and no access to the agent's working state. Everything in it is immutable: the
-interval's cumulative matrix and the window's start matrix (agent/cumulative.py, read-only
-arrays), and one `ContainerRow` per container (its row, labels and path), a tuple rebuilt only
-when a container comes, goes or changes labels. So an interval allocates two matrices, not an
-object per container.
+interval's cumulative matrix (a read-only array), the window's start (agent/cumulative.py: the
+changes since it, immutable), and one `ContainerRow` per container (its row, labels and path),
+a tuple rebuilt only when a container comes, goes or changes labels. So an interval allocates
+one matrix and one change, not an object per container.
 
 CPU accounting is read at render time: cgroup counters are cumulative and exact whenever read,
 and reading cpu.stat for every container every interval would cost more than the rest of the
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runqscale.agent.attribution import Labels
-from runqscale.agent.cumulative import window_slots
+from runqscale.agent.cumulative import NO_START, WindowStart, window_slots
 from runqscale.probes.cgroupfs import CpuStat
 from runqscale.probes.model import SLOTS, VALUE_WORDS, CgroupHistogram, ProbeStats
 
@@ -49,9 +49,10 @@ class AgentSnapshot:
     attribution_misses: int  # waits whose cgroup id did not resolve to a path
     unknown_pods: int
     cpu_reader: Callable[[str], CpuStat | None] | None = None
-    # since the agent (and its probe) started, per row; and as of the window's start
+    # since the agent (and its probe) started, per row; and the window's start (rows of it are
+    # worked out from `cumulative` when asked for)
     cumulative: np.ndarray = field(default_factory=lambda: _NO_ROWS)
-    window_start: np.ndarray = field(default_factory=lambda: _NO_ROWS)
+    window_start: WindowStart = NO_START
 
     def cpu_of(self, c: ContainerRow) -> CpuStat | None:
         """The container's CPU accounting, read now."""
