@@ -55,7 +55,11 @@ def _say(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m runqscale.agent [FLAGS]` (the DaemonSet's command) and `runqscale agent`."""
-    run_agent(parse_agent_args(argv))
+    try:
+        run_agent(parse_agent_args(argv))
+    except KeyboardInterrupt:  # before the signal handlers are in place: as every command
+        sys.stderr.write(f"{PROG}: interrupted\n")
+        sys.exit(130)
 
 
 def run_agent(o: AgentOptions) -> None:

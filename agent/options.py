@@ -1,15 +1,18 @@
 """The agent's flags, parsed with argparse: the DaemonSet runs `python3 -OO -m runqscale.agent`,
-and click (with the modules that wrap it) held ~1.2 MB of the agent's RSS for a parse done once
-at start. `runqscale agent` forwards its arguments here too (runqscale/cli.py), so there is one
-parser. Errors are one line naming the option and the fix, exit code 2, as for every command.
+and click (with the modules that wrap it) held 0.9 MB of the agent's RSS at 500 containers for
+a parse done once at start (paired, docs/bench/HISTORY.md, stop 45). `runqscale agent` forwards
+its arguments here too (runqscale/cli.py), so there is one parser. Errors are one line naming
+the option and the fix, exit code 2, as for every command.
 
 `--config FILE` (YAML, JSON or TOML; runqscale/config.py) gives values for the options not
-given as flags; each is converted and checked exactly as the flag would be.
+given as flags; each is converted and checked exactly as the flag would be. Unlike click,
+argparse takes a value that starts with `-` only as `--opt=VALUE`; its error says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import socket
 from collections.abc import Callable
@@ -105,6 +108,8 @@ def _file(exists: bool) -> Callable[[Any], str]:
             raise ValueError(f"{path!r} does not exist; give an existing file")
         if os.path.isdir(path):
             raise ValueError(f"{path!r} is a directory; give a file")
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            raise ValueError(f"{path!r} is not readable by this user; fix its permissions")
         return path
 
     return file
@@ -117,7 +122,18 @@ def _text(value: Any) -> str:
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse says "argument --interval: ..."; the option's name is enough
-        fail(message.removeprefix("argument "), usage=True, prog=PROG)
+        message = message.removeprefix("argument ")
+        if message.startswith("unrecognized arguments: "):
+            words = message.split(": ", 1)[1].split()
+            flag = next((w.split("=", 1)[0] for w in words if w.startswith("--")), None)
+            if flag is not None:  # a typo: name the option meant, as click did
+                near = difflib.get_close_matches(flag, list(self._option_string_actions), n=1)
+                message = f"no such option {flag}" + (f"; did you mean {near[0]}?" if near
+                                                       else "; see --help")
+        elif message.endswith(": expected one argument"):
+            opt = message.split(":", 1)[0]
+            message += f" (a value that starts with '-' goes as {opt}=VALUE)"
+        fail(message, usage=True, prog=PROG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
     add("--config", metavar="FILE", type=_checked(_file(exists=False)),
-        help="YAML or JSON file with these options as keys (e.g. `listen: ':9100'`); flags "
-             "override it.")
+        help="YAML, JSON or TOML file with these options as keys (e.g. `listen: ':9100'`); "
+             "flags override it.")
     add("--listen", type=_checked(_listen), metavar="HOST:PORT",
         help="Address for /metrics and /healthz. [default: :9100]")
     add("--interval", type=_checked(_duration), metavar="DURATION",
@@ -214,9 +230,9 @@ def _from_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     except ConfigError as e:
         fail(f"--config {e}", usage=True, prog=PROG)
     out = {}
-    for dest, value in raw.items():
+    for dest, (spelled, value) in raw.items():
         key, action = keys[dest]
-        where = f"--config {path}: key '{dest}' (--{key.options[0]})"
+        where = f"--config {path}: key '{spelled}' (--{key.options[0]})"
         if key.shape == "bool":
             out[dest] = value  # file_values checked it is a bool
             continue

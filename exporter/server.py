@@ -80,11 +80,14 @@ class _Conn:
     whatever happens to the original (TLS takes it over, a failed handshake closes it, the
     number is reused by a later connection) until it is closed with the connection."""
 
-    __slots__ = ("sock", "deadline", "dup", "peer")
+    __slots__ = ("sock", "deadline", "dup", "peer", "kept_alive")
 
     def __init__(self, sock: socket.socket, deadline: float | None, peer: str) -> None:
         self.sock, self.deadline, self.peer = sock, deadline, peer
         self.dup = socket.socket(fileno=os.dup(sock.fileno()))
+        # waiting for the head of a request after the first: shut down at the deadline, but
+        # not counted as refused (Prometheus keeps its connection open between scrapes)
+        self.kept_alive = False
 
 
 class MetricsServer(socketserver.ThreadingTCPServer):
@@ -155,10 +158,11 @@ class MetricsServer(socketserver.ThreadingTCPServer):
                 conn.sock.close()  # the TLS socket wrapped around it
         super().shutdown_request(request)
 
-    def deadline(self, seconds: float) -> None:
+    def deadline(self, seconds: float, kept_alive: bool = False) -> None:
         """From a handler: the current connection must be done with what it does now within
-        `seconds`."""
-        self._local.conn.deadline = time.monotonic() + seconds
+        `seconds`; `kept_alive`: what it does now is wait for its next request."""
+        conn = self._local.conn
+        conn.deadline, conn.kept_alive = time.monotonic() + seconds, kept_alive
 
     def service_actions(self) -> None:
         """serve_forever's hook (every poll, 0.5 s): shut down connections past their deadline.
@@ -172,7 +176,8 @@ class MetricsServer(socketserver.ThreadingTCPServer):
                     c.deadline = None
                     try:
                         c.dup.shutdown(socket.SHUT_RDWR)
-                        self.refuse("deadline")
+                        if not c.kept_alive:
+                            self.refuse("deadline")
                     except OSError:
                         pass  # the peer is gone already
 
@@ -211,7 +216,7 @@ class _Handler(Handler):
 
     def reading(self) -> None:
         if self.heads:  # the first head's deadline runs from accept (TLS handshake included)
-            self.server.deadline(self.server.head_timeout)
+            self.server.deadline(self.server.head_timeout, kept_alive=True)
 
     def responding(self) -> None:
         self.heads += 1

@@ -75,13 +75,14 @@ def option_defaults(command: click.Command, path: str, section: str | None = Non
                  "bool" if isinstance(p.type, click.types.BoolParamType) else "scalar")
         keys.append(ConfigKey(p.name, tuple(o.lstrip("-") for o in p.opts
                                             if o.startswith("--")), shape))
-    return file_values(path, keys, section, kind)
+    return {name: v for name, (_, v) in file_values(path, keys, section, kind).items()}
 
 
 def file_values(path: str, keys: list[ConfigKey], section: str | None = None,
-                kind: str | None = None) -> dict[str, Any]:
-    """The file's values as {parameter name: value}, each checked for its key's shape (not
-    converted: the caller converts them as it converts flags)."""
+                kind: str | None = None) -> dict[str, tuple[str, Any]]:
+    """The file's values as {parameter name: (the key as the file spells it, value)}, each
+    checked for its key's shape (not converted: the caller converts them as it converts
+    flags)."""
     doc = _parse(path, kind)
     if section is not None and isinstance(doc, dict) and section in doc:
         doc = doc[section]
@@ -96,7 +97,7 @@ def file_values(path: str, keys: list[ConfigKey], section: str | None = None,
     for k in keys:
         for spelling in (k.name, *k.options):
             known[spelling.replace("_", "-")] = k
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[str, Any]] = {}
     for key, v in doc.items():
         k = known.get(str(key).replace("_", "-"))
         if k is None:
@@ -106,7 +107,7 @@ def file_values(path: str, keys: list[ConfigKey], section: str | None = None,
             near = difflib.get_close_matches(str(key).replace("_", "-"), names, n=1)
             hint = f"did you mean '{near[0]}'?" if near else f"valid keys: {', '.join(names)}"
             raise ConfigError(f"{path}: unknown key '{key}'; {hint}")
-        out[k.name] = _shaped(path, str(key), v, k.shape)
+        out[k.name] = (str(key), _shaped(path, str(key), v, k.shape))
     return out
 
 

@@ -147,3 +147,51 @@ def test_both_entry_points_are_the_one_parser(command: list[str]) -> None:
     assert bad.returncode == 2
     assert bad.stderr == "runqscale agent: error: --interval: 'soon' is not a duration; write " \
                          "e.g. 500ms, 1s, 2.5s or 5m\n"
+
+
+def test_a_typo_names_the_option_meant() -> None:
+    line = parse_error(["--intervall", "1s"])
+    assert "no such option --intervall; did you mean --interval?" in line, line
+    assert "see --help" in parse_error(["--zzz"])
+
+
+def test_a_value_starting_with_a_dash_says_how_to_give_it() -> None:
+    assert "--cgroup=VALUE" in parse_error(["--cgroup", "-x"])
+    assert parse_agent_args(["--cgroup=-x"]).cgroups == ("-x",)
+
+
+def test_a_config_error_names_the_key_as_the_file_spells_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("max-cgroups: 2\n")
+    assert "key 'max-cgroups' (--max-cgroups)" in parse_error(["--config", str(cfg)])
+
+
+def test_an_unreadable_file_is_refused_naming_the_option(tmp_path: Path) -> None:
+    """As a user who cannot read it (root reads anything: the check runs as nobody there)."""
+    import os
+    import shutil
+
+    secret = tmp_path / "ca.pem"
+    secret.write_text("x")
+    secret.chmod(0o600)
+    argv = ["--kubelet-ca-file", str(secret)]
+    if os.geteuid() != 0:
+        secret.chmod(0)
+        assert "--kubelet-ca-file" in parse_error(argv) and "not readable" in parse_error(argv)
+        return
+    assert shutil.which("setpriv"), "setpriv (util-linux) is needed to run this as nobody"
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp is root's alone
+        os.chmod(d, 0o755)
+        secret = Path(shutil.copy(secret, d))
+        secret.chmod(0o600)
+        argv = ["--kubelet-ca-file", str(secret)]
+        code = ("from runqscale.agent.options import parse_agent_args as p; import sys; "
+                "p(sys.argv[1:])")
+        out = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup",
+                              "--clear-groups", sys.executable, "-c", code, *argv],
+                             capture_output=True, text=True, cwd="/", timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("runqscale agent: error: --kubelet-ca-file: ") and \
+        "not readable" in out.stderr, out.stderr

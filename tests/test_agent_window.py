@@ -102,8 +102,10 @@ def test_memory_is_one_window_of_matrices_and_published_ones_are_read_only() -> 
     assert len(table._ring) <= 10
     with pytest.raises(ValueError):
         table.current[0, 0] = 5
-    with pytest.raises(ValueError):
-        table.start_matrix()[0, 0] = 5
+    for _, change in table.start.changes:
+        for a in change if isinstance(change, tuple) else (change,):
+            with pytest.raises(ValueError):
+                a[0] = 5
 
 
 def test_the_window_keeps_what_changed_not_whole_matrices() -> None:
@@ -150,9 +152,10 @@ def test_the_start_is_the_newest_matrix_a_window_old(steps: list, window: float)
         if op == "bump":
             live[row][k * 13 % VALUE_WORDS] += np.uint64(k + 1)
             rows.append(row)
-        elif op == "flood":  # every word moves: a change kept whole, not as flat indices
-            live[row] += np.uint64(k + 1)
-            rows.append(row)
+        elif op == "flood":  # every word of every row moves: a change kept whole
+            for r in live:
+                live[r] += np.uint64(k + 1)
+            rows.extend(live)
         elif op == "reset":
             live[row] = np.zeros(VALUE_WORDS, dtype=np.uint64)
             live[row][k] = np.uint64(1)
@@ -170,11 +173,20 @@ def test_the_start_is_the_newest_matrix_a_window_old(steps: list, window: float)
         start = table.start_matrix()
         assert start.shape == want.shape
         assert np.array_equal(start, want)
-        # any rows, in any order (a scrape's block): the same values, 0 past the start's end
-        some = np.array(sorted(live, reverse=True)[: k + 1], dtype=np.intp)
+        # any rows, in any order, repeated (a scrape's block): the same values, 0 past the
+        # start's end; the slots alone too
+        mine = sorted(live)
+        some = np.array([mine[(k + 3 * i) % len(mine)] for i in range(k + 2)][::-1],
+                        dtype=np.intp)
         padded = np.zeros((len(table.current), VALUE_WORDS), dtype=np.uint64)
         padded[:len(want)] = want[:len(table.current)]
         assert np.array_equal(table.start.rows(table.current, some), padded[some])
+        assert np.array_equal(table.start.rows(table.current, some, SLOTS),
+                              padded[some, :SLOTS])
+        # what published snapshots share cannot be written to
+        for _, change in table.start.changes:
+            for a in change if isinstance(change, tuple) else (change,):
+                assert not a.flags.writeable
 
 
 def test_a_counter_reset_starts_the_window_over_instead_of_wrapping() -> None:

@@ -128,13 +128,19 @@ def test_a_client_trickling_its_request_head_is_cut_off_at_the_deadline() -> Non
 
 
 def test_an_idle_kept_alive_connection_is_closed_at_the_head_deadline() -> None:
+    """... and not counted as refused: Prometheus keeps its connection between scrapes, and
+    at a scrape interval over the head deadline every scrape would otherwise count."""
     srv = _serve(Rows(), head_timeout=1.0)
     try:
         with socket.create_connection(("127.0.0.1", srv.server_address[1]), timeout=3) as s:
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b"\r\n0\r\n\r\n" not in got:  # the whole chunked body
+                got += s.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200 ")
             took = _closed_within(s, 4)
         assert took is not None and 0.5 <= took <= 2.5, took
+        assert srv.refusals()["deadline"] == 0
     finally:
         _stop(srv)
 
