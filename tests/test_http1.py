@@ -329,6 +329,33 @@ def test_metrics_over_tls_with_a_bearer_token(tmp_path) -> None:
         srv.server_close()
 
 
+def test_a_tls_fetch_by_host_name_loads_no_idna_codec(tmp_path) -> None:
+    """An ASCII host name is handed to ssl as bytes: the fetch (certificate checked against
+    the name) works and the idna codec's modules (~0.2 MB) stay out of the agent's process."""
+    import subprocess
+
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    code = f"""
+import ssl, sys
+from runqscale.exporter.server import MetricsServer, Registry, tls_context
+from runqscale.http1 import get
+srv = MetricsServer(("127.0.0.1", 0), Registry(), healthy=lambda: True,
+                    ssl_context=tls_context({str(cert)!r}, {str(key)!r}))
+srv.serve_in_thread()
+ctx = ssl.create_default_context(cafile={str(cert)!r})
+with get("localhost", srv.server_address[1], "/healthz", {{}}, 5, ctx) as r:
+    print(r.status, r.read().decode().strip(), "encodings.idna" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["200", "ok", "False"]
+
+
 def test_a_request_that_would_split_is_refused_before_it_is_sent() -> None:
     for target, headers in (("/a b", {}), ("/pods", {"X": "1\r\nInjected: yes"})):
         with pytest.raises(ValueError):
