@@ -113,7 +113,6 @@ NO_START = WindowStart(0, ())
 
 
 class CumulativeTable:
-
     def __init__(self, window: float) -> None:
         if window <= 0:
             raise ValueError("window must be > 0 s")

@@ -49,7 +49,7 @@ def fail(message: str, usage: bool = False) -> NoReturn:
 
 
 def _say(line: str) -> None:
-    sys.stderr.write(f"runqscale agent: {line}\n")
+    sys.stderr.write(f"{PROG}: {line}\n")
     sys.stderr.flush()
 
 

@@ -16,7 +16,7 @@ import difflib
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from runqscale.agent.errors import fail
@@ -38,26 +38,31 @@ EXAMPLES = """examples:
 
 @dataclass(frozen=True)
 class AgentOptions:
-    listen: tuple[str, int]
-    interval: float
-    window: float
-    backend: str
-    hierarchy: str
-    node_name: str
-    pods_source: str
-    pods_file: str | None
-    kubelet_url: str | None
-    kubelet_token_file: str | None
-    kubelet_ca_file: str | None
-    kubelet_insecure_tls: bool
-    apiserver_url: str | None
-    pods_refresh: float
-    cgroups: tuple[str, ...]
-    max_cgroups: int
-    tls_cert: str | None
-    tls_key: str | None
-    auth_token_file: str | None
-    gzip: bool
+    """The agent's settings; the defaults here are the flags' defaults (DEFAULTS)."""
+
+    listen: tuple[str, int] = ("0.0.0.0", 9100)
+    interval: float = 1.0
+    window: float = 10.0
+    backend: str = "auto"
+    hierarchy: str = "auto"
+    node_name: str | None = None  # None: $NODE_NAME or the host name (parse_agent_args)
+    pods_source: str = "auto"
+    pods_file: str | None = None
+    kubelet_url: str | None = None
+    kubelet_token_file: str | None = None
+    kubelet_ca_file: str | None = None
+    kubelet_insecure_tls: bool = False
+    apiserver_url: str | None = None
+    pods_refresh: float = 10.0
+    cgroups: tuple[str, ...] = ()
+    max_cgroups: int = 8192
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_token_file: str | None = None
+    gzip: bool = False
+
+
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(AgentOptions)}
 
 
 def default_node() -> str:
@@ -73,16 +78,7 @@ def _checked(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
-    check.__name__ = convert.__name__
     return check
-
-
-def _duration(value: Any) -> float:
-    return duration_seconds(value)
-
-
-def _listen(value: Any) -> tuple[str, int]:
-    return listen_address(value)
 
 
 def _cgroup_capacity(value: Any) -> int:
@@ -115,10 +111,6 @@ def _file(exists: bool) -> Callable[[Any], str]:
     return file
 
 
-def _text(value: Any) -> str:
-    return str(value)
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # argparse says "argument --interval: ..."; the option's name is enough
@@ -145,11 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--config", metavar="FILE", type=_checked(_file(exists=False)),
         help="YAML, JSON or TOML file with these options as keys (e.g. `listen: ':9100'`); "
              "flags override it.")
-    add("--listen", type=_checked(_listen), metavar="HOST:PORT",
+    add("--listen", type=_checked(listen_address), metavar="HOST:PORT",
         help="Address for /metrics and /healthz. [default: :9100]")
-    add("--interval", type=_checked(_duration), metavar="DURATION",
+    add("--interval", type=_checked(duration_seconds), metavar="DURATION",
         help="How often to read the probe. [default: 1s]")
-    add("--window", type=_checked(_duration), metavar="DURATION",
+    add("--window", type=_checked(duration_seconds), metavar="DURATION",
         help="Window of the p95/p99 gauges; also how long a removed container's series stay. "
              "[default: 10s]")
     add("--backend", choices=BACKENDS,
@@ -157,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hierarchy", choices=HIERARCHIES,
         help="Cgroup hierarchy to attribute to (auto: v1 cpu where mounted, else v2). "
              "[default: auto]")
-    add("--node-name", type=_text,
+    add("--node-name", type=str,
         help="Value of the `node` label; also selects this node's pods on the API server. "
              "[default: $NODE_NAME or hostname]")
     add("--pods-source", choices=PODS_SOURCES,
@@ -165,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
              "server when in a cluster, else none (labels are cgroup paths). [default: auto]")
     add("--pods-file", type=_checked(_file(exists=False)), metavar="FILE",
         help="A PodList JSON file (the kubelet's /pods), re-read when it changes.")
-    add("--kubelet-url", type=_text,
+    add("--kubelet-url", type=str,
         help="Kubelet base URL, e.g. https://$NODE_NAME:10250 or http://127.0.0.1:10255 "
              "(read-only port).")
     add("--kubelet-token-file", type=_checked(_file(exists=False)), metavar="FILE",
@@ -174,11 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="CA bundle that signed the kubelet's serving certificate.")
     add("--kubelet-insecure-tls", action="store_true", default=None,
         help="Do not verify the kubelet's certificate (self-signed serving certs).")
-    add("--apiserver-url", type=_text, help="API server URL (default: in-cluster).")
-    add("--pods-refresh", type=_checked(_duration), metavar="DURATION",
+    add("--apiserver-url", type=str, help="API server URL (default: in-cluster).")
+    add("--pods-refresh", type=_checked(duration_seconds), metavar="DURATION",
         help="Kubelet pod-list poll period (sooner when an unknown pod appears). "
              "[default: 10s]")
-    add("--cgroup", dest="cgroups", action="append", type=_text, metavar="PATH",
+    add("--cgroup", dest="cgroups", action="append", type=str, metavar="PATH",
         help="Only export this cgroup and its children (relative to the hierarchy root). "
              "Repeatable.")
     add("--max-cgroups", type=_checked(_cgroup_capacity), metavar="N",
@@ -195,16 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
              "scrape traffic for ~1.15x the agent's CPU (at 500 containers, a scrape every "
              "15 s). [default: no]")
     return p
-
-
-DEFAULTS: dict[str, Any] = {
-    "listen": ("0.0.0.0", 9100), "interval": 1.0, "window": 10.0, "backend": "auto",
-    "hierarchy": "auto", "node_name": None, "pods_source": "auto", "pods_file": None,
-    "kubelet_url": None, "kubelet_token_file": None, "kubelet_ca_file": None,
-    "kubelet_insecure_tls": False, "apiserver_url": None, "pods_refresh": 10.0, "cgroups": (),
-    "max_cgroups": 8192, "tls_cert": None, "tls_key": None, "auth_token_file": None,
-    "gzip": False,
-}
 
 
 def _config_keys(parser: argparse.ArgumentParser) -> dict[str, tuple[ConfigKey, Any]]:

@@ -310,8 +310,8 @@ def get(host: str, port: int, target: str, headers: dict[str, str], timeout: flo
         raise ValueError(f"refusing to send {(bad or [target])[0][:40]!r}: a space in the "
                          "request target, or CR, LF or NUL anywhere, would corrupt the request")
     # An ASCII name goes to the resolver and to ssl as bytes: given a str, both run it through
-    # the idna codec, whose modules (encodings.idna, stringprep, unicodedata) held ~0.2 MB of
-    # the agent's RSS. A non-ASCII name still needs the codec.
+    # the idna codec, whose modules (encodings.idna, stringprep, unicodedata) take ~0.2 MB in
+    # a bare import and are of no use to the agent. A non-ASCII name still needs the codec.
     wire_host: str | bytes = host.encode("ascii") if host.isascii() else host
     sock = socket.create_connection((wire_host, port), timeout=timeout)
     rfile: BinaryIO | None = None
