@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from runqscale import __version__
+from runqscale import __version__, termination
 
 # name -> (module, attribute, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -80,9 +80,11 @@ def run_one_line(group: click.Group, prog: str) -> None:
     except click.ClickException as e:
         click.echo(f"{prog}: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo(f"{prog}: interrupted", err=True)
-        sys.exit(130)
+    except click.exceptions.Abort as e:
+        code = termination.exit_code(e)
+        what = "terminated" if code == termination.EXIT_TERMINATED else "interrupted"
+        click.echo(f"{prog}: {what}", err=True)
+        sys.exit(code)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

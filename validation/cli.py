@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.live import Live
 
-from runqscale import tables
+from runqscale import tables, termination
 from runqscale.agent.errors import fail
 from runqscale.data import REED98
 from runqscale.params import DURATION, DURATION_OR_ZERO
@@ -171,6 +171,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
       runqscale validate stress --out out/stress --json
       runqscale validate summary out/demo/report.json   # the table of a past run
     """
+    # Every validate command owns replicas, nginx, generators and cgroups: clean up on SIGTERM.
+    termination.terminate_as_interrupt()
     if ctx.invoked_subcommand is not None:
         return
     if trace_path is None:
