@@ -12,11 +12,13 @@ import statistics
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import require_root
 from k8s_helpers import REPO
 
 from runqscale.data import WC98_DAY25 as TRACE
+from runqscale.validation.load_shape import load_shape
 
 
 def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
@@ -63,6 +65,15 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
     assert load["capacity_rps"] >= 0.9 * load["single_rate_capacity_rps"]
     assert load["loaded_probe_rate_rps"] > load["probe_rate_rps"]
     assert load["peak_fraction"] == 1.4 and load["trough_fraction"] == 0.3
+    # the replayed load's shape: the per-second rates of details.json, trend and noise
+    details = json.loads((out / "details.json").read_text())
+    shape = load["shape"]
+    replayed = load_shape(np.asarray(details["rates_per_second"]), 0.0, 1.0,
+                          load["capacity_rps"])
+    for key in ("noise_share", "trend_range_capacity", "median_step_capacity"):
+        assert shape[key] == pytest.approx(replayed[key]), key
+    assert 0 <= shape["noise_share"] <= 1 and shape["swing_gain"] > 0
+    assert r.stdout.count("load shape: ") == 1
     # how heavy the replay was: the median CPU per request served over the runs, against the
     # full-load CPU per request the measured capacity stands for (a plan that held: about 1.1;
     # the bounds only catch a capacity off by 2x)

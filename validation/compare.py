@@ -23,7 +23,7 @@ import numpy as np
 from runqscale.probes.backends import Probe
 from runqscale.probes.cgroupfs import CgroupMounts
 from runqscale.validation import capacity as capmod
-from runqscale.validation import host, stats, traces
+from runqscale.validation import host, load_shape, stats, traces
 from runqscale.validation import report as rpt
 from runqscale.validation.loop import Environment, LoopConfig, RunResult, Tick, run_policy
 from runqscale.validation.scoring import RunScore, score
@@ -72,6 +72,7 @@ class Replay:
     info: rpt.TraceInfo
     plan: capmod.LoadPlan
     scaling: str  # the same in words, for the log and details.json
+    shape: dict  # how much of the replayed load is trend and how much noise (load_shape)
 
 
 def plan_replay(trace: traces.Trace, path: str, capacity_rps: float, capacity_words: str,
@@ -90,7 +91,8 @@ def plan_replay(trace: traces.Trace, path: str, capacity_rps: float, capacity_wo
                f"{plan.scale:.5f}, offset {plan.offset_rps:+.2f} req/s; time-warp "
                f"{seg.time_warp:g}x ({seg.trace_seconds / 3600:.2f} trace hours in "
                f"{cfg.duration_s:g} s); mean {rates.mean():.1f} req/s, max {rates.max():.1f}")
-    return Replay(seg, rates, rpt.trace_info(path, trace, seg), plan, scaling)
+    shape = load_shape.load_shape(base, plan.offset_rps, plan.scale, capacity_rps)
+    return Replay(seg, rates, rpt.trace_info(path, trace, seg), plan, scaling, shape)
 
 
 def abba_order(policies: Sequence[str], repeat: int) -> list[str]:
@@ -156,8 +158,9 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
         seg, rates, info = plan.seg, plan.rates, plan.info
         pr.say(f"trace {cfg.trace_path} {info.segment['start']} .. {info.segment['end']}: "
                f"{plan.scaling}")
+        pr.say(load_shape.describe(plan.shape))
         extra = {
-            "load": {**plan.plan.to_json(), "allocated_cores": alloc,
+            "load": {**plan.plan.to_json(), "shape": plan.shape, "allocated_cores": alloc,
                      "cpu_seconds_per_request": cap.get("cpu_seconds_per_request", {}).get(
                          "replicas"),
                      "idle_cores": cap.get("idle_cores", {}).get("replicas"),

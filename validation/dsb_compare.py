@@ -36,7 +36,7 @@ from runqscale.scaler import affinity
 from runqscale.scaler import log as reclog
 from runqscale.scaler.model import CurrentState
 from runqscale.validation import capacity as capmod
-from runqscale.validation import host, stats, traces
+from runqscale.validation import host, load_shape, stats, traces
 from runqscale.validation import report as rpt
 from runqscale.validation.compare import (
     _jsonable,
@@ -121,7 +121,9 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
         seg, rates, info = plan.seg, plan.rates, plan.info
         pr.say(f"trace {cfg.trace_path} {info.segment['start']} .. {info.segment['end']}: "
                f"{plan.scaling}")
-        extra = {"load": {**plan.plan.to_json(), "allocated_cores": sum(alloc.values()),
+        pr.say(load_shape.describe(plan.shape))
+        extra = {"load": {**plan.plan.to_json(), "shape": plan.shape,
+                          "allocated_cores": sum(alloc.values()),
                           "cpu_seconds_per_request": cap.get("cpu_seconds_per_request"),
                           "idle_cores": cap.get("idle_cores"),
                           "loaded_probe_rate_rps": cap.get("loaded_rate_rps"),
