@@ -31,12 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-from runqscale import data
+from runqscale import data, termination
 from runqscale.scaler.model import ScalerConfig
 from runqscale.scaler.policies.showar_sizing import SizingParams
 from runqscale.validation import pareto
@@ -189,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "runqscale.agent.cli", "validate", *wls[w],
                "--policies", ",".join(s.policies), "--duration", a.duration,
                "--repeats", str(a.repeats), "--out", d, *cap, *s.args, *a.extra.split()]
-        rc = subprocess.call(cmd)
+        rc = termination.call(cmd)  # a stopped sweep lets the run in progress clean up
         if rc != 0:
             print(f"  {w} {s.name} failed (exit {rc}): {' '.join(cmd)}", flush=True)
             if rc == 2:
@@ -211,4 +210,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    termination.terminate_as_interrupt()  # a stopped sweep stops its run in progress cleanly
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as e:
+        code = termination.exit_code(e)
+        print("terminated" if code == termination.EXIT_TERMINATED else "interrupted",
+              file=sys.stderr)
+        sys.exit(code)
