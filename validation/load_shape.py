@@ -3,11 +3,13 @@
 The replay maps a segment's p01..p99 step rates onto trough..peak × capacity with an affine map
 (runqscale.validation.capacity.plan_load). On a segment whose own rate hardly moves, the map's
 negative offset multiplies the trace's relative swings, and what it stretches is mostly the
-counting noise of the trace's per-minute counts: on WC98 day 25 (1998-05-20, before the
-tournament) 44–88 % of the replayed load's variance is second-to-second noise, against 0–3 % on
-the per-second 1998-06-25 match-day trace. No controller follows noise; a comparison on such a
-segment measures how policies over-provision, not how they scale. `report.json` carries these
-figures in `load.shape`, so every reading says which kind of load it was.
+minute-to-minute jitter of the trace's counts (on day 25's busiest hour 7.9 % of the mean,
+4.4× a Poisson count's), not a trend: on WC98 day 25 (1998-05-20, before the
+tournament) 43–89 % of the replayed load's variance is second-to-second noise, against 1–4 % on
+the per-second 1998-06-25 match-day trace. That noise is barely predictable from the second
+before it (lag-1 autocorrelation 0.21–0.30 on day 25's segments), so on such a segment a
+comparison measures how policies over-provision, not how they follow a load. `report.json`
+carries these figures in `load.shape`, so every reading says which kind of load it was.
 """
 
 from __future__ import annotations
@@ -69,5 +71,5 @@ def describe(shape: dict) -> str:
     if gain is not None:
         text += f"; the map multiplies the trace's relative swings {gain:.1f}x"
     if shape["noise_share"] > 0.5:
-        text += " (mostly noise, which no policy follows)"
+        text += " (mostly noise, which the seconds before it hardly predict)"
     return text
