@@ -66,3 +66,16 @@ def test_day25_busiest_hour_is_mostly_noise_and_the_match_day_is_trend() -> None
     assert day25["noise_share"] > 0.8 and day25["swing_gain"] > 3
     assert day25["trend_range_capacity"] < 0.5
     assert match["noise_share"] < 0.1 and match["trend_range_capacity"] > 0.8
+
+
+def test_the_command_prints_the_shape_of_the_segment_validate_would_replay() -> None:
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "runqscale.validation.load_shape", str(WC98_DAY25),
+                        "60"], capture_output=True, text=True, check=True)
+    got = json.loads(r.stdout.splitlines()[0])
+    assert got["time_warp"] == 60.0 and got["trace_seconds"] == 3600.0
+    assert got["noise_share"] == pytest.approx(_default_shape(str(WC98_DAY25), 60)["noise_share"])
+    assert r.stdout.splitlines()[1].startswith("load shape: ")

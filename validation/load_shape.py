@@ -73,3 +73,34 @@ def describe(shape: dict) -> str:
     if shape["noise_share"] > 0.5:
         text += " (mostly noise, which the seconds before it hardly predict)"
     return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m runqscale.validation.load_shape TRACE DURATION_S [START_S LENGTH_S]`: the
+    shape of the segment `runqscale validate` would replay (its default: the busiest window
+    DURATION_S covers at 60×), as JSON, without running anything."""
+    import argparse
+    import json
+
+    from runqscale.validation import capacity, traces
+
+    ap = argparse.ArgumentParser(prog="python -m runqscale.validation.load_shape",
+                                 description=main.__doc__.split("\n")[0] if main.__doc__ else "")
+    ap.add_argument("trace")
+    ap.add_argument("duration_s", type=float)
+    ap.add_argument("start_s", type=float, nargs="?")
+    ap.add_argument("length_s", type=float, nargs="?")
+    a = ap.parse_args(argv)
+    trace = traces.load_trace(a.trace)
+    seg = traces.window_segment(trace, a.duration_s, a.start_s, a.length_s)
+    base = traces.real_rates(trace, seg)
+    plan = capacity.plan_load(base, 100.0)  # shares do not depend on the capacity
+    shape = load_shape(base, plan.offset_rps, plan.scale, 100.0)
+    print(json.dumps({"start_s": seg.start_s, "trace_seconds": seg.trace_seconds,
+                      "time_warp": seg.time_warp, **shape}))
+    print(describe(shape))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
