@@ -63,14 +63,25 @@ def _child_pids(pid: int) -> list[int]:
     return [int(k) for k in kids]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_command_stopped_by_a_signal_runs_its_cleanup(tmp_path, sig) -> None:
+def test_a_command_stopped_by_sigterm_runs_its_cleanup(tmp_path) -> None:
+    """Python's default SIGTERM would end it without its `finally` (no mark)."""
     mark = tmp_path / "mark"
     p = _start(CHILD, str(mark), "0.3")
-    p.send_signal(sig)
+    p.send_signal(signal.SIGTERM)
     p.wait(timeout=30)
     assert mark.read_text() == "done"
-    assert p.returncode != 0  # the CLIs map the interrupt to 143 / 130 (tests below)
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path) -> None:
+    """A job started with SIGINT ignored (`trap '' INT`, background jobs of a script) must not
+    become interruptible, nor pass an interruptible SIGINT on to its children."""
+    code = ("import signal; from runqscale import termination; "
+            "termination.terminate_as_interrupt(); "
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, "
+            "signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)")
+    r = subprocess.run(["sh", "-c", f"trap '' INT; exec {sys.executable} -c \"{code}\""],
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["True", "True"], r.stderr
 
 
 def test_exit_codes_follow_the_signal_through_click_s_abort() -> None:
@@ -109,7 +120,55 @@ def test_a_stopped_sweep_lets_its_child_clean_up(tmp_path) -> None:
     assert not _alive(children[0])
 
 
-def test_click_commands_report_sigterm_as_terminated_exit_143() -> None:
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path) -> None:
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('ready', flush=True); time.sleep(60)")
+    parent_code = textwrap.dedent("""
+        import sys
+        from runqscale import termination
+        termination.terminate_as_interrupt()
+        try:
+            termination.call([sys.executable, "-c", sys.argv[1]], grace_s=0.5)
+        except KeyboardInterrupt as e:
+            sys.exit(termination.exit_code(e))
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", parent_code, stubborn],
+                              stdout=subprocess.PIPE, text=True)
+    assert parent.stdout.readline().strip() == "ready"
+    child = _child_pids(parent.pid)[0]
+    t0 = time.monotonic()
+    parent.send_signal(signal.SIGTERM)
+    parent.wait(timeout=30)
+    assert parent.returncode == 143 and time.monotonic() - t0 < 10
+    assert not _alive(child)
+
+
+def test_a_signal_while_the_child_is_spawned_is_raised_once_it_can_be_stopped(
+        monkeypatch) -> None:
+    """The signal lands inside Popen (here: sent from it); `call` must still stop the child it
+    started instead of leaving it to run its whole benchmark."""
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen_hit_by_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled inside Popen: deferred
+        p = real_popen(*args, **kwargs)
+        started.append(p)
+        return p
+
+    saved = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    monkeypatch.setattr(subprocess, "Popen", popen_hit_by_sigterm)
+    try:
+        termination.terminate_as_interrupt()
+        with pytest.raises(termination.Terminated):
+            termination.call([sys.executable, "-c", "import time; time.sleep(60)"], grace_s=10)
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGINT, saved[1])
+    assert len(started) == 1 and started[0].returncode == -signal.SIGTERM
+
+
+def test_click_commands_report_sigterm_as_terminated_exit_143(monkeypatch) -> None:
     @click.command()
     def cmd() -> None:
         termination.terminate_as_interrupt()
@@ -120,12 +179,11 @@ def test_click_commands_report_sigterm_as_terminated_exit_143() -> None:
     from runqscale.cli import run_one_line
 
     saved = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    monkeypatch.setattr(sys, "argv", ["g", "cmd"])
     try:
         with pytest.raises(SystemExit) as e:
-            sys.argv = ["g", "cmd"]
             run_one_line(group, "g")
     finally:
         signal.signal(signal.SIGTERM, saved[0])
         signal.signal(signal.SIGINT, saved[1])
-        termination._stopping = False
     assert e.value.code == 143

@@ -18,6 +18,7 @@ from conftest import require_root
 from k8s_helpers import REPO
 
 from runqscale.data import WC98_DAY25 as TRACE
+from runqscale.validation.capacity import LoadPlan
 from runqscale.validation.load_shape import load_shape
 
 
@@ -68,9 +69,10 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
     # the replayed load's shape: the per-second rates of details.json, trend and noise
     details = json.loads((out / "details.json").read_text())
     shape = load["shape"]
-    replayed = load_shape(np.asarray(details["rates_per_second"]), 0.0, 1.0,
-                          load["capacity_rps"])
-    for key in ("noise_share", "trend_range_capacity", "median_step_capacity"):
+    as_is = LoadPlan(load["capacity_rps"], 1.4, 0.3, 1.0, 0.0, 0.0, 1.0)  # rates taken as sent
+    replayed = load_shape(np.asarray(details["rates_per_second"]), as_is)
+    for key in ("noise_share", "noise_lag1_autocorrelation", "trend_range_capacity",
+                "median_step_capacity"):
         assert shape[key] == pytest.approx(replayed[key]), key
     assert 0 <= shape["noise_share"] <= 1 and shape["swing_gain"] > 0
     assert r.stdout.count("load shape: ") == 1

@@ -215,6 +215,6 @@ if __name__ == "__main__":
         sys.exit(main())
     except KeyboardInterrupt as e:
         code = termination.exit_code(e)
-        print("terminated" if code == termination.EXIT_TERMINATED else "interrupted",
-              file=sys.stderr)
+        what = "terminated" if code == termination.EXIT_TERMINATED else "interrupted"
+        print(f"python -m runqscale.validation.bench: {what}", file=sys.stderr)
         sys.exit(code)

@@ -171,8 +171,6 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
       runqscale validate stress --out out/stress --json
       runqscale validate summary out/demo/report.json   # the table of a past run
     """
-    # Every validate command owns replicas, nginx, generators and cgroups: clean up on SIGTERM.
-    termination.terminate_as_interrupt()
     if ctx.invoked_subcommand is not None:
         return
     if trace_path is None:
@@ -223,6 +221,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
                       initial_replicas=initial_replicas, replica_cpu=replica_cpu,
                       max_cpu_per_replica=max(max_cpu_per_replica, replica_cpu), **targets)
     cfg = CompareConfig(**common, probe_rate_rps=probe_rate or 3.0, loop=loop)
+    # from here on it owns processes and cgroups: SIGTERM cleans up as Ctrl-C does
+    termination.terminate_as_interrupt()
     try:
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:
@@ -298,6 +298,8 @@ def _validate_dsb(common: dict, targets: dict, graph_path: str, affinity_seconds
         loop=DsbLoopConfig(min_replicas=min_replicas, max_replicas=max_replicas,
                            max_cpu_per_replica=max(max_cpu_per_replica, cpu), **targets),
         cluster=ClusterConfig(cpu=cpu))
+    # from here on it owns processes and cgroups: SIGTERM cleans up as Ctrl-C does
+    termination.terminate_as_interrupt()
     try:
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:
@@ -335,6 +337,8 @@ def stress(backend: str, hierarchy: str, quota: float, duration: float, interval
     from runqscale.validation.stress import StressConfig, StressRow, plot, run_stress
 
     cfg = StressConfig(quota_cores=quota, hog_s=duration, interval_s=interval)
+    # from here on it owns processes and cgroups: SIGTERM cleans up as Ctrl-C does
+    termination.terminate_as_interrupt()
     try:
         probe, mounts, _ = open_probe(backend, hierarchy, bpf_stats=False)
     except ProbeError as e:

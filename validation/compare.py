@@ -72,7 +72,7 @@ class Replay:
     info: rpt.TraceInfo
     plan: capmod.LoadPlan
     scaling: str  # the same in words, for the log and details.json
-    shape: dict  # how much of the replayed load is trend and how much noise (load_shape)
+    shape: load_shape.LoadShape  # how much of the replayed load is trend, how much noise
 
 
 def plan_replay(trace: traces.Trace, path: str, capacity_rps: float, capacity_words: str,
@@ -91,7 +91,7 @@ def plan_replay(trace: traces.Trace, path: str, capacity_rps: float, capacity_wo
                f"{plan.scale:.5f}, offset {plan.offset_rps:+.2f} req/s; time-warp "
                f"{seg.time_warp:g}x ({seg.trace_seconds / 3600:.2f} trace hours in "
                f"{cfg.duration_s:g} s); mean {rates.mean():.1f} req/s, max {rates.max():.1f}")
-    shape = load_shape.load_shape(base, plan.offset_rps, plan.scale, capacity_rps)
+    shape = load_shape.load_shape(base, plan)
     return Replay(seg, rates, rpt.trace_info(path, trace, seg), plan, scaling, shape)
 
 
