@@ -95,8 +95,8 @@ def _lag1(x: np.ndarray) -> float | None:
 
 def describe(shape: LoadShape) -> str:
     """One line for the run's log."""
-    text = (f"load shape: noise share {shape['noise_share']:.0%} (step-to-step noise against a "
-            f"{shape['trend_steps']}-step moving average); the trend spans "
+    text = (f"load shape: noise share {shape['noise_share']:.0%} (step-to-step noise around "
+            f"a moving average over {shape['trend_steps']} steps); the trend spans "
             f"{shape['trend_range_capacity']:.2f} x capacity, a median step moves "
             f"{shape['median_step_capacity']:.2f} x capacity")
     if shape["swing_gain"] is not None:
