@@ -63,7 +63,10 @@ def test_a_stopped_comparison_leaves_no_process_or_cgroup(tmp_path, sig, code, w
         [sys.executable, "-m", "runqscale.cli", "validate", "--trace", str(TRACE),
          "--policies", "static", "--duration", "60s", "--capacity", "20",
          "--max-foreign-cpu", "64", "--max-steal", "1", "--out", str(tmp_path / "o")],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # Ctrl-C enabled, as in a terminal: CI's background jobs inherit SIGINT ignored, and
+        # the command rightly keeps an ignored SIGINT ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # wait until the run is under way: replicas, nginx and the generator all started
         deadline = time.monotonic() + 90
