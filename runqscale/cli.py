@@ -81,8 +81,7 @@ def run_one_line(group: click.Group, prog: str) -> None:
         click.echo(f"{prog}: error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort as e:
-        code = termination.exit_code(e)
-        what = "terminated" if code == termination.EXIT_TERMINATED else "interrupted"
+        code, what = termination.stopped(e)
         click.echo(f"{prog}: {what}", err=True)
         sys.exit(code)
     sys.exit(rv if isinstance(rv, int) else 0)

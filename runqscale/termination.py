@@ -27,7 +27,7 @@ CHILD_GRACE_SECONDS = 120.0  # a child's cleanup: DeathStarBench stops 13 stores
 
 _stopping = False  # an interrupt is unwinding the main thread
 _spawning = False  # `call` is starting a child (handlers run in the main thread, as `call`)
-_deferred: list[int] = []  # signals that came meanwhile
+_deferred: int | None = None  # the first signal that came meanwhile
 
 
 class Terminated(KeyboardInterrupt):
@@ -42,10 +42,12 @@ def _interrupt(signum: int) -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    global _deferred
     if signum == signal.SIGTERM and _stopping:
         return
     if _spawning:
-        _deferred.append(signum)  # raised once the child's handle exists (see `call`)
+        if _deferred is None:
+            _deferred = signum  # raised once the child's handle exists (see `call`)
         return
     _interrupt(signum)
 
@@ -72,21 +74,27 @@ def exit_code(exc: BaseException | None) -> int:
     return EXIT_INTERRUPTED
 
 
+def stopped(exc: BaseException | None) -> tuple[int, str]:
+    """(exit code, the word an entry point prints) for an interrupted command."""
+    code = exit_code(exc)
+    return code, "terminated" if code == EXIT_TERMINATED else "interrupted"
+
+
 def call(cmd: Sequence[str], grace_s: float = CHILD_GRACE_SECONDS) -> int:
     """`subprocess.call`, except that when this process is interrupted or terminated the child
     gets SIGTERM and `grace_s` to clean up before SIGKILL (`subprocess.call` kills it at once,
     0.25 s after Ctrl-C, in the middle of its cleanup). A signal that arrives while the child
     is being spawned waits until its handle exists, so it is never orphaned."""
-    global _spawning
-    _deferred.clear()
+    global _spawning, _deferred
+    _deferred = None
     _spawning = True
     try:
         child = subprocess.Popen(list(cmd))
     finally:
         _spawning = False
     try:
-        if _deferred:
-            _interrupt(_deferred[0])
+        if _deferred is not None:
+            _interrupt(_deferred)
         return child.wait()
     except KeyboardInterrupt:
         if child.poll() is None:

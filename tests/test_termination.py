@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 import pytest
+from proc_helpers import alive
 
 from runqscale import termination
 
@@ -48,14 +49,6 @@ def _start(code: str, *args: str) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     return p
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _child_pids(pid: int) -> list[int]:
@@ -117,7 +110,7 @@ def test_a_stopped_sweep_lets_its_child_clean_up(tmp_path) -> None:
     parent.wait(timeout=60)
     assert parent.returncode == 143
     assert mark.read_text() == "done"
-    assert not _alive(children[0])
+    assert not alive(children[0])
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path) -> None:
@@ -140,7 +133,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(tmp_path) -> Non
     parent.send_signal(signal.SIGTERM)
     parent.wait(timeout=30)
     assert parent.returncode == 143 and time.monotonic() - t0 < 10
-    assert not _alive(child)
+    assert not alive(child)
 
 
 def test_a_signal_while_the_child_is_spawned_is_raised_once_it_can_be_stopped(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import require_root
 from k8s_helpers import REPO
+from proc_helpers import alive, cmdline
 
 from runqscale.data import WC98_DAY25 as TRACE
 
@@ -39,21 +40,6 @@ def _procs_under(dirs: list[str]) -> set[int]:
     return pids
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated"),
                                              (signal.SIGINT, 130, "interrupted")])
 def test_a_stopped_comparison_leaves_no_process_or_cgroup(tmp_path, sig, code, word) -> None:
@@ -73,7 +59,7 @@ def test_a_stopped_comparison_leaves_no_process_or_cgroup(tmp_path, sig, code, w
         started: set[int] = set()
         while time.monotonic() < deadline and proc.poll() is None:
             started = _procs_under(_sandbox_dirs(proc.pid))
-            cmds = " ".join(_cmdline(p) for p in started)
+            cmds = " ".join(cmdline(p) for p in started)
             if "validation.loadgen" in cmds and "nginx" in cmds and "runlang_service" in cmds:
                 break
             time.sleep(0.2)
@@ -92,6 +78,6 @@ def test_a_stopped_comparison_leaves_no_process_or_cgroup(tmp_path, sig, code, w
     assert proc.returncode == code, err[-2000:]
     assert err.strip().splitlines()[-1] == f"runqscale: {word}", err[-2000:]
     time.sleep(0.5)  # what the command did not wait for (nginx's workers) is gone by now
-    left = {p: _cmdline(p) for p in started if _alive(p)}
+    left = {p: cmdline(p) for p in started if alive(p)}
     assert not left, f"still running after the command exited: {left}"
     assert _sandbox_dirs(proc.pid) == [], "the sandbox's cgroups were left behind"

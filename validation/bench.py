@@ -214,7 +214,6 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except KeyboardInterrupt as e:
-        code = termination.exit_code(e)
-        what = "terminated" if code == termination.EXIT_TERMINATED else "interrupted"
+        code, what = termination.stopped(e)
         print(f"python -m runqscale.validation.bench: {what}", file=sys.stderr)
         sys.exit(code)

@@ -191,6 +191,18 @@ class LoadPlan:
                 "trace_p99_rps": self.trace_high_rps}
 
 
+def plan_segment(trace: traces.Trace, duration_s: float, capacity: float,
+                 peak: float = PEAK_FRACTION, trough: float = TROUGH_FRACTION,
+                 start_s: float | None = None, length_s: float | None = None,
+                 time_warp: float | None = None, max_warp: float = 60.0
+                 ) -> tuple[traces.Segment, np.ndarray, LoadPlan]:
+    """What `runqscale validate` replays: the segment (the busiest window unless given), its
+    trace rate per real second, and the map of those onto trough..peak × capacity."""
+    seg = traces.window_segment(trace, duration_s, start_s, length_s, time_warp, max_warp)
+    base = traces.real_rates(trace, seg)
+    return seg, base, plan_load(base, capacity, peak, trough)
+
+
 def plan_load(segment_rates: np.ndarray, capacity: float, peak: float = PEAK_FRACTION,
               trough: float = TROUGH_FRACTION) -> LoadPlan:
     """The affine map of the segment's p01..p99 step rates onto trough..peak × capacity (a flat

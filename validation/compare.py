@@ -78,10 +78,9 @@ class Replay:
 def plan_replay(trace: traces.Trace, path: str, capacity_rps: float, capacity_words: str,
                 cfg: CompareConfig) -> Replay:
     """The segment (busiest window unless given) mapped onto trough..peak x the capacity."""
-    seg = traces.window_segment(trace, cfg.duration_s, cfg.segment_start_s,
-                                cfg.segment_length_s, cfg.time_warp, cfg.max_warp)
-    base = traces.real_rates(trace, seg)
-    plan = capmod.plan_load(base, capacity_rps, cfg.peak_fraction, cfg.trough_fraction)
+    seg, base, plan = capmod.plan_segment(
+        trace, cfg.duration_s, capacity_rps, cfg.peak_fraction, cfg.trough_fraction,
+        cfg.segment_start_s, cfg.segment_length_s, cfg.time_warp, cfg.max_warp)
     rates = plan.apply(base)
     seg = replace(seg, scale=plan.scale, peak_trace_rps=plan.trace_high_rps,
                   peak_rps=float(plan.apply(np.array([plan.trace_high_rps]))[0]))

@@ -19,7 +19,7 @@ from typing import TypedDict
 import numpy as np
 
 from runqscale.validation import traces
-from runqscale.validation.capacity import LoadPlan, plan_load
+from runqscale.validation.capacity import LoadPlan, plan_segment
 
 TREND_STEPS = 11  # the trend: a centred moving average over 11 steps (11 trace minutes at 60×)
 SHAPE_CAPACITY = 100.0  # any capacity: the shares and × capacity figures do not depend on it
@@ -109,12 +109,12 @@ def describe(shape: LoadShape) -> str:
 
 
 def segment_shape(trace: traces.Trace, duration_s: float, start_s: float | None = None,
-                  length_s: float | None = None, peak: float = 1.4, trough: float = 0.3
-                  ) -> tuple[traces.Segment, LoadShape]:
-    """(segment, shape) of what `runqscale validate` replays with these options."""
-    seg = traces.window_segment(trace, duration_s, start_s, length_s)
-    base = traces.real_rates(trace, seg)
-    return seg, load_shape(base, plan_load(base, SHAPE_CAPACITY, peak, trough))
+                  length_s: float | None = None) -> tuple[traces.Segment, LoadShape]:
+    """(segment, shape) of what `runqscale validate` replays with these options (its default
+    trough and peak)."""
+    seg, base, plan = plan_segment(trace, duration_s, SHAPE_CAPACITY, start_s=start_s,
+                                   length_s=length_s)
+    return seg, load_shape(base, plan)
 
 
 def main(argv: list[str] | None = None) -> int:
