@@ -3,7 +3,9 @@
     python -m runqscale.scaler.bench --out bench.json [--workloads 1000] [--repeat 7]
 
 Windows are built beforehand (reading signals is not the decision): 5 minutes of samples every
-3 s per workload, with varied load, and each policy's state warmed by one earlier decision. The
+3 s per workload, with varied load and every series the agent exports (the time-weighted waits and
+their split by holder included), and each policy's size and state
+warmed by ten earlier decisions, applied (`warmed`), as a running scaler's. The
 time reported is the median over repeats of deciding all N workloads once, wall clock and CPU
 time of this process (the latter is what a loaded, shared machine distorts least); prints and
 writes JSON. Also reports the load average, so a polluted measurement is recognisable.
@@ -21,8 +23,16 @@ from typing import Any
 
 import numpy as np
 
-from runqscale.scaler.model import CurrentState, ScalerConfig, SignalWindow, WorkloadRef
-from runqscale.scaler.policies import POLICIES
+from runqscale.scaler.model import (
+    HOLDER_FIELDS,
+    CurrentState,
+    ScalerConfig,
+    SignalWindow,
+    WorkloadRef,
+)
+from runqscale.scaler.policies import POLICIES, Policy
+
+WARM_DECISIONS = 10  # 30 s of decisions every 3 s: past showar's warm-up and cool-down
 
 
 def make_windows(
@@ -47,21 +57,41 @@ def make_windows(
             "request_rate": usage * 100,
             "pressure": np.full(samples, 0.05),
         }
+        # the time-weighted waits the agent exports (totals over replicas), split by holder:
+        # showar reads them where they are, so a window without them would time a shorter path
+        wait = usage * p95 * rng.uniform(5.0, 20.0)
+        throttled = wait * (0.6 if i % 3 == 0 else 0.05)
+        series["runq_wait_seconds_per_second"] = wait
+        series["throttled_seconds_per_second"] = throttled
+        for field, share in zip(HOLDER_FIELDS.values(), (0.3, 0.5, 0.05, 0.15), strict=True):
+            series[field] = (wait - throttled) * share
         out.append(SignalWindow(WorkloadRef("bench", f"w{i}"), ts, series))
     return out
 
 
+def _earlier(window: SignalWindow, back: int) -> SignalWindow:
+    """The window as it stood `back` samples before its last."""
+    return SignalWindow(window.workload, window.ts[:-back],
+                        {k: v[:-back] for k, v in window.series.items()})
+
+
+def warmed(policy: Policy, window: SignalWindow, config: ScalerConfig,
+           decisions: int = WARM_DECISIONS) -> tuple[CurrentState, Any]:
+    """The size and state a policy reaches after deciding on the window's last `decisions`
+    samples before its last one, each recommendation applied before the next decision: the
+    timed decision is then one of a running scaler's, past its warm-up and cool-downs (after a
+    single warm-up decision every showar decision stopped early, in its cool-down)."""
+    current, state = CurrentState.from_window(window), None
+    for back in range(decisions, 0, -1):
+        rec, state = policy.decide(_earlier(window, back), current, config, state)
+        current = rec.recommended
+    return current, state
+
+
 def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
     windows = make_windows(workloads)
-    earlier = [
-        SignalWindow(w.workload, w.ts[:-1], {k: v[:-1] for k, v in w.series.items()})
-        for w in windows
-    ]
     config = ScalerConfig(max_replicas=20)
-    currents = [CurrentState.from_window(w) for w in windows]
-    states = {name: [pol.decide(e, c, config, None)[1]
-                     for e, c in zip(earlier, currents, strict=True)]
-              for name, pol in POLICIES.items()}
+    warm = {name: [warmed(pol, w, config) for w in windows] for name, pol in POLICIES.items()}
     times: dict[str, list[float]] = {name: [] for name in POLICIES}
     cpus: dict[str, list[float]] = {name: [] for name in POLICIES}
     # repeats interleaved across policies, so a noisy stretch of a shared machine falls on all
@@ -72,7 +102,7 @@ def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
             # window caches what it derives (per-replica divisor), which a reused one would keep
             fresh = [SignalWindow(w.workload, w.ts, w.series) for w in windows]
             t0, c0 = time.perf_counter(), time.process_time()
-            for w, c, s in zip(fresh, currents, states[name], strict=True):
+            for w, (c, s) in zip(fresh, warm[name], strict=True):
                 pol.decide(w, c, config, s)
             times[name].append(time.perf_counter() - t0)
             cpus[name].append(time.process_time() - c0)

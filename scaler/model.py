@@ -131,9 +131,9 @@ def _opt(x: float) -> float | None:
 
 def _replicas_divisor(w: SignalWindow) -> np.ndarray:
     n = w.get("ready_replicas")
-    with np.errstate(invalid="ignore"):  # NaN comparisons (older numpy warned)
-        n = np.where(np.isfinite(n) & (n > 0), n, w.get("replicas"))
-        return np.where(n > 0, n, np.nan)
+    # no errstate (entering it cost a tenth of this): NaN comparisons do not warn in numpy 2
+    n = np.where(np.isfinite(n) & (n > 0), n, w.get("replicas"))
+    return np.where(n > 0, n, np.nan)
 
 
 class _Tail(Mapping[str, np.ndarray]):

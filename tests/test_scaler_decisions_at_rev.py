@@ -5,6 +5,7 @@ the first decision that differs; the closed loop exercises showar's actions."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -36,3 +37,19 @@ def test_the_closed_loop_takes_every_kind_of_action() -> None:
                       if f"action='{a}'" in line)
     assert all(actions[a] > 0 for a in ("resize", "scale_out", "scale_in", "none")), actions
     assert list(decisions_at_rev.closed_loop(2, 20)) == list(decisions_at_rev.closed_loop(2, 20))
+
+
+def test_decision_time_at_two_revisions_is_paired(tmp_path) -> None:
+    """`python -m runqscale.scaler.bench_at_rev`: this checkout's bench on each revision's
+    policies, in alternated rounds, with a ratio and interval per policy."""
+    out = tmp_path / "at-rev.json"
+    r = subprocess.run([sys.executable, "-m", "runqscale.scaler.bench_at_rev", "HEAD", "HEAD~0",
+                        "--rounds", "2", "--workloads", "20", "--repeat", "1", "--out",
+                        str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(out.read_text())
+    assert [(run["round"], run["rev"]) for run in result["runs"]] == [
+        (0, "HEAD"), (0, "HEAD~0"), (1, "HEAD~0"), (1, "HEAD")]
+    showar = result["ratios"]["showar"]
+    assert showar["pairs"] == 2 and showar["ci_low"] <= showar["ratio"] <= showar["ci_high"]
+    assert "showar: HEAD~0 / HEAD = " in r.stdout

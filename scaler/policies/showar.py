@@ -56,6 +56,7 @@ from runqscale.scaler.model import (
     ScalerConfig,
     SignalWindow,
     classify,
+    signals_summary,
 )
 from runqscale.scaler.policies import attribution
 from runqscale.scaler.policies import showar_sizing as sizing
@@ -254,15 +255,19 @@ def decide(
     def done(
         recommended: CurrentState, reason: str, new_state: State, acted: bool
     ) -> tuple[Recommendation, State]:
-        if acted and classify(current, recommended) != "none":
+        action = classify(current, recommended)
+        if acted and action != "none":
             new_state = _evolve(new_state, last_action_ts=now)
             if recommended.replicas > current.replicas:  # time its start-up from here
                 new_state = _with_tracking(
                     new_state, startup.started(_tracking(new_state), now, recommended.replicas))
-        rec = Recommendation.decided(window, NAME, current, recommended, reason)
+        signals = signals_summary(window)
         if new_state.delay_samples:  # the measured start-up delay, logged with each decision
-            rec = replace(rec, signals={**rec.signals,
-                                        "startup_delay_seconds": new_state.startup_delay_seconds})
+            signals["startup_delay_seconds"] = new_state.startup_delay_seconds
+        # built once (Recommendation.decided, then `replace` for the delay, classified twice)
+        rec = Recommendation(ts=now, workload=window.workload, policy=NAME, signals=signals,
+                             current=current, recommended=recommended, action=action,
+                             reason=reason)
         return rec, _evolve(new_state, last_ts=now)
 
     if cur == 0 and config.min_replicas > 0:
@@ -453,7 +458,7 @@ def decide(
             reason += f"; past the {cap:g}-core per-replica maximum: scale out {cur} -> " \
                       f"{replicas}"
         return done(_sized(current, replicas, size), reason, state, True)
-    recent_thr = sizing.recent_throttled_ratio(settled)
+    recent_thr = sizing.recent_throttled_ratio(settled) if above else None
     if above and sizing.throttled_at(recent_thr, p.sizing):
         # a throttled replica's queued tasks all wait while the cgroup is throttled once: the
         # wait beyond throttled time is not contention then (v2 scaled 2 -> 4 on 321 ms of
@@ -461,13 +466,15 @@ def decide(
         # named is the one read (the last sample's may be missing: it crashed here, stop 39)
         return done(current, f"throttled (ratio {recent_thr:.2f}): no scale-out on wait until the "
                     f"limit stops the throttling; {pid_note}; {vnote}", state, False)
-    who = attribution.attribute_window(settled)
-    if above and who.cause == "own":
+    # behind whom the wait is: read only above the target, where it decides (a seventh of a
+    # decision's CPU, spent on every decision before)
+    who = attribution.attribute_window(settled) if above else None
+    if who is not None and who.cause == "own":
         # behind its own threads or quota, not neighbours: another replica beside them would
         # not help each one; the vertical size (demand + margin) is what covers it
         return done(current, f"latency above target but no scale-out: {who.reason}; "
                     f"{pid_note}; {vnote}", state, False)
-    if above:
+    if who is not None:  # above the target
         replicas = config.clamp_replicas(max(cur, h_desired, overflow))
         cause = f"not throttled (ratio {thr:.2f})" if thr is not None else "throttling unknown"
         cause += f", CPU pressure {pressure:.2f}" if pressure is not None else ""

@@ -335,8 +335,10 @@ def wait_per_request(window: SignalWindow, seconds: float) -> Waits:
     thr_ok = ok & np.isfinite(thr)
     if not _any(thr_ok):
         return Waits(total, None, None)
-    throttled = float(_sum(np.minimum(thr[thr_ok], wait[thr_ok])) / _sum(rate[thr_ok]))
-    contention = max(0.0, float(_sum(wait[thr_ok]) / _sum(rate[thr_ok])) - throttled)
+    # each masked series and sum read once (the same sums, in the same order, as before)
+    wait_t, rate_t = wait[thr_ok], _sum(rate[thr_ok])
+    throttled = float(_sum(np.minimum(thr[thr_ok], wait_t)) / rate_t)
+    contention = max(0.0, float(_sum(wait_t) / rate_t) - throttled)
     return Waits(total, throttled, contention)
 
 

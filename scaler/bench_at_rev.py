@@ -1,0 +1,110 @@
+"""Decision time at two revisions, paired: this checkout's decision-time benchmark
+(`scaler/bench.py`: the same windows, warm-up and timing) run on each revision's policies in
+alternated rounds (ABBA), each round's ratio read from the two runs beside each other.
+
+    python -m runqscale.scaler.bench_at_rev d793352 --rounds 6 --out at-rev.json
+    python -m runqscale.scaler.bench_at_rev OLD NEW --rounds 4 --out at-rev.json
+
+Each run is a fresh process with that revision's whole package on PYTHONPATH
+(`runqscale/revtree.py`); the figure per run is the bench's least disturbed repeat's CPU time
+(`cpu_min_ms`). Prints one line per run and the ratios second / first with their 95 % intervals,
+and writes them, with every run, to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from typing import Any
+
+from runqscale.intervals import log_mean_ci
+
+TOOL = "runqscale.scaler.bench_at_rev"
+BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench.py")
+# run by path without putting scaler/ on sys.path, as `python FILE` would: the revision's package
+# must be the only runqscale the child sees
+_RUN = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+        "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def one_run(path: str, workloads: int, repeat: int, work: str) -> dict[str, Any]:
+    """One run of this checkout's bench on the package laid out at `path`: its JSON."""
+    out = os.path.join(work, "bench.json")
+    env = dict(os.environ, PYTHONPATH=path)
+    # cwd: `-c` puts it first on sys.path, and a checkout's own runqscale/ would shadow the tree
+    r = subprocess.run([sys.executable, "-c", _RUN, BENCH, "--out", out, "--workloads",
+                        str(workloads), "--repeat", str(repeat)],
+                       env=env, capture_output=True, text=True, cwd=work)
+    if r.returncode != 0:
+        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
+        raise SystemExit(f"{TOOL}: the bench failed on {path}: {last}")
+    with open(out) as f:
+        return json.load(f)
+
+
+def order(rounds: int) -> list[tuple[int, int]]:
+    """ABBA: the first revision first in even rounds, second in odd ones."""
+    return [(0, 1) if i % 2 == 0 else (1, 0) for i in range(rounds)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"python -m {TOOL}", description=__doc__.split("\n\n")[0])
+    ap.add_argument("revs", nargs="+", help="one revision (against the checkout) or two")
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--workloads", type=int, default=1000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", required=True, help="write the runs and ratios (JSON) here")
+    a = ap.parse_args(argv)
+    if len(a.revs) > 2:
+        ap.error("give one revision (compared with the checkout) or two")
+    if a.rounds < 2:
+        ap.error("--rounds must be >= 2: one pair gives no interval")
+    from runqscale import revtree
+
+    revs = [*a.revs, revtree.WORKTREE] if len(a.revs) == 1 else a.revs
+    repo = revtree.repo_root(TOOL)
+    runs: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="runqscale-bench-at-rev-") as tmp:
+        try:
+            paths = [revtree.layout(revtree.checkout(r, repo, tmp), tmp, r) for r in revs]
+            for i, pair in enumerate(order(a.rounds)):
+                for k in pair:
+                    res = one_run(paths[k], a.workloads, a.repeat, tmp)
+                    cpu = {n: p["cpu_min_ms"] for n, p in res["policies"].items()}
+                    runs.append({"round": i, "rev": revs[k], "cpu_min_ms": cpu,
+                                 "load_average_1m": res["load_average_1m"]})
+                    print(f"round {i + 1}/{a.rounds} {revs[k]}: showar {cpu['showar']:.1f} ms, "
+                          f"hpa {cpu['hpa']:.1f} ms (load {res['load_average_1m']:.2f})",
+                          flush=True)
+        finally:
+            revtree.remove_worktrees(repo, tmp, revs)
+    ratios: dict[str, Any] = {}
+    for name in runs[0]["cpu_min_ms"]:
+        per_round = []
+        for i in range(a.rounds):
+            by_rev = {r["rev"]: r["cpu_min_ms"].get(name) for r in runs if r["round"] == i}
+            old, new = by_rev.get(revs[0]), by_rev.get(revs[1])
+            if old and new:
+                per_round.append(new / old)
+        if len(per_round) >= 2:
+            iv = log_mean_ci(per_round)
+            ratios[name] = {"ratio": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
+                            "pairs": iv.n}
+    for name, r in ratios.items():
+        print(f"{name}: {revs[1]} / {revs[0]} = {r['ratio']:.3f} "
+              f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['pairs']} pairs)")
+    with open(a.out, "w", encoding="utf-8") as f:
+        json.dump({"revs": revs, "workloads": a.workloads, "repeat": a.repeat,
+                   "rounds": a.rounds, "runs": runs, "ratios": ratios,
+                   "command": " ".join(["python -m", TOOL, *(argv or sys.argv[1:])])},
+                  f, indent=2)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
