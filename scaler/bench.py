@@ -3,9 +3,11 @@
     python -m runqscale.scaler.bench --out bench.json [--workloads 1000] [--repeat 7]
 
 Windows are built beforehand (reading signals is not the decision): 5 minutes of samples every
-3 s per workload, with varied load and every series the agent exports (the time-weighted waits and
-their split by holder included), and each policy's size and state
-warmed by ten earlier decisions, applied (`warmed`), as a running scaler's. The
+3 s per workload, with varied load (one workload in ten starved) and every series the agent
+exports (the time-weighted waits and their split by holder included). Each policy's size and
+state come from 10-29 earlier decisions, each applied (`warmed`), so the timed decisions are a
+running fleet's, spread over the phases of cool-down and stabilisation; the JSON counts the
+kinds of decision timed (`decisions`). The
 time reported is the median over repeats of deciding all N workloads once, wall clock and CPU
 time of this process (the latter is what a loaded, shared machine distorts least); prints and
 writes JSON. Also reports the load average, so a polluted measurement is recognisable.
@@ -17,8 +19,11 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import time
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,13 +31,19 @@ import numpy as np
 from runqscale.scaler.model import (
     HOLDER_FIELDS,
     CurrentState,
+    Recommendation,
     ScalerConfig,
     SignalWindow,
     WorkloadRef,
 )
 from runqscale.scaler.policies import POLICIES, Policy
 
-WARM_DECISIONS = 10  # 30 s of decisions every 3 s: past showar's warm-up and cool-down
+# workload i's size and state come from WARM_DECISIONS + i % WARM_PHASES decisions every 3 s
+# (30-87 s): past showar's warm-up, and its workloads spread over the phases of its cool-down
+# and 60 s scale-in stabilisation, as a fleet's are
+WARM_DECISIONS = 10
+WARM_PHASES = 20
+STARVED_WAIT_FACTOR = 50.0
 
 
 def make_windows(
@@ -59,7 +70,9 @@ def make_windows(
         }
         # the time-weighted waits the agent exports (totals over replicas), split by holder:
         # showar reads them where they are, so a window without them would time a shorter path
-        wait = usage * p95 * rng.uniform(5.0, 20.0)
+        # one workload in ten starved (its wait per request well above showar's target), so the
+        # above-target path (attribution, scale-out) is timed too
+        wait = usage * p95 * rng.uniform(5.0, 20.0) * (STARVED_WAIT_FACTOR if i % 10 == 1 else 1.0)
         throttled = wait * (0.6 if i % 3 == 0 else 0.05)
         series["runq_wait_seconds_per_second"] = wait
         series["throttled_seconds_per_second"] = throttled
@@ -78,9 +91,10 @@ def _earlier(window: SignalWindow, back: int) -> SignalWindow:
 def warmed(policy: Policy, window: SignalWindow, config: ScalerConfig,
            decisions: int = WARM_DECISIONS) -> tuple[CurrentState, Any]:
     """The size and state a policy reaches after deciding on the window's last `decisions`
-    samples before its last one, each recommendation applied before the next decision: the
-    timed decision is then one of a running scaler's, past its warm-up and cool-downs (after a
-    single warm-up decision every showar decision stopped early, in its cool-down)."""
+    samples before its last one, each recommendation applied before the next decision, so the
+    timed decision is one of a running scaler's (after a single unapplied warm-up decision,
+    every timed showar decision had stopped early, in its cool-down). Open loop: the window's
+    series do not follow the sizes applied."""
     current, state = CurrentState.from_window(window), None
     for back in range(decisions, 0, -1):
         rec, state = policy.decide(_earlier(window, back), current, config, state)
@@ -88,10 +102,29 @@ def warmed(policy: Policy, window: SignalWindow, config: ScalerConfig,
     return current, state
 
 
+def _kind(rec: Recommendation) -> str:
+    """A decision's action and the head of its reason, without numbers ("none: below target but
+    holding")."""
+    head = rec.reason.split(":", 1)[0]
+    return f"{rec.action}: {re.split(r'[0-9(]', head, maxsplit=1)[0].strip()}"
+
+
+def decision_mix(policy: Policy, windows: Sequence[SignalWindow],
+                 warm: Sequence[tuple[CurrentState, Any]], config: ScalerConfig
+                 ) -> dict[str, int]:
+    """How many of the timed decisions are of each kind (`_kind`), most frequent first: which
+    paths of the policy the time covers."""
+    kinds = Counter(_kind(policy.decide(w, c, config, s)[0])
+                    for w, (c, s) in zip(windows, warm, strict=True))
+    return dict(kinds.most_common())
+
+
 def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
     windows = make_windows(workloads)
     config = ScalerConfig(max_replicas=20)
-    warm = {name: [warmed(pol, w, config) for w in windows] for name, pol in POLICIES.items()}
+    warm = {name: [warmed(pol, w, config, WARM_DECISIONS + i % WARM_PHASES)
+                   for i, w in enumerate(windows)]
+            for name, pol in POLICIES.items()}
     times: dict[str, list[float]] = {name: [] for name in POLICIES}
     cpus: dict[str, list[float]] = {name: [] for name in POLICIES}
     # repeats interleaved across policies, so a noisy stretch of a shared machine falls on all
@@ -118,10 +151,13 @@ def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
             # the least disturbed repeat: on a shared machine the others carry its neighbours
             "cpu_min_ms": round(min(cpu) * 1000, 3),
             "per_decision_us": round(med / workloads * 1e6, 2),
+            "decisions": decision_mix(POLICIES[name], windows, warm[name], config),
         }
     return {
         "workloads": workloads,
         "samples_per_window": int(windows[0].ts.size),
+        # 1 before stop 47, unapplied
+        "warm_decisions": [WARM_DECISIONS, WARM_DECISIONS + WARM_PHASES - 1],
         "repeat": repeat,
         "policies": results,
         "python": platform.python_version(),

@@ -31,9 +31,11 @@ _RUN = ("import runpy, sys; sys.argv = sys.argv[1:]; "
         "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def one_run(path: str, workloads: int, repeat: int, work: str) -> dict[str, Any]:
-    """One run of this checkout's bench on the package laid out at `path`: its JSON."""
+def one_run(rev: str, path: str, workloads: int, repeat: int, work: str) -> dict[str, Any]:
+    """One run of this checkout's bench on `rev`'s package, laid out at `path`: its JSON."""
     out = os.path.join(work, "bench.json")
+    if os.path.exists(out):  # a run that writes nothing must not read as the one before
+        os.remove(out)
     env = dict(os.environ, PYTHONPATH=path)
     # cwd: `-c` puts it first on sys.path, and a checkout's own runqscale/ would shadow the tree
     r = subprocess.run([sys.executable, "-c", _RUN, BENCH, "--out", out, "--workloads",
@@ -41,7 +43,7 @@ def one_run(path: str, workloads: int, repeat: int, work: str) -> dict[str, Any]
                        env=env, capture_output=True, text=True, cwd=work)
     if r.returncode != 0:
         last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
-        raise SystemExit(f"{TOOL}: the bench failed on {path}: {last}")
+        raise SystemExit(f"{TOOL}: the bench failed on revision {rev}: {last}")
     with open(out) as f:
         return json.load(f)
 
@@ -49,6 +51,33 @@ def one_run(path: str, workloads: int, repeat: int, work: str) -> dict[str, Any]
 def order(rounds: int) -> list[tuple[int, int]]:
     """ABBA: the first revision first in even rounds, second in odd ones."""
     return [(0, 1) if i % 2 == 0 else (1, 0) for i in range(rounds)]
+
+
+def paired_ratios(runs: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
+    """Per policy, the geometric mean of each round's second / first revision (`k` 1 over 0)
+    with its 95 % interval; a policy missing from a round's run is left out of that pair."""
+    ratios: dict[str, Any] = {}
+    for name in runs[0]["cpu_min_ms"]:
+        per_round = []
+        for i in range(rounds):
+            by_k = {r["k"]: r["cpu_min_ms"].get(name) for r in runs if r["round"] == i}
+            first, second = by_k.get(0), by_k.get(1)
+            if first and second:
+                per_round.append(second / first)
+        if len(per_round) < rounds:
+            print(f"{TOOL}: {name}: {rounds - len(per_round)} of {rounds} rounds without a "
+                  f"time from both revisions, left out", file=sys.stderr)
+        if len(per_round) >= 2:
+            iv = log_mean_ci(per_round)
+            ratios[name] = {"ratio": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
+                            "pairs": iv.n}
+    return ratios
+
+
+def write(out: str, doc: dict[str, Any]) -> None:
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,48 +90,40 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if len(a.revs) > 2:
         ap.error("give one revision (compared with the checkout) or two")
-    if a.rounds < 2:
-        ap.error("--rounds must be >= 2: one pair gives no interval")
+    if a.rounds < 2 or a.rounds % 2:
+        ap.error("--rounds must be even and >= 2: ABBA pairs, each revision first as often")
     from runqscale import revtree
 
     revs = [*a.revs, revtree.WORKTREE] if len(a.revs) == 1 else a.revs
+    if revs[0] == revs[1]:
+        ap.error(f"the two revisions are both {revs[0]}: give two different ones "
+                 f"(HEAD and HEAD~0 name the same commit through two trees)")
+    doc: dict[str, Any] = {"revs": revs, "workloads": a.workloads, "repeat": a.repeat,
+                           "rounds": a.rounds, "runs": [], "ratios": {},
+                           "command": " ".join(["python -m", TOOL, *(argv or sys.argv[1:])])}
+    write(a.out, doc)  # an unwritable --out fails now, not after the rounds
     repo = revtree.repo_root(TOOL)
-    runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = doc["runs"]
     with tempfile.TemporaryDirectory(prefix="runqscale-bench-at-rev-") as tmp:
         try:
             paths = [revtree.layout(revtree.checkout(r, repo, tmp), tmp, r) for r in revs]
             for i, pair in enumerate(order(a.rounds)):
                 for k in pair:
-                    res = one_run(paths[k], a.workloads, a.repeat, tmp)
+                    res = one_run(revs[k], paths[k], a.workloads, a.repeat, tmp)
                     cpu = {n: p["cpu_min_ms"] for n, p in res["policies"].items()}
-                    runs.append({"round": i, "rev": revs[k], "cpu_min_ms": cpu,
+                    runs.append({"round": i, "rev": revs[k], "k": k, "cpu_min_ms": cpu,
                                  "load_average_1m": res["load_average_1m"]})
+                    write(a.out, doc)  # the runs so far survive a later failure
                     print(f"round {i + 1}/{a.rounds} {revs[k]}: showar {cpu['showar']:.1f} ms, "
                           f"hpa {cpu['hpa']:.1f} ms (load {res['load_average_1m']:.2f})",
                           flush=True)
         finally:
             revtree.remove_worktrees(repo, tmp, revs)
-    ratios: dict[str, Any] = {}
-    for name in runs[0]["cpu_min_ms"]:
-        per_round = []
-        for i in range(a.rounds):
-            by_rev = {r["rev"]: r["cpu_min_ms"].get(name) for r in runs if r["round"] == i}
-            old, new = by_rev.get(revs[0]), by_rev.get(revs[1])
-            if old and new:
-                per_round.append(new / old)
-        if len(per_round) >= 2:
-            iv = log_mean_ci(per_round)
-            ratios[name] = {"ratio": iv.value, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
-                            "pairs": iv.n}
+    doc["ratios"] = ratios = paired_ratios(runs, a.rounds)
     for name, r in ratios.items():
         print(f"{name}: {revs[1]} / {revs[0]} = {r['ratio']:.3f} "
               f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['pairs']} pairs)")
-    with open(a.out, "w", encoding="utf-8") as f:
-        json.dump({"revs": revs, "workloads": a.workloads, "repeat": a.repeat,
-                   "rounds": a.rounds, "runs": runs, "ratios": ratios,
-                   "command": " ".join(["python -m", TOOL, *(argv or sys.argv[1:])])},
-                  f, indent=2)
-        f.write("\n")
+    write(a.out, doc)
     return 0
 
 

@@ -131,7 +131,8 @@ def _opt(x: float) -> float | None:
 
 def _replicas_divisor(w: SignalWindow) -> np.ndarray:
     n = w.get("ready_replicas")
-    # no errstate (entering it cost a tenth of this): NaN comparisons do not warn in numpy 2
+    # no errstate (it costs more than the arithmetic here): NaN comparisons do not warn in
+    # numpy 2
     n = np.where(np.isfinite(n) & (n > 0), n, w.get("replicas"))
     return np.where(n > 0, n, np.nan)
 
@@ -365,14 +366,16 @@ class Recommendation:
 
     @classmethod
     def decided(cls, window: SignalWindow, policy: str, current: CurrentState,
-                recommended: CurrentState, reason: str,
-                action: Action | None = None) -> Recommendation:
+                recommended: CurrentState, reason: str, action: Action | None = None,
+                signals: Mapping[str, float | None] | None = None) -> Recommendation:
         """A policy's decision at the window's last sample; the action defaults to what the
-        change is (see classify)."""
+        change is (see classify), the signals to the window's last sample's
+        (signals_summary)."""
         return cls(
             ts=window.now, workload=window.workload, policy=policy,
-            signals=signals_summary(window), current=current, recommended=recommended,
-            action=action or classify(current, recommended), reason=reason,
+            signals=signals_summary(window) if signals is None else signals, current=current,
+            recommended=recommended, action=action or classify(current, recommended),
+            reason=reason,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -44,12 +44,21 @@ def test_decision_time_at_two_revisions_is_paired(tmp_path) -> None:
     policies, in alternated rounds, with a ratio and interval per policy."""
     out = tmp_path / "at-rev.json"
     r = subprocess.run([sys.executable, "-m", "runqscale.scaler.bench_at_rev", "HEAD", "HEAD~0",
-                        "--rounds", "2", "--workloads", "20", "--repeat", "1", "--out",
+                        "--rounds", "2", "--workloads", "50", "--repeat", "3", "--out",
                         str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads(out.read_text())
     assert [(run["round"], run["rev"]) for run in result["runs"]] == [
         (0, "HEAD"), (0, "HEAD~0"), (1, "HEAD~0"), (1, "HEAD")]
     showar = result["ratios"]["showar"]
-    assert showar["pairs"] == 2 and showar["ci_low"] <= showar["ratio"] <= showar["ci_high"]
+    # the same code on both sides: a ratio near 1 (a swapped or unpaired ratio would not be)
+    assert showar["pairs"] == 2 and 0.5 < showar["ratio"] < 2.0, showar
     assert "showar: HEAD~0 / HEAD = " in r.stdout
+
+
+def test_bench_at_rev_refuses_what_cannot_pair(tmp_path) -> None:
+    for args, words in ((["HEAD", "HEAD"], "both HEAD"), (["HEAD", "--rounds", "3"], "even")):
+        r = subprocess.run([sys.executable, "-m", "runqscale.scaler.bench_at_rev", *args,
+                            "--out", str(tmp_path / "x.json")],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and words in r.stderr, r.stderr

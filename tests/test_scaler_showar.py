@@ -275,6 +275,17 @@ def test_vertical_past_max_scales_out_instead() -> None:
     assert rec.action == "scale_out"
 
 
+def test_at_both_bounds_the_reason_says_so() -> None:
+    """Demand past max replicas x the per-replica maximum, already at both: no change, and a
+    reason that names the bounds (the log said "resize limit 1.000 -> 1.000", stop 47)."""
+    cfg = replace(CFG, max_cpu_per_replica=1.0, max_replicas=4)
+    rec, _ = showar.decide(sig(replicas=4, per_replica_cpu=1.6), cur(4, 1.0, 1.0), cfg, None)
+    assert rec.action == "none" and rec.recommended == cur(4, 1.0, 1.0)
+    assert rec.reason.startswith("at its bounds: 4 replicas (the maximum) of 1.000 cores (the "
+                                 "per-replica maximum 1), where the demand needs 7 replicas"), \
+        rec.reason
+
+
 def test_scale_in_waits_for_stabilisation() -> None:
     st: State | None = State()
     decisions = []

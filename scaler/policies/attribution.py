@@ -137,9 +137,10 @@ def attribute(wait_by_holder: Mapping[str, float | None], throttled_seconds: flo
 
 
 def _mean(arr: np.ndarray) -> float | None:
+    """Mean of the finite values of a float64 series (a window's), None without any: numpy's
+    own sum and division, as `mean` does for float64, without its wrapper (which costs more
+    than the sum on a window of a few dozen samples)."""
     ok = arr[np.isfinite(arr)]
-    # numpy's own sum and division, without `mean`'s wrapper (which costs more than the sum on
-    # a window of a few dozen samples)
     return float(np.add.reduce(ok)) / ok.size if ok.size else None
 
 
