@@ -160,15 +160,28 @@ def realised_load(runs: Sequence[Mapping], allocated_cores: float,
             "ratio": cpr / planned, "kept_runs": len(per)}
 
 
+# A realised load this far from its plan with a given --capacity means the machine's speed
+# drifted since it was measured: plans that held read 0.89-1.17 (stops 31-33, 47); stop 34's
+# fixed capacity read 1.27, stop 46's 1.41, and that run's baselines were starved at their
+# replica bound by the heavier load, which turned a comparison (stop 47).
+STALE_CAPACITY_RATIO = 1.25
+
+
 def load_line(realised: Mapping | None, capacity_given: bool) -> str | None:
-    """The realised load in one line, to compare invocations by (None without a reading)."""
+    """The realised load in one line, to compare invocations by (None without a reading); with
+    a given capacity the load missed by `STALE_CAPACITY_RATIO` or more either way, the fix."""
     if not realised:
         return None
     src = "given with --capacity" if capacity_given else "measured before the runs"
-    return (f"load: the runs used a median {realised['used_cpu_seconds_per_request'] * 1e3:.1f} ms"
-            f" of CPU per request served, {realised['ratio']:.2f}x the "
+    line = (f"load: the runs used a median {realised['used_cpu_seconds_per_request'] * 1e3:.1f} "
+            f"ms of CPU per request served, {realised['ratio']:.2f}x the "
             f"{realised['planned_cpu_seconds_per_request'] * 1e3:.1f} ms the capacity ({src}) "
             f"stands for at full load")
+    ratio = realised["ratio"]
+    if capacity_given and not 1 / STALE_CAPACITY_RATIO < ratio < STALE_CAPACITY_RATIO:
+        line += (f"; --capacity is stale on this machine (the load was {ratio:.2f}x its plan): "
+                 f"omit it to measure the capacity before the runs")
+    return line
 
 
 @dataclass(frozen=True)
