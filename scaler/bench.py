@@ -38,9 +38,9 @@ from runqscale.scaler.model import (
 )
 from runqscale.scaler.policies import POLICIES, Policy
 
-# workload i's size and state come from WARM_DECISIONS + i % WARM_PHASES decisions every 3 s
-# (30-87 s): past showar's warm-up, and its workloads spread over the phases of its cool-down
-# and 60 s scale-in stabilisation, as a fleet's are
+# workload i's size and state come from 10-29 decisions every 3 s (30-87 s, `warm_decisions`):
+# past showar's warm-up, and the workloads spread over the phases of its cool-down and 60 s
+# scale-in stabilisation, as a fleet's are
 WARM_DECISIONS = 10
 WARM_PHASES = 20
 STARVED_WAIT_FACTOR = 50.0
@@ -69,8 +69,8 @@ def make_windows(
             "pressure": np.full(samples, 0.05),
         }
         # the time-weighted waits the agent exports (totals over replicas), split by holder:
-        # showar reads them where they are, so a window without them would time a shorter path
-        # one workload in ten starved (its wait per request well above showar's target), so the
+        # showar reads them where they are (without them it would time a shorter path). One
+        # workload in ten is starved, its wait per request far above showar's target, so the
         # above-target path (attribution, scale-out) is timed too
         wait = usage * p95 * rng.uniform(5.0, 20.0) * (STARVED_WAIT_FACTOR if i % 10 == 1 else 1.0)
         throttled = wait * (0.6 if i % 3 == 0 else 0.05)
@@ -80,6 +80,12 @@ def make_windows(
             series[field] = (wait - throttled) * share
         out.append(SignalWindow(WorkloadRef("bench", f"w{i}"), ts, series))
     return out
+
+
+def warm_decisions(i: int) -> int:
+    """How many decisions warm workload i: WARM_DECISIONS + 0..WARM_PHASES-1, shifted by one
+    every ten workloads, so the starved ones (every tenth) are spread over the phases too."""
+    return WARM_DECISIONS + (i + i // 10) % WARM_PHASES
 
 
 def _earlier(window: SignalWindow, back: int) -> SignalWindow:
@@ -104,7 +110,7 @@ def warmed(policy: Policy, window: SignalWindow, config: ScalerConfig,
 
 def _kind(rec: Recommendation) -> str:
     """A decision's action and the head of its reason, without numbers ("none: below target but
-    holding")."""
+    holding"). Coarse for policies whose reasons open alike (every vpa decision is "request")."""
     head = rec.reason.split(":", 1)[0]
     return f"{rec.action}: {re.split(r'[0-9(]', head, maxsplit=1)[0].strip()}"
 
@@ -122,8 +128,7 @@ def decision_mix(policy: Policy, windows: Sequence[SignalWindow],
 def run(workloads: int = 1000, repeat: int = 7) -> dict[str, Any]:
     windows = make_windows(workloads)
     config = ScalerConfig(max_replicas=20)
-    warm = {name: [warmed(pol, w, config, WARM_DECISIONS + i % WARM_PHASES)
-                   for i, w in enumerate(windows)]
+    warm = {name: [warmed(pol, w, config, warm_decisions(i)) for i, w in enumerate(windows)]
             for name, pol in POLICIES.items()}
     times: dict[str, list[float]] = {name: [] for name in POLICIES}
     cpus: dict[str, list[float]] = {name: [] for name in POLICIES}

@@ -8,7 +8,8 @@ alternated rounds (ABBA), each round's ratio read from the two runs beside each 
 Each run is a fresh process with that revision's whole package on PYTHONPATH
 (`runqscale/revtree.py`); the figure per run is the bench's least disturbed repeat's CPU time
 (`cpu_min_ms`). Prints one line per run and the ratios second / first with their 95 % intervals,
-and writes them, with every run, to `--out`.
+and writes them, with every run and the kinds of decision it timed, to `--out` (meanwhile the
+runs so far to `--out`.partial).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def paired_ratios(runs: list[dict[str, Any]], rounds: int) -> dict[str, Any]:
     """Per policy, the geometric mean of each round's second / first revision (`k` 1 over 0)
     with its 95 % interval; a policy missing from a round's run is left out of that pair."""
     ratios: dict[str, Any] = {}
-    for name in runs[0]["cpu_min_ms"]:
+    names = dict.fromkeys(n for r in runs for n in r["cpu_min_ms"])  # both revisions', in order
+    for name in names:
         per_round = []
         for i in range(rounds):
             by_k = {r["k"]: r["cpu_min_ms"].get(name) for r in runs if r["round"] == i}
@@ -95,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     from runqscale import revtree
 
     revs = [*a.revs, revtree.WORKTREE] if len(a.revs) == 1 else a.revs
-    if revs[0] == revs[1]:
-        ap.error(f"the two revisions are both {revs[0]}: give two different ones "
-                 f"(HEAD and HEAD~0 name the same commit through two trees)")
+    if revtree.checkout_dir("", revs[0]) == revtree.checkout_dir("", revs[1]):
+        ap.error(f"the two revisions are both {revs[0]}: give two different names (to time a "
+                 f"commit against itself: HEAD HEAD~0)")
     doc: dict[str, Any] = {"revs": revs, "workloads": a.workloads, "repeat": a.repeat,
-                           "rounds": a.rounds, "runs": [], "ratios": {},
+                           "rounds": a.rounds, "complete": False, "runs": [], "ratios": {},
                            "command": " ".join(["python -m", TOOL, *(argv or sys.argv[1:])])}
-    write(a.out, doc)  # an unwritable --out fails now, not after the rounds
+    # the runs so far go to a side file, which also finds an unwritable --out's directory now,
+    # not after the rounds; --out itself is replaced only by a complete result
+    partial = a.out + ".partial"
+    write(partial, doc)
     repo = revtree.repo_root(TOOL)
     runs: list[dict[str, Any]] = doc["runs"]
     with tempfile.TemporaryDirectory(prefix="runqscale-bench-at-rev-") as tmp:
@@ -112,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                     res = one_run(revs[k], paths[k], a.workloads, a.repeat, tmp)
                     cpu = {n: p["cpu_min_ms"] for n, p in res["policies"].items()}
                     runs.append({"round": i, "rev": revs[k], "k": k, "cpu_min_ms": cpu,
-                                 "load_average_1m": res["load_average_1m"]})
-                    write(a.out, doc)  # the runs so far survive a later failure
+                                 "load_average_1m": res["load_average_1m"],
+                                 # what was timed: the kinds of decision, per policy
+                                 "decisions": {n: p.get("decisions")
+                                               for n, p in res["policies"].items()}})
+                    write(partial, doc)  # the runs so far survive a later failure
                     print(f"round {i + 1}/{a.rounds} {revs[k]}: showar {cpu['showar']:.1f} ms, "
                           f"hpa {cpu['hpa']:.1f} ms (load {res['load_average_1m']:.2f})",
                           flush=True)
@@ -123,7 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in ratios.items():
         print(f"{name}: {revs[1]} / {revs[0]} = {r['ratio']:.3f} "
               f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] ({r['pairs']} pairs)")
-    write(a.out, doc)
+    doc["complete"] = True
+    write(partial, doc)
+    os.replace(partial, a.out)
     return 0
 
 

@@ -233,8 +233,7 @@ def test_the_bench_times_a_running_scalers_decisions() -> None:
     windows = bench.make_windows(60)
     config = ScalerConfig(max_replicas=20)
     pol = POLICIES["showar"]
-    warm = [bench.warmed(pol, w, config, bench.WARM_DECISIONS + i % bench.WARM_PHASES)
-            for i, w in enumerate(windows)]
+    warm = [bench.warmed(pol, w, config, bench.warm_decisions(i)) for i, w in enumerate(windows)]
     mix = bench.decision_mix(pol, windows, warm, config)
     assert sum(mix.values()) == 60
     heads: Counter[str] = Counter()

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from runqscale.scaler import decisions_at_rev
+from runqscale.scaler import bench_at_rev, decisions_at_rev
 
 
 def test_the_checkout_against_its_own_head_is_identical(tmp_path) -> None:
@@ -44,16 +44,29 @@ def test_decision_time_at_two_revisions_is_paired(tmp_path) -> None:
     policies, in alternated rounds, with a ratio and interval per policy."""
     out = tmp_path / "at-rev.json"
     r = subprocess.run([sys.executable, "-m", "runqscale.scaler.bench_at_rev", "HEAD", "HEAD~0",
-                        "--rounds", "2", "--workloads", "50", "--repeat", "3", "--out",
+                        "--rounds", "2", "--workloads", "20", "--repeat", "1", "--out",
                         str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.loads(out.read_text())
     assert [(run["round"], run["rev"]) for run in result["runs"]] == [
         (0, "HEAD"), (0, "HEAD~0"), (1, "HEAD~0"), (1, "HEAD")]
-    showar = result["ratios"]["showar"]
-    # the same code on both sides: a ratio near 1 (a swapped or unpaired ratio would not be)
-    assert showar["pairs"] == 2 and 0.5 < showar["ratio"] < 2.0, showar
+    assert result["complete"] and result["ratios"]["showar"]["pairs"] == 2
+    assert sum(result["runs"][0]["decisions"]["showar"].values()) == 20
     assert "showar: HEAD~0 / HEAD = " in r.stdout
+    assert not (tmp_path / "at-rev.json.partial").exists()
+
+
+def test_paired_ratios_are_second_over_first_within_each_round(capsys) -> None:
+    def run(i: int, k: int, ms: float) -> dict:
+        return {"round": i, "k": k, "rev": "AB"[k], "cpu_min_ms": {"showar": ms}}
+
+    # ABBA, the second revision twice as fast; round 1 has its runs in B, A order
+    runs = [run(0, 0, 100.0), run(0, 1, 50.0), run(1, 1, 60.0), run(1, 0, 120.0),
+            run(2, 0, 90.0), run(2, 1, 45.0), run(3, 1, 40.0)]  # round 3 lost its A run
+    ratios = bench_at_rev.paired_ratios(runs, 4)
+    showar = ratios["showar"]
+    assert showar["pairs"] == 3 and abs(showar["ratio"] - 0.5) < 1e-12
+    assert "1 of 4 rounds without a time from both revisions" in capsys.readouterr().err
 
 
 def test_bench_at_rev_refuses_what_cannot_pair(tmp_path) -> None:

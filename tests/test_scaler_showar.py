@@ -281,9 +281,13 @@ def test_at_both_bounds_the_reason_says_so() -> None:
     cfg = replace(CFG, max_cpu_per_replica=1.0, max_replicas=4)
     rec, _ = showar.decide(sig(replicas=4, per_replica_cpu=1.6), cur(4, 1.0, 1.0), cfg, None)
     assert rec.action == "none" and rec.recommended == cur(4, 1.0, 1.0)
-    assert rec.reason.startswith("at its bounds: 4 replicas (the maximum) of 1.000 cores (the "
-                                 "per-replica maximum 1), where the demand needs 7 replicas"), \
-        rec.reason
+    needs = math.ceil(sized(1.6) * 4 / 1.0)
+    assert rec.reason.startswith(f"at its bounds: 4 replicas (the maximum) of 1.000 cores (the "
+                                 f"per-replica maximum 1), where the size wanted needs {needs} "
+                                 f"replicas"), rec.reason
+    # at the replica maximum with room below the per-replica one: a resize, as before
+    rec, _ = showar.decide(sig(replicas=4, per_replica_cpu=1.6), cur(4, 0.5, 0.5), cfg, None)
+    assert rec.action == "resize" and rec.reason.startswith("resize limit 0.500 -> 1.000")
 
 
 def test_scale_in_waits_for_stabilisation() -> None:

@@ -168,8 +168,10 @@ STALE_CAPACITY_RATIO = 1.25
 
 
 def load_line(realised: Mapping | None, capacity_given: bool) -> str | None:
-    """The realised load in one line, to compare invocations by (None without a reading); with
-    a given capacity the load missed by `STALE_CAPACITY_RATIO` or more either way, the fix."""
+    """The realised load in one line, to compare invocations by (None without a reading). When
+    the capacity was given and the load is STALE_CAPACITY_RATIO x its plan or more (or 1 /
+    STALE_CAPACITY_RATIO x or less), as printed, the line says the capacity is stale and how to
+    fix it."""
     if not realised:
         return None
     src = "given with --capacity" if capacity_given else "measured before the runs"
@@ -177,10 +179,9 @@ def load_line(realised: Mapping | None, capacity_given: bool) -> str | None:
             f"ms of CPU per request served, {realised['ratio']:.2f}x the "
             f"{realised['planned_cpu_seconds_per_request'] * 1e3:.1f} ms the capacity ({src}) "
             f"stands for at full load")
-    ratio = realised["ratio"]
-    if capacity_given and not 1 / STALE_CAPACITY_RATIO < ratio < STALE_CAPACITY_RATIO:
-        line += (f"; --capacity is stale on this machine (the load was {ratio:.2f}x its plan): "
-                 f"omit it to measure the capacity before the runs")
+    ratio = round(realised["ratio"], 2)  # as printed: a line reading 1.25x says it is stale
+    if capacity_given and not round(1 / STALE_CAPACITY_RATIO, 2) < ratio < STALE_CAPACITY_RATIO:
+        line += "; --capacity is stale on this machine: omit it to measure the capacity first"
     return line
 
 

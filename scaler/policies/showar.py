@@ -458,11 +458,12 @@ def decide(
             reason += f"; past the {cap:g}-core per-replica maximum: scale out {cur} -> " \
                       f"{replicas}"
         sized_to = _sized(current, replicas, size)
-        if classify(current, sized_to) == "none" and replicas == config.max_replicas:
+        if classify(current, sized_to) == "none" and replicas == config.max_replicas \
+                and required > replicas:
             # both bounds reached: the log said "resize limit 4.000 -> 4.000" for no change
             reason = (f"at its bounds: {replicas} replicas (the maximum) of {size:.3f} cores "
-                      f"(the per-replica maximum {cap:g}), where the demand needs {required} "
-                      f"replicas: {vnote}")
+                      f"(the per-replica maximum {cap:g}), where the size wanted needs "
+                      f"{required} replicas: {vnote}")
         return done(sized_to, reason, state, True)
     if above:  # what holds the CPU is read here only, where it decides
         recent_thr = sizing.recent_throttled_ratio(settled)
