@@ -22,7 +22,9 @@ import sys
 import tempfile
 from typing import Any
 
+from runqscale import revtree
 from runqscale.intervals import log_mean_ci
+from runqscale.revtree import WORKTREE
 
 TOOL = "runqscale.scaler.bench_at_rev"
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench.py")
@@ -47,6 +49,17 @@ def one_run(rev: str, path: str, workloads: int, repeat: int, work: str) -> dict
         raise SystemExit(f"{TOOL}: the bench failed on revision {rev}: {last}")
     with open(out) as f:
         return json.load(f)
+
+
+def commit_of(repo: str, rev: str) -> str:
+    """The commit a revision name stood for when measured (HEAD moves); WORKTREE as is."""
+    if rev == WORKTREE:
+        return rev
+    r = subprocess.run(["git", "-C", repo, "rev-parse", "--short=12", rev], capture_output=True,
+                       text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{TOOL}: no revision {rev!r} in {repo}: {r.stderr.strip()[-200:]}")
+    return r.stdout.strip()
 
 
 def order(rounds: int) -> list[tuple[int, int]]:
@@ -94,20 +107,19 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("give one revision (compared with the checkout) or two")
     if a.rounds < 2 or a.rounds % 2:
         ap.error("--rounds must be even and >= 2: ABBA pairs, each revision first as often")
-    from runqscale import revtree
-
-    revs = [*a.revs, revtree.WORKTREE] if len(a.revs) == 1 else a.revs
+    revs = [*a.revs, WORKTREE] if len(a.revs) == 1 else a.revs
     if revtree.checkout_dir("", revs[0]) == revtree.checkout_dir("", revs[1]):
         ap.error(f"the two revisions are both {revs[0]}: give two different names (to time a "
                  f"commit against itself: HEAD HEAD~0)")
-    doc: dict[str, Any] = {"revs": revs, "workloads": a.workloads, "repeat": a.repeat,
+    repo = revtree.repo_root(TOOL)
+    doc: dict[str, Any] = {"revs": revs, "commits": [commit_of(repo, r) for r in revs],
+                           "workloads": a.workloads, "repeat": a.repeat,
                            "rounds": a.rounds, "complete": False, "runs": [], "ratios": {},
                            "command": " ".join(["python -m", TOOL, *(argv or sys.argv[1:])])}
     # the runs so far go to a side file, which also finds an unwritable --out's directory now,
     # not after the rounds; --out itself is replaced only by a complete result
     partial = a.out + ".partial"
     write(partial, doc)
-    repo = revtree.repo_root(TOOL)
     runs: list[dict[str, Any]] = doc["runs"]
     with tempfile.TemporaryDirectory(prefix="runqscale-bench-at-rev-") as tmp:
         try:

@@ -216,13 +216,13 @@ def test_decision_time_for_1000_workloads(tmp_path) -> None:
     cpu = {name: r["cpu_min_ms"] for name, r in result["policies"].items()}  # least disturbed
     # What a cluster relies on: one core decides 1000 workloads in a third of showar's 3 s
     # decision period. (The README's goal, 100 ms, is a benchmark, and showar v2 misses it:
-    # 142-146 ms here in stop 47 on a fleet's mix of decisions; 156-174 ms in stop 39 on a
+    # 143-151 ms here in stop 47 on a fleet's mix of decisions; 156-174 ms in stop 39 on a
     # bench that timed only cool-down decisions; 268-358 ms in stop 37; v1 took 48 ms.)
     assert all(ms <= 1000.0 for ms in cpu.values()), cpu
     # Machine speed cancels in a ratio to the same run's hpa (the bench interleaves their
-    # repeats): stop 47's showar is 3.9-4.1x hpa, stop 46's code 5.2-5.5x on the same bench,
-    # so 5.0 fails a return to it and leaves stop 47's 1.2x of room.
-    assert cpu["showar"] <= 5.0 * cpu["hpa"], cpu
+    # repeats): stop 47's showar is 3.9-4.2x hpa, stop 46's code 5.1-5.4x on the same bench,
+    # so 4.8 fails a return to it and leaves stop 47's 1.15x of room.
+    assert cpu["showar"] <= 4.8 * cpu["hpa"], cpu
 
 
 def test_the_bench_times_a_running_scalers_decisions() -> None:

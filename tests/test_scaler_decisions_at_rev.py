@@ -51,6 +51,9 @@ def test_decision_time_at_two_revisions_is_paired(tmp_path) -> None:
     assert [(run["round"], run["rev"]) for run in result["runs"]] == [
         (0, "HEAD"), (0, "HEAD~0"), (1, "HEAD~0"), (1, "HEAD")]
     assert result["complete"] and result["ratios"]["showar"]["pairs"] == 2
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert result["commits"] == [head, head]
     assert sum(result["runs"][0]["decisions"]["showar"].values()) == 20
     assert "showar: HEAD~0 / HEAD = " in r.stdout
     assert not (tmp_path / "at-rev.json.partial").exists()
