@@ -28,8 +28,8 @@ from runqscale.revtree import WORKTREE
 
 TOOL = "runqscale.scaler.bench_at_rev"
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench.py")
-# run by path without putting scaler/ on sys.path, as `python FILE` would: the revision's package
-# must be the only runqscale the child sees
+# bench.py run by path, without the scaler/ directory on sys.path (which `python FILE` would
+# add): the revision's package must be the only runqscale the child sees
 _RUN = ("import runpy, sys; sys.argv = sys.argv[1:]; "
         "runpy.run_path(sys.argv[0], run_name='__main__')")
 
