@@ -1,10 +1,11 @@
 """runqscale as it was at a git revision, laid out as the installed package (for the *_at_rev
-tools that compare revisions: agent/bench_at_rev.py, scaler/decisions_at_rev.py).
+tools that compare revisions: agent/bench_at_rev.py, scaler/decisions_at_rev.py,
+scaler/bench_at_rev.py).
 
 `checkout` makes a detached git worktree of the revision; `layout` lays a source tree out as
 the package `runqscale` under a directory that goes on PYTHONPATH, with a sitecustomize that
 takes the editable install's finder out, so a process started with it imports that revision's
-code and nothing of the checkout's.
+code and nothing of the checkout's; `run_python` starts such a process.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
 from importlib import resources
 
 WORKTREE = "WORKTREE"  # the checkout as it is now, uncommitted changes included
@@ -80,3 +83,13 @@ def remove_worktrees(repo: str, work: str, revs: list[str]) -> None:
         if rev != WORKTREE and os.path.isdir(src):
             subprocess.run(["git", "-C", repo, "worktree", "remove", "--force", src],
                            capture_output=True)
+
+
+def run_python(path: str, args: Sequence[str], failed: str, cwd: str | None = None) -> None:
+    """`python ARGS` with the tree laid out at `path` (`layout`) on PYTHONPATH; if it fails,
+    the one-line exit "`failed`: its last line of stderr"."""
+    r = subprocess.run([sys.executable, *args], env=dict(os.environ, PYTHONPATH=path),
+                       capture_output=True, text=True, cwd=cwd)
+    if r.returncode != 0:
+        err = r.stderr.strip()
+        raise SystemExit(f"{failed}: {err.splitlines()[-1] if err else f'exit {r.returncode}'}")

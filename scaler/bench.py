@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -37,6 +38,7 @@ from runqscale.scaler.model import (
     WorkloadRef,
 )
 from runqscale.scaler.policies import POLICIES, Policy
+from runqscale.scaler.signals import window_at
 
 # workload i's size and state come from 10-29 decisions every 3 s (30-87 s, `warm_decisions`):
 # past showar's warm-up, and the workloads spread over the phases of its cool-down and 60 s
@@ -88,12 +90,6 @@ def warm_decisions(i: int) -> int:
     return WARM_DECISIONS + (i + i // 10) % WARM_PHASES
 
 
-def _earlier(window: SignalWindow, back: int) -> SignalWindow:
-    """The window as it stood `back` samples before its last."""
-    return SignalWindow(window.workload, window.ts[:-back],
-                        {k: v[:-back] for k, v in window.series.items()})
-
-
 def warmed(policy: Policy, window: SignalWindow, config: ScalerConfig,
            decisions: int = WARM_DECISIONS) -> tuple[CurrentState, Any]:
     """The size and state a policy reaches after deciding on the window's last `decisions`
@@ -103,7 +99,10 @@ def warmed(policy: Policy, window: SignalWindow, config: ScalerConfig,
     series do not follow the sizes applied."""
     current, state = CurrentState.from_window(window), None
     for back in range(decisions, 0, -1):
-        rec, state = policy.decide(_earlier(window, back), current, config, state)
+        # the window as it stood `back` samples before its last (all of it up to then)
+        earlier = window_at(window, float(window.ts[-1 - back]), math.inf)
+        assert earlier is not None  # it holds that sample
+        rec, state = policy.decide(earlier, current, config, state)
         current = rec.recommended
     return current, state
 

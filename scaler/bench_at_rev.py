@@ -39,14 +39,10 @@ def one_run(rev: str, path: str, workloads: int, repeat: int, work: str) -> dict
     out = os.path.join(work, "bench.json")
     if os.path.exists(out):  # a run that writes nothing must not read as the one before
         os.remove(out)
-    env = dict(os.environ, PYTHONPATH=path)
     # cwd: `-c` puts it first on sys.path, and a checkout's own runqscale/ would shadow the tree
-    r = subprocess.run([sys.executable, "-c", _RUN, BENCH, "--out", out, "--workloads",
-                        str(workloads), "--repeat", str(repeat)],
-                       env=env, capture_output=True, text=True, cwd=work)
-    if r.returncode != 0:
-        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
-        raise SystemExit(f"{TOOL}: the bench failed on revision {rev}: {last}")
+    revtree.run_python(path, ["-c", _RUN, BENCH, "--out", out, "--workloads", str(workloads),
+                              "--repeat", str(repeat)],
+                       f"{TOOL}: the bench failed on revision {rev}", cwd=work)
     with open(out) as f:
         return json.load(f)
 

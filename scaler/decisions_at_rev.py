@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -135,13 +134,9 @@ def _decisions(rev: str, repo: str, work: str, workloads: int, steps: int) -> li
     out = os.path.join(work, f"decisions-{rev.replace('/', '_')}.txt")
     # this file by path, that revision's package on PYTHONPATH: the loop is today's, the policy
     # (and the window, the model) the revision's
-    env = dict(os.environ, PYTHONPATH=path)
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--emit", out,
-                        "--workloads", str(workloads), "--steps", str(steps)],
-                       env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
-        raise SystemExit(f"{TOOL}: revision {rev}: the replay failed: {last}")
+    revtree.run_python(path, [os.path.abspath(__file__), "--emit", out, "--workloads",
+                              str(workloads), "--steps", str(steps)],
+                       f"{TOOL}: revision {rev}: the replay failed")
     with open(out) as f:
         return f.readlines()
 
