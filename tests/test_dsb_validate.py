@@ -49,11 +49,19 @@ def test_validate_deathstarbench_showar_hpa_report(tmp_path):
     out = tmp_path / "dsb"
     r = _cli("--app", "deathstarbench", "--trace", str(TRACE), "--policies", "showar,hpa",
              "--duration", "30s", "--affinity-seconds", "8s", "--segment", "9h,30m",
-             "--max-foreign-cpu", "64",
+             "--max-foreign-cpu", "64", "--capacity-repeats", "2",
              "--out", str(out), "--backend", "core", "--hierarchy", "v1")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((out / "report.json").read_text())
     assert [x["policy"] for x in rep["runs"]] == ["showar", "hpa"]
+    # the capacity measured with two open-loop rates, twice in turn here; the lower of the two
+    # (the lower middle) kept, whole: the bottleneck's own idle CPU and CPU per request
+    load = rep["load"]
+    reads = load["capacity_repeats_rps"]
+    assert len(reads) == 2 and load["capacity_rps"] == min(reads)
+    key = load["bottleneck"]
+    assert load["capacity_rps"] == pytest.approx(
+        (0.1 - load["idle_cores"][key]) / load["cpu_seconds_per_request"][key])
     # what every policy shared, in the runlang report's shape (validation/compare.fairness)
     fair = rep["fairness"]
     assert len(fair["start"]) == 11 and fair["bounds"]["max_cpu_per_replica"] > 0

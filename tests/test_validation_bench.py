@@ -65,6 +65,10 @@ def test_benchmark_machinery_two_abba_pairs(tmp_path) -> None:
     # idle CPU separated: a light rate alone would have charged it to the requests
     assert load["capacity_rps"] >= 0.9 * load["single_rate_capacity_rps"]
     assert load["loaded_probe_rate_rps"] > load["probe_rate_rps"]
+    # the light/loaded pair measured three times in turn, the median capacity's kept
+    reads = load["capacity_repeats_rps"]
+    assert len(reads) == 3 and load["capacity_rps"] == sorted(reads)[1]
+    assert r.stdout.count("  measurement ") == 3 and "the median of 3 measurements" in r.stdout
     assert load["peak_fraction"] == 1.4 and load["trough_fraction"] == 0.3
     # the replayed load's shape: the per-second rates of details.json, trend and noise
     details = json.loads((out / "details.json").read_text())

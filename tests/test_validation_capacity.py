@@ -1,11 +1,14 @@
 """The replay's realised load against its plan: CPU per request served over kept runs, against
-the CPU per request the capacity stands for, in one line to compare invocations by."""
+the CPU per request the capacity stands for, in one line to compare invocations by; and which
+of several capacity measurements is kept."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from runqscale.validation.capacity import load_line, realised_load
+from runqscale.validation.capacity import load_line, median_measurement, realised_load
 
 
 def _run(used: float | None, requests: int, failed: int = 0,
@@ -61,3 +64,26 @@ def test_nothing_served_or_no_plan_gives_no_reading() -> None:
     assert realised_load([_run(1.0, 10)], 0.8, 0.0) is None
     assert realised_load([_run(1.0, 10)], 0.0, 55.9) is None
     assert load_line(None, capacity_given=True) is None
+
+
+@given(st.lists(st.floats(1.0, 1000.0), min_size=1, max_size=9))
+def test_the_measurement_with_the_median_capacity_is_kept_whole(reads: list[float]) -> None:
+    """One pair read 2x the others' CPU per request when the machine slowed (stop 48): the
+    median of three keeps it out. The kept measurement is one of them, its own idle CPU and
+    CPU per request with it, not an average of several."""
+    tries = [{"rps": r, "idle_cores": {"a": i}} for i, r in enumerate(reads)]
+    kept = median_measurement(tries)
+    assert any(kept is t for t in tries)
+    below = sum(r < kept["rps"] for r in reads)
+    above = sum(r > kept["rps"] for r in reads)
+    # the middle one, or the lower middle one of an even number
+    assert below <= (len(reads) - 1) // 2 and above <= len(reads) // 2
+    assert tries[kept["idle_cores"]["a"]] is kept
+
+
+def test_one_outlier_of_three_is_not_kept() -> None:
+    slow, a, b = ({"rps": r} for r in (103.4, 176.7, 194.8))  # stop 48's reads, 20 s pairs
+    assert median_measurement([a, slow, b]) is a
+    assert median_measurement([a, b]) is a  # of two, the lower: the load is not overplanned
+    with pytest.raises(ValueError, match="no capacity measurement"):
+        median_measurement([])

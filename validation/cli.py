@@ -99,6 +99,10 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
                    "it implies.")
 @click.option("--capacity", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Skip the measurement: req/s the starting deployment serves.")
+@click.option("--capacity-repeats", type=click.IntRange(1, 15), default=3, show_default=True,
+              help="Measure the light/loaded pair this many times in turn and keep the "
+                   "measurement with the median capacity (this machine's speed moves within "
+                   "minutes).")
 @click.option("--baselines", default=",".join(("hpa", "vpa", "phpa-knn")), show_default=True,
               callback=_policy_list,
               help="Policies the others are compared against (paired ratios in report.json).")
@@ -141,7 +145,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
              time_warp: float | None, max_warp: float, slo: float, app: str, graph_path: str,
              affinity_seconds: float, affinity_rounds: int, peak_fraction: float,
              trough_fraction: float, probe_rate: float | None, capacity: float | None,
-             baselines: tuple[str, ...], max_foreign_cpu: float, max_steal: float,
+             capacity_repeats: int, baselines: tuple[str, ...], max_foreign_cpu: float,
+             max_steal: float,
              min_replicas: int, max_replicas: int, initial_replicas: int,
              replica_cpu: float | None, max_cpu_per_replica: float,
              target_runq_p95: float | None, target_cpu: float | None,
@@ -196,7 +201,8 @@ def validate(ctx: click.Context, trace_path: str | None, policies: tuple[str, ..
                   repeats=repeats, out_dir=out, slo_seconds=slo, segment_start_s=seg_start,
                   segment_length_s=seg_len, time_warp=time_warp, max_warp=max_warp,
                   peak_fraction=peak_fraction, trough_fraction=trough_fraction,
-                  capacity_rps=capacity, seed=seed, baselines=baselines,
+                  capacity_rps=capacity, capacity_repeats=capacity_repeats, seed=seed,
+                  baselines=baselines,
                   exclusion=ExclusionRule(max_foreign_cpu, max_steal))
     targets = dict(
         target_cpu_utilization=lib.target_cpu_utilization if target_cpu is None else target_cpu,

@@ -49,6 +49,7 @@ class CompareConfig:
     capacity_rps: float | None = None  # skip the measurement when given
     probe_rate_rps: float = 3.0  # the light open-loop rate CPU per request is measured at
     probe_seconds: float = 15.0  # ~45 requests: one slow subprocess start does not swing it
+    capacity_repeats: int = capmod.CAPACITY_REPEATS  # light/loaded pairs; the median kept
     seed: int = 0
     baselines: tuple[str, ...] = stats.DEFAULT_BASELINES
     exclusion: host.ExclusionRule = field(default_factory=host.ExclusionRule)
@@ -142,14 +143,16 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
         alloc = start.replicas * (start.cpu_limit_cores or 0.0)
         own = env.own_cpu()
         if cfg.capacity_rps is None:
+            times = "" if cfg.capacity_repeats == 1 else \
+                f"; the pair {cfg.capacity_repeats} times, the median kept"
             pr.say(f"measuring CPU per request of {start.replicas} replicas x "
                    f"{lc.replica_cpu:g} core (open loop, {cfg.probe_rate_rps:g} req/s, then "
-                   f"about half the capacity, {cfg.probe_seconds:g} s each)...")
+                   f"about half the capacity, {cfg.probe_seconds:g} s each{times})...")
             env.reset(start)
             cap = capmod.measure_capacity(
                 env.loadgen, lambda: {"replicas": env.usage()["replicas"]},
                 {"replicas": alloc}, cfg.probe_rate_rps, cfg.probe_seconds,
-                seed=cfg.seed + 7919, say=pr.say)
+                seed=cfg.seed + 7919, repeats=cfg.capacity_repeats, say=pr.say)
         else:
             cap = {"rps": cfg.capacity_rps, "given": True}
         plan = plan_replay(trace, cfg.trace_path, cap["rps"],
@@ -166,6 +169,7 @@ def run_comparison(probe: Probe, mounts: CgroupMounts, cfg: CompareConfig,
                      "probe_rate_rps": cap.get("rate_rps"),
                      "loaded_probe_rate_rps": cap.get("loaded_rate_rps"),
                      "single_rate_capacity_rps": cap.get("single_rate_rps"),
+                     "capacity_repeats_rps": cap.get("repeats_rps"),
                      "capacity_given": bool(cap.get("given"))},
             "fairness": fairness(cfg, start.to_json()),
         }

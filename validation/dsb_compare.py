@@ -76,6 +76,7 @@ class DsbCompareConfig:
     capacity_rps: float | None = None
     probe_rate_rps: float = 10.0
     probe_seconds: float = 10.0
+    capacity_repeats: int = capmod.CAPACITY_REPEATS  # light/loaded pairs; the median kept
     seed: int = 0
     baselines: tuple[str, ...] = stats.DEFAULT_BASELINES
     exclusion: host.ExclusionRule = field(default_factory=host.ExclusionRule)
@@ -128,6 +129,7 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
                           "idle_cores": cap.get("idle_cores"),
                           "loaded_probe_rate_rps": cap.get("loaded_rate_rps"),
                           "single_rate_capacity_rps": cap.get("single_rate_rps"),
+                          "capacity_repeats_rps": cap.get("repeats_rps"),
                           "bottleneck": cap.get("bottleneck"),
                           "probe_rate_rps": cap.get("rate_rps"),
                           "capacity_given": bool(cap.get("given"))},
@@ -203,7 +205,8 @@ def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
     return capmod.measure_capacity(
         lambda args: start_loadgen(c, [*args, "--users", str(cfg.loop.users)],
                                    cfg.loop.request_timeout_seconds),
-        usage, alloc, cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919, say=say)
+        usage, alloc, cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919,
+        repeats=cfg.capacity_repeats, say=say)
 
 
 def _line(pol: str, rep: int, s, res: DsbRun) -> str:  # noqa: ANN001
