@@ -87,3 +87,55 @@ def test_one_outlier_of_three_is_not_kept() -> None:
     assert median_measurement([a, b]) is a  # of two, the lower: the load is not overplanned
     with pytest.raises(ValueError, match="no capacity measurement"):
         median_measurement([])
+
+
+def test_repeated_measurements_in_turn_the_median_kept_failures_left_out(monkeypatch) -> None:
+    """The pairs run light, loaded, light, loaded, ... with the first pair's seeds those of a
+    single measurement, each after before_each (DSB reseeds its stores there); a failed pair is
+    left out and reported; the capacity fails only when every pair did. The loadgen is replaced
+    by measurements whose CPU per request is given: this is the choosing, not the measuring."""
+    from runqscale.validation import capacity as capmod
+
+    calls: list[tuple[str, float, int]] = []
+    # per pair: CPU seconds per request at the loaded rate (no idle CPU): capacity 0.1 / it
+    per_request = iter([0.001, None, 0.0004, 0.0005])  # None: no request succeeded
+
+    def fake(_start, _usage, rate, seconds, seed):  # noqa: ANN001, ANN202
+        light = rate == 10.0  # the light rate given below; the loaded one is 20 or more
+        calls.append(("light" if light else "loaded", rate, seed))
+        cpr = fake.cpr = next(per_request) if light else fake.cpr
+        if cpr is None:
+            raise RuntimeError(f"no request succeeded at {rate:g} req/s")
+        return {"rate_rps": rate, "seconds": seconds, "requests": int(rate * seconds),
+                "ok": int(rate * seconds), "cpu_seconds": {"a": cpr * rate * seconds},
+                "cpu_seconds_per_request": {"a": cpr}}
+
+    monkeypatch.setattr(capmod, "measure_cpu_per_request",
+                        lambda start, usage, rate, seconds, seed: fake(start, usage, rate,
+                                                                       seconds, seed))
+    resets: list[int] = []
+    said: list[str] = []
+    cap = capmod.measure_capacity(None, None, {"a": 0.1}, 10.0, 10.0, seed=7, repeats=4,
+                                  before_each=lambda: resets.append(len(calls)),
+                                  say=said.append)
+    # pair 2 failed at its light rate: no loaded rate for it
+    assert [(k, s) for k, _r, s in calls] == [("light", 7), ("loaded", 8), ("light", 9),
+                                              ("light", 11), ("loaded", 12), ("light", 13),
+                                              ("loaded", 14)]
+    assert resets == [0, 2, 3, 5]  # before each pair's light rate
+    assert cap["repeats_rps"] == pytest.approx([100.0, 250.0, 200.0])
+    assert cap["rps"] == pytest.approx(200.0) and len(cap["tries"]) == 3
+    assert cap["cpu_seconds_per_request"]["a"] == pytest.approx(0.0005)  # the kept pair's own
+    assert any("measurement 2 failed, left out: no request succeeded" in m for m in said)
+    assert "the median of 3 measurements (100.0-250.0, 2.50x apart)" in said[-1]
+
+    per_request = iter([None, None])
+    calls.clear()
+    with pytest.raises(RuntimeError, match="no request succeeded"):
+        capmod.measure_capacity(None, None, {"a": 0.1}, 10.0, 10.0, repeats=2)
+    per_request = iter([None])
+    calls.clear()
+    with pytest.raises(RuntimeError, match="no request succeeded"):
+        capmod.measure_capacity(None, None, {"a": 0.1}, 10.0, 10.0, repeats=1)
+    with pytest.raises(ValueError, match="at least once"):
+        capmod.measure_capacity(None, None, {"a": 0.1}, 10.0, 10.0, repeats=0)

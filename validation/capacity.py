@@ -122,24 +122,39 @@ def measure_capacity(start: Callable[[list[str]], subprocess.Popen],
                      rate_rps: float, seconds: float, seed: int = 12345,
                      loaded_fraction: float = LOADED_FRACTION,
                      repeats: int = CAPACITY_REPEATS,
+                     before_each: Callable[[], object] = lambda: None,
                      say: Callable[[str], None] = lambda _m: None) -> dict:
     """Capacity of the starting deployment from a light and a loaded open-loop rate, measured
-    `repeats` times in turn (light, loaded, light, loaded, ...): the measurement whose capacity
-    is the median (`median_measurement`), with every capacity read in `repeats_rps`."""
+    `repeats` times in turn (light, loaded, light, loaded, ...), each after `before_each()`
+    (DeathStarBench: the stores reseeded, as every run starts): the measurement whose capacity
+    is the median (`median_measurement`), every capacity read in `repeats_rps` and every
+    measurement in `tries`. A measurement that fails is reported and left out; only when all
+    fail does the capacity fail, with the last one's error."""
     if repeats < 1:
         raise ValueError(f"the capacity is measured at least once, not {repeats} times")
-    tries = []
+    tries: list[dict] = []
+    error: RuntimeError | None = None
     for i in range(repeats):
         if repeats > 1:
             say(f"  measurement {i + 1} of {repeats}:")
-        tries.append(_measure_once(start, usage, allocated, rate_rps, seconds, seed + 2 * i,
-                                   loaded_fraction, say))
+        before_each()
+        try:
+            tries.append(_measure_once(start, usage, allocated, rate_rps, seconds, seed + 2 * i,
+                                       loaded_fraction, say))
+        except RuntimeError as e:
+            if repeats == 1:
+                raise
+            error = e
+            say(f"  measurement {i + 1} failed, left out: {e}")
+    if not tries:
+        assert error is not None
+        raise error
     chosen = median_measurement(tries)
     reads = [t["rps"] for t in tries]
     if repeats > 1:
-        say(f"  capacity {chosen['rps']:.1f} req/s: the median of {repeats} measurements "
+        say(f"  capacity {chosen['rps']:.1f} req/s: the median of {len(tries)} measurements "
             f"({min(reads):.1f}-{max(reads):.1f}, {max(reads) / min(reads):.2f}x apart)")
-    return {**chosen, "repeats_rps": reads}
+    return {**chosen, "repeats_rps": reads, "tries": tries}
 
 
 def median_measurement(tries: Sequence[Mapping]) -> Mapping:

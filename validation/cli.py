@@ -102,7 +102,7 @@ def _policy_list(ctx: click.Context, param: click.Parameter, value: str) -> tupl
 @click.option("--capacity-repeats", type=click.IntRange(1, 15), default=3, show_default=True,
               help="Measure the light/loaded pair this many times in turn and keep the "
                    "measurement with the median capacity (this machine's speed moves within "
-                   "minutes).")
+                   "minutes). Not used with --capacity.")
 @click.option("--baselines", default=",".join(("hpa", "vpa", "phpa-knn")), show_default=True,
               callback=_policy_list,
               help="Policies the others are compared against (paired ratios in report.json).")

@@ -3,11 +3,13 @@ network (every logic service scaled on its own) under the mixed workload replayi
 each policy in turn on the same requests; then the affinity experiment.
 
 Order: start the cluster (stores seeded from the social graph, mesh nginx, one replica per
-service at `cluster.cpu`), measure each service's CPU per request open loop at a light rate, take
-the starting deployment's capacity as the first service to run out (min over services of its
-allocation / its CPU per request), map the segment onto 0.3..1.4 x that capacity (the policies
-must scale both ways), run every policy x repeat from the same start in ABBA order, with the
-host's disturbance logged and the fixed exclusion rule applied per run (as compare.py).
+service at `cluster.cpu`), measure each service's idle CPU and CPU per request open loop at two
+rates (three times, the stores reseeded before each, the median capacity kept), take the
+starting deployment's capacity as the first service to run out (min over services of its
+allocation less its idle CPU, over its CPU per request), map the segment onto 0.3..1.4 x that
+capacity (the policies must scale both ways), run every policy x repeat from the same start in
+ABBA order, with the host's disturbance logged and the fixed exclusion rule applied per run (as
+compare.py).
 Affinity: the SHOWAR rule (Pearson r of the services' CPU usage over the first policy's run)
 gives co-locate/spread pairs; this machine's CPUs stand for two nodes; the same steady load runs
 under the default spreading placement and under the placement that follows the pairs,
@@ -193,8 +195,9 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
 def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
               say: Callable[[str], None]) -> dict:
     """Idle CPU and CPU per request of every logic service from two open-loop rates
-    (capacity.measure_capacity); the deployment's capacity is that of the service that runs
-    out first."""
+    (capacity.measure_capacity), each measurement on the stores as every run starts from
+    (reseeded: composed posts raise CPU per request); the deployment's capacity is that of the
+    service that runs out first."""
     def usage() -> dict[str, float]:
         out = {}
         for s in LOGIC_SERVICES:
@@ -206,7 +209,7 @@ def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
         lambda args: start_loadgen(c, [*args, "--users", str(cfg.loop.users)],
                                    cfg.loop.request_timeout_seconds),
         usage, alloc, cfg.probe_rate_rps, cfg.probe_seconds, seed=cfg.seed + 7919,
-        repeats=cfg.capacity_repeats, say=say)
+        repeats=cfg.capacity_repeats, before_each=c.reseed, say=say)
 
 
 def _line(pol: str, rep: int, s, res: DsbRun) -> str:  # noqa: ANN001
