@@ -11,8 +11,8 @@ BPF_OBJ := probes/runqlat.bpf.o
 
 .PHONY: demo test bench bench-validate deps demo-deps system-deps kernel-headers tracefs bpf lint clean
 
-# The signal check (~15 s), showar vs hpa vs phpa-knn on the WC98 day-25 trace (~8 min), then
-# the emulated DeathStarBench social network under showar and hpa + the affinity experiment (~6 min).
+# The signal check (~15 s), showar vs hpa vs phpa-knn on the WC98 day-25 trace (~9 min), then
+# the emulated DeathStarBench social network under showar and hpa + the affinity experiment (~7 min).
 TRACE ?= data/worldcup98/wc_day25_per_minute.csv
 # It ends with the comparison tables (one screen) and where the reports and plots are.
 demo: demo-deps

@@ -71,14 +71,13 @@ def test_the_measurement_with_the_median_capacity_is_kept_whole(reads: list[floa
     """One pair read 2x the others' CPU per request when the machine slowed (stop 48): the
     median of three keeps it out. The kept measurement is one of them, its own idle CPU and
     CPU per request with it, not an average of several."""
-    tries = [{"rps": r, "idle_cores": {"a": i}} for i, r in enumerate(reads)]
+    tries = [{"rps": r} for r in reads]
     kept = median_measurement(tries)
     assert any(kept is t for t in tries)
     below = sum(r < kept["rps"] for r in reads)
     above = sum(r > kept["rps"] for r in reads)
     # the middle one, or the lower middle one of an even number
     assert below <= (len(reads) - 1) // 2 and above <= len(reads) // 2
-    assert tries[kept["idle_cores"]["a"]] is kept
 
 
 def test_one_outlier_of_three_is_not_kept() -> None:
