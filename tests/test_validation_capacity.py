@@ -126,6 +126,7 @@ def test_repeated_measurements_in_turn_the_median_kept_failures_left_out(monkeyp
     assert cap["rps"] == pytest.approx(200.0) and len(cap["tries"]) == 3
     assert cap["cpu_seconds_per_request"]["a"] == pytest.approx(0.0005)  # the kept pair's own
     assert any("measurement 2 failed, left out: no request succeeded" in m for m in said)
+    assert cap["failures"] == [{"measurement": 2, "error": "no request succeeded at 10 req/s"}]
     assert "the median of 3 measurements (100.0-250.0, 2.50x apart)" in said[-1]
 
     per_request = iter([None, None])

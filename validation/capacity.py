@@ -49,7 +49,13 @@ def measure_cpu_per_request(start: Callable[[list[str]], subprocess.Popen],
     try:
         before, t0 = dict(usage()), time.monotonic()
         p = start(["--schedule", sched_path, "--out", rec_path])
-        _out, err = p.communicate(timeout=seconds + 120)
+        try:
+            _out, err = p.communicate(timeout=seconds + 120)
+        except subprocess.TimeoutExpired:
+            p.kill()  # not left sending into the runs that follow
+            p.communicate()
+            raise RuntimeError(f"the CPU-per-request measurement at {rate_rps:g} req/s did not "
+                               f"end within {seconds + 120:g} s") from None
         after, dt = dict(usage()), time.monotonic() - t0
         if p.returncode != 0:
             raise RuntimeError(f"the CPU-per-request measurement failed: {err.strip()[-300:]}")
@@ -111,7 +117,8 @@ def fit_cpu_model(light: Mapping, loaded: Mapping) -> CpuModel:
 
 
 # This machine's speed moves by up to 1.7x within minutes (a fixed loop timed between DSB's
-# measurements: 122-209 ms), and one light/loaded pair takes 20-30 s: stop 47's two DSB
+# measurements: 122-209 ms), and one light/loaded pair takes about 22 s (DSB; runlang 33 s):
+# stop 47's two DSB
 # invocations read 346.9 and 201.9 req/s, and one 20 s pair of stop 48 read every service's CPU per
 # request 2x the others'. So the pair is repeated and the one whose capacity is the median used.
 CAPACITY_REPEATS = 3
@@ -127,12 +134,14 @@ def measure_capacity(start: Callable[[list[str]], subprocess.Popen],
     """Capacity of the starting deployment from a light and a loaded open-loop rate, measured
     `repeats` times in turn (light, loaded, light, loaded, ...), each after `before_each()`
     (DeathStarBench: the stores reseeded, as every run starts): the measurement whose capacity
-    is the median (`median_measurement`), every capacity read in `repeats_rps` and every
-    measurement in `tries`. A measurement that fails is reported and left out; only when all
-    fail does the capacity fail, with the last one's error."""
+    is the median (`median_measurement`), every capacity read in `repeats_rps`, every
+    measurement in `tries` and every failed one's error in `failures`. A measurement that fails
+    is reported and left out; only when all fail does the capacity fail, with the last one's
+    error."""
     if repeats < 1:
         raise ValueError(f"the capacity is measured at least once, not {repeats} times")
     tries: list[dict] = []
+    failures: list[dict] = []
     error: RuntimeError | None = None
     for i in range(repeats):
         if repeats > 1:
@@ -145,16 +154,20 @@ def measure_capacity(start: Callable[[list[str]], subprocess.Popen],
             if repeats == 1:
                 raise
             error = e
+            failures.append({"measurement": i + 1, "error": str(e)})
             say(f"  measurement {i + 1} failed, left out: {e}")
     if not tries:
         assert error is not None
         raise error
     chosen = median_measurement(tries)
     reads = [t["rps"] for t in tries]
-    if repeats > 1:
+    if len(tries) > 1:
         say(f"  capacity {chosen['rps']:.1f} req/s: the median of {len(tries)} measurements "
             f"({min(reads):.1f}-{max(reads):.1f}, {max(reads) / min(reads):.2f}x apart)")
-    return {**chosen, "repeats_rps": reads, "tries": tries}
+    elif repeats > 1:
+        say(f"  capacity {chosen['rps']:.1f} req/s: the only measurement of {repeats} that "
+            "succeeded")
+    return {**chosen, "repeats_rps": reads, "tries": tries, "failures": failures}
 
 
 def median_measurement(tries: Sequence[Mapping]) -> Mapping:

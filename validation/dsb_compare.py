@@ -115,8 +115,15 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
         c.reset()
         alloc = {s: cfg.cluster.state(s).replicas * (cfg.cluster.state(s).cpu_limit_cores or 0)
                  for s in LOGIC_SERVICES}
-        cap = _capacity(c, cfg, alloc, pr.say) if cfg.capacity_rps is None else \
-            {"rps": cfg.capacity_rps, "given": True}
+        if cfg.capacity_rps is None:
+            pr.say(f"measuring each service's CPU per request at 1 replica x "
+                   f"{cfg.cluster.cpu:g} core (open loop, {cfg.probe_rate_rps:g} req/s, then "
+                   f"about half the capacity, {cfg.probe_seconds:g} s each; the pair "
+                   f"{cfg.capacity_repeats} times, the stores reseeded before each, the median "
+                   "kept)...")
+            cap = measure_dsb_capacity(c, cfg, alloc, pr.say)
+        else:
+            cap = {"rps": cfg.capacity_rps, "given": True}
         plan = plan_replay(trace, cfg.trace_path, cap["rps"],
                            f"of the mix with 1 replica x {cfg.cluster.cpu:g} core per service "
                            + ("(given by --capacity)" if cap.get("given") else
@@ -192,8 +199,8 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
     return report
 
 
-def _capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
-              say: Callable[[str], None]) -> dict:
+def measure_dsb_capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
+                         say: Callable[[str], None]) -> dict:
     """Idle CPU and CPU per request of every logic service from two open-loop rates
     (capacity.measure_capacity), each measurement on the stores as every run starts from
     (reseeded: composed posts raise CPU per request); the deployment's capacity is that of the
