@@ -118,9 +118,9 @@ def fit_cpu_model(light: Mapping, loaded: Mapping) -> CpuModel:
 
 # This machine's speed moves by up to 1.7x within minutes (a fixed loop timed between DSB's
 # measurements: 122-209 ms), and one light/loaded pair takes about 22 s (DSB; runlang 33 s):
-# stop 47's two DSB
-# invocations read 346.9 and 201.9 req/s, and one 20 s pair of stop 48 read every service's CPU per
-# request 2x the others'. So the pair is repeated and the one whose capacity is the median used.
+# stop 47's two DSB invocations read 346.9 and 201.9 req/s, and one 20 s pair of stop 48 read
+# every service's CPU per request 2x the others'. So the pair is repeated and the one whose
+# capacity is the median used.
 CAPACITY_REPEATS = 3
 
 
