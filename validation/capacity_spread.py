@@ -69,14 +69,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(probe: Any, mounts: Any, invocations: int, repeats: int) -> list[dict]:
     """One social network, its capacity measured `invocations` times as `validate` would."""
-    from runqscale.deathstarbench.emulation.cluster import LOGIC_SERVICES, Cluster
+    from runqscale.deathstarbench.emulation.cluster import Cluster
     from runqscale.deathstarbench.emulation.socialgraph import load_edges
-    from runqscale.validation.dsb_compare import DsbCompareConfig, measure_dsb_capacity
+    from runqscale.validation.dsb_compare import (
+        DsbCompareConfig,
+        measure_dsb_capacity,
+        starting_allocation,
+    )
 
     cfg = DsbCompareConfig(trace_path="", graph_path=str(REED98), policies=(), duration_s=0,
                            repeats=0, out_dir="", capacity_repeats=repeats)
-    alloc = {s: cfg.cluster.state(s).replicas * (cfg.cluster.state(s).cpu_limit_cores or 0.0)
-             for s in LOGIC_SERVICES}
+    alloc = starting_allocation(cfg)
     rows: list[dict] = []
     with Cluster(probe.hierarchy, mounts, cfg.cluster, load_edges(str(REED98))) as c:
         for k in range(invocations):

@@ -113,13 +113,12 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
            f"from {graph.users} users / {graph.follows} follows ...")
     with Cluster(probe.hierarchy, mounts, cfg.cluster, graph) as c:
         c.reset()
-        alloc = {s: cfg.cluster.state(s).replicas * (cfg.cluster.state(s).cpu_limit_cores or 0)
-                 for s in LOGIC_SERVICES}
+        alloc = starting_allocation(cfg)
         if cfg.capacity_rps is None:
             pr.say(f"measuring each service's CPU per request at 1 replica x "
                    f"{cfg.cluster.cpu:g} core (open loop, {cfg.probe_rate_rps:g} req/s, then "
                    f"about half the capacity, {cfg.probe_seconds:g} s each; the pair "
-                   f"{cfg.capacity_repeats} times, the stores reseeded before each, the median "
+                   f"{cfg.capacity_repeats}x, the stores reseeded before each, the median "
                    "kept)...")
             cap = measure_dsb_capacity(c, cfg, alloc, pr.say)
         else:
@@ -197,6 +196,12 @@ def run_dsb_comparison(probe: Probe, mounts: CgroupMounts, cfg: DsbCompareConfig
     if "affinity" in details:
         plot_affinity(os.path.join(cfg.out_dir, "affinity.png"), details["affinity"])
     return report
+
+
+def starting_allocation(cfg: DsbCompareConfig) -> dict[str, float]:
+    """Cores each logic service starts with: replicas x limit."""
+    return {s: cfg.cluster.state(s).replicas * (cfg.cluster.state(s).cpu_limit_cores or 0.0)
+            for s in LOGIC_SERVICES}
 
 
 def measure_dsb_capacity(c: Cluster, cfg: DsbCompareConfig, alloc: dict[str, float],
