@@ -41,6 +41,15 @@ def quota_hierarchy() -> Hierarchy:
     return hier
 
 
+def light_neighbour_bound(hog_p95: float) -> float:
+    """The p95 a light neighbour of a quota hog must stay under: 1 ms on a real machine. In the
+    test VM one emulator thread runs both vCPUs in turn (tests/vm_helpers.py), so a wakeup onto
+    the idle vCPU waits for that vCPU's turn (1.29-1.35 ms at p95 in CI runs): there the
+    neighbour is held to an order of magnitude under the hog instead."""
+    emulated = os.environ.get("RUNQSCALE_VM_ACCEL", "").startswith("tcg")
+    return hog_p95 / 10 if emulated else 0.001
+
+
 def v2_has_cpu(root: str) -> bool:
     try:
         with open(os.path.join(root, "cgroup.subtree_control")) as f:

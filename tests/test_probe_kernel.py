@@ -9,7 +9,14 @@ import sys
 import time
 
 import pytest
-from probe_helpers import measure, open_backend, quota_hierarchy, require_root, v2_has_cpu
+from probe_helpers import (
+    light_neighbour_bound,
+    measure,
+    open_backend,
+    quota_hierarchy,
+    require_root,
+    v2_has_cpu,
+)
 
 from runqscale.agent.sampler import Sampler
 from runqscale.probes import core
@@ -101,11 +108,7 @@ def test_quota_starvation_is_told_apart_from_contention() -> None:
         probe.close()
     hog, light = limited["hog"], limited["light"]
     assert hog.quantile(0.95) >= 0.010, f"quota hog p95 {hog.quantile(0.95)}"
-    # In the test VM one emulator thread runs both vCPUs in turn (tests/vm_helpers.py), so a
-    # wakeup onto the idle vCPU waits for that vCPU's turn (1.35 ms at p95 in one CI run):
-    # there the light neighbour is held to an order of magnitude under the hog instead.
-    emulated = os.environ.get("RUNQSCALE_VM_ACCEL", "").startswith("tcg")
-    bound = hog.quantile(0.95) / 10 if emulated else 0.001
+    bound = light_neighbour_bound(hog.quantile(0.95))
     assert light.quantile(0.95) < bound, \
         f"light neighbour p95 {light.quantile(0.95)} (quota hog {hog.quantile(0.95)})"
     assert hog.throttled_ratio is not None and hog.throttled_ratio > 0.5
