@@ -6,7 +6,8 @@ was at a git revision and as it is now, every decision compared byte for byte.
 
 The loop: each workload's load follows a slow wave with spikes; its usage is capped by replicas x
 limit, throttling, run-queue wait (split by holder for some) and request rate follow from it;
-any sample of any series may be missing. Every 3 s showar decides on the last 300 s and its
+any sample of any series may be missing. Every 3 s showar decides on the last 300 s, sampled
+every second (`--spacing`: sparser, as the decision bench's 3 s or a 15 s scrape), and its
 recommendation becomes the current size (a scale-out's replicas turn ready after 0-7 s). Six
 parameter sets (signal, PID gains, error form, replica maximum, no vertical, no start-up
 accounting) cover showar's branches. Each revision runs in its own process with that revision's
@@ -28,8 +29,9 @@ from collections.abc import Iterator
 TOOL = "runqscale.scaler.decisions_at_rev"
 
 
-def closed_loop(workloads: int, steps: int) -> Iterator[str]:
-    """One line per decision: workload, step, repr(recommendation), repr(state)."""
+def closed_loop(workloads: int, steps: int, spacing: int = 1) -> Iterator[str]:
+    """One line per decision: workload, step, repr(recommendation), repr(state). The windows
+    hold one sample every `spacing` seconds (1: the agent's cadence), the last at the decision."""
     import numpy as np
 
     from runqscale.scaler.model import (
@@ -102,9 +104,9 @@ def closed_loop(workloads: int, steps: int) -> Iterator[str]:
                         hist[k][s] = np.nan
                 ready_lag -= 1
             lo = max(start, now - 300)
-            ts = np.sort(1.7e9 + t[lo:now + 1] + rng.uniform(-0.01, 0.01))  # sample jitter
-            series = {k: v[lo:now + 1].copy() for k, v in hist.items()
-                      if split or k not in holders}
+            kept = np.arange(lo, now + 1)[(now - np.arange(lo, now + 1)) % spacing == 0]
+            ts = np.sort(1.7e9 + t[kept] + rng.uniform(-0.01, 0.01))  # sample jitter
+            series = {k: v[kept] for k, v in hist.items() if split or k not in holders}
             w = SignalWindow(WorkloadRef("replay", f"w{wi}"), ts, series)
             rec, state = showar.decide(w, cur, config, state, p)
             yield f"{wi} {step} {rec!r} {state!r}\n"
@@ -122,12 +124,13 @@ def first_difference(a: list[str], b: list[str]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def _emit(workloads: int, steps: int, out: str) -> None:
+def _emit(workloads: int, steps: int, spacing: int, out: str) -> None:
     with open(out, "w") as f:
-        f.writelines(closed_loop(workloads, steps))
+        f.writelines(closed_loop(workloads, steps, spacing))
 
 
-def _decisions(rev: str, repo: str, work: str, workloads: int, steps: int) -> list[str]:
+def _decisions(rev: str, repo: str, work: str, workloads: int, steps: int,
+               spacing: int) -> list[str]:
     from runqscale import revtree
 
     path = revtree.layout(revtree.checkout(rev, repo, work), work, rev)
@@ -135,7 +138,8 @@ def _decisions(rev: str, repo: str, work: str, workloads: int, steps: int) -> li
     # this file by path, that revision's package on PYTHONPATH: the loop is today's, the policy
     # (and the window, the model) the revision's
     revtree.run_python(path, [os.path.abspath(__file__), "--emit", out, "--workloads",
-                              str(workloads), "--steps", str(steps)],
+                              str(workloads), "--steps", str(steps), "--spacing",
+                              str(spacing)],
                        f"{TOOL}: revision {rev}: the replay failed")
     with open(out) as f:
         return f.readlines()
@@ -146,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("revs", nargs="*", help="one revision (against the checkout) or two")
     ap.add_argument("--workloads", type=int, default=120)
     ap.add_argument("--steps", type=int, default=200, help="decisions per workload")
+    ap.add_argument("--spacing", type=int, choices=range(1, 61), default=1, metavar="SECONDS",
+                    help="seconds between a window's samples (1: the agent's cadence; 3: the "
+                         "decision bench's; 15: a Prometheus scrape interval)")
     ap.add_argument("--emit", metavar="FILE", help=argparse.SUPPRESS)  # the child's job
     a = ap.parse_args(argv)
     if a.emit:
-        _emit(a.workloads, a.steps, a.emit)
+        _emit(a.workloads, a.steps, a.spacing, a.emit)
         return 0
     if len(a.revs) not in (1, 2):
         ap.error("give one revision (compared with the checkout) or two")
@@ -159,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     repo = revtree.repo_root(TOOL)
     with tempfile.TemporaryDirectory(prefix="runqscale-decisions-at-rev-") as tmp:
         try:
-            got = [_decisions(rev, repo, tmp, a.workloads, a.steps) for rev in revs]
+            got = [_decisions(rev, repo, tmp, a.workloads, a.steps, a.spacing) for rev in revs]
         finally:
             revtree.remove_worktrees(repo, tmp, revs)
     digest = [hashlib.sha256("".join(lines).encode()).hexdigest()[:16] for lines in got]
     i = first_difference(*got)
     if i is None:
-        print(f"{len(got[0])} decisions ({a.workloads} workloads x {a.steps}) identical: "
+        print(f"{len(got[0])} decisions ({a.workloads} workloads x {a.steps}, a sample every "
+              f"{a.spacing} s) identical: "
               f"{revs[0]} and {revs[1]} (sha256 {digest[0]})")
         return 0
     print(f"decisions differ from decision {i} on ({revs[0]} {digest[0]}, {revs[1]} "

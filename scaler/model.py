@@ -226,10 +226,13 @@ class SignalWindow:
             return None
         return _opt(float(arr[-1]))
 
+    def index_since(self, t0: float) -> int:
+        """The index of the first sample with ts >= t0 (the last one's if none is)."""
+        return min(int(self.ts.searchsorted(t0, side="left")), self.ts.size - 1)
+
     def since(self, t0: float) -> SignalWindow:
         """The samples with ts >= t0 (at least the last one)."""
-        i = int(self.ts.searchsorted(t0, side="left"))
-        i = min(i, self.ts.size - 1)
+        i = self.index_since(t0)
         if i == 0:
             return self
         # a part of a validated window: built without __post_init__'s checks (a policy takes

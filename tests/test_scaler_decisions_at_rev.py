@@ -17,10 +17,11 @@ def test_the_checkout_against_its_own_head_is_identical(tmp_path) -> None:
     # CI runs on a clean clone, where WORKTREE is HEAD; locally uncommitted showar changes
     # would differ, so compare HEAD with itself through two worktrees
     r = subprocess.run([sys.executable, "-m", "runqscale.scaler.decisions_at_rev", "HEAD",
-                        "HEAD~0", "--workloads", "6", "--steps", "30"],
+                        "HEAD~0", "--workloads", "6", "--steps", "30", "--spacing", "3"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "180 decisions (6 workloads x 30) identical: HEAD and HEAD~0" in r.stdout
+    assert "180 decisions (6 workloads x 30, a sample every 3 s) identical: HEAD and HEAD~0" \
+        in r.stdout
 
 
 def test_the_first_difference_is_found() -> None:
@@ -37,6 +38,15 @@ def test_the_closed_loop_takes_every_kind_of_action() -> None:
                       if f"action='{a}'" in line)
     assert all(actions[a] > 0 for a in ("resize", "scale_out", "scale_in", "none")), actions
     assert list(decisions_at_rev.closed_loop(2, 20)) == list(decisions_at_rev.closed_loop(2, 20))
+
+
+def test_sparser_windows_are_a_different_replay() -> None:
+    """`--spacing 3` replays windows of every third second: other inputs, other decisions (a
+    replay that ignored it would check the one-second path twice)."""
+    dense = list(decisions_at_rev.closed_loop(6, 30))
+    sparse = list(decisions_at_rev.closed_loop(6, 30, spacing=3))
+    assert len(dense) == len(sparse) == 180
+    assert dense != sparse
 
 
 def test_decision_time_at_two_revisions_is_paired(tmp_path) -> None:

@@ -935,3 +935,22 @@ def test_a_missing_last_throttled_ratio_does_not_stop_the_decision() -> None:
     rec, _ = showar.decide(sig(p95=T * 3, throttled_ratio=thr), cur(), CFG, H_ONLY, HP)
     assert rec.action == "none"
     assert "throttled (ratio 0.50): no scale-out" in rec.reason
+
+
+_SAMPLE = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
+
+
+@given(st.lists(_SAMPLE, max_size=40))
+@settings(max_examples=300, deadline=None)
+def test_list_sums_equal_numpys_to_the_bit(values: list[float]) -> None:
+    """The estimators on a window's last seconds sum Python lists (numpy's per-call cost was most
+    of a decision's); a decision must not change with that: the same bits as np.add.reduce,
+    in order below eight values and pairwise from eight on."""
+    assert showar.sizing._lsum(values) == float(np.add.reduce(np.array(values, dtype=float)))
+
+
+@given(st.lists(_SAMPLE, min_size=1, max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_list_mean_and_sigma_equal_numpys_to_the_bit(values: list[float]) -> None:
+    a = np.array(values)
+    assert showar.sizing._mean_std(values) == (float(np.mean(a)), float(np.std(a)))

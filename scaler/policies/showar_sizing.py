@@ -41,8 +41,43 @@ CFS_PERIOD_SECONDS = 0.1  # the kernel's default cpu.cfs_period_us / cpu.max per
 
 # the reductions themselves: ndarray.sum/.any/.max/.all go through Python wrappers that cost
 # more than the arithmetic on a window of a few dozen samples (same results, same order)
-_sum, _any, _all, _max = np.add.reduce, np.logical_or.reduce, np.logical_and.reduce, \
-    np.maximum.reduce
+_sum, _any = np.add.reduce, np.logical_or.reduce
+_finite = math.isfinite
+
+
+def _lsum(values: list[float]) -> float:
+    """Σ values to the bit as numpy adds them (np.add.reduce: in order below eight values,
+    pairwise from eight on). The estimators that read only the last seconds of a window (3-16
+    samples) loop over Python lists: numpy's per-call cost was most of a decision's (stop 49)."""
+    if len(values) < 8:
+        total = 0.0
+        for v in values:
+            total += v
+        return total
+    return float(_sum(np.array(values)))
+
+
+def _tail(window: SignalWindow, name: str, start: int) -> list[float] | None:
+    """The series `name` from sample `start` on, as a list; None if the window lacks it."""
+    arr = window.series.get(name)
+    return None if arr is None else arr[start:].tolist()
+
+
+def _per_replica_finite(totals: list[float], divisor: list[float]) -> list[float]:
+    """The finite per-replica values of a total over replicas (the divisor is NaN or > 0:
+    SignalWindow.replicas_divisor)."""
+    out = []
+    for t, d in zip(totals, divisor, strict=True):
+        v = t / d
+        if _finite(v):
+            out.append(v)
+    return out
+
+
+def _last_finite_max(values: list[float] | None, last: int = 3) -> float | None:
+    """The highest of the last `last` finite values; None without any."""
+    seen = [] if values is None else [v for v in values if _finite(v)]
+    return max(seen[-last:]) if seen else None
 
 
 @dataclass(frozen=True)
@@ -93,17 +128,10 @@ class Demand:
     period_sigma: float = 0.0  # σ of one CFS period's CPU (cores) from the requests' Poisson count
 
 
-def per_replica(window: SignalWindow, name: str) -> np.ndarray:
-    """A total-over-replicas series divided by the ready (else current) replica count."""
-    return window.get(name) / window.replicas_divisor
-
-
 def recent_throttled_ratio(window: SignalWindow) -> float | None:
     """The highest throttled share of CFS periods over the last three samples that carry one
     (None without any): what `is_throttled` reads."""
-    thr = window.get("throttled_ratio")
-    thr = thr[np.isfinite(thr)]
-    return float(_max(thr[-3:])) if thr.size else None
+    return _last_finite_max(_tail(window, "throttled_ratio", 0))
 
 
 def throttled_at(ratio: float | None, p: SizingParams) -> bool:
@@ -159,52 +187,70 @@ def saturated(window: SignalWindow, limit: float | None, p: SizingParams) -> boo
     of a load covers part of a second, and its usage reads low (stop 30: 0.31 of 0.4)."""
     if not limit:
         return False
-    tail = slice(-3, None)
-    per = window.get("cpu_usage_cores")[tail] / window.replicas_divisor[tail]
-    thr, rate = window.get("throttled_ratio")[tail], window.get("request_rate")[tail]
-    loaded = np.isfinite(per) & np.isfinite(thr) & np.isfinite(rate) & (rate > 0)  # as above
-    if not _any(loaded):
+    start = max(window.ts.size - 3, 0)
+    usage, thr = _tail(window, "cpu_usage_cores", start), _tail(window, "throttled_ratio", start)
+    rate = _tail(window, "request_rate", start)
+    if usage is None or thr is None or rate is None:
         return False
-    last = int(np.flatnonzero(loaded)[-1])
-    return bool(per[last] >= p.pinned_share * limit
-                and _all(thr[loaded] >= p.throttled_threshold))
+    divisor = window.replicas_divisor[start:].tolist()
+    pinned, all_throttled = None, True
+    for u, d, t, r in zip(usage, divisor, thr, rate, strict=True):
+        per = u / d  # the divisor is NaN or > 0
+        if _finite(per) and _finite(t) and _finite(r) and r > 0:  # a loaded sample
+            pinned = per >= p.pinned_share * limit  # the last loaded one's counts
+            all_throttled = all_throttled and t >= p.throttled_threshold
+    return pinned is not None and pinned and all_throttled
 
 
 def saturated_growth(window: SignalWindow, limit: float, p: SizingParams) -> float:
     """The limit grown in proportion to the share of periods throttled (x `throttle_growth`
     with every period throttled)."""
-    thr = window.get("throttled_ratio")[-3:]
-    share = float(np.nanmax(thr)) if np.isfinite(thr).any() else 1.0
+    return _grown(_tail(window, "throttled_ratio", max(window.ts.size - 3, 0)), limit, p)
+
+
+def _grown(last_ratios: list[float] | None, limit: float, p: SizingParams) -> float:
+    """saturated_growth on the last three samples' throttled ratios (a share of 1 without any)."""
+    share = _last_finite_max(last_ratios)
+    share = 1.0 if share is None else share
     return limit * (1.0 + (p.throttle_growth - 1.0) * min(1.0, share))
 
 
-def _mean_std(a: np.ndarray) -> tuple[float, float]:
-    """Mean and (population) σ of a non-empty 1-D array: numpy's own sums, in its order, without
-    the wrappers of `mean` and `std` (which cost more than the arithmetic on a window)."""
-    mean = float(_sum(a)) / a.size
-    dev = a - mean
-    return mean, math.sqrt(float(_sum(dev * dev)) / a.size)
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and (population) σ of a non-empty list, to the bit as numpy's sums give them."""
+    mean = _lsum(values) / len(values)
+    squares = []
+    for v in values:
+        dev = v - mean
+        squares.append(dev * dev)
+    return mean, math.sqrt(_lsum(squares) / len(values))
 
 
 def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | None,
            p: SizingParams) -> Demand | None:
     """Per-replica demand over the last `demand_window_seconds`; None without usage samples."""
-    w = window.since(window.now - p.demand_window_seconds)
-    per = per_replica(w, "cpu_usage_cores")
-    per = per[np.isfinite(per)]
-    if per.size == 0:
+    start = window.index_since(window.now - p.demand_window_seconds)
+    usage_all = _tail(window, "cpu_usage_cores", start)
+    if usage_all is None:
+        return None
+    divisor = window.replicas_divisor[start:].tolist()
+    per = _per_replica_finite(usage_all, divisor)
+    if not per:
         return None
     usage, seen_sigma = _mean_std(per)
-    recent = per_replica(w.since(w.now - p.rate_window_seconds), "request_rate")
-    recent = recent[np.isfinite(recent)]
+    # the request rate's shorter window, within the demand's
+    rate_start = max(start, window.index_since(window.now - p.rate_window_seconds))
+    rates = _tail(window, "request_rate", rate_start)
+    recent = [] if rates is None else \
+        _per_replica_finite(rates, divisor[rate_start - start:])
     per_req = burst = None
     period = 0.0
-    if cpu_per_request is not None and recent.size:
-        reps = max(float(_sum(recent)) / recent.size, 0.0)
+    if cpu_per_request is not None and recent:
+        reps = max(_lsum(recent) / len(recent), 0.0)
         per_req = cpu_per_request * reps
         burst = cpu_per_request * math.sqrt(reps)
         period = cpu_per_request * math.sqrt(reps / CFS_PERIOD_SECONDS)
-    throttled = is_throttled(w, p)
+    ratios = _tail(window, "throttled_ratio", start)
+    throttled = throttled_at(_last_finite_max(ratios), p)
     # throttled usage is capped by the quota: its σ under-reads as its mean does
     sigma = max(0.0 if throttled else seen_sigma, burst or 0.0)
     if not throttled:
@@ -215,7 +261,7 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
         return Demand(max(per_req, usage), usage, sigma, True, "per-request", period)
     # throttled in a share of periods: grow in proportion (bursts within a period throttle a
     # replica whose mean usage is well under its limit; every period throttled: x growth)
-    grown = saturated_growth(w, limit or usage, p)
+    grown = _grown(None if ratios is None else ratios[-3:], limit or usage, p)
     return Demand(max(grown, usage), usage, 0.0, True, "limit-growth")
 
 
@@ -231,20 +277,27 @@ def floor(cpu_per_request: float | None, config: ScalerConfig, p: SizingParams) 
 
 def throttled_share(window: SignalWindow) -> float | None:
     """Mean share of CFS periods throttled over the window's samples; None without any."""
-    thr = window.get("throttled_ratio")
-    thr = thr[np.isfinite(thr)]
-    return float(_sum(thr)) / thr.size if thr.size else None
+    ratios = _tail(window, "throttled_ratio", 0)
+    seen = [] if ratios is None else [r for r in ratios if _finite(r)]
+    return _lsum(seen) / len(seen) if seen else None
 
 
 def throttle_stall(window: SignalWindow) -> float | None:
     """Mean seconds a replica stood throttled per throttled CFS period over the window: its
     throttled time over its throttled periods (share x 10 periods/s: only periods in which the
     replica ran count, so this reads low for one idle part of the time). None without both."""
-    thr = window.get("throttled_ratio")
-    per = per_replica(window, "throttled_seconds_per_second")
-    ok = np.isfinite(thr) & np.isfinite(per) & (thr > 0)
-    periods = float(_sum(thr[ok])) / CFS_PERIOD_SECONDS
-    return float(_sum(per[ok])) / periods if periods > 0 else None
+    ratios = _tail(window, "throttled_ratio", 0)
+    seconds = _tail(window, "throttled_seconds_per_second", 0)
+    if ratios is None or seconds is None:
+        return None
+    shares, stood = [], []
+    for r, s, d in zip(ratios, seconds, window.replicas_divisor.tolist(), strict=True):
+        per = s / d  # the divisor is NaN or > 0
+        if _finite(r) and _finite(per) and r > 0:
+            shares.append(r)
+            stood.append(per)
+    periods = _lsum(shares) / CFS_PERIOD_SECONDS
+    return _lsum(stood) / periods if periods > 0 else None
 
 
 def tail_matters(stall: float | None, cpu_per_request: float | None, target: float,
@@ -325,20 +378,32 @@ class Waits:
 def wait_per_request(window: SignalWindow, seconds: float) -> Waits:
     """Mean over the last `seconds` of wait / request rate: all of it, the throttled part (CFS
     throttled time) and the rest (contention: waiting while runnable and not throttled)."""
-    w = window.since(window.now - seconds)
-    wait, thr = w.get("runq_wait_seconds_per_second"), w.get("throttled_seconds_per_second")
-    rate = w.get("request_rate")
-    ok = np.isfinite(wait) & np.isfinite(rate) & (rate > 0)
-    if not _any(ok):
+    start = window.index_since(window.now - seconds)
+    wait = _tail(window, "runq_wait_seconds_per_second", start)
+    rate = _tail(window, "request_rate", start)
+    if wait is None or rate is None:
         return Waits(None, None, None)
-    total = float(_sum(wait[ok]) / _sum(rate[ok]))
-    thr_ok = ok & np.isfinite(thr)
-    if not _any(thr_ok):
+    thr = _tail(window, "throttled_seconds_per_second", start)
+    if thr is None:
+        thr = [math.nan] * len(wait)
+    waits, rates = [], []  # the samples with a wait and requests
+    t_waits, t_rates, t_parts = [], [], []  # ... that also carry throttled time
+    for w, r, t in zip(wait, rate, thr, strict=True):
+        if _finite(w) and _finite(r) and r > 0:
+            waits.append(w)
+            rates.append(r)
+            if _finite(t):
+                t_waits.append(w)
+                t_rates.append(r)
+                t_parts.append(t if t < w else w)  # np.minimum(t, w), to the bit
+    if not waits:
+        return Waits(None, None, None)
+    total = _lsum(waits) / _lsum(rates)
+    if not t_waits:
         return Waits(total, None, None)
-    # each masked series and sum read once (the same sums, in the same order, as before)
-    wait_t, rate_t = wait[thr_ok], _sum(rate[thr_ok])
-    throttled = float(_sum(np.minimum(thr[thr_ok], wait_t)) / rate_t)
-    contention = max(0.0, float(_sum(wait_t) / rate_t) - throttled)
+    rate_t = _lsum(t_rates)
+    throttled = _lsum(t_parts) / rate_t
+    contention = max(0.0, _lsum(t_waits) / rate_t - throttled)
     return Waits(total, throttled, contention)
 
 
