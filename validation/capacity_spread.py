@@ -1,15 +1,18 @@
 """How far apart does `validate --app deathstarbench` measure the capacity on this machine?
 
     python -m runqscale.validation.capacity_spread --invocations 5 --out spread.json
+    python -m runqscale.validation.capacity_spread --starts 3 --invocations 2 --out spread.json
 
-Starts the emulated social network once and measures its starting deployment's capacity as
-each `validate` invocation does (dsb_compare.measure_dsb_capacity: the stores reseeded before
-each light/loaded pair, `--capacity-repeats` pairs, the median kept), N times in a row, the
-deployment reset before each, invocation k with the seeds of `validate --seed k`. Prints and
-writes every pair's reading and every median, and how many times apart each set is: the single
-pairs are what one invocation measured before stop 48, the medians what it measures now. About
-65 s per invocation at the defaults. It does not cover what changes between separate starts
-of the social network minutes apart.
+Starts the emulated social network and measures its starting deployment's capacity as each
+`validate` invocation does (dsb_compare.measure_dsb_capacity: the stores reseeded before each
+light/loaded pair, `--capacity-repeats` pairs, the median kept), N times in a row, the
+deployment reset before each, invocation k with the seeds of `validate --seed k`; with
+`--starts`, that many times over, each in a social network started anew (the same seeds), as
+separate `validate` invocations minutes apart each start their own. Prints and writes every
+pair's reading and every median, and how many times apart each set is: the single pairs are
+what one invocation measured before stop 48, the medians what it measures now, and the first
+median of each start what separate invocations measure. About 65 s per invocation at the
+defaults, plus about 10 s per start.
 """
 
 from __future__ import annotations
@@ -36,39 +39,52 @@ def spread(reads: list[float]) -> dict[str, float | int]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--invocations", type=int, default=5)
+    ap.add_argument("--invocations", type=int, default=5, help="measurements per start")
+    ap.add_argument("--starts", type=int, default=1,
+                    help="start the social network this many times, in turn")
     ap.add_argument("--capacity-repeats", type=int, default=capmod.CAPACITY_REPEATS)
     ap.add_argument("--out", required=True, help="write the JSON result here")
     args = ap.parse_args(argv)
-    if args.invocations < 1 or args.capacity_repeats < 1:
-        ap.error("--invocations and --capacity-repeats must be 1 or more")
+    if min(args.invocations, args.capacity_repeats, args.starts) < 1:
+        ap.error("--invocations, --capacity-repeats and --starts must be 1 or more")
 
     from runqscale.probes.backends import open_probe
     from runqscale.validation.dsb_compare import DsbCompareConfig
 
     probe, mounts, _ = open_probe("auto", "auto", bpf_stats=False)
     try:
-        rows = _measure(probe, mounts, args.invocations, args.capacity_repeats)
+        rows = [row for start in range(args.starts) for row in
+                _measure(probe, mounts, args.invocations, args.capacity_repeats, start,
+                         args.starts)]
     finally:
         probe.close()
     pairs = spread([x for r in rows for x in r["pairs_rps"]])
     medians = spread([r["median_rps"] for r in rows])
     result = {"app": "deathstarbench", "capacity_repeats": args.capacity_repeats,
               "probe_rate_rps": DsbCompareConfig.probe_rate_rps,
-              "probe_seconds": DsbCompareConfig.probe_seconds,
+              "probe_seconds": DsbCompareConfig.probe_seconds, "starts": args.starts,
               "invocations": rows, "single_pairs": pairs, "medians": medians}
-    print(f"single pairs {pairs['min_rps']:.1f}-{pairs['max_rps']:.1f} req/s "
-          f"({pairs['times_apart']:.2f}x apart, {pairs['n']}); medians "
-          f"{medians['min_rps']:.1f}-{medians['max_rps']:.1f} "
-          f"({medians['times_apart']:.2f}x apart, {medians['n']})")
+    line = (f"single pairs {pairs['min_rps']:.1f}-{pairs['max_rps']:.1f} req/s "
+            f"({pairs['times_apart']:.2f}x apart, {pairs['n']}); medians "
+            f"{medians['min_rps']:.1f}-{medians['max_rps']:.1f} "
+            f"({medians['times_apart']:.2f}x apart, {medians['n']})")
+    if args.starts > 1:
+        # what separate invocations of `validate`, each starting its own network, measure
+        fresh = spread([r["median_rps"] for r in rows if r["invocation"] == 0])
+        result["first_median_of_each_start"] = fresh
+        line += (f"; first median of each start {fresh['min_rps']:.1f}-{fresh['max_rps']:.1f} "
+                 f"({fresh['times_apart']:.2f}x apart, {fresh['n']})")
+    print(line)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
         f.write("\n")
     return 0
 
 
-def _measure(probe: Any, mounts: Any, invocations: int, repeats: int) -> list[dict]:
-    """One social network, its capacity measured `invocations` times as `validate` would."""
+def _measure(probe: Any, mounts: Any, invocations: int, repeats: int, start: int = 0,
+             starts: int = 1) -> list[dict]:
+    """One social network (start number `start`), its capacity measured `invocations` times as
+    `validate` would."""
     from runqscale.deathstarbench.emulation.cluster import Cluster
     from runqscale.deathstarbench.emulation.socialgraph import load_edges
     from runqscale.validation.dsb_compare import (
@@ -86,10 +102,11 @@ def _measure(probe: Any, mounts: Any, invocations: int, repeats: int) -> list[di
             c.reset()  # the starting deployment, as each invocation begins
             t0 = time.monotonic()
             cap = measure_dsb_capacity(c, replace(cfg, seed=k), alloc, lambda _m: None)
-            rows.append({"invocation": k, "median_rps": cap["rps"],
+            rows.append({"start": start, "invocation": k, "median_rps": cap["rps"],
                          "pairs_rps": cap["repeats_rps"], "failures": cap["failures"],
                          "bottleneck": cap["bottleneck"], "seconds": time.monotonic() - t0})
-            print(f"invocation {k + 1}/{invocations}: {cap['rps']:.1f} req/s, the median "
+            where = f"start {start + 1}/{starts}, " if starts > 1 else ""
+            print(f"{where}invocation {k + 1}/{invocations}: {cap['rps']:.1f} req/s, the median "
                   f"of {', '.join(f'{x:.1f}' for x in cap['repeats_rps'])} "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)
     return rows
