@@ -104,7 +104,7 @@ def closed_loop(workloads: int, steps: int, spacing: int = 1) -> Iterator[str]:
                         hist[k][s] = np.nan
                 ready_lag -= 1
             lo = max(start, now - 300)
-            kept = np.arange(lo, now + 1)[(now - np.arange(lo, now + 1)) % spacing == 0]
+            kept = np.arange(now, lo - 1, -spacing)[::-1]  # every `spacing` s back from now
             ts = np.sort(1.7e9 + t[kept] + rng.uniform(-0.01, 0.01))  # sample jitter
             series = {k: v[kept] for k, v in hist.items() if split or k not in holders}
             w = SignalWindow(WorkloadRef("replay", f"w{wi}"), ts, series)

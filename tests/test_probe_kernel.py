@@ -110,7 +110,7 @@ def test_quota_starvation_is_told_apart_from_contention() -> None:
     assert hog.quantile(0.95) >= 0.010, f"quota hog p95 {hog.quantile(0.95)}"
     bound = light_neighbour_bound(hog.quantile(0.95))
     assert light.quantile(0.95) < bound, \
-        f"light neighbour p95 {light.quantile(0.95)} (quota hog {hog.quantile(0.95)})"
+        f"light neighbour p95 {light.quantile(0.95)} over {bound} (quota hog {hog.quantile(0.95)})"
     assert hog.throttled_ratio is not None and hog.throttled_ratio > 0.5
     c = contended["hog"]
     assert c.quantile(0.95) >= 0.001, "four hogs on two cores must wait"

@@ -57,7 +57,7 @@ def _lsum(values: list[float]) -> float:
     return float(_sum(np.array(values)))
 
 
-def _tail(window: SignalWindow, name: str, start: int) -> list[float] | None:
+def _series_from(window: SignalWindow, name: str, start: int) -> list[float] | None:
     """The series `name` from sample `start` on, as a list; None if the window lacks it."""
     arr = window.series.get(name)
     return None if arr is None else arr[start:].tolist()
@@ -75,9 +75,17 @@ def _per_replica_finite(totals: list[float], divisor: list[float]) -> list[float
 
 
 def _last_finite_max(values: list[float] | None, last: int = 3) -> float | None:
-    """The highest of the last `last` finite values; None without any."""
+    """The highest of the last `last` finite values (of equal ones the later, as
+    np.maximum.reduce picks: it tells -0.0 from 0.0); None without any."""
     seen = [] if values is None else [v for v in values if _finite(v)]
-    return max(seen[-last:]) if seen else None
+    if not seen:
+        return None
+    top = seen[-last:]
+    best = top[0]
+    for v in top[1:]:
+        if not best > v:
+            best = v
+    return best
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class Demand:
 def recent_throttled_ratio(window: SignalWindow) -> float | None:
     """The highest throttled share of CFS periods over the last three samples that carry one
     (None without any): what `is_throttled` reads."""
-    return _last_finite_max(_tail(window, "throttled_ratio", 0))
+    return _last_finite_max(_series_from(window, "throttled_ratio", 0))
 
 
 def throttled_at(ratio: float | None, p: SizingParams) -> bool:
@@ -188,30 +196,33 @@ def saturated(window: SignalWindow, limit: float | None, p: SizingParams) -> boo
     if not limit:
         return False
     start = max(window.ts.size - 3, 0)
-    usage, thr = _tail(window, "cpu_usage_cores", start), _tail(window, "throttled_ratio", start)
-    rate = _tail(window, "request_rate", start)
+    usage = _series_from(window, "cpu_usage_cores", start)
+    thr = _series_from(window, "throttled_ratio", start)
+    rate = _series_from(window, "request_rate", start)
     if usage is None or thr is None or rate is None:
         return False
     divisor = window.replicas_divisor[start:].tolist()
-    pinned, all_throttled = None, True
+    pinned: bool | None = None  # the last loaded sample's
+    all_throttled = True
     for u, d, t, r in zip(usage, divisor, thr, rate, strict=True):
         per = u / d  # the divisor is NaN or > 0
         if _finite(per) and _finite(t) and _finite(r) and r > 0:  # a loaded sample
-            pinned = per >= p.pinned_share * limit  # the last loaded one's counts
+            pinned = per >= p.pinned_share * limit
             all_throttled = all_throttled and t >= p.throttled_threshold
-    return pinned is not None and pinned and all_throttled
+    return bool(pinned) and all_throttled
 
 
 def saturated_growth(window: SignalWindow, limit: float, p: SizingParams) -> float:
     """The limit grown in proportion to the share of periods throttled (x `throttle_growth`
     with every period throttled)."""
-    return _grown(_tail(window, "throttled_ratio", max(window.ts.size - 3, 0)), limit, p)
+    return _grown(_series_from(window, "throttled_ratio", max(window.ts.size - 3, 0)), limit, p)
 
 
 def _grown(last_ratios: list[float] | None, limit: float, p: SizingParams) -> float:
-    """saturated_growth on the last three samples' throttled ratios (a share of 1 without any)."""
-    share = _last_finite_max(last_ratios)
-    share = 1.0 if share is None else share
+    """saturated_growth on the last three samples' throttled ratios: their highest but NaN (a
+    +inf counts, as np.nanmax read it before stop 49), a share of 1 without any finite one."""
+    ratios = [] if last_ratios is None else [r for r in last_ratios if r == r]  # NaN != NaN
+    share = max(ratios) if any(_finite(r) for r in ratios) else 1.0
     return limit * (1.0 + (p.throttle_growth - 1.0) * min(1.0, share))
 
 
@@ -229,7 +240,7 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
            p: SizingParams) -> Demand | None:
     """Per-replica demand over the last `demand_window_seconds`; None without usage samples."""
     start = window.index_since(window.now - p.demand_window_seconds)
-    usage_all = _tail(window, "cpu_usage_cores", start)
+    usage_all = _series_from(window, "cpu_usage_cores", start)
     if usage_all is None:
         return None
     divisor = window.replicas_divisor[start:].tolist()
@@ -239,7 +250,7 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
     usage, seen_sigma = _mean_std(per)
     # the request rate's shorter window, within the demand's
     rate_start = max(start, window.index_since(window.now - p.rate_window_seconds))
-    rates = _tail(window, "request_rate", rate_start)
+    rates = _series_from(window, "request_rate", rate_start)
     recent = [] if rates is None else \
         _per_replica_finite(rates, divisor[rate_start - start:])
     per_req = burst = None
@@ -249,7 +260,7 @@ def demand(window: SignalWindow, limit: float | None, cpu_per_request: float | N
         per_req = cpu_per_request * reps
         burst = cpu_per_request * math.sqrt(reps)
         period = cpu_per_request * math.sqrt(reps / CFS_PERIOD_SECONDS)
-    ratios = _tail(window, "throttled_ratio", start)
+    ratios = _series_from(window, "throttled_ratio", start)
     throttled = throttled_at(_last_finite_max(ratios), p)
     # throttled usage is capped by the quota: its σ under-reads as its mean does
     sigma = max(0.0 if throttled else seen_sigma, burst or 0.0)
@@ -277,7 +288,7 @@ def floor(cpu_per_request: float | None, config: ScalerConfig, p: SizingParams) 
 
 def throttled_share(window: SignalWindow) -> float | None:
     """Mean share of CFS periods throttled over the window's samples; None without any."""
-    ratios = _tail(window, "throttled_ratio", 0)
+    ratios = _series_from(window, "throttled_ratio", 0)
     seen = [] if ratios is None else [r for r in ratios if _finite(r)]
     return _lsum(seen) / len(seen) if seen else None
 
@@ -286,8 +297,8 @@ def throttle_stall(window: SignalWindow) -> float | None:
     """Mean seconds a replica stood throttled per throttled CFS period over the window: its
     throttled time over its throttled periods (share x 10 periods/s: only periods in which the
     replica ran count, so this reads low for one idle part of the time). None without both."""
-    ratios = _tail(window, "throttled_ratio", 0)
-    seconds = _tail(window, "throttled_seconds_per_second", 0)
+    ratios = _series_from(window, "throttled_ratio", 0)
+    seconds = _series_from(window, "throttled_seconds_per_second", 0)
     if ratios is None or seconds is None:
         return None
     shares, stood = [], []
@@ -379,11 +390,11 @@ def wait_per_request(window: SignalWindow, seconds: float) -> Waits:
     """Mean over the last `seconds` of wait / request rate: all of it, the throttled part (CFS
     throttled time) and the rest (contention: waiting while runnable and not throttled)."""
     start = window.index_since(window.now - seconds)
-    wait = _tail(window, "runq_wait_seconds_per_second", start)
-    rate = _tail(window, "request_rate", start)
+    wait = _series_from(window, "runq_wait_seconds_per_second", start)
+    rate = _series_from(window, "request_rate", start)
     if wait is None or rate is None:
         return Waits(None, None, None)
-    thr = _tail(window, "throttled_seconds_per_second", start)
+    thr = _series_from(window, "throttled_seconds_per_second", start)
     if thr is None:
         thr = [math.nan] * len(wait)
     waits, rates = [], []  # the samples with a wait and requests
@@ -395,7 +406,7 @@ def wait_per_request(window: SignalWindow, seconds: float) -> Waits:
             if _finite(t):
                 t_waits.append(w)
                 t_rates.append(r)
-                t_parts.append(t if t < w else w)  # np.minimum(t, w), to the bit
+                t_parts.append(t if t < w else w)  # np.minimum(t, w) as its array loop picks
     if not waits:
         return Waits(None, None, None)
     total = _lsum(waits) / _lsum(rates)
